@@ -1,0 +1,36 @@
+"""Every domain-separation label and suite id of protocol version 1, in one place.
+
+A label never appears twice with two meanings: each signature, hash and key
+derivation starts with its own label, so bytes made for one purpose are
+useless for another.
+"""
+
+PREFIX = b"spokes/v1/"
+
+# Signatures over statements: PREFIX + type + NUL + canonical body.
+STATEMENT_SIGNATURE = PREFIX  # followed by the statement type and b"\x00"
+
+# Hashes that name things.
+MEMBER_ID = b"spokes/v1/member-id\x00"
+NETWORK_ID = b"spokes/v1/network-id\x00"
+STATEMENT_ID = b"spokes/v1/statement-id\x00"
+
+# What people compare.
+SAFETY_NUMBER = b"spokes/v1/safety-number\x00"
+FINGERPRINT = b"spokes/v1/fingerprint\x00"
+
+# Invite codes: HKDF-SHA256 with this salt and one info label per output.
+INVITE_HKDF_SALT = b"spokes/v1/invite"
+INVITE_LOOKUP = b"spokes/v1/invite/lookup-id"
+INVITE_PAYLOAD_KEY = b"spokes/v1/invite/payload-key"
+INVITE_PROOF_KEY = b"spokes/v1/invite/proof-key"
+INVITE_CHECKSUM = b"spokes/v1/invite/checksum\x00"
+INVITE_PAYLOAD_AAD = b"spokes/v1/invite/payload\x00"
+INVITE_PROOF = b"spokes/v1/invite/proof\x00"
+
+# Login: the identity key signs the server's challenge.
+LOGIN = b"spokes/v1/login\x00"
+
+# Suites named in keys and ciphertexts.
+SIGNATURE_SUITE = "ed25519"
+KEM_SUITE_DEFAULT = "MLKEM768_X25519/HKDF_SHA256/AES_256_GCM"

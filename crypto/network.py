@@ -1,0 +1,268 @@
+"""The network genesis and its policy, key bundles, and group creation.
+
+The genesis statement holds the stewards' keys and the policy; the network
+id is the hash of its body, and every client pins it. Nothing in a genesis
+is secret-bearing: the network's name travels only inside encrypted invite
+payloads, so the server never learns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from crypto import labels
+from crypto.encoding import Value
+from crypto.errors import InvalidStatement
+from crypto.keys import IdentityKey, IdentityPublicKey
+from crypto.statements import (
+    Statement,
+    get_bytes,
+    get_int,
+    get_str,
+    sign_statement,
+    verify_statement,
+)
+
+NETWORK_ID_BYTES = 32
+GROUP_ID_BYTES = 16
+HOUR = 3600
+DAY = 24 * HOUR
+
+# Public key sizes per KEM suite, checked before a key is ever used.
+KEM_PUBLIC_BYTES = {
+    labels.KEM_SUITE_DEFAULT: 1184 + 32,
+    "X25519/HKDF_SHA256/AES_256_GCM": 32,
+}
+EXPULSION_QUORUMS = ("majority", "two-thirds", "all")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a network's genesis fixes for every cell."""
+
+    cell_min: int = 8
+    cell_max: int = 12
+    vouches: int = 2
+    probation_seconds: int = 30 * DAY
+    invite_quota: int = 3
+    invite_expiry_seconds: int = 72 * HOUR
+    vetting_seconds: int = 72 * HOUR
+    expulsion_quorum: str = "majority"
+    review_seconds: int = 14 * DAY
+
+    def __post_init__(self) -> None:
+        checks = [
+            (
+                2 <= self.cell_min <= self.cell_max <= 100,
+                "cell bounds must satisfy 2 <= min <= max <= 100",
+            ),
+            (
+                1 <= self.vouches <= self.cell_max,
+                "vouches must be between 1 and the cell maximum",
+            ),
+            (
+                0 <= self.probation_seconds <= 365 * DAY,
+                "probation must be between 0 and 365 days",
+            ),
+            (1 <= self.invite_quota <= 100, "invite quota must be between 1 and 100"),
+            (
+                HOUR <= self.invite_expiry_seconds <= 30 * DAY,
+                "invite expiry must be 1 hour to 30 days",
+            ),
+            (
+                0 <= self.vetting_seconds <= 30 * DAY,
+                "vetting window must be 0 to 30 days",
+            ),
+            (self.expulsion_quorum in EXPULSION_QUORUMS, "unknown expulsion quorum"),
+            (
+                0 <= self.review_seconds <= 90 * DAY,
+                "review window must be 0 to 90 days",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidStatement(f"bad policy: {message}")
+
+    def to_value(self) -> dict[str, Value]:
+        return {
+            "cell_min": self.cell_min,
+            "cell_max": self.cell_max,
+            "vouches": self.vouches,
+            "probation_seconds": self.probation_seconds,
+            "invite_quota": self.invite_quota,
+            "invite_expiry_seconds": self.invite_expiry_seconds,
+            "vetting_seconds": self.vetting_seconds,
+            "expulsion_quorum": self.expulsion_quorum,
+            "review_seconds": self.review_seconds,
+        }
+
+    @classmethod
+    def from_value(cls, value: Value) -> Policy:
+        if not isinstance(value, dict) or set(value) != set(cls().to_value()):
+            raise InvalidStatement("policy has missing or unknown fields")
+        return cls(
+            cell_min=get_int(value, "cell_min"),
+            cell_max=get_int(value, "cell_max"),
+            vouches=get_int(value, "vouches"),
+            probation_seconds=get_int(value, "probation_seconds"),
+            invite_quota=get_int(value, "invite_quota"),
+            invite_expiry_seconds=get_int(value, "invite_expiry_seconds"),
+            vetting_seconds=get_int(value, "vetting_seconds"),
+            expulsion_quorum=get_str(value, "expulsion_quorum", 16),
+            review_seconds=get_int(value, "review_seconds"),
+        )
+
+
+@dataclass(frozen=True)
+class Genesis:
+    statement: Statement
+    network_id: bytes
+    stewards: tuple[IdentityPublicKey, ...]
+    policy: Policy
+
+    @property
+    def steward_ids(self) -> frozenset[bytes]:
+        return frozenset(k.member_id for k in self.stewards)
+
+
+def network_id_of(genesis_body: bytes) -> bytes:
+    return hashlib.sha256(labels.NETWORK_ID + genesis_body).digest()
+
+
+def make_genesis(
+    founder: IdentityKey,
+    policy: Policy,
+    time: int,
+    extra_stewards: tuple[IdentityPublicKey, ...] = (),
+) -> Genesis:
+    stewards = [founder.public_key().raw] + [k.raw for k in extra_stewards]
+    statement = sign_statement(
+        founder,
+        "genesis",
+        None,
+        time,
+        {
+            "nonce": os.urandom(16),
+            "stewards": list(stewards),
+            "policy": policy.to_value(),
+        },
+    )
+    return parse_genesis(statement)
+
+
+def parse_genesis(statement: Statement) -> Genesis:
+    fields = statement.fields
+    if statement.type != "genesis":
+        raise InvalidStatement("not a genesis statement")
+    get_bytes(fields, "nonce", 16)
+    raw_stewards = fields.get("stewards")
+    if not isinstance(raw_stewards, list) or not 1 <= len(raw_stewards) <= 32:
+        raise InvalidStatement("a genesis names 1 to 32 stewards")
+    stewards = tuple(IdentityPublicKey(k) for k in raw_stewards if isinstance(k, bytes))
+    if len(stewards) != len(raw_stewards) or len(set(stewards)) != len(stewards):
+        raise InvalidStatement("stewards must be distinct 32-byte keys")
+    if statement.author_key not in stewards:
+        raise InvalidStatement("a genesis is signed by one of its stewards")
+    policy = Policy.from_value(fields.get("policy"))
+    return Genesis(statement, network_id_of(statement.body), stewards, policy)
+
+
+def verify_genesis(
+    body: bytes, signature: bytes, expected_id: bytes | None = None
+) -> Genesis:
+    """Verify a genesis from elsewhere; with `expected_id`, pin it to that network."""
+    genesis = parse_genesis(verify_statement(body, signature, "genesis", None))
+    if expected_id is not None and genesis.network_id != expected_id:
+        raise InvalidStatement("this genesis is not the pinned network")
+    return genesis
+
+
+@dataclass(frozen=True)
+class KeyBundle:
+    """A member's published KEM key, signed by their identity key."""
+
+    statement: Statement
+    suite: str
+    kem_public: bytes
+    expires: int
+
+
+def make_key_bundle(
+    key: IdentityKey,
+    network: bytes,
+    suite: str,
+    kem_public: bytes,
+    time: int,
+    expires: int,
+) -> KeyBundle:
+    statement = sign_statement(
+        key,
+        "key-bundle",
+        network,
+        time,
+        {"suite": suite, "kem_public": kem_public, "expires": expires},
+    )
+    return parse_key_bundle(statement)
+
+
+def parse_key_bundle(statement: Statement, now: int | None = None) -> KeyBundle:
+    if statement.type != "key-bundle":
+        raise InvalidStatement("not a key bundle")
+    suite = get_str(statement.fields, "suite", 64)
+    size = KEM_PUBLIC_BYTES.get(suite)
+    if size is None:
+        raise InvalidStatement(f"unknown KEM suite {suite!r}")
+    kem_public = get_bytes(statement.fields, "kem_public", size)
+    expires = get_int(statement.fields, "expires")
+    if expires <= statement.time:
+        raise InvalidStatement("key bundle expires before it was made")
+    if now is not None and now >= expires:
+        raise InvalidStatement("key bundle has expired")
+    return KeyBundle(statement, suite, kem_public, expires)
+
+
+@dataclass(frozen=True)
+class GroupCreation:
+    statement: Statement
+    group_id: bytes
+    kind: str
+    level: int
+    parent: bytes | None
+
+
+def make_cell(founder: IdentityKey, network: bytes, time: int) -> GroupCreation:
+    statement = sign_statement(
+        founder,
+        "group-create",
+        network,
+        time,
+        {
+            "group": os.urandom(GROUP_ID_BYTES),
+            "kind": "cell",
+            "level": 0,
+            "parent": None,
+        },
+    )
+    return parse_group_creation(statement)
+
+
+def parse_group_creation(statement: Statement) -> GroupCreation:
+    if statement.type != "group-create":
+        raise InvalidStatement("not a group creation")
+    fields = statement.fields
+    kind = get_str(fields, "kind", 16)
+    if kind not in ("cell", "council"):
+        raise InvalidStatement("a group is a cell or a council")
+    level = get_int(fields, "level")
+    parent = fields.get("parent")
+    if parent is not None and (
+        not isinstance(parent, bytes) or len(parent) != GROUP_ID_BYTES
+    ):
+        raise InvalidStatement("bad parent group id")
+    if (kind == "cell") != (level == 0):
+        raise InvalidStatement("cells are level 0 and councils above it")
+    return GroupCreation(
+        statement, get_bytes(fields, "group", GROUP_ID_BYTES), kind, level, parent
+    )
