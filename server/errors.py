@@ -1,0 +1,61 @@
+"""The server's one error family: :class:`ApiError` with an HTTP status and a
+machine-readable :class:`ErrorCode`.
+
+Rule: the message is written for the person reading it and carries no debug
+detail, secrets or other members' data; it goes to the client as is.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+# (str, Enum) rather than StrEnum: members compare equal to their wire strings
+# while str() keeps naming the member, which reads better in test failures.
+class ErrorCode(str, Enum):  # noqa: UP042
+    """Machine codes clients switch on. Add members; never rename one."""
+
+    BAD_REQUEST = "bad_request"
+    INVALID_JSON = "invalid_json"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    RATE_LIMITED = "rate_limited"
+    INVALID_SIGNATURE = "invalid_signature"
+    INVALID_STATEMENT = "invalid_statement"
+    INTERNAL = "internal"
+
+
+class ApiError(Exception):
+    """An error the client is meant to see: ``{"error": {"code", "message"}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: ErrorCode,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def __repr__(self) -> str:
+        return f"ApiError({self.status}, {self.code.value}, {self.message!r})"
+
+
+def bad_request(message: str) -> ApiError:
+    """400 bad_request, the usual answer to a malformed field."""
+    return ApiError(400, ErrorCode.BAD_REQUEST, message)
+
+
+def not_found(message: str = "not found") -> ApiError:
+    """404 not_found; also the answer for "exists but not yours"."""
+    return ApiError(404, ErrorCode.NOT_FOUND, message)
