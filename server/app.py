@@ -1,0 +1,86 @@
+"""The application factory: ``create_app(settings, pool)`` wires settings, the
+database pool, the clock, middlewares and routes into one aiohttp application.
+
+Rule: the application holds no state another instance would need; anything
+shared lives in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server.clock import Clock
+from server.clock import now as system_now
+from server.http.middleware import access_log_middleware, error_middleware
+from server.http.routes import add_routes
+from server.settings import Settings
+from server.store import ratelimit
+from server.store.db import Pool, create_pool
+
+SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
+POOL_KEY: web.AppKey[Pool] = web.AppKey("pool")
+CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
+
+PRUNE_INTERVAL_S = 600
+
+log = logging.getLogger("spokes.app")
+
+
+def create_app(
+    settings: Settings, pool: Pool | None = None, *, clock: Clock = system_now
+) -> web.Application:
+    """Build the application.
+
+    With ``pool`` the caller owns it (tests); without, the pool is opened on
+    ``settings.database_url`` at startup and closed at cleanup.
+    """
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[access_log_middleware, error_middleware],
+    )
+    app[SETTINGS_KEY] = settings
+    app[CLOCK_KEY] = clock
+    if pool is not None:
+        app[POOL_KEY] = pool
+    else:
+        app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_prune_ctx)
+    add_routes(app)
+    return app
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS_KEY].database_url
+    if url is None:
+        raise RuntimeError("create_app needs a pool or settings.database_url")
+    pool = await create_pool(url)
+    app[POOL_KEY] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def _prune_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_prune_forever(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _prune_forever(app: web.Application) -> None:
+    """Delete stale rate-limit windows now and then; every instance may do it."""
+    settings = app[SETTINGS_KEY]
+    keep_s = max(limit.window_s for limit in settings.rate_limits().values())
+    while True:
+        await asyncio.sleep(PRUNE_INTERVAL_S)
+        try:
+            await ratelimit.prune(app[POOL_KEY], app[CLOCK_KEY](), keep_s)
+        except Exception as exc:  # pruning is housekeeping; never kill the server for it
+            log.warning("rate-limit pruning failed: %s", type(exc).__name__)

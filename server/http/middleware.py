@@ -1,0 +1,114 @@
+"""The server's middlewares: the access log and the one error middleware.
+
+Rules: every error leaves as ``{"error": {"code", "message"}}``; an unexpected
+exception becomes a bare 500 and is logged by type and route only. Logs never
+carry client addresses, request bodies, query strings or tokens, which is why
+aiohttp's own access log is switched off and replaced here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.errors import ApiError, ErrorCode
+
+access_log = logging.getLogger("spokes.access")
+error_log = logging.getLogger("spokes.error")
+
+_HTTP_CODES = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.BODY_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    429: ErrorCode.RATE_LIMITED,
+}
+_HTTP_MESSAGES = {
+    404: "no such endpoint",
+    405: "this endpoint does not accept that method",
+    413: "the request body is too large",
+}
+
+
+def route_name(request: web.Request) -> str:
+    """The route template (``/v1/groups/{group_id}``), never the concrete path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "<unmatched>"
+
+
+def error_response(
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The JSON error body every failure uses."""
+    body = {"error": {"code": code.value, "message": message}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Log method, route template, status and duration of every request."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        access_log.info(
+            "%s %s %d %.1fms",
+            request.method,
+            route_name(request),
+            status,
+            (time.perf_counter() - started) * 1000,
+        )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the JSON error shape."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and the like are not errors
+        return _from_http_exception(exc)
+    except Exception as exc:
+        error_log.error(
+            "unhandled %s in %s %s at %s",
+            type(exc).__name__,
+            request.method,
+            route_name(request),
+            _where(exc),
+        )
+        return error_response(500, ErrorCode.INTERNAL, "internal error")
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    status = exc.status
+    code = _HTTP_CODES.get(status, ErrorCode.INTERNAL if status >= 500 else ErrorCode.BAD_REQUEST)
+    message = _HTTP_MESSAGES.get(status, "internal error" if status >= 500 else "bad request")
+    # Keep protocol headers such as Allow (405); drop the text/plain body's ones.
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+    return error_response(status, code, message, headers)
+
+
+def _where(exc: BaseException) -> str:
+    """File and line of the innermost frame: enough to find the bug, no data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno}"
