@@ -14,11 +14,15 @@ from typing import Any
 
 from aiohttp import web
 
+from server.errors import ErrorCode
+from server.http.membership import add_membership_routes
+
 
 def add_routes(app: web.Application) -> None:
     """Register every route on ``app``. Feature modules add theirs here."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/openapi.json", openapi)
+    add_membership_routes(app)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -33,7 +37,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI document shipped as package data."""
+    """The OpenAPI document shipped as package data.
+
+    The error-code enum is filled in from :class:`ErrorCode`, so the document
+    cannot fall behind the codes the server actually sends.
+    """
     text = resources.files("server").joinpath("openapi.json").read_text(encoding="utf-8")
     document: dict[str, Any] = json.loads(text)
+    error = document["components"]["schemas"]["Error"]["properties"]["error"]
+    error["properties"]["code"]["enum"] = [code.value for code in ErrorCode]
     return document

@@ -1,0 +1,290 @@
+"""Admission certificates, vouches, blocks, revocations, and the evidence clients verify.
+
+The server applies the same rule book as the clients (crypto.vetting) to
+refuse bad statements early and to keep its index current, but clients never
+take its word: they get the signed statements (`evidence`) and decide alone.
+Every write here locks the newcomer's member row first, so concurrent vouches
+and blocks for one newcomer are decided one after another.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from crypto.chains import parse_admission, parse_revocation
+from crypto.encoding import b32e, b64e, decode
+from crypto.network import Genesis
+from crypto.statements import Statement
+from crypto.vetting import check_verdict, evaluate, parse_verdict
+from server.services.auth import Session
+from server.services.common import (
+    api_error,
+    as_cell_members,
+    cell_view,
+    check_fresh,
+    crypto_errors,
+    from_seconds,
+    load_genesis,
+    member_status,
+    parse_stored,
+    seconds,
+    statement_from,
+    verified_chain,
+)
+from server.store import membership as store
+from server.store.db import Connection
+
+
+async def _member_or(
+    conn: Connection, member_id: bytes, status: int, code: str, message: str
+) -> store.MemberRow:
+    member = await store.get_member(conn, member_id)
+    if member is None or member.admitted_at is None:
+        raise api_error(status, code, message)
+    if member.revoked_at is not None:
+        raise api_error(403, "revoked", "this member's key has been revoked")
+    return member
+
+
+async def settle(
+    conn: Connection, genesis: Genesis, subject: store.MemberRow, now: datetime
+) -> str:
+    """Apply the vetting rules to a newcomer and record the outcome; return their status."""
+    if (
+        subject.admitted_at is not None
+        or subject.blocked_at is not None
+        or subject.revoked_at is not None
+    ):
+        return member_status(subject, genesis, now)
+    stored = await store.admission_of(conn, subject.member_id)
+    if stored is None:
+        return "pending"
+    network = genesis.network_id
+    with crypto_errors():
+        admission = parse_admission(parse_stored(stored, "admission", network))
+        verdicts = [
+            parse_verdict(parse_stored(s, _type_of(s), network))
+            for s in await store.verdicts_about(conn, subject.member_id)
+        ]
+        view = await cell_view(conn, network, admission.cell)
+        outcome = evaluate(genesis.policy, admission, verdicts, as_cell_members(view), seconds(now))
+    if outcome.status == "admitted" and outcome.completes_at is not None:
+        # Statement times are whole seconds from the members' clocks; never
+        # record an admission before the join the server saw.
+        at = max(from_seconds(outcome.completes_at), subject.joined_at)
+        await store.mark_admitted(conn, subject.member_id, at)
+    elif outcome.status == "blocked":
+        await store.mark_blocked(conn, subject.member_id, now)
+    refreshed = await store.get_member(conn, subject.member_id)
+    assert refreshed is not None  # the row is locked or ours
+    return member_status(refreshed, genesis, now)
+
+
+def _type_of(stored: store.StoredStatement) -> str:
+    # Verdict rows hold vouches and blocks; the body names which, and
+    # verify_statement checks the signature under that very type.
+    fields = decode(stored.body)
+    kind = fields.get("type") if isinstance(fields, dict) else None
+    return kind if kind in ("vouch", "block") else "vouch"
+
+
+async def admit(conn: Connection, session: Session, wire: Any, now: datetime) -> tuple[bytes, str]:
+    genesis = await load_genesis(conn, session.network_id)
+    statement = statement_from({"admission": wire}, "admission", "admission", genesis.network_id)
+    with crypto_errors():
+        admission = parse_admission(statement)
+    check_fresh(statement, now)
+    issuer = await _member_or(
+        conn, statement.author, 403, "not_a_member", "the certificate's issuer is not a member"
+    )
+    if issuer.member_id != session.member_id:
+        raise api_error(400, "invalid_statement", "sign certificates with your own key")
+    if issuer.cell_id != admission.cell:
+        raise api_error(403, "not_in_cell", "you can admit newcomers only to your own cell")
+    if member_status(issuer, genesis, now) == "probation":
+        raise api_error(403, "in_probation", "members in probation can't admit newcomers")
+    invite = await store.get_invite(conn, admission.invite)
+    if invite is None or invite.inviter_id != issuer.member_id:
+        raise api_error(
+            403, "not_inviter", "only the member who invited this newcomer can admit them"
+        )
+    if invite.redeemed_by is None:
+        raise api_error(404, "not_found", "nobody has joined with this invite yet")
+    subject = await store.get_member(conn, invite.redeemed_by, for_update=True)
+    assert subject is not None  # redeemed_by references members
+    join, _, _ = await store.join_evidence(conn, subject.member_id)
+    join_id = None if join is None else parse_stored(join, "join", genesis.network_id).id
+    if admission.subject != subject.member_id or admission.join != join_id:
+        raise api_error(
+            400, "key_mismatch", "the certificate is not over the key that joined with this invite"
+        )
+    if subject.cell_id != admission.cell:
+        raise api_error(403, "not_in_cell", "the newcomer joined another cell")
+    await verified_chain(conn, genesis, issuer)
+    if (
+        await store.admission_of(conn, subject.member_id) is not None
+        or subject.blocked_at is not None
+    ):
+        raise api_error(409, "already_admitted", "this newcomer already has a certificate")
+    admitted = len(await store.cell_members(conn, admission.cell))
+    if (
+        admitted + await store.count_vetting_in_cell(conn, admission.cell)
+        >= genesis.policy.cell_max
+    ):
+        raise api_error(409, "cell_full", "your cell is full: it must split before it can grow")
+    await _store_statement(conn, genesis, statement, subject.member_id, admission.cell)
+    await store.insert_admission(
+        conn, subject.member_id, statement.id, issuer.member_id, admission.cell, now
+    )
+    return subject.member_id, await settle(conn, genesis, subject, now)
+
+
+async def _store_statement(
+    conn: Connection, genesis: Genesis, statement: Statement, subject: bytes, group: bytes | None
+) -> None:
+    if not await store.insert_statement(
+        conn,
+        statement.id,
+        genesis.network_id,
+        statement.type,
+        statement.author,
+        statement.body,
+        statement.signature,
+        subject=subject,
+        group_id=group,
+    ):
+        raise api_error(409, "conflict", "this statement was already recorded")
+
+
+async def add_verdict(
+    conn: Connection, session: Session, kind: str, wire: Any, now: datetime
+) -> tuple[bytes, str]:
+    genesis = await load_genesis(conn, session.network_id)
+    statement = statement_from({kind: wire}, kind, kind, genesis.network_id)
+    with crypto_errors():
+        verdict = parse_verdict(statement)
+    check_fresh(statement, now)
+    if statement.author != session.member_id:
+        raise api_error(400, "invalid_statement", f"sign your {kind} with your own key")
+    author = await _member_or(
+        conn, statement.author, 403, "not_admitted", "you are not an admitted member yet"
+    )
+    subject = await store.get_member(conn, verdict.subject, for_update=True)
+    # A newcomer of another cell is answered exactly like one that does not exist.
+    if subject is None or subject.cell_id != author.cell_id:
+        raise api_error(404, "not_found", "no such newcomer in your cell")
+    if subject.admitted_at is not None or subject.blocked_at is not None:
+        raise api_error(409, "vetting_closed", "this newcomer's vetting is over")
+    stored = await store.admission_of(conn, subject.member_id)
+    if stored is None:
+        raise api_error(
+            409, "no_admission", "the inviter has not signed a certificate for this newcomer yet"
+        )
+    with crypto_errors():
+        admission = parse_admission(parse_stored(stored, "admission", genesis.network_id))
+        view = await cell_view(conn, genesis.network_id, admission.cell)
+        check_verdict(verdict, admission, as_cell_members(view))
+    await verified_chain(conn, genesis, author)
+    await _store_statement(conn, genesis, statement, subject.member_id, admission.cell)
+    if not await store.insert_verdict(
+        conn, kind, subject.member_id, author.member_id, statement.id, now
+    ):
+        raise api_error(409, "already_vouched", f"you already sent a {kind} for this newcomer")
+    return subject.member_id, await settle(conn, genesis, subject, now)
+
+
+async def revoke(conn: Connection, session: Session, wire: Any, now: datetime) -> bytes:
+    genesis = await load_genesis(conn, session.network_id)
+    statement = statement_from({"revocation": wire}, "revocation", "revocation", genesis.network_id)
+    check_fresh(statement, now)
+    if statement.author != session.member_id or statement.author not in genesis.steward_ids:
+        raise api_error(403, "not_steward", "only a steward can revoke a member")
+    with crypto_errors():
+        revocation = parse_revocation(statement, genesis)
+    subject = await store.get_member(conn, revocation.subject, for_update=True)
+    if subject is None or subject.network_id != genesis.network_id:
+        raise api_error(404, "not_found", "no such member")
+    await _store_statement(conn, genesis, statement, subject.member_id, None)
+    await store.mark_revoked(conn, subject.member_id, statement.id, now)
+    return subject.member_id
+
+
+async def visible_member(conn: Connection, session: Session, member_id: bytes) -> store.MemberRow:
+    """The member, if the caller may see them: themself, or an admitted cellmate."""
+    subject = await store.get_member(conn, member_id, for_update=True)
+    if subject is not None and subject.member_id == session.member_id:
+        return subject
+    viewer = await store.get_member(conn, session.member_id)
+    if (
+        subject is None
+        or viewer is None
+        or viewer.admitted_at is None
+        or viewer.revoked_at is not None
+        or subject.cell_id != viewer.cell_id
+    ):
+        raise api_error(404, "not_found", "no such member")
+    return subject
+
+
+async def evidence(
+    conn: Connection, genesis: Genesis, subject: store.MemberRow, now: datetime
+) -> dict[str, Any]:
+    """Every signed statement a client needs to decide a member's standing itself."""
+    status = await settle(conn, genesis, subject, now)
+    network = genesis.network_id
+    join, proof, bundle = await store.join_evidence(conn, subject.member_id)
+    invite = None
+    if subject.invite_lookup is not None:
+        row = await store.get_invite(conn, subject.invite_lookup)
+        invite = None if row is None else await store.get_statement(conn, row.statement_id)
+    admission = await store.admission_of(conn, subject.member_id)
+    chain = [] if subject.inviter_id is None else await store.chain_of(conn, subject.inviter_id)
+    assert subject.cell_id is not None
+    group = await store.group_statement(conn, subject.cell_id)
+    members = []
+    for member in await store.cell_members(conn, subject.cell_id):
+        members.append(
+            {
+                "member_id": b32e(member.member_id),
+                "chain": [_wire(s) for s in await store.chain_of(conn, member.member_id)],
+                "admitted_at": seconds(member.admitted_at) if member.admitted_at else None,
+            }
+        )
+    revocations = await store.statements_by_type(conn, network, "revocation")
+    return {
+        "member_id": b32e(subject.member_id),
+        "network_id": b32e(network),
+        "cell_id": b32e(subject.cell_id),
+        "joined_at": seconds(subject.joined_at),
+        "status": status,
+        "key_bundle": _wire(bundle),
+        "join": _wire(join),
+        "proof": None if proof is None else b64e(proof),
+        "invite": _wire(invite),
+        "admission": _wire(admission),
+        "chain": [_wire(s) for s in chain],
+        "verdicts": [_wire(s) for s in await store.verdicts_about(conn, subject.member_id)],
+        "cell": {"group": _wire(group), "members": members},
+        "revocations": [_wire(s) for s in revocations],
+    }
+
+
+def _wire(stored: store.StoredStatement | None) -> dict[str, str] | None:
+    return None if stored is None else {"body": b64e(stored.body), "sig": b64e(stored.sig)}
+
+
+async def pending(conn: Connection, session: Session, now: datetime) -> list[dict[str, Any]]:
+    genesis = await load_genesis(conn, session.network_id)
+    viewer = await _member_or(
+        conn, session.member_id, 403, "not_admitted", "you are not an admitted member yet"
+    )
+    assert viewer.cell_id is not None
+    result = []
+    for row in await store.pending_in_cell(conn, viewer.cell_id):
+        locked = await store.get_member(conn, row.member_id, for_update=True)
+        assert locked is not None
+        item = await evidence(conn, genesis, locked, now)
+        if item["status"] == "pending":
+            result.append(item)
+    return result

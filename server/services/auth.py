@@ -1,0 +1,92 @@
+"""Challenge–response login and bearer sessions.
+
+The identity key signs a fresh, single-use server challenge; the answer is a
+random token of which only a SHA-256 hash is stored. Unknown members get a
+challenge like anyone else, and every failed login gives the same error, so
+the login endpoints don't tell who is a member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from crypto import labels
+from crypto.encoding import encode
+from crypto.errors import CryptoError
+from crypto.keys import IdentityPublicKey
+from server.errors import ApiError, ErrorCode
+from server.store import auth as auth_store
+from server.store import membership as store
+from server.store.db import Connection
+
+CHALLENGE_BYTES = 32
+TOKEN_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Session:
+    member_id: bytes
+    network_id: bytes
+
+
+def login_message(challenge: bytes, member_id: bytes) -> bytes:
+    return encode({"challenge": challenge, "member": member_id})
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+async def issue_challenge(
+    conn: Connection, member_id: bytes, now: datetime, ttl: timedelta
+) -> tuple[bytes, datetime]:
+    challenge = secrets.token_bytes(CHALLENGE_BYTES)
+    expires = now + ttl
+    member = await store.get_member(conn, member_id)
+    if member is not None and member.revoked_at is None:
+        await auth_store.insert_challenge(conn, challenge, member_id, expires)
+    return challenge, expires
+
+
+def _login_failed() -> ApiError:
+    return ApiError(
+        401, ErrorCode.LOGIN_FAILED, "login failed: log in again with a fresh challenge"
+    )
+
+
+async def open_session(
+    conn: Connection,
+    member_id: bytes,
+    challenge: bytes,
+    signature: bytes,
+    now: datetime,
+    ttl: timedelta,
+) -> tuple[str, datetime]:
+    # Deleting the challenge first makes it single-use even if the signature is wrong.
+    if not await auth_store.take_challenge(conn, challenge, member_id, now):
+        raise _login_failed()
+    member = await store.get_member(conn, member_id)
+    if member is None or member.revoked_at is not None:
+        raise _login_failed()
+    try:
+        IdentityPublicKey(member.identity_key).verify(
+            labels.LOGIN, login_message(challenge, member_id), signature
+        )
+    except CryptoError:
+        raise _login_failed() from None
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    expires = now + ttl
+    await auth_store.insert_session(conn, token_hash(token), member_id, now, expires)
+    return token, expires
+
+
+async def authenticate(conn: Connection, token: str, now: datetime) -> Session:
+    found = await auth_store.get_session(conn, token_hash(token))
+    if found is None or found.revoked:
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in again")
+    if found.expires_at <= now:
+        raise ApiError(401, ErrorCode.SESSION_EXPIRED, "your session has expired: log in again")
+    return Session(found.member_id, found.network_id)

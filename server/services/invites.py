@@ -1,0 +1,192 @@
+"""Invites: creation within quota, fetching the sealed payload, single-use redemption.
+
+Rules kept here: only an admitted member past probation invites, into their
+own cell, within the policy's quota and expiry. Redemption checks the proof
+before anything else, so a wrong proof looks exactly like an unknown invite:
+nobody without the code learns whether a lookup id exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crypto.errors import CryptoError
+from crypto.invites import parse_invite, parse_join, verify_proof
+from crypto.network import parse_key_bundle
+from server.services.auth import Session
+from server.services.common import (
+    api_error,
+    check_fresh,
+    crypto_errors,
+    from_seconds,
+    load_genesis,
+    member_status,
+    seconds,
+    statement_from,
+)
+from server.store import membership as store
+from server.store.db import Connection
+
+MAX_PAYLOAD_BYTES = 48 * 1024
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    member_id: bytes
+    status: str
+
+
+async def require_admitted(conn: Connection, session: Session) -> store.MemberRow:
+    member = await store.get_member(conn, session.member_id)
+    if member is None or member.admitted_at is None or member.revoked_at is not None:
+        raise api_error(403, "not_admitted", "you are not an admitted member yet")
+    return member
+
+
+async def create_invite(
+    conn: Connection, session: Session, invite_wire: Any, payload: bytes, now: datetime
+) -> tuple[bytes, datetime]:
+    genesis = await load_genesis(conn, session.network_id)
+    statement = statement_from({"invite": invite_wire}, "invite", "invite", genesis.network_id)
+    with crypto_errors():
+        invite = parse_invite(statement)
+    check_fresh(statement, now)
+    if statement.author != session.member_id:
+        raise api_error(400, "invalid_statement", "sign your invites with your own key")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise api_error(400, "bad_request", "the invite payload is too large")
+    member = await require_admitted(conn, session)
+    if member_status(member, genesis, now) == "probation":
+        raise api_error(403, "in_probation", "members in probation can't invite yet")
+    if invite.cell != member.cell_id:
+        raise api_error(400, "invalid_statement", "invites are for your own cell")
+    if not 0 < invite.expires - seconds(now) <= genesis.policy.invite_expiry_seconds + 60:
+        raise api_error(
+            400, "invalid_statement", "the invite's expiry is outside the network's policy"
+        )
+    # Lock the inviter's row so two concurrent creations can't both pass the quota.
+    await store.get_member(conn, member.member_id, for_update=True)
+    if await store.count_open_invites(conn, member.member_id, now) >= genesis.policy.invite_quota:
+        raise api_error(
+            409, "quota_exhausted", "you have as many open invites as the policy allows"
+        )
+    if len(await store.cell_members(conn, invite.cell)) >= genesis.policy.cell_max:
+        raise api_error(409, "cell_full", "your cell is full: it must split before it can grow")
+    await store.insert_statement(
+        conn,
+        statement.id,
+        genesis.network_id,
+        "invite",
+        statement.author,
+        statement.body,
+        statement.signature,
+        group_id=invite.cell,
+    )
+    expires_at = from_seconds(invite.expires)
+    if not await store.insert_invite(
+        conn,
+        invite.lookup_id,
+        genesis.network_id,
+        member.member_id,
+        invite.cell,
+        invite.proof_public_key,
+        payload,
+        statement.id,
+        expires_at,
+        now,
+    ):
+        raise api_error(409, "conflict", "this invite already exists")
+    return invite.lookup_id, expires_at
+
+
+async def fetch_invite(conn: Connection, lookup_id: bytes, now: datetime) -> store.InviteRow:
+    invite = await store.get_invite(conn, lookup_id)
+    if invite is None:
+        raise _not_found()
+    _check_open(invite, now)
+    return invite
+
+
+def _not_found() -> Exception:
+    return api_error(
+        404, "invite_not_found", "no invite matches this code: check the code and the server"
+    )
+
+
+def _check_open(invite: store.InviteRow, now: datetime) -> None:
+    if invite.redeemed_by is not None:
+        raise api_error(
+            410, "invite_used", "this invite has been used: ask your inviter for a new one"
+        )
+    if invite.expires_at <= now:
+        raise api_error(
+            410, "invite_expired", "this invite has expired: ask your inviter for a new one"
+        )
+
+
+async def redeem(
+    conn: Connection, lookup_id: bytes, body: dict[str, Any], proof: bytes, now: datetime
+) -> Redeemed:
+    invite = await store.get_invite(conn, lookup_id, for_update=True)
+    if invite is None:
+        raise _not_found()
+    network = invite.network_id
+    join_statement = statement_from(body, "join", "join", network)
+    with crypto_errors():
+        join = parse_join(join_statement)
+    try:
+        verify_proof(invite.proof_public_key, join_statement, proof)
+    except CryptoError:
+        raise _not_found() from None
+    if join.lookup_id != lookup_id:
+        raise _not_found()
+    _check_open(invite, now)
+    bundle_statement = statement_from(body, "key_bundle", "key-bundle", network)
+    with crypto_errors():
+        parse_key_bundle(bundle_statement, seconds(now))
+    if (
+        bundle_statement.author != join_statement.author
+        or join.key_bundle_id != bundle_statement.id
+    ):
+        raise api_error(
+            400, "invalid_statement", "the key bundle must be the newcomer's own, named in the join"
+        )
+    for statement in (join_statement, bundle_statement):
+        check_fresh(statement, now)
+    newcomer = join_statement.author
+    if await store.member_exists_with_key(conn, join_statement.author_key.raw):
+        raise api_error(409, "already_member", "this key already belongs to a member")
+    for statement in (bundle_statement, join_statement):
+        await store.insert_statement(
+            conn,
+            statement.id,
+            network,
+            statement.type,
+            newcomer,
+            statement.body,
+            statement.signature,
+            subject=newcomer,
+            group_id=invite.cell_id,
+        )
+    await store.insert_member(
+        conn,
+        newcomer,
+        network,
+        join_statement.author_key.raw,
+        bundle_statement.id,
+        cell_id=invite.cell_id,
+        inviter_id=invite.inviter_id,
+        invite_lookup=lookup_id,
+        join_statement=join_statement.id,
+        join_proof=proof,
+        joined_at=now,
+        admitted_at=None,
+        is_steward=False,
+    )
+    if not await store.mark_redeemed(conn, lookup_id, newcomer, now):
+        raise api_error(
+            410, "invite_used", "this invite has been used: ask your inviter for a new one"
+        )
+    return Redeemed(newcomer, "pending")
