@@ -1,0 +1,254 @@
+"""Requests to the Spokes HTTP API (docs/API.md) and the shapes of its answers.
+
+The rule it keeps: this module only builds request values and checks
+response shapes; it never sends anything (transport.py does) and never
+decides whether a statement is true (verify.py does, with crypto/). A
+response that has the wrong shape raises ClientError("bad_response").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from client.errors import ClientError
+from crypto import labels
+from crypto.encoding import b32e, b64d, b64e, encode
+from crypto.statements import Statement
+
+Method = Literal["GET", "POST"]
+Wire = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request: method, path, JSON body, and whether it needs a session."""
+
+    method: Method
+    path: str
+    body: Wire | None = None
+    auth: bool = True
+
+
+# Builders.
+
+
+def create_network(genesis: Statement, cell: Statement, key_bundle: Statement) -> Request:
+    body = {
+        "genesis": genesis.to_wire(),
+        "cell": cell.to_wire(),
+        "key_bundle": key_bundle.to_wire(),
+    }
+    return Request("POST", "/v1/networks", body, auth=False)
+
+
+def login_challenge(member_id: bytes) -> Request:
+    return Request("POST", "/v1/auth/challenge", {"member_id": b32e(member_id)}, auth=False)
+
+
+LOGIN_CONTEXT = labels.LOGIN
+
+
+def login_message(challenge: bytes, member_id: bytes) -> bytes:
+    """What the identity key signs, after LOGIN_CONTEXT, to answer a challenge."""
+    return encode({"challenge": challenge, "member": member_id})
+
+
+def login_session(member_id: bytes, challenge: bytes, signature: bytes) -> Request:
+    body = {
+        "member_id": b32e(member_id),
+        "challenge": b64e(challenge),
+        "signature": b64e(signature),
+    }
+    return Request("POST", "/v1/auth/session", body, auth=False)
+
+
+def create_invite(invite: Statement, payload: bytes) -> Request:
+    return Request("POST", "/v1/invites", {"invite": invite.to_wire(), "payload": b64e(payload)})
+
+
+def fetch_invite(lookup_id: bytes) -> Request:
+    return Request("GET", f"/v1/invites/{b32e(lookup_id)}", auth=False)
+
+
+def redeem_invite(
+    lookup_id: bytes, join: Statement, key_bundle: Statement, proof: bytes
+) -> Request:
+    body = {"join": join.to_wire(), "key_bundle": key_bundle.to_wire(), "proof": b64e(proof)}
+    return Request("POST", f"/v1/invites/{b32e(lookup_id)}/redeem", body, auth=False)
+
+
+def pending_admissions() -> Request:
+    return Request("GET", "/v1/admissions/pending")
+
+
+def member_evidence(member_id: bytes) -> Request:
+    return Request("GET", f"/v1/members/{b32e(member_id)}/evidence")
+
+
+def post_admission(admission: Statement) -> Request:
+    return Request("POST", "/v1/admissions", {"admission": admission.to_wire()})
+
+
+def post_verdict(verdict: Statement) -> Request:
+    if verdict.type == "vouch":
+        return Request("POST", "/v1/vouches", {"vouch": verdict.to_wire()})
+    return Request("POST", "/v1/blocks", {"block": verdict.to_wire()})
+
+
+# Response shapes.
+
+
+def _bad(what: str) -> ClientError:
+    return ClientError(
+        "bad_response",
+        f"The server's answer is not what this client expects ({what}). "
+        "Check that --server points at a Spokes server of a matching version.",
+    )
+
+
+def field(data: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    """`data[name]`, checked to be of `kind` (bool is never an int here)."""
+    if not isinstance(data, dict) or name not in data:
+        raise _bad(f"missing {name!r}")
+    value = data[name]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise _bad(f"{name!r} has the wrong type")
+    if not isinstance(value, kind):
+        raise _bad(f"{name!r} has the wrong type")
+    return value
+
+
+def optional(data: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(data, dict) and data.get(name) is None:
+        return None
+    return field(data, name, kind)
+
+
+def b64_field(data: Any, name: str) -> bytes:
+    try:
+        return b64d(field(data, name, str))
+    except ValueError as exc:
+        raise _bad(f"{name!r} is not base64") from exc
+
+
+@dataclass(frozen=True)
+class NetworkCreated:
+    network_id: str
+    cell_id: str
+    member_id: str
+
+
+def parse_network_created(data: Any) -> NetworkCreated:
+    return NetworkCreated(
+        field(data, "network_id", str), field(data, "cell_id", str), field(data, "member_id", str)
+    )
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    expires_at: int
+
+
+def parse_challenge(data: Any) -> bytes:
+    return b64_field(data, "challenge")
+
+
+def parse_session(data: Any) -> Session:
+    return Session(field(data, "token", str), field(data, "expires_at", int))
+
+
+@dataclass(frozen=True)
+class InviteStored:
+    lookup_id: str
+    expires_at: int
+
+
+def parse_invite_stored(data: Any) -> InviteStored:
+    return InviteStored(field(data, "lookup_id", str), field(data, "expires_at", int))
+
+
+def parse_invite_payload(data: Any) -> bytes:
+    return b64_field(data, "payload")
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """The server's short answer after a redemption, admission, vouch or block."""
+
+    member_id: str
+    status: str
+
+
+def parse_member_state(data: Any) -> MemberState:
+    return MemberState(field(data, "member_id", str), field(data, "status", str))
+
+
+@dataclass(frozen=True)
+class CellMemberWire:
+    member_id: str
+    chain: tuple[Wire, ...]
+    admitted_at: int | None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the server holds about one member, not yet verified."""
+
+    member_id: str
+    network_id: str
+    cell_id: str
+    joined_at: int
+    server_status: str
+    key_bundle: Wire | None
+    join: Wire | None
+    proof: str | None
+    invite: Wire | None
+    admission: Wire | None
+    chain: tuple[Wire, ...]
+    verdicts: tuple[Wire, ...]
+    cell_group: Wire
+    cell_members: tuple[CellMemberWire, ...]
+    revocations: tuple[Wire, ...]
+
+
+def _wires(data: Any, name: str) -> tuple[Wire, ...]:
+    items = field(data, name, list)
+    if not all(isinstance(item, dict) for item in items):
+        raise _bad(f"{name!r} holds something that is not a statement")
+    return tuple(items)
+
+
+def parse_evidence(data: Any) -> Evidence:
+    cell = field(data, "cell", dict)
+    members = []
+    for item in field(cell, "members", list):
+        members.append(
+            CellMemberWire(
+                field(item, "member_id", str),
+                _wires(item, "chain"),
+                optional(item, "admitted_at", int),
+            )
+        )
+    return Evidence(
+        member_id=field(data, "member_id", str),
+        network_id=field(data, "network_id", str),
+        cell_id=field(data, "cell_id", str),
+        joined_at=field(data, "joined_at", int),
+        server_status=field(data, "status", str),
+        key_bundle=optional(data, "key_bundle", dict),
+        join=optional(data, "join", dict),
+        proof=optional(data, "proof", str),
+        invite=optional(data, "invite", dict),
+        admission=optional(data, "admission", dict),
+        chain=_wires(data, "chain"),
+        verdicts=_wires(data, "verdicts"),
+        cell_group=field(cell, "group", dict),
+        cell_members=tuple(members),
+        revocations=_wires(data, "revocations"),
+    )
+
+
+def parse_pending(data: Any) -> list[Evidence]:
+    return [parse_evidence(item) for item in field(data, "pending", list)]

@@ -1,0 +1,212 @@
+"""The local home folder: one passphrase-sealed file, `keystore`.
+
+The rule it keeps: everything the client knows about itself (private keys,
+the pinned genesis, its own chain, its session) lives in that one file,
+sealed with crypto.keystore, and the file is only ever replaced whole: a
+temporary file is written, synced and renamed over it, so a crash leaves
+the old keystore or the new one, never half of each. The file is mode 0600.
+
+What is stored is re-verified when it is read (statements go through
+crypto/ again), so a tampered file can't smuggle in a statement that a
+fresh one could not.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from client.errors import ClientError
+from crypto.chains import Admission, parse_admission
+from crypto.encoding import Value, decode, encode
+from crypto.errors import CryptoError, KeystoreError
+from crypto.keys import IdentityKey
+from crypto.keystore import KdfParams, open_keystore, read_params, seal_keystore
+from crypto.network import Genesis, KeyBundle, parse_key_bundle, verify_genesis
+from crypto.sealing import KemPrivateKey, KemSuite
+from crypto.statements import pack, unpack
+
+KEYSTORE_FILE = "keystore"
+FORMAT = 1
+
+
+def default_home() -> Path:
+    """--home wins over this: SPOKES_HOME, else ~/.spokes."""
+    env = os.environ.get("SPOKES_HOME")
+    return Path(env) if env else Path.home() / ".spokes"
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class InviteRecord:
+    """An invite this member made; the note stays on this device."""
+
+    note: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class State:
+    """What one member's client knows; replace it whole to change it."""
+
+    identity: IdentityKey
+    kem: KemPrivateKey
+    server: str
+    genesis: Genesis | None = None
+    network_name: str | None = None
+    chain: tuple[Admission, ...] = ()
+    key_bundle: KeyBundle | None = None
+    cell_id: bytes | None = None
+    session: Session | None = None
+    invites: dict[str, InviteRecord] = field(default_factory=dict)
+
+    @property
+    def member_id(self) -> bytes:
+        return self.identity.member_id
+
+    @property
+    def network_id(self) -> bytes | None:
+        return None if self.genesis is None else self.genesis.network_id
+
+    def to_value(self) -> dict[str, Value]:
+        return {
+            "format": FORMAT,
+            "identity": self.identity.private_bytes(),
+            "kem_suite": self.kem.suite.value,
+            "kem_private": self.kem.private_bytes(),
+            "server": self.server,
+            "member_id": self.member_id,
+            "network_id": self.network_id,
+            "genesis": None if self.genesis is None else pack(self.genesis.statement),
+            "network_name": self.network_name,
+            "chain": [pack(link.statement) for link in self.chain],
+            "key_bundle": None if self.key_bundle is None else pack(self.key_bundle.statement),
+            "cell_id": self.cell_id,
+            "session": None
+            if self.session is None
+            else {"token": self.session.token, "expires_at": self.session.expires_at},
+            "invites": {
+                lookup: {"note": record.note, "expires_at": record.expires_at}
+                for lookup, record in self.invites.items()
+            },
+        }
+
+    @classmethod
+    def from_value(cls, value: Value) -> State:
+        if not isinstance(value, dict) or value.get("format") != FORMAT:
+            raise ValueError("unknown keystore format")
+        identity = IdentityKey.from_private_bytes(cast(bytes, value["identity"]))
+        if identity.member_id != value["member_id"]:
+            raise ValueError("identity key does not match the member id")
+        kem = KemPrivateKey.from_private_bytes(
+            KemSuite(cast(str, value["kem_suite"])), cast(bytes, value["kem_private"])
+        )
+        genesis = None
+        network = cast("bytes | None", value["network_id"])
+        if value["genesis"] is not None:
+            body, signature = cast(list[bytes], value["genesis"])
+            genesis = verify_genesis(body, signature, network)
+        chain = tuple(
+            parse_admission(unpack(item, "admission", network))
+            for item in cast(list[Value], value["chain"])
+        )
+        bundle = None
+        if value["key_bundle"] is not None:
+            bundle = parse_key_bundle(unpack(value["key_bundle"], "key-bundle", network))
+        session = None
+        if value["session"] is not None:
+            raw = cast(dict[str, Value], value["session"])
+            session = Session(cast(str, raw["token"]), cast(int, raw["expires_at"]))
+        invites = {
+            lookup: InviteRecord(cast(str, rec["note"]), cast(int, rec["expires_at"]))
+            for lookup, rec in cast(dict[str, dict[str, Value]], value["invites"]).items()
+        }
+        return cls(
+            identity=identity,
+            kem=kem,
+            server=cast(str, value["server"]),
+            genesis=genesis,
+            network_name=cast("str | None", value["network_name"]),
+            chain=chain,
+            key_bundle=bundle,
+            cell_id=cast("bytes | None", value["cell_id"]),
+            session=session,
+            invites=invites,
+        )
+
+
+class StateFile:
+    """The sealed keystore file in one home folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / KEYSTORE_FILE
+        self._params: KdfParams | None = None
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self, passphrase: str) -> State:
+        try:
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            raise ClientError(
+                "not_initialized",
+                f"There is no keystore in {self.home}. Run `spokes init --server URL` "
+                "or `spokes join CODE --server URL` first, or pass the right --home.",
+            ) from None
+        try:
+            plain = open_keystore(passphrase, blob)
+            self._params = read_params(blob)
+        except KeystoreError:
+            raise ClientError(
+                "wrong_passphrase",
+                f"The passphrase does not open the keystore in {self.home}. "
+                "Type it again (or set SPOKES_PASSPHRASE), and check --home.",
+            ) from None
+        try:
+            return State.from_value(decode(plain))
+        except (CryptoError, ValueError, KeyError, TypeError) as exc:
+            raise ClientError(
+                "damaged_keystore",
+                f"The keystore in {self.home} opened but its contents do not verify ({exc}). "
+                "Restore it from a backup.",
+            ) from None
+
+    def write(self, state: State, passphrase: str, params: KdfParams | None = None) -> None:
+        """Seal `state` and replace the file atomically (tmp + fsync + rename)."""
+        params = params or self._params
+        if params is None:
+            raise ValueError("no KDF parameters: read the keystore or pass params")
+        self._params = params
+        blob = seal_keystore(passphrase, encode(state.to_value()), params)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.home / f".{KEYSTORE_FILE}.{secrets.token_hex(8)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(blob)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.home)
+
+
+def _fsync_dir(path: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

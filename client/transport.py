@@ -1,0 +1,88 @@
+"""HTTP to the Spokes server: the only module that uses aiohttp.
+
+The rule it keeps: every way a request can fail becomes a ClientError. An
+error the server sent keeps its status and machine code (ServerError); a
+network failure becomes "server_unreachable"; anything that is not the
+JSON the API promises becomes "bad_response".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from client.api import Request
+from client.errors import ClientError, ServerError
+
+TIMEOUT_SECONDS = 30
+
+
+class Transport:
+    """Sends API requests to one server; open lazily, close with `close()`."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def send(self, request: Request, token: str | None = None) -> Any:
+        """Send `request` and return the decoded JSON body of a 2xx answer."""
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        url = self.base_url + request.path
+        try:
+            session = self._open()
+            async with session.request(
+                request.method, url, json=request.body, headers=headers
+            ) as response:
+                text = await response.text()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ClientError(
+                "server_unreachable",
+                f"Could not reach the Spokes server at {self.base_url} ({type(exc).__name__}). "
+                "Check the address and that the server is running, then try again.",
+            ) from exc
+        data = _decode(text)
+        if 200 <= status < 300:
+            if data is None:
+                raise _not_spokes(self.base_url, status)
+            return data
+        raise _server_error(self.base_url, status, data)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _not_spokes(base_url: str, status: int) -> ClientError:
+    return ClientError(
+        "bad_response",
+        f"{base_url} answered HTTP {status} without the JSON a Spokes server sends. "
+        "Check that --server points at a Spokes server.",
+    )
+
+
+def _server_error(base_url: str, status: int, data: Any) -> ClientError:
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        if isinstance(code, str) and isinstance(message, str):
+            return ServerError(status, code, message)
+    return _not_spokes(base_url, status)
