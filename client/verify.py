@@ -250,8 +250,11 @@ def verify_admission(
     if admission.issuer != newcomer.inviter:
         raise fail("the admission certificate was not signed by the inviter")
     chain = (admission, *admissions(evidence.chain, network))
+    # The member's own revocation is reported as their status; the chain
+    # above them must still hold.
+    others = {m: t for m, t in revoked.items() if m != newcomer.member_id}
     with checking("certificate chain from this member to the genesis"):
-        verify_chain(genesis, newcomer.key, chain, revoked)
+        verify_chain(genesis, newcomer.key, chain, others)
     return admission
 
 
