@@ -16,15 +16,17 @@ from aiohttp import web
 
 from server.clock import Clock
 from server.clock import now as system_now
+from server.http.appkeys import CLOCK_KEY, POOL_KEY, SETTINGS_KEY
 from server.http.middleware import access_log_middleware, error_middleware
 from server.http.routes import add_routes
 from server.settings import Settings
 from server.store import ratelimit
 from server.store.db import Pool, create_pool
 
-SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("settings", Settings)
-POOL_KEY: web.AppKey[Pool] = web.AppKey("pool")
-CLOCK_KEY: web.AppKey[Clock] = web.AppKey("clock")
+# The keys live in server.http.appkeys so handlers can import them without
+# importing this module (which imports the routes). AppKeys compare by
+# identity: there must be exactly one definition of each.
+__all__ = ["CLOCK_KEY", "POOL_KEY", "SETTINGS_KEY", "create_app"]
 
 PRUNE_INTERVAL_S = 600
 
