@@ -1,0 +1,104 @@
+"""The real ``spokes-server`` command, run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from server.migrate import load_migrations
+
+
+def _get(url: str) -> tuple[int, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (our own test server)
+        return response.status, json.loads(response.read())
+
+
+def test_serve_with_embedded_postgres_answers_and_stops_cleanly_on_sigterm(
+    spawn_server: Any, embedded_data_dir: Path
+) -> None:
+    data_dir = embedded_data_dir
+    running = spawn_server(data_dir=data_dir)
+    assert running.url.startswith("http://127.0.0.1:")
+    assert not running.url.endswith(":0")
+    assert _get(running.url + "/healthz") == (200, {"status": "ok"})
+
+    pgdata = data_dir / "pg"
+    assert (pgdata / "postmaster.pid").exists()
+    secret = data_dir / "server-secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+    started = time.monotonic()
+    assert running.stop(timeout=15) == 0, running.stderr()
+    assert time.monotonic() - started < 10
+    # pg_ctl stop removes postmaster.pid once the cluster is down.
+    assert not (pgdata / "postmaster.pid").exists(), running.stderr()
+    assert "Traceback" not in running.stderr()
+
+
+def test_serve_restarts_on_the_same_data_dir(spawn_server: Any, embedded_data_dir: Path) -> None:
+    data_dir = embedded_data_dir
+    first = spawn_server(data_dir=data_dir)
+    secret = (data_dir / "server-secret").read_text()
+    assert first.stop() == 0
+    second = spawn_server(data_dir=data_dir)
+    assert _get(second.url + "/healthz")[0] == 200
+    assert (data_dir / "server-secret").read_text() == secret
+    assert second.stop() == 0
+
+
+def test_serve_with_database_url_uses_it(spawn_server: Any, database_url: str) -> None:
+    running = spawn_server("--database-url", database_url)
+    assert _get(running.url + "/healthz")[0] == 200
+    assert not (running.data_dir / "pg").exists()
+    assert running.stop() == 0
+
+
+def _migrate(command: list[str], *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [*command, "migrate", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_migrate_with_embedded_postgres_prints_json_and_is_idempotent(
+    server_command: list[str], embedded_data_dir: Path
+) -> None:
+    data_dir = embedded_data_dir
+    every = [m.version for m in load_migrations()]
+    assert _migrate(server_command, "--data-dir", str(data_dir)) == {
+        "applied": every,
+        "current": every[-1],
+    }
+    assert not (data_dir / "pg" / "postmaster.pid").exists()
+    again = _migrate(server_command, "--data-dir", str(data_dir))
+    assert again == {"applied": [], "current": every[-1]}
+
+
+def test_migrate_with_database_url_reports_current_version(
+    server_command: list[str], database_url: str, tmp_path: Path
+) -> None:
+    result = _migrate(
+        server_command, "--database-url", database_url, "--data-dir", str(tmp_path / "d")
+    )
+    assert result == {"applied": [], "current": load_migrations()[-1].version}
+
+
+def test_help_describes_each_command(server_command: list[str]) -> None:
+    for args in (["--help"], ["serve", "--help"], ["migrate", "--help"]):
+        done = subprocess.run(
+            [*server_command, *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 0
+        assert "usage: spokes-server" in done.stdout
+    serve_help = subprocess.run(
+        [*server_command, "serve", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    for option in ("--host", "--port", "--data-dir", "--database-url"):
+        assert option in serve_help

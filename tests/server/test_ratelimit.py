@@ -1,0 +1,97 @@
+"""Fixed-window rate limits on real PostgreSQL, and anonymous buckets."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from server import ratelimit
+from server.errors import ApiError, ErrorCode
+from server.settings import RateLimit, Settings
+from server.store import ratelimit as store
+from server.store.db import Pool
+
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _request(remote: str, headers: dict[str, str] | None = None) -> Any:
+    request = make_mocked_request("POST", "/v1/login", headers=headers or {})
+    return request.clone(remote=remote)
+
+
+async def test_hit_beyond_the_limit_in_one_window_is_refused(pool: Pool) -> None:
+    bucket = bytes(32)
+    results = [await store.hit(pool, bucket, 3, 60, T0) for _ in range(4)]
+    assert results == [True, True, True, False]
+
+
+async def test_a_new_window_resets_the_count(pool: Pool) -> None:
+    bucket = bytes(32)
+    for _ in range(3):
+        assert await store.hit(pool, bucket, 3, 60, T0)
+    assert not await store.hit(pool, bucket, 3, 60, T0.replace(second=59))
+    assert await store.hit(pool, bucket, 3, 60, T0.replace(minute=1))
+
+
+async def test_buckets_are_counted_separately(pool: Pool) -> None:
+    assert await store.hit(pool, b"a" * 32, 1, 60, T0)
+    assert await store.hit(pool, b"b" * 32, 1, 60, T0)
+    assert not await store.hit(pool, b"a" * 32, 1, 60, T0)
+
+
+async def test_concurrent_hits_are_all_counted(pool: Pool) -> None:
+    bucket = b"c" * 32
+    results = await asyncio.gather(*(store.hit(pool, bucket, 5, 60, T0) for _ in range(20)))
+    assert results.count(True) == 5
+    assert await pool.fetchval("SELECT hits FROM rate_limits WHERE bucket = $1", bucket) == 20
+
+
+async def test_prune_deletes_only_old_windows(pool: Pool) -> None:
+    await store.hit(pool, b"d" * 32, 5, 60, T0)
+    await store.hit(pool, b"d" * 32, 5, 60, T0.replace(hour=13))
+    deleted = await store.prune(pool, T0.replace(hour=13, minute=30), keep_s=3600)
+    assert deleted == 1
+    assert await pool.fetchval("SELECT count(*) FROM rate_limits") == 1
+
+
+async def test_enforce_raises_429_with_retry_after(pool: Pool, settings: Settings) -> None:
+    bucket = ratelimit.bucket(settings, "login", b"member")
+    limit = RateLimit(1, 60)
+    await ratelimit.enforce(pool, bucket, limit, T0.replace(second=20))
+    with pytest.raises(ApiError) as refused:
+        await ratelimit.enforce(pool, bucket, limit, T0.replace(second=20))
+    assert refused.value.status == 429
+    assert refused.value.code is ErrorCode.RATE_LIMITED
+    assert refused.value.headers["Retry-After"] == "40"
+
+
+async def test_buckets_hold_no_ip_address(pool: Pool, settings: Settings) -> None:
+    address = "203.0.113.77"
+    bucket = ratelimit.source_bucket(settings, _request(address), "redeem")
+    await ratelimit.enforce(pool, bucket, RateLimit(5, 60), T0)
+    stored = await pool.fetchval("SELECT bucket FROM rate_limits")
+    assert stored == bucket
+    assert len(stored) == 32
+    assert address.encode() not in stored
+    dump = await pool.fetchval("SELECT string_agg(encode(bucket, 'escape'), '') FROM rate_limits")
+    assert address not in dump
+
+
+def test_source_buckets_separate_purposes_addresses_and_secrets(settings: Settings) -> None:
+    a = ratelimit.source_bucket(settings, _request("198.51.100.1"), "redeem")
+    assert a == ratelimit.source_bucket(settings, _request("198.51.100.1"), "redeem")
+    assert a != ratelimit.source_bucket(settings, _request("198.51.100.2"), "redeem")
+    assert a != ratelimit.source_bucket(settings, _request("198.51.100.1"), "login")
+    other = settings.with_changes(server_secret=b"\x01" * 32)
+    assert a != ratelimit.source_bucket(other, _request("198.51.100.1"), "redeem")
+
+
+def test_forwarded_for_is_used_only_when_trusted(settings: Settings) -> None:
+    request = _request("10.0.0.1", {"X-Forwarded-For": "1.1.1.1, 192.0.2.9"})
+    assert ratelimit.client_address(settings, request) == "10.0.0.1"
+    trusting = settings.with_changes(trust_forwarded_for=True)
+    assert ratelimit.client_address(trusting, request) == "192.0.2.9"
