@@ -81,7 +81,9 @@ def join(tmp_path: Path, name: str, url: str, code: str) -> tuple[Path, dict[str
 
 
 def pending_entry(home: Path, member_id: str) -> dict[str, Any]:
-    entries = [p for p in run(home, "pending")["pending"] if p["member_id"] == member_id]
+    entries: list[dict[str, Any]] = [
+        p for p in run(home, "pending")["pending"] if p["member_id"] == member_id
+    ]
     assert len(entries) == 1
     return entries[0]
 
