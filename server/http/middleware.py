@@ -12,6 +12,7 @@ import logging
 import time
 import traceback
 
+import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -85,6 +86,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise  # redirects and the like are not errors
         return _from_http_exception(exc)
+    except asyncpg.UniqueViolationError:
+        # Two requests raced for the same unique fact (a key, a vouch, an
+        # invite); the transaction rolled back, so nothing was half-written.
+        return error_response(409, ErrorCode.CONFLICT, "already recorded by another request")
     except Exception as exc:
         error_log.error(
             "unhandled %s in %s %s at %s",

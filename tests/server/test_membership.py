@@ -401,3 +401,16 @@ async def test_malformed_bodies_get_clear_errors(founder: Actor, server, http, p
             body = await resp.json()
             assert (resp.status, body["error"]["code"]) == (status, code), raw[:40]
     assert await table_counts(pool) == before
+
+
+async def test_one_key_racing_through_two_invites_becomes_one_member(founder: Actor, server, http, pool) -> None:
+    (first, _), (second, _) = await founder.invite(), await founder.invite()
+    key = IdentityKey.generate()
+    a, b = Actor(http, server.url, key=key), Actor(http, server.url, key=key)
+    replies = await asyncio.gather(a.join(first, founder), b.join(second, founder))
+    assert sorted(r.status for r in replies) == [201, 409]
+    assert {r.code for r in replies} <= {None, "already_member", "conflict"}
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM members WHERE member_id = $1", key.member_id) == 1
+        redeemed = await conn.fetchval("SELECT count(*) FROM invites WHERE redeemed_by IS NOT NULL")
+    assert redeemed == 1
