@@ -1,0 +1,343 @@
+"""Tests of crypto.vetting: vouches, blocks, and when a newcomer is admitted."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+
+from crypto.chains import Admission
+from crypto.encoding import Value
+from crypto.errors import InvalidStatement, RuleViolation
+from crypto.network import Policy
+from crypto.statements import sign_statement
+from crypto.vetting import (
+    CellMember,
+    Verdict,
+    check_verdict,
+    evaluate,
+    make_verdict,
+    parse_verdict,
+    required_vouches,
+)
+from tests.crypto.helpers import (
+    PROBATION,
+    T0,
+    VETTING,
+    World,
+    fixed_bytes,
+    reverify,
+)
+
+T1 = T0 + 1000
+T2 = T1 + PROBATION
+TA = T2 + PROBATION  # when the newcomer's certificate is signed
+
+
+@pytest.fixture
+def world() -> World:
+    """F (steward) invited B and G; B invited D. All four are in F's cell."""
+    w = World(policy=Policy(vouches=2, probation_seconds=PROBATION, vetting_seconds=VETTING))
+    w.admit("F", "B", T1)
+    w.admit("F", "G", T1)
+    w.admit("B", "D", T2)
+    return w
+
+
+def verdict(
+    world: World, kind: Literal["vouch", "block"], name: str, admission: Admission, at: int
+) -> Verdict:
+    return make_verdict(kind, world.members[name].key, world.network, admission, at)
+
+
+def vouch(world: World, name: str, admission: Admission, at: int) -> Verdict:
+    return verdict(world, "vouch", name, admission, at)
+
+
+def block(world: World, name: str, admission: Admission, at: int) -> Verdict:
+    return verdict(world, "block", name, admission, at)
+
+
+# How many vouches
+
+
+@pytest.mark.parametrize(("cell_size", "needed"), [(0, 1), (1, 1), (2, 2), (3, 3), (12, 3)])
+def test_required_vouches_is_capped_by_a_small_founding_cell(cell_size: int, needed: int) -> None:
+    assert required_vouches(Policy(vouches=3), cell_size) == needed
+
+
+def test_founder_alone_admits_the_first_member_with_their_certificate() -> None:
+    world = World()
+    e = world.admit("F", "E", TA)
+    outcome = evaluate(world.policy, e.admission, [], world.cell_members("F"), now=TA)
+    assert outcome.status == "admitted"
+    assert outcome.needed == 1
+    assert outcome.vouchers == (world.members["F"].id,)
+    assert outcome.completes_at == TA
+
+
+def test_small_founding_cell_needs_every_member() -> None:
+    world = World(policy=Policy(vouches=3, probation_seconds=0))
+    world.admit("F", "B", T1)
+    e = world.admit("F", "E", TA)
+    members = world.cell_members("F", "B")
+    waiting = evaluate(world.policy, e.admission, [], members, now=TA + 10 * VETTING)
+    assert (waiting.status, waiting.needed, waiting.completes_at) == ("vetting", 2, None)
+    done = evaluate(
+        world.policy, e.admission, [vouch(world, "B", e.admission, TA + 5)], members, now=TA + 5
+    )
+    assert (done.status, done.completes_at) == ("admitted", TA + 5)
+
+
+def test_inviters_certificate_counts_as_their_vouch(world: World) -> None:
+    world.policy = Policy(vouches=1, probation_seconds=PROBATION, vetting_seconds=VETTING)
+    e = world.admit("F", "E", TA)
+    members = world.cell_members("F", "B", "D")
+    outcome = evaluate(world.policy, e.admission, [], members, now=TA + VETTING)
+    assert outcome.status == "admitted"
+    assert outcome.vouchers == (world.members["F"].id,)
+    assert outcome.outside_needed is False  # everyone is in F's subtree
+
+
+def test_newcomer_without_a_certificate_awaits_admission(world: World) -> None:
+    outcome = evaluate(world.policy, None, [], world.cell_members("F", "B", "D"), now=TA)
+    assert outcome.status == "awaiting-admission"
+    assert outcome.needed == 2
+    assert outcome.completes_at is None
+
+
+# Who may vouch
+
+
+def test_vouch_from_someone_outside_the_cell_is_refused(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D")  # G is not in this cell
+    stray = vouch(world, "G", e.admission, TA + 1)
+    with pytest.raises(RuleViolation) as caught:
+        check_verdict(stray, e.admission, members)
+    assert caught.value.code == "not_in_cell"
+    with pytest.raises(RuleViolation) as caught:
+        evaluate(world.policy, e.admission, [stray], members, now=TA + 1)
+    assert caught.value.code == "not_in_cell"
+
+
+def test_vouch_for_another_cell_is_refused(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    fields: dict[str, Value] = {
+        "subject": e.id,
+        "cell": fixed_bytes("another cell", 16),
+        "admission": e.admission.statement.id,
+    }
+    elsewhere = parse_verdict(
+        sign_statement(world.members["D"].key, "vouch", world.network, TA + 1, fields)
+    )
+    with pytest.raises(RuleViolation) as caught:
+        check_verdict(elsewhere, e.admission, world.cell_members("F", "B", "D"))
+    assert caught.value.code == "not_in_cell"
+
+
+def test_vouch_for_another_admission_is_refused(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    h = world.admit("B", "H", TA)
+    with pytest.raises(RuleViolation) as caught:
+        check_verdict(
+            vouch(world, "D", h.admission, TA + 1), e.admission, world.cell_members("F", "B", "D")
+        )
+    assert caught.value.code == "wrong_admission"
+
+
+def test_vouch_for_an_earlier_certificate_of_the_same_newcomer_is_refused(world: World) -> None:
+    first = world.certify(world.members["B"].key, world.members["D"].public, TA)
+    second = world.certify(world.members["B"].key, world.members["D"].public, TA + 1)
+    with pytest.raises(RuleViolation) as caught:
+        check_verdict(vouch(world, "F", first, TA + 2), second, world.cell_members("F", "B"))
+    assert caught.value.code == "wrong_admission"
+
+
+def test_inviter_cannot_vouch_a_second_time(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    with pytest.raises(RuleViolation) as caught:
+        check_verdict(
+            vouch(world, "B", e.admission, TA + 1), e.admission, world.cell_members("F", "B", "D")
+        )
+    assert caught.value.code == "already_vouched"
+
+
+def test_inviter_may_still_block(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D")
+    check_verdict(block(world, "B", e.admission, TA + 1), e.admission, members)
+
+
+def test_certificate_from_outside_the_cell_is_refused(world: World) -> None:
+    e = world.admit("G", "E", TA)
+    with pytest.raises(RuleViolation) as caught:
+        evaluate(world.policy, e.admission, [], world.cell_members("F", "B", "D"), now=TA)
+    assert caught.value.code == "not_in_cell"
+
+
+# Branch diversity
+
+
+def test_vouches_from_the_inviters_own_subtree_alone_do_not_admit(world: World) -> None:
+    # Cell {F, B, D}: B invited D, so D stands in B's subtree; F does not.
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D")
+    outcome = evaluate(
+        world.policy,
+        e.admission,
+        [vouch(world, "D", e.admission, TA + 10)],
+        members,
+        now=TA + 10 * VETTING,
+    )
+    assert outcome.status == "vetting"
+    assert outcome.outside_needed is True
+    assert outcome.completes_at is None
+    assert set(outcome.vouchers) == {world.members["B"].id, world.members["D"].id}
+
+
+def test_vouch_from_outside_the_inviters_subtree_completes_the_admission(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D")
+    verdicts = [vouch(world, "D", e.admission, TA + 10), vouch(world, "F", e.admission, TA + 20)]
+    # Every member has vouched, so there is no need to wait for the window.
+    before = evaluate(world.policy, e.admission, verdicts, members, now=TA + 19)
+    assert before.status == "vetting" and before.completes_at == TA + 20
+    after = evaluate(world.policy, e.admission, verdicts, members, now=TA + 20)
+    assert after.status == "admitted"
+
+
+def test_outsider_vouch_alone_meets_the_count_but_waits_for_the_window(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D", "G")
+    verdicts = [vouch(world, "G", e.admission, TA + 10)]
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING - 1)
+    assert outcome.status == "vetting"
+    assert outcome.completes_at == TA + VETTING
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING)
+    assert outcome.status == "admitted"
+
+
+def test_threshold_met_after_the_window_completes_when_it_is_met(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D", "G")
+    late = TA + VETTING + 100
+    verdicts = [vouch(world, "D", e.admission, TA + 1), vouch(world, "G", e.admission, late)]
+    assert evaluate(world.policy, e.admission, verdicts, members, now=late - 1).status == "vetting"
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=late)
+    assert (outcome.status, outcome.completes_at) == ("admitted", late)
+
+
+def test_no_outsider_needed_when_the_whole_cell_is_in_the_inviters_subtree(world: World) -> None:
+    e = world.admit("F", "E", TA)
+    members = world.cell_members("F", "B", "D")
+    verdicts = [vouch(world, "D", e.admission, TA + 1)]
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING)
+    assert outcome.outside_needed is False
+    assert outcome.status == "admitted"
+
+
+# Blocks and timing
+
+
+def test_block_before_completion_blocks(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D", "G")
+    verdicts = [
+        vouch(world, "G", e.admission, TA + 10),
+        block(world, "D", e.admission, TA + VETTING - 1),
+    ]
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + 2 * VETTING)
+    assert outcome.status == "blocked"
+    assert outcome.blocked_by == (world.members["D"].id,)
+
+
+def test_block_with_no_vouches_blocks(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D", "G")
+    outcome = evaluate(
+        world.policy, e.admission, [block(world, "F", e.admission, TA + 1)], members, now=TA + 1
+    )
+    assert outcome.status == "blocked"
+
+
+def test_block_after_completion_is_ignored(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D", "G")
+    verdicts = [
+        vouch(world, "G", e.admission, TA + 10),
+        block(world, "D", e.admission, TA + VETTING),
+    ]
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + 2 * VETTING)
+    assert outcome.status == "admitted"
+    assert outcome.blocked_by == ()
+
+
+def test_block_after_everyone_vouched_is_ignored(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D")
+    verdicts = [
+        vouch(world, "D", e.admission, TA + 1),
+        vouch(world, "F", e.admission, TA + 2),
+        block(world, "D", e.admission, TA + 3),
+    ]
+    assert evaluate(world.policy, e.admission, verdicts, members, now=TA + 3).status == "admitted"
+
+
+def test_completes_only_after_the_window_unless_everyone_vouched(world: World) -> None:
+    e = world.admit("F", "E", TA)
+    members = world.cell_members("F", "B", "D", "G")
+    some = [vouch(world, "B", e.admission, TA + 1)]
+    outcome = evaluate(world.policy, e.admission, some, members, now=TA + VETTING - 1)
+    assert (outcome.status, outcome.completes_at) == ("vetting", TA + VETTING)
+    everyone = some + [
+        vouch(world, "D", e.admission, TA + 2),
+        vouch(world, "G", e.admission, TA + 3),
+    ]
+    outcome = evaluate(world.policy, e.admission, everyone, members, now=TA + 3)
+    assert (outcome.status, outcome.completes_at) == ("admitted", TA + 3)
+
+
+def test_vouch_dated_before_the_certificate_counts_from_the_certificate(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    members = world.cell_members("F", "B", "D")
+    verdicts = [vouch(world, "D", e.admission, TA - 50), vouch(world, "F", e.admission, TA - 40)]
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA)
+    assert (outcome.status, outcome.completes_at) == ("admitted", TA)
+
+
+def test_repeated_vouches_by_one_member_count_once(world: World) -> None:
+    e = world.admit("F", "E", TA)
+    members = world.cell_members("F", "B", "D", "G")
+    verdicts = [vouch(world, "B", e.admission, TA + t) for t in (1, 2, 3)]
+    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING)
+    assert len(outcome.vouchers) == 2
+    assert outcome.status == "admitted"
+
+
+# Verdict statements
+
+
+def test_verdict_round_trips_and_names_the_admission(world: World) -> None:
+    e = world.admit("B", "E", TA)
+    kinds: tuple[Literal["vouch", "block"], ...] = ("vouch", "block")
+    for kind in kinds:
+        made = verdict(world, kind, "D", e.admission, TA + 1)
+        again = parse_verdict(reverify(made.statement, kind, world.network))
+        assert again.subject == e.id
+        assert again.cell == world.cell
+        assert again.admission == e.admission.statement.id
+        assert again.author == world.members["D"].id
+
+
+def test_other_statements_are_not_verdicts(world: World) -> None:
+    with pytest.raises(InvalidStatement):
+        parse_verdict(sign_statement(world.members["D"].key, "admission", world.network, TA, {}))
+
+
+def test_cell_members_know_their_invite_line(world: World) -> None:
+    d: CellMember = world.members["D"].as_cell_member()
+    assert d.in_subtree_of(world.members["B"].id)
+    assert d.in_subtree_of(world.members["F"].id)
+    assert d.in_subtree_of(d.member_id)
+    assert not d.in_subtree_of(world.members["G"].id)
