@@ -100,6 +100,8 @@ def make_revocation(steward: IdentityKey, network: bytes, subject: bytes, time: 
 def parse_revocation(statement: Statement, genesis: Genesis | None = None) -> Revocation:
     if statement.type != "revocation":
         raise InvalidStatement("not a revocation")
+    if genesis is not None and statement.network != genesis.network_id:
+        raise ChainError("a revocation belongs to another network")
     if genesis is not None and statement.author not in genesis.steward_ids:
         raise ChainError("only a steward can revoke a member")
     return Revocation(statement, get_bytes(statement.fields, "subject", 32))

@@ -67,12 +67,12 @@ def _encode(value: Value, out: bytearray, depth: int) -> None:
         for item in value:
             _encode(item, out, depth + 1)
     elif isinstance(value, dict):
+        if not all(isinstance(key, str) for key in value):
+            raise ValueError("dict keys must be str")
         keys = sorted(value, key=lambda k: k.encode("utf-8"))
         out.append(_DICT)
         out += struct.pack(">I", len(keys))
         for key in keys:
-            if not isinstance(key, str):
-                raise ValueError("dict keys must be str")
             _encode(key, out, depth + 1)
             _encode(value[key], out, depth + 1)
     else:
@@ -161,10 +161,12 @@ def b64e(data: bytes) -> str:
 
 
 def b64d(text: str) -> bytes:
-    """Decode unpadded (or padded) URL-safe base64; raise ValueError if malformed."""
+    """Decode unpadded (or exactly padded) URL-safe base64; raise ValueError if malformed."""
     if not isinstance(text, str) or not text.isascii():
         raise ValueError("not base64 text")
     stripped = text.rstrip("=")
+    if text != stripped and len(text) % 4:
+        raise ValueError("not canonical base64 text")
     try:
         raw = base64.urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
     except binascii.Error as exc:

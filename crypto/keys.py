@@ -21,6 +21,22 @@ MEMBER_ID_BYTES = 32
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 
+# Ed25519 points of small order (libsodium's blocklist, compared without the
+# sign bit). Anyone can make signatures that verify under them, so a key that
+# is one would let the server or anyone else speak as that member id.
+_SMALL_ORDER = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+)
+
 
 class IdentityPublicKey:
     """An Ed25519 public key that verifies a member's statements."""
@@ -30,6 +46,8 @@ class IdentityPublicKey:
     def __init__(self, raw: bytes) -> None:
         if not isinstance(raw, bytes) or len(raw) != PUBLIC_KEY_BYTES:
             raise InvalidStatement("an identity key is 32 bytes")
+        if raw[:31] + bytes([raw[31] & 0x7F]) in _SMALL_ORDER:
+            raise InvalidStatement("a small-order Ed25519 key is not an identity key")
         try:
             self._key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
         except ValueError as exc:

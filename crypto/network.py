@@ -154,7 +154,7 @@ def make_genesis(
 
 def parse_genesis(statement: Statement) -> Genesis:
     fields = statement.fields
-    if statement.type != "genesis":
+    if statement.type != "genesis" or statement.network is not None:
         raise InvalidStatement("not a genesis statement")
     get_bytes(fields, "nonce", 16)
     raw_stewards = fields.get("stewards")
@@ -169,9 +169,7 @@ def parse_genesis(statement: Statement) -> Genesis:
     return Genesis(statement, network_id_of(statement.body), stewards, policy)
 
 
-def verify_genesis(
-    body: bytes, signature: bytes, expected_id: bytes | None = None
-) -> Genesis:
+def verify_genesis(body: bytes, signature: bytes, expected_id: bytes | None = None) -> Genesis:
     """Verify a genesis from elsewhere; with `expected_id`, pin it to that network."""
     genesis = parse_genesis(verify_statement(body, signature, "genesis", None))
     if expected_id is not None and genesis.network_id != expected_id:
@@ -257,12 +255,8 @@ def parse_group_creation(statement: Statement) -> GroupCreation:
         raise InvalidStatement("a group is a cell or a council")
     level = get_int(fields, "level")
     parent = fields.get("parent")
-    if parent is not None and (
-        not isinstance(parent, bytes) or len(parent) != GROUP_ID_BYTES
-    ):
+    if parent is not None and (not isinstance(parent, bytes) or len(parent) != GROUP_ID_BYTES):
         raise InvalidStatement("bad parent group id")
     if (kind == "cell") != (level == 0):
         raise InvalidStatement("cells are level 0 and councils above it")
-    return GroupCreation(
-        statement, get_bytes(fields, "group", GROUP_ID_BYTES), kind, level, parent
-    )
+    return GroupCreation(statement, get_bytes(fields, "group", GROUP_ID_BYTES), kind, level, parent)

@@ -107,6 +107,8 @@ def sign_statement(
     if network is not None:
         body_fields["network"] = network
     body = encode(body_fields)
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError("statement too large")
     signature = key.sign(signing_context(statement_type), body)
     return Statement(body=body, signature=signature, fields=body_fields)
 

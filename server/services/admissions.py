@@ -77,8 +77,7 @@ async def settle(
     elif outcome.status == "blocked":
         await store.mark_blocked(conn, subject.member_id, now)
     refreshed = await store.get_member(conn, subject.member_id)
-    assert refreshed is not None  # the row is locked or ours
-    return member_status(refreshed, genesis, now)
+    return member_status(refreshed or subject, genesis, now)
 
 
 def _type_of(stored: store.StoredStatement) -> str:
@@ -112,7 +111,8 @@ async def admit(conn: Connection, session: Session, wire: Any, now: datetime) ->
     if invite.redeemed_by is None:
         raise api_error(404, "not_found", "nobody has joined with this invite yet")
     subject = await store.get_member(conn, invite.redeemed_by, for_update=True)
-    assert subject is not None  # redeemed_by references members
+    if subject is None:  # redeemed_by references members: only a damaged database
+        raise api_error(404, "not_found", "nobody has joined with this invite yet")
     join, _, _ = await store.join_evidence(conn, subject.member_id)
     join_id = None if join is None else parse_stored(join, "join", genesis.network_id).id
     if admission.subject != subject.member_id or admission.join != join_id:
@@ -240,10 +240,10 @@ async def evidence(
         invite = None if row is None else await store.get_statement(conn, row.statement_id)
     admission = await store.admission_of(conn, subject.member_id)
     chain = [] if subject.inviter_id is None else await store.chain_of(conn, subject.inviter_id)
-    assert subject.cell_id is not None
-    group = await store.group_statement(conn, subject.cell_id)
+    cell_id = _cell_of(subject)
+    group = await store.group_statement(conn, cell_id)
     members = []
-    for member in await store.cell_members(conn, subject.cell_id):
+    for member in await store.cell_members(conn, cell_id):
         members.append(
             {
                 "member_id": b32e(member.member_id),
@@ -255,7 +255,7 @@ async def evidence(
     return {
         "member_id": b32e(subject.member_id),
         "network_id": b32e(network),
-        "cell_id": b32e(subject.cell_id),
+        "cell_id": b32e(cell_id),
         "joined_at": seconds(subject.joined_at),
         "status": status,
         "key_bundle": _wire(bundle),
@@ -270,6 +270,14 @@ async def evidence(
     }
 
 
+def _cell_of(member: store.MemberRow) -> bytes:
+    # Every member of part 1 belongs to a cell; a NULL cell is a member
+    # being moved, whom nobody may look at meanwhile.
+    if member.cell_id is None:
+        raise api_error(404, "not_found", "no such member")
+    return member.cell_id
+
+
 def _wire(stored: store.StoredStatement | None) -> dict[str, str] | None:
     return None if stored is None else {"body": b64e(stored.body), "sig": b64e(stored.sig)}
 
@@ -279,12 +287,10 @@ async def pending(conn: Connection, session: Session, now: datetime) -> list[dic
     viewer = await _member_or(
         conn, session.member_id, 403, "not_admitted", "you are not an admitted member yet"
     )
-    assert viewer.cell_id is not None
     result = []
-    for row in await store.pending_in_cell(conn, viewer.cell_id):
+    for row in await store.pending_in_cell(conn, _cell_of(viewer)):
         locked = await store.get_member(conn, row.member_id, for_update=True)
-        assert locked is not None
-        item = await evidence(conn, genesis, locked, now)
+        item = await evidence(conn, genesis, locked or row, now)
         if item["status"] == "pending":
             result.append(item)
     return result

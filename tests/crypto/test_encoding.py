@@ -363,3 +363,9 @@ def test_b32_refuses_non_canonical_text(text: str) -> None:
 def test_b32_refuses_non_text() -> None:
     with pytest.raises(ValueError):
         b32d(b"aa")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["QQ=", "QQ=====", "QUI=="])
+def test_base64_with_wrong_padding_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        b64d(text)

@@ -204,3 +204,17 @@ def test_fingerprint_is_stable_and_distinct_per_key() -> None:
 def test_fingerprint_is_not_a_safety_number() -> None:
     a = ALICE.public_key()
     assert fingerprint(a) != safety_number(a, a)
+
+
+@pytest.mark.parametrize(
+    "raw_hex",
+    [
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    ],
+)
+def test_small_order_public_keys_are_refused(raw_hex: str) -> None:
+    with pytest.raises(InvalidStatement, match="small-order"):
+        IdentityPublicKey(bytes.fromhex(raw_hex))

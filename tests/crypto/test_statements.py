@@ -262,9 +262,11 @@ def test_body_at_the_size_limit_verifies_and_one_byte_more_is_refused() -> None:
     at_limit = _padded(MAX_BODY_BYTES - overhead)
     assert len(at_limit.body) == MAX_BODY_BYTES
     reverify(at_limit, "note", NETWORK)
-    over = _padded(MAX_BODY_BYTES - overhead + 1)
+    with pytest.raises(ValueError, match="too large"):
+        _padded(MAX_BODY_BYTES - overhead + 1)
+    over = at_limit.body[:-1] + b"\x00" * 2  # one byte more than any signer makes
     with pytest.raises(InvalidStatement, match="too large"):
-        reverify(over, "note", NETWORK)
+        verify_statement(over, at_limit.signature, "note", NETWORK)
 
 
 def test_huge_body_is_refused_without_parsing() -> None:
