@@ -67,8 +67,12 @@ class Actor:
 
     def bundle(self) -> Any:
         return make_key_bundle(
-            self.key, self.network, KemSuite.X25519.value, self.kem.public_key().public_bytes(),
-            self.now(), self.now() + 365 * 86400,
+            self.key,
+            self.network,
+            KemSuite.X25519.value,
+            self.kem.public_key().public_bytes(),
+            self.now(),
+            self.now() + 365 * 86400,
         )
 
     async def found(self, policy: Policy | None = None) -> Reply:
@@ -76,7 +80,8 @@ class Actor:
         cell = make_cell(self.key, self.network, self.now())
         self.cell = cell.group_id
         reply = await self.call(
-            "POST", "/v1/networks",
+            "POST",
+            "/v1/networks",
             {
                 "genesis": self.genesis.statement.to_wire(),
                 "cell": cell.statement.to_wire(),
@@ -88,11 +93,14 @@ class Actor:
         return reply
 
     async def login(self) -> Reply:
-        reply = await self.call("POST", "/v1/auth/challenge", {"member_id": self.id_text}, auth=False)
+        reply = await self.call(
+            "POST", "/v1/auth/challenge", {"member_id": self.id_text}, auth=False
+        )
         challenge = from_b64(reply.body["challenge"])
         signature = self.key.sign(labels.LOGIN, encode({"challenge": challenge, "member": self.id}))
         reply = await self.call(
-            "POST", "/v1/auth/session",
+            "POST",
+            "/v1/auth/session",
             {"member_id": self.id_text, "challenge": b64e(challenge), "signature": b64e(signature)},
             auth=False,
         )
@@ -103,20 +111,27 @@ class Actor:
     async def invite(self, expires_in: int = 3600) -> tuple[InviteCode, Reply]:
         code = InviteCode.generate()
         assert self.cell is not None
-        invite = make_invite(self.key, self.network, code, self.cell, self.now(), self.now() + expires_in)
-        payload = code.seal_payload({"genesis": pack(self.genesis.statement) if self.genesis else None})
+        invite = make_invite(
+            self.key, self.network, code, self.cell, self.now(), self.now() + expires_in
+        )
+        payload = code.seal_payload(
+            {"genesis": pack(self.genesis.statement) if self.genesis else None}
+        )
         reply = await self.call(
             "POST", "/v1/invites", {"invite": invite.statement.to_wire(), "payload": b64e(payload)}
         )
         return code, reply
 
-    async def join(self, code: InviteCode, inviter: Actor, proof_code: InviteCode | None = None) -> Reply:
+    async def join(
+        self, code: InviteCode, inviter: Actor, proof_code: InviteCode | None = None
+    ) -> Reply:
         self.genesis, self.cell = inviter.genesis, inviter.cell
         bundle = self.bundle()
         join = make_join(self.key, self.network, code.lookup_id, bundle, self.now())
         proof = (proof_code or code).prove(join.statement)
         reply = await self.call(
-            "POST", f"/v1/invites/{b32e(code.lookup_id)}/redeem",
+            "POST",
+            f"/v1/invites/{b32e(code.lookup_id)}/redeem",
             {
                 "join": join.statement.to_wire(),
                 "key_bundle": bundle.statement.to_wire(),
@@ -128,13 +143,24 @@ class Actor:
             await self.login()
         return reply
 
-    async def certificate_for(self, newcomer: Actor, code: InviteCode, *, key: Any = None) -> Admission:
+    async def certificate_for(
+        self, newcomer: Actor, code: InviteCode, *, key: Any = None
+    ) -> Admission:
         evidence = await self.call("GET", f"/v1/members/{newcomer.id_text}/evidence")
-        join = from_wire(evidence.body["join"], "join", self.network) if evidence.status == 200 else None
+        join = (
+            from_wire(evidence.body["join"], "join", self.network)
+            if evidence.status == 200
+            else None
+        )
         assert self.cell is not None
         return make_admission(
-            self.key, self.network, (key or newcomer.key).public_key(), self.cell, code.lookup_id,
-            join.id if join else b"\0" * 32, self.now(),
+            self.key,
+            self.network,
+            (key or newcomer.key).public_key(),
+            self.cell,
+            code.lookup_id,
+            join.id if join else b"\0" * 32,
+            self.now(),
         )
 
     async def admit(self, newcomer: Actor, code: InviteCode, **kwargs: Any) -> Reply:
@@ -142,13 +168,17 @@ class Actor:
         return await self.post_admission(admission)
 
     async def post_admission(self, admission: Admission) -> Reply:
-        return await self.call("POST", "/v1/admissions", {"admission": admission.statement.to_wire()})
+        return await self.call(
+            "POST", "/v1/admissions", {"admission": admission.statement.to_wire()}
+        )
 
     async def admission_of(self, newcomer: Actor) -> Admission:
         evidence = await self.call("GET", f"/v1/members/{newcomer.id_text}/evidence")
         return parse_admission(from_wire(evidence.body["admission"], "admission", self.network))
 
-    async def verdict(self, kind: str, newcomer: Actor, admission: Admission | None = None) -> Reply:
+    async def verdict(
+        self, kind: str, newcomer: Actor, admission: Admission | None = None
+    ) -> Reply:
         admission = admission or await self.admission_of(newcomer)
         verdict = make_verdict(kind, self.key, self.network, admission, self.now())  # type: ignore[arg-type]
         path = "/v1/vouches" if kind == "vouch" else "/v1/blocks"
@@ -156,7 +186,9 @@ class Actor:
 
     async def revoke(self, member: Actor) -> Reply:
         revocation = make_revocation(self.key, self.network, member.id, self.now())
-        return await self.call("POST", "/v1/revocations", {"revocation": revocation.statement.to_wire()})
+        return await self.call(
+            "POST", "/v1/revocations", {"revocation": revocation.statement.to_wire()}
+        )
 
     async def status(self) -> str:
         reply = await self.call("GET", "/v1/me")
@@ -180,7 +212,18 @@ async def bring_in(inviter: Actor, newcomer: Actor, *vouchers: Actor) -> None:
         assert reply.status == 201, reply.body
 
 
-TABLES = ("networks", "statements", "groups", "members", "invites", "admissions", "vouches", "blocks", "revocations", "sessions")
+TABLES = (
+    "networks",
+    "statements",
+    "groups",
+    "members",
+    "invites",
+    "admissions",
+    "vouches",
+    "blocks",
+    "revocations",
+    "sessions",
+)
 
 
 async def table_counts(pool: Any) -> dict[str, int]:

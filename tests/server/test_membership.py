@@ -56,8 +56,13 @@ async def test_genesis_with_a_flipped_bit_is_refused_and_writes_nothing(server, 
     wire["sig"] = b64e(bytes(sig))
     cell = make_cell(actor.key, actor.network, actor.now())
     reply = await actor.call(
-        "POST", "/v1/networks",
-        {"genesis": wire, "cell": cell.statement.to_wire(), "key_bundle": actor.bundle().statement.to_wire()},
+        "POST",
+        "/v1/networks",
+        {
+            "genesis": wire,
+            "cell": cell.statement.to_wire(),
+            "key_bundle": actor.bundle().statement.to_wire(),
+        },
     )
     assert (reply.status, reply.code) == (400, "invalid_signature")
     assert await table_counts(pool) == before
@@ -75,8 +80,13 @@ async def test_forged_login_signature_is_refused(founder: Actor, server, http) -
     raw = b64d(challenge.body["challenge"])
     signature = impostor.key.sign(labels.LOGIN, encode({"challenge": raw, "member": founder.id}))
     reply = await impostor.call(
-        "POST", "/v1/auth/session",
-        {"member_id": founder.id_text, "challenge": challenge.body["challenge"], "signature": b64e(signature)},
+        "POST",
+        "/v1/auth/session",
+        {
+            "member_id": founder.id_text,
+            "challenge": challenge.body["challenge"],
+            "signature": b64e(signature),
+        },
     )
     assert (reply.status, reply.code) == (401, "login_failed")
 
@@ -90,7 +100,9 @@ async def test_replayed_login_answer_is_refused(founder: Actor) -> None:
     answer = {
         "member_id": founder.id_text,
         "challenge": challenge.body["challenge"],
-        "signature": b64e(founder.key.sign(labels.LOGIN, encode({"challenge": raw, "member": founder.id}))),
+        "signature": b64e(
+            founder.key.sign(labels.LOGIN, encode({"challenge": raw, "member": founder.id}))
+        ),
     }
     first = await founder.call("POST", "/v1/auth/session", answer)
     second = await founder.call("POST", "/v1/auth/session", answer)
@@ -103,10 +115,17 @@ async def test_login_signature_for_another_context_is_refused(founder: Actor) ->
 
     challenge = await founder.call("POST", "/v1/auth/challenge", {"member_id": founder.id_text})
     raw = b64d(challenge.body["challenge"])
-    wrong = founder.key.sign(b"spokes/v1/vouch\x00", encode({"challenge": raw, "member": founder.id}))
+    wrong = founder.key.sign(
+        b"spokes/v1/vouch\x00", encode({"challenge": raw, "member": founder.id})
+    )
     reply = await founder.call(
-        "POST", "/v1/auth/session",
-        {"member_id": founder.id_text, "challenge": challenge.body["challenge"], "signature": b64e(wrong)},
+        "POST",
+        "/v1/auth/session",
+        {
+            "member_id": founder.id_text,
+            "challenge": challenge.body["challenge"],
+            "signature": b64e(wrong),
+        },
     )
     assert (reply.status, reply.code) == (401, "login_failed")
 
@@ -172,7 +191,9 @@ async def test_expired_invite_is_refused(server_factory, http) -> None:
     assert (reply.status, reply.code) == (410, "invite_expired")
 
 
-async def test_wrong_proof_looks_exactly_like_an_unknown_invite(founder: Actor, server, http, pool) -> None:
+async def test_wrong_proof_looks_exactly_like_an_unknown_invite(
+    founder: Actor, server, http, pool
+) -> None:
     code, _ = await founder.invite()
     before = await table_counts(pool)
     wrong = await Actor(http, server.url).join(code, founder, proof_code=InviteCode.generate())
@@ -182,7 +203,9 @@ async def test_wrong_proof_looks_exactly_like_an_unknown_invite(founder: Actor, 
     assert await table_counts(pool) == before
 
 
-async def test_concurrent_redemptions_of_one_invite_admit_exactly_one(founder: Actor, server, http) -> None:
+async def test_concurrent_redemptions_of_one_invite_admit_exactly_one(
+    founder: Actor, server, http
+) -> None:
     code, _ = await founder.invite()
     replies = await asyncio.gather(*(Actor(http, server.url).join(code, founder) for _ in range(5)))
     statuses = sorted(r.status for r in replies)
@@ -220,7 +243,9 @@ async def test_guessing_lookup_ids_is_rate_limited(server, http) -> None:
 # --- Admission certificates --------------------------------------------------
 
 
-async def test_certificate_signed_by_a_non_member_is_refused(founder: Actor, server, http, pool) -> None:
+async def test_certificate_signed_by_a_non_member_is_refused(
+    founder: Actor, server, http, pool
+) -> None:
     newcomer = Actor(http, server.url)
     code, _ = await founder.invite()
     await newcomer.join(code, founder)
@@ -233,7 +258,9 @@ async def test_certificate_signed_by_a_non_member_is_refused(founder: Actor, ser
     assert await table_counts(pool) == before
 
 
-async def test_certificate_over_a_different_key_is_refused(founder: Actor, server, http, pool) -> None:
+async def test_certificate_over_a_different_key_is_refused(
+    founder: Actor, server, http, pool
+) -> None:
     newcomer = Actor(http, server.url)
     code, _ = await founder.invite()
     await newcomer.join(code, founder)
@@ -243,7 +270,9 @@ async def test_certificate_over_a_different_key_is_refused(founder: Actor, serve
     assert await table_counts(pool) == before
 
 
-async def test_certificate_by_a_member_in_probation_is_refused(founder: Actor, server, http) -> None:
+async def test_certificate_by_a_member_in_probation_is_refused(
+    founder: Actor, server, http
+) -> None:
     member = Actor(http, server.url)
     await bring_in(founder, member)
     newcomer = Actor(http, server.url)
@@ -271,7 +300,9 @@ async def _move_to_other_cell(pool, member: Actor, founder: Actor) -> None:
         create = await conn.fetchval("SELECT create_statement FROM groups LIMIT 1")
         await conn.execute(
             "INSERT INTO groups (group_id, network_id, kind, level, create_statement) VALUES ($1, $2, 'cell', 0, $3)",
-            other, founder.network, create,
+            other,
+            founder.network,
+            create,
         )
         await conn.execute("UPDATE members SET cell_id = $1 WHERE member_id = $2", other, member.id)
     member.cell = other
@@ -353,7 +384,9 @@ async def test_block_before_completion_refuses_the_newcomer(server, http) -> Non
     assert await newcomer.status() == "blocked"
 
 
-async def test_branch_diversity_stops_an_inviter_and_their_invitee_admitting_alone(server, http) -> None:
+async def test_branch_diversity_stops_an_inviter_and_their_invitee_admitting_alone(
+    server, http
+) -> None:
     founder = Actor(http, server.url)
     await founder.found(NO_PROBATION)
     b = Actor(http, server.url)
@@ -403,7 +436,9 @@ async def test_malformed_bodies_get_clear_errors(founder: Actor, server, http, p
     assert await table_counts(pool) == before
 
 
-async def test_one_key_racing_through_two_invites_becomes_one_member(founder: Actor, server, http, pool) -> None:
+async def test_one_key_racing_through_two_invites_becomes_one_member(
+    founder: Actor, server, http, pool
+) -> None:
     (first, _), (second, _) = await founder.invite(), await founder.invite()
     key = IdentityKey.generate()
     a, b = Actor(http, server.url, key=key), Actor(http, server.url, key=key)
@@ -411,6 +446,9 @@ async def test_one_key_racing_through_two_invites_becomes_one_member(founder: Ac
     assert sorted(r.status for r in replies) == [201, 409]
     assert {r.code for r in replies} <= {None, "already_member", "conflict"}
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM members WHERE member_id = $1", key.member_id) == 1
+        assert (
+            await conn.fetchval("SELECT count(*) FROM members WHERE member_id = $1", key.member_id)
+            == 1
+        )
         redeemed = await conn.fetchval("SELECT count(*) FROM invites WHERE redeemed_by IS NOT NULL")
     assert redeemed == 1
