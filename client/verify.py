@@ -42,7 +42,14 @@ from crypto.network import (
     parse_key_bundle,
 )
 from crypto.statements import Statement, from_wire
-from crypto.vetting import CellMember, Outcome, Verdict, evaluate, parse_verdict
+from crypto.vetting import (
+    CellMember,
+    Outcome,
+    Verdict,
+    evaluate,
+    members_for_vetting,
+    parse_verdict,
+)
 
 MemberStatus = Literal["pending", "probation", "active", "blocked", "revoked"]
 
@@ -311,12 +318,9 @@ def _steward_report(
 def _vetting_members(
     cell: VerifiedCell, subject: bytes, admission: Admission | None, verdicts: Sequence[Verdict]
 ) -> list[CellMember]:
-    voters = {v.author for v in verdicts}
-    chosen = []
-    for member in cell.members.values():
-        if member.member_id == subject:
-            continue
-        early = admission is None or member.since <= admission.statement.time
-        if early or member.member_id in voters:
-            chosen.append(member.as_cell_member())
-    return chosen
+    current = [
+        (member.as_cell_member(), member.since)
+        for member in cell.members.values()
+        if member.member_id != subject
+    ]
+    return members_for_vetting(admission, current, verdicts)

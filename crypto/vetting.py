@@ -94,6 +94,27 @@ class Outcome:
     blocked_by: tuple[bytes, ...]
 
 
+def members_for_vetting(
+    admission: Admission | None,
+    members: Sequence[tuple[CellMember, int]],
+    verdicts: Sequence[Verdict],
+) -> list[CellMember]:
+    """The cell members a newcomer's vetting is counted against.
+
+    `members` pairs each current member with when their membership began (their
+    certificate time; the genesis time for stewards). The cell keeps growing
+    after an admission completes, and counting later members would make a
+    finished admission look unfinished, so only members who were there when
+    the certificate was signed count, plus anyone who gave a verdict on it.
+    """
+    voters = {v.author for v in verdicts}
+    return [
+        member
+        for member, since in members
+        if admission is None or since <= admission.statement.time or member.member_id in voters
+    ]
+
+
 def required_vouches(policy: Policy, cell_size: int) -> int:
     return max(1, min(policy.vouches, cell_size))
 

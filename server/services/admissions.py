@@ -16,7 +16,7 @@ from crypto.chains import parse_admission, parse_revocation
 from crypto.encoding import b32e, b64e, decode
 from crypto.network import Genesis
 from crypto.statements import Statement
-from crypto.vetting import check_verdict, evaluate, parse_verdict
+from crypto.vetting import check_verdict, evaluate, members_for_vetting, parse_verdict
 from server.services.auth import Session
 from server.services.common import (
     api_error,
@@ -31,6 +31,7 @@ from server.services.common import (
     seconds,
     statement_from,
     verified_chain,
+    with_membership_start,
 )
 from server.store import membership as store
 from server.store.db import Connection
@@ -68,7 +69,10 @@ async def settle(
             for s in await store.verdicts_about(conn, subject.member_id)
         ]
         view = await cell_view(conn, network, admission.cell)
-        outcome = evaluate(genesis.policy, admission, verdicts, as_cell_members(view), seconds(now))
+        members = members_for_vetting(
+            admission, with_membership_start(view, genesis.statement.time), verdicts
+        )
+        outcome = evaluate(genesis.policy, admission, verdicts, members, seconds(now))
     if outcome.status == "admitted" and outcome.completes_at is not None:
         # Statement times are whole seconds from the members' clocks; never
         # record an admission before the join the server saw.

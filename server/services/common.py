@@ -135,7 +135,20 @@ async def cell_view(
 
 
 def as_cell_members(view: list[tuple[store.MemberRow, list[Admission]]]) -> list[CellMember]:
-    return [CellMember(m.member_id, frozenset(a.issuer for a in chain)) for m, chain in view]
+    return [member for member, _ in with_membership_start(view, 0)]
+
+
+def with_membership_start(
+    view: list[tuple[store.MemberRow, list[Admission]]], genesis_time: int
+) -> list[tuple[CellMember, int]]:
+    """Each member with the signed time their membership began (their certificate's)."""
+    return [
+        (
+            CellMember(m.member_id, frozenset(a.issuer for a in chain)),
+            chain[0].statement.time if chain else genesis_time,
+        )
+        for m, chain in view
+    ]
 
 
 def member_status(member: store.MemberRow, genesis: Genesis, now: datetime) -> str:

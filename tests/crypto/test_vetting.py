@@ -17,6 +17,7 @@ from crypto.vetting import (
     check_verdict,
     evaluate,
     make_verdict,
+    members_for_vetting,
     parse_verdict,
     required_vouches,
 )
@@ -341,3 +342,25 @@ def test_cell_members_know_their_invite_line(world: World) -> None:
     assert d.in_subtree_of(world.members["F"].id)
     assert d.in_subtree_of(d.member_id)
     assert not d.in_subtree_of(world.members["G"].id)
+
+
+def test_members_who_joined_after_the_certificate_do_not_count_unless_they_spoke(
+    world: World,
+) -> None:
+    e = world.admit("F", "E", TA)
+    late = world.admit("F", "L", TA + 10)  # admitted after E's certificate was signed
+    current = [
+        (
+            world.members[n].as_cell_member(),
+            world.members[n].chain[0].statement.time if world.members[n].chain else T0,
+        )
+        for n in ("F", "B", "D")
+    ]
+    current.append((late.as_cell_member(), late.chain[0].statement.time))
+    counted = members_for_vetting(e.admission, current, [])
+    assert {m.member_id for m in counted} == {
+        world.members[n].key.member_id for n in ("F", "B", "D")
+    }
+    spoke = members_for_vetting(e.admission, current, [block(world, "L", e.admission, TA + 20)])
+    assert late.key.member_id in {m.member_id for m in spoke}
+    assert members_for_vetting(None, current, []) == [m for m, _ in current]
