@@ -81,7 +81,7 @@ class PendingNewcomer:
     stage: str
     vouches: int
     needed: int
-    admitted_by_me: bool
+    invited_by_me: bool
 
 
 @dataclass(frozen=True)
@@ -425,7 +425,7 @@ class Client:
                     stage=stage,
                     vouches=report.vouches,
                     needed=report.needed,
-                    admitted_by_me=newcomer.inviter == self.state.member_id,
+                    invited_by_me=newcomer.inviter == self.state.member_id,
                 )
             )
         return result
