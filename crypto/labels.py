@@ -34,3 +34,15 @@ LOGIN = b"spokes/v1/login\x00"
 # Suites named in keys and ciphertexts.
 SIGNATURE_SUITE = "ed25519"
 KEM_SUITE_DEFAULT = "MLKEM768_X25519/HKDF_SHA256/AES_256_GCM"
+
+# Groups: roster logs, epochs, messages, profiles (part 2).
+ROSTER_HASH = b"spokes/v1/roster-hash\x00"
+EPOCH_SECRET_INFO = b"spokes/v1/epoch-secret\x00"
+EPOCH_COMMITMENT = b"spokes/v1/epoch/commitment\x00"
+EPOCH_SENDER_CHAIN = b"spokes/v1/epoch/sender-chain\x00"
+EPOCH_PROFILE_KEY = b"spokes/v1/epoch/profile-key\x00"
+CHAIN_MESSAGE_KEY = b"\x01"
+CHAIN_NEXT_KEY = b"\x02"
+CHAIN_NONCE = b"\x03"
+MESSAGE_SIGNATURE = b"spokes/v1/message\x00"
+PROFILE_AAD = b"spokes/v1/profile\x00"

@@ -1,0 +1,156 @@
+"""Group messages and profiles: padded, AEAD-encrypted, signed.
+
+A message's header (group, epoch, sender, counter) is its AES-256-GCM
+associated data and is signed, with the ciphertext, by the sender's identity
+key, so members can't forge each other and the server can check who sent a
+message without reading it. The plaintext is padded to a size bucket so the
+server learns little of its length. Inside the encryption the sender names
+the roster head they saw: a member who sees a head they don't know for the
+same epoch has caught the server showing different members different rosters.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from crypto import labels
+from crypto.encoding import Value, decode, encode
+from crypto.epochs import MessageKey
+from crypto.errors import DecryptionFailed, InvalidStatement
+from crypto.keys import IdentityKey, IdentityPublicKey
+from crypto.network import GROUP_ID_BYTES
+from crypto.statements import get_bytes, get_int
+
+BUCKETS = (256, 1024, 4096, 16384, 65536)
+MAX_PLAINTEXT = BUCKETS[-1] - 1
+TAG_BYTES = 16
+
+
+def pad(data: bytes) -> bytes:
+    """ISO/IEC 7816-4 padding (0x80 then zeros) up to the smallest bucket that fits."""
+    for bucket in BUCKETS:
+        if len(data) < bucket:
+            return data + b"\x80" + bytes(bucket - len(data) - 1)
+    raise ValueError(f"a message is at most {MAX_PLAINTEXT} bytes")
+
+
+def unpad(padded: bytes) -> bytes:
+    if len(padded) not in BUCKETS:
+        raise DecryptionFailed("message is not a padded bucket")
+    end = padded.rstrip(b"\x00")
+    if not end.endswith(b"\x80"):
+        raise DecryptionFailed("message padding is damaged")
+    return end[:-1]
+
+
+@dataclass(frozen=True)
+class Header:
+    group: bytes
+    epoch: int
+    sender: bytes
+    counter: int
+
+    def encode(self) -> bytes:
+        return encode(
+            {
+                "group": self.group,
+                "epoch": self.epoch,
+                "sender": self.sender,
+                "counter": self.counter,
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Header:
+        fields = decode(data)
+        if not isinstance(fields, dict) or set(fields) != {"group", "epoch", "sender", "counter"}:
+            raise InvalidStatement("a message header has group, epoch, sender and counter")
+        return cls(
+            get_bytes(fields, "group", GROUP_ID_BYTES),
+            get_int(fields, "epoch"),
+            get_bytes(fields, "sender", 32),
+            get_int(fields, "counter"),
+        )
+
+
+@dataclass(frozen=True)
+class SealedMessage:
+    header: bytes
+    ciphertext: bytes
+    signature: bytes
+
+
+def seal_message(
+    sender: IdentityKey, header: Header, message_key: MessageKey, content: dict[str, Value]
+) -> SealedMessage:
+    if header.sender != sender.member_id:
+        raise ValueError("the header names another sender")
+    header_bytes = header.encode()
+    ciphertext = AESGCM(message_key.key).encrypt(
+        message_key.nonce, pad(encode(content)), header_bytes
+    )
+    signature = sender.sign(labels.MESSAGE_SIGNATURE, header_bytes + ciphertext)
+    return SealedMessage(header_bytes, ciphertext, signature)
+
+
+def verify_message(message: SealedMessage, sender_key: IdentityPublicKey) -> Header:
+    """Check the sender's signature over header and ciphertext; return the header."""
+    header = Header.decode(message.header)
+    if sender_key.member_id != header.sender:
+        raise InvalidStatement("the header names another sender")
+    if len(message.ciphertext) - TAG_BYTES not in BUCKETS:
+        raise InvalidStatement("ciphertext is not a padded bucket")
+    sender_key.verify(
+        labels.MESSAGE_SIGNATURE, message.header + message.ciphertext, message.signature
+    )
+    return header
+
+
+def open_message(message: SealedMessage, message_key: MessageKey) -> dict[str, Value]:
+    """Decrypt a message whose signature was checked with verify_message."""
+    try:
+        padded = AESGCM(message_key.key).decrypt(
+            message_key.nonce, message.ciphertext, message.header
+        )
+        content = decode(unpad(padded))
+    except (InvalidTag, InvalidStatement) as exc:
+        raise DecryptionFailed("message does not open with this key") from exc
+    if not isinstance(content, dict):
+        raise DecryptionFailed("message content is not a record")
+    return content
+
+
+def _profile_aad(group: bytes, epoch: int, member: bytes) -> bytes:
+    return labels.PROFILE_AAD + encode({"group": group, "epoch": epoch, "member": member})
+
+
+def seal_profile(
+    profile_key: bytes,
+    group: bytes,
+    epoch: int,
+    member: bytes,
+    profile: dict[str, Value],
+    *,
+    _nonce: bytes | None = None,
+) -> bytes:
+    """A member's profile for one group and epoch: nonce ‖ AES-256-GCM, padded."""
+    nonce = _nonce if _nonce is not None else os.urandom(12)
+    aad = _profile_aad(group, epoch, member)
+    return nonce + AESGCM(profile_key).encrypt(nonce, pad(encode(profile)), aad)
+
+
+def open_profile(
+    profile_key: bytes, group: bytes, epoch: int, member: bytes, sealed: bytes
+) -> dict[str, Value]:
+    try:
+        aad = _profile_aad(group, epoch, member)
+        content = decode(unpad(AESGCM(profile_key).decrypt(sealed[:12], sealed[12:], aad)))
+    except (InvalidTag, InvalidStatement, ValueError) as exc:
+        raise DecryptionFailed("profile does not open with this key") from exc
+    if not isinstance(content, dict):
+        raise DecryptionFailed("profile is not a record")
+    return content
