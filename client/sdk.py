@@ -30,11 +30,11 @@ from crypto.network import (
     Genesis,
     KeyBundle,
     Policy,
-    make_cell,
     make_genesis,
     make_key_bundle,
     verify_genesis,
 )
+from crypto.roster import make_group
 from crypto.sealing import KemPrivateKey
 from crypto.statements import pack, unpack
 from crypto.vetting import make_verdict
@@ -216,8 +216,8 @@ class Client:
         identity = self.state.identity
         genesis = make_genesis(identity, policy, now)
         network = genesis.network_id
-        cell = make_cell(identity, network, now)
         bundle = self._key_bundle(network, now)
+        cell = make_group(identity, network, now, [bundle], cell_max=policy.cell_max)
         created = api.parse_network_created(
             await self._call(
                 api.create_network(genesis.statement, cell.statement, bundle.statement)

@@ -36,11 +36,10 @@ from crypto.invites import Invite, Join, parse_invite, parse_join, verify_proof
 from crypto.keys import IdentityPublicKey, member_id_text
 from crypto.network import (
     Genesis,
-    GroupCreation,
     KeyBundle,
-    parse_group_creation,
     parse_key_bundle,
 )
+from crypto.roster import GroupCreation, parse_group_creation
 from crypto.statements import Statement, from_wire
 from crypto.vetting import (
     CellMember,
@@ -139,8 +138,10 @@ def revoked_map(genesis: Genesis, evidence: Evidence) -> dict[bytes, int]:
 def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int]) -> VerifiedCell:
     network = genesis.network_id
     with checking("cell"):
-        group = parse_group_creation(statement(evidence.cell_group, "group-create", network))
-    if b32e(group.group_id) != evidence.cell_id.lower() or group.kind != "cell":
+        group = parse_group_creation(
+            statement(evidence.cell_group, "roster", network), cell_max=genesis.policy.cell_max
+        )
+    if b32e(group.group_id) != evidence.cell_id.lower() or group.state.kind != "cell":
         raise fail("the server's cell record names another cell")
     stewards = {key.member_id: key for key in genesis.stewards}
     members: dict[bytes, VerifiedMember] = {}

@@ -24,6 +24,7 @@ event covers the new roster, no message may be sent in the group.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -265,6 +266,51 @@ def _split(
 
 
 _OPS = {"add": _add, "remove": _remove, "epoch": _epoch, "split": _split}
+
+
+@dataclass(frozen=True)
+class GroupCreation:
+    """A group's first roster event and the state it founds."""
+
+    statement: Statement
+    state: RosterState
+
+    @property
+    def group_id(self) -> bytes:
+        return self.state.group
+
+
+def make_group(
+    key: IdentityKey,
+    network: bytes,
+    time: int,
+    bundles: Sequence[KeyBundle],
+    *,
+    kind: str = "cell",
+    level: int = 0,
+    parent: bytes | None = None,
+    origin: bytes | None = None,
+    group: bytes | None = None,
+    cell_max: int = 100,
+) -> GroupCreation:
+    """Sign the create event of a new group (a fresh random id unless `group` is given)."""
+    group_id = group if group is not None else os.urandom(GROUP_ID_BYTES)
+    event = sign_event(
+        key,
+        network,
+        None,
+        "create",
+        time,
+        create_fields(kind, level, parent, bundles, origin),
+        group=group_id,
+    )
+    return parse_group_creation(event, cell_max=cell_max)
+
+
+def parse_group_creation(
+    event: Statement, *, cell_max: int, now: int | None = None
+) -> GroupCreation:
+    return GroupCreation(event, apply(None, event, cell_max=cell_max, now=now))
 
 
 def verify_log(

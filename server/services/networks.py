@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crypto.network import parse_genesis, parse_group_creation, parse_key_bundle
+from crypto.network import parse_genesis, parse_key_bundle
+from crypto.roster import parse_group_creation
 from crypto.statements import from_wire
 from server.services.common import api_error, check_fresh, crypto_errors, seconds, statement_from
 from server.store import membership as store
@@ -28,10 +29,12 @@ async def create_network(
             raise api_error(400, "bad_request", "field 'genesis' is required")
         genesis = parse_genesis(from_wire(body["genesis"], "genesis", None))
     network = genesis.network_id
-    cell_statement = statement_from(body, "cell", "group-create", network)
+    cell_statement = statement_from(body, "cell", "roster", network)
     bundle_statement = statement_from(body, "key_bundle", "key-bundle", network)
     with crypto_errors():
-        cell = parse_group_creation(cell_statement)
+        cell = parse_group_creation(
+            cell_statement, cell_max=genesis.policy.cell_max, now=seconds(now)
+        )
         parse_key_bundle(bundle_statement, seconds(now))
     for statement in (genesis.statement, cell_statement, bundle_statement):
         check_fresh(statement, now)
@@ -40,8 +43,10 @@ async def create_network(
         raise api_error(
             400, "invalid_statement", "the founder signs the first cell and their own key bundle"
         )
-    if cell.kind != "cell" or cell.parent is not None:
+    if cell.state.kind != "cell" or cell.state.parent is not None:
         raise api_error(400, "invalid_statement", "the first group of a network is a cell")
+    if set(cell.state.members) != {founder}:
+        raise api_error(400, "invalid_statement", "the first cell starts with its founder alone")
     # Serialises concurrent foundings so the network limit holds.
     await conn.execute("LOCK TABLE networks IN EXCLUSIVE MODE")
     if await store.count_networks(conn) >= max_networks:

@@ -14,7 +14,8 @@ from client.state import InviteRecord, Session, State, StateFile
 from crypto.chains import make_admission
 from crypto.keys import IdentityKey
 from crypto.keystore import KdfParams
-from crypto.network import Policy, make_cell, make_genesis, make_key_bundle
+from crypto.network import Policy, make_genesis, make_key_bundle
+from crypto.roster import make_group
 from crypto.sealing import KemPrivateKey, KemSuite
 
 FAST = KdfParams(time_cost=1, memory_kib=8, parallelism=1)
@@ -25,7 +26,16 @@ def _full_state() -> State:
     founder = IdentityKey.generate()
     genesis = make_genesis(founder, Policy(), 1000)
     network = genesis.network_id
-    cell = make_cell(founder, network, 1000)
+    cell = make_group(
+        founder,
+        network,
+        1000,
+        [
+            make_key_bundle(
+                founder, network, "X25519/HKDF_SHA256/AES_256_GCM", bytes(32), 1000, 9000
+            )
+        ],
+    )
     kem = KemPrivateKey.generate(KemSuite.X25519)
     bundle = make_key_bundle(
         identity, network, kem.suite.value, kem.public_key().public_bytes(), 1000, 9000

@@ -19,7 +19,8 @@ from crypto.chains import Admission, make_admission, make_revocation
 from crypto.encoding import b32e, b64e
 from crypto.invites import Invite, InviteCode, Join, make_invite, make_join
 from crypto.keys import IdentityKey
-from crypto.network import DAY, Genesis, KeyBundle, Policy, make_cell, make_genesis, make_key_bundle
+from crypto.network import DAY, Genesis, KeyBundle, Policy, make_genesis, make_key_bundle
+from crypto.roster import make_group
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import pack
 from crypto.vetting import Verdict, make_verdict
@@ -52,8 +53,8 @@ class World:
         self.founder_key = IdentityKey.generate()
         self.genesis: Genesis = make_genesis(self.founder_key, policy, T0)
         self.network = self.genesis.network_id
-        self.cell = make_cell(self.founder_key, self.network, T0)
         self.founder = Person(self.founder_key, self._bundle(self.founder_key, T0))
+        self.cell = make_group(self.founder_key, self.network, T0, [self.founder.bundle])
         self.members = [self.founder]
         self.revocations: list[Any] = []
 

@@ -14,16 +14,13 @@ from crypto.errors import InvalidSignature, InvalidStatement
 from crypto.keys import IdentityKey
 from crypto.network import (
     DAY,
-    GROUP_ID_BYTES,
     HOUR,
     KEM_PUBLIC_BYTES,
     Policy,
-    make_cell,
     make_genesis,
     make_key_bundle,
     network_id_of,
     parse_genesis,
-    parse_group_creation,
     parse_key_bundle,
     verify_genesis,
 )
@@ -312,57 +309,3 @@ def test_key_bundle_of_another_network_does_not_verify_here() -> None:
         verify_statement(
             bundle.statement.body, bundle.statement.signature, "key-bundle", fixed_bytes("x", 32)
         )
-
-
-# Group creation
-
-
-def test_cell_creation_makes_a_level_zero_group_with_a_fresh_id() -> None:
-    cell = make_cell(FOUNDER, NETWORK, T0)
-    assert (cell.kind, cell.level, cell.parent) == ("cell", 0, None)
-    assert len(cell.group_id) == GROUP_ID_BYTES
-    assert make_cell(FOUNDER, NETWORK, T0).group_id != cell.group_id
-    again = parse_group_creation(reverify(cell.statement, "group-create", NETWORK))
-    assert again.group_id == cell.group_id
-
-
-def _group(**fields: Value) -> Statement:
-    base: dict[str, Value] = {
-        "group": b"\x02" * GROUP_ID_BYTES,
-        "kind": "cell",
-        "level": 0,
-        "parent": None,
-    }
-    base.update(fields)
-    return sign_statement(FOUNDER, "group-create", NETWORK, T0, base)
-
-
-def test_council_above_level_zero_with_a_parent_is_accepted() -> None:
-    council = parse_group_creation(_group(kind="council", level=2, parent=b"\x03" * 16))
-    assert (council.kind, council.level, council.parent) == ("council", 2, b"\x03" * 16)
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"kind": "club"},
-        {"kind": None},
-        {"kind": "cell", "level": 1},
-        {"kind": "council", "level": 0},
-        {"level": -1},
-        {"level": False},
-        {"parent": b"\x03" * 15},
-        {"parent": "parent"},
-        {"group": b"\x02" * 15},
-        {"group": None},
-    ],
-    ids=repr,
-)
-def test_malformed_group_creation_is_refused(fields: dict[str, Value]) -> None:
-    with pytest.raises(InvalidStatement):
-        parse_group_creation(_group(**fields))
-
-
-def test_other_statement_is_not_a_group_creation() -> None:
-    with pytest.raises(InvalidStatement):
-        parse_group_creation(sign_statement(FOUNDER, "vouch", NETWORK, T0, {}))

@@ -13,7 +13,8 @@ from crypto.chains import Admission, make_admission, make_revocation, parse_admi
 from crypto.encoding import b32e, b64e, encode
 from crypto.invites import InviteCode, make_invite, make_join
 from crypto.keys import IdentityKey
-from crypto.network import Genesis, Policy, make_cell, make_genesis, make_key_bundle
+from crypto.network import Genesis, Policy, make_genesis, make_key_bundle
+from crypto.roster import make_group
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import from_wire, pack
 from crypto.vetting import make_verdict
@@ -77,7 +78,8 @@ class Actor:
 
     async def found(self, policy: Policy | None = None) -> Reply:
         self.genesis = make_genesis(self.key, policy or Policy(), self.now())
-        cell = make_cell(self.key, self.network, self.now())
+        bundle = self.bundle()
+        cell = make_group(self.key, self.network, self.now(), [bundle])
         self.cell = cell.group_id
         reply = await self.call(
             "POST",
@@ -85,7 +87,7 @@ class Actor:
             {
                 "genesis": self.genesis.statement.to_wire(),
                 "cell": cell.statement.to_wire(),
-                "key_bundle": self.bundle().statement.to_wire(),
+                "key_bundle": bundle.statement.to_wire(),
             },
         )
         if reply.status == 201:

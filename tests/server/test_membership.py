@@ -12,6 +12,7 @@ from crypto.encoding import b32e
 from crypto.invites import InviteCode
 from crypto.keys import IdentityKey
 from crypto.network import DAY, Policy
+from crypto.roster import make_group
 from server.clock import FixedClock
 from server.settings import RateLimit
 from tests.server.actors import Actor, bring_in, table_counts
@@ -45,7 +46,7 @@ async def test_a_second_network_is_refused(founder: Actor, server, http) -> None
 async def test_genesis_with_a_flipped_bit_is_refused_and_writes_nothing(server, http, pool) -> None:
     actor = Actor(http, server.url)
     before = await table_counts(pool)
-    from crypto.network import make_cell, make_genesis
+    from crypto.network import make_genesis
 
     actor.genesis = make_genesis(actor.key, Policy(), actor.now())
     wire = actor.genesis.statement.to_wire()
@@ -54,7 +55,7 @@ async def test_genesis_with_a_flipped_bit_is_refused_and_writes_nothing(server, 
     from crypto.encoding import b64e
 
     wire["sig"] = b64e(bytes(sig))
-    cell = make_cell(actor.key, actor.network, actor.now())
+    cell = make_group(actor.key, actor.network, actor.now(), [actor.bundle()])
     reply = await actor.call(
         "POST",
         "/v1/networks",
