@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from crypto import labels
 from crypto.encoding import Value, decode, encode
 from crypto.epochs import MessageKey
-from crypto.errors import DecryptionFailed, InvalidStatement
+from crypto.errors import DecryptionFailed, InvalidSignature, InvalidStatement
 from crypto.keys import IdentityKey, IdentityPublicKey
 from crypto.network import GROUP_ID_BYTES
 from crypto.statements import get_bytes, get_int
@@ -132,24 +132,31 @@ def seal_profile(
     profile_key: bytes,
     group: bytes,
     epoch: int,
-    member: bytes,
+    member: IdentityKey,
     profile: dict[str, Value],
     *,
     _nonce: bytes | None = None,
 ) -> bytes:
-    """A member's profile for one group and epoch: nonce ‖ AES-256-GCM, padded."""
+    """A member's profile for one group and epoch: nonce ‖ AES-256-GCM (padded) ‖ signature.
+
+    Every member holds the profile key, so the member's signature is what stops
+    one member from sealing a profile that opens as another's.
+    """
     nonce = _nonce if _nonce is not None else os.urandom(12)
-    aad = _profile_aad(group, epoch, member)
-    return nonce + AESGCM(profile_key).encrypt(nonce, pad(encode(profile)), aad)
+    aad = _profile_aad(group, epoch, member.member_id)
+    sealed = nonce + AESGCM(profile_key).encrypt(nonce, pad(encode(profile)), aad)
+    return sealed + member.sign(labels.PROFILE_SIGNATURE, aad + sealed)
 
 
 def open_profile(
-    profile_key: bytes, group: bytes, epoch: int, member: bytes, sealed: bytes
+    profile_key: bytes, group: bytes, epoch: int, member: IdentityPublicKey, sealed: bytes
 ) -> dict[str, Value]:
+    aad = _profile_aad(group, epoch, member.member_id)
+    body, signature = sealed[:-64], sealed[-64:]
     try:
-        aad = _profile_aad(group, epoch, member)
-        content = decode(unpad(AESGCM(profile_key).decrypt(sealed[:12], sealed[12:], aad)))
-    except (InvalidTag, InvalidStatement, ValueError) as exc:
+        member.verify(labels.PROFILE_SIGNATURE, aad + body, signature)
+        content = decode(unpad(AESGCM(profile_key).decrypt(body[:12], body[12:], aad)))
+    except (InvalidTag, InvalidStatement, InvalidSignature, ValueError) as exc:
         raise DecryptionFailed("profile does not open with this key") from exc
     if not isinstance(content, dict):
         raise DecryptionFailed("profile is not a record")

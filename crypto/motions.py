@@ -122,8 +122,10 @@ def split_event_fields(motion: Motion, signatures: Sequence[Statement]) -> dict[
     return {"motion": pack(motion.statement), "signatures": [pack(s) for s in signatures]}
 
 
-def check_split(state: RosterState, event: Statement, network: bytes) -> frozenset[bytes]:
-    """Check a `split` roster event; return the members it moves."""
+def check_split(
+    state: RosterState, event: Statement, network: bytes
+) -> tuple[bytes, frozenset[bytes]]:
+    """Check a `split` roster event; return the motion's id and the members it moves."""
     motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
     raw = event.fields.get("signatures")
     if not isinstance(raw, list):
@@ -134,4 +136,4 @@ def check_split(state: RosterState, event: Statement, network: bytes) -> frozens
     if missing:
         raise RuleViolation("quorum_not_reached", f"{len(missing)} member(s) still have to sign")
     moved, _ = split_terms(motion)
-    return moved
+    return motion.id, moved

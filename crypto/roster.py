@@ -44,7 +44,9 @@ from crypto.statements import (
 )
 
 ZERO_HEAD = bytes(32)
-REMOVE_REASONS = ("left", "revoked")
+# Removal by others (expulsion, revocation) needs a quorum or a steward and
+# comes with exclusion (part 4); until then a member can only leave.
+REMOVE_REASONS = ("left",)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class RosterState:
     epoch: int
     epoch_roster: bytes | None
     commitment: bytes | None
+    # Set by every change of members, cleared by an epoch: a member added and
+    # removed again still leaves the group needing a new epoch.
+    changed_since_epoch: bool = True
+    motions_done: frozenset[bytes] = frozenset()
 
     @property
     def roster_hash(self) -> bytes:
@@ -75,7 +81,7 @@ class RosterState:
     @property
     def needs_rekey(self) -> bool:
         """True while the current epoch (if any) does not cover the current members."""
-        return self.epoch_roster != self.roster_hash
+        return self.changed_since_epoch or self.epoch_roster != self.roster_hash
 
     def member(self, member_id: bytes) -> RosterMember:
         found = self.members.get(member_id)
@@ -225,7 +231,9 @@ def _add(
         raise RuleViolation("already_in_group", "this member is already in the group")
     if len(state.members) >= cell_max:
         raise RuleViolation("group_full", "the group is full: it must split before it can grow")
-    return replace(state, members={**state.members, member.member_id: member})
+    return replace(
+        state, members={**state.members, member.member_id: member}, changed_since_epoch=True
+    )
 
 
 def _remove(
@@ -240,7 +248,8 @@ def _remove(
         raise RuleViolation("not_allowed", "only a member themself can leave")
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
-    return replace(state, members={k: v for k, v in state.members.items() if k != member_id})
+    remaining = {k: v for k, v in state.members.items() if k != member_id}
+    return replace(state, members=remaining, changed_since_epoch=True)
 
 
 def _epoch(
@@ -253,7 +262,9 @@ def _epoch(
         raise RuleViolation("stale_epoch", "an epoch event must name the next epoch number")
     if covered != state.roster_hash:
         raise RuleViolation("wrong_roster", "the epoch does not cover the group's current members")
-    return replace(state, epoch=epoch, epoch_roster=covered, commitment=commitment)
+    return replace(
+        state, epoch=epoch, epoch_roster=covered, commitment=commitment, changed_since_epoch=False
+    )
 
 
 def _split(
@@ -261,8 +272,16 @@ def _split(
 ) -> RosterState:
     from crypto.motions import check_split
 
-    moved = check_split(state, event, network)
-    return replace(state, members={k: v for k, v in state.members.items() if k not in moved})
+    motion_id, moved = check_split(state, event, network)
+    if motion_id in state.motions_done:
+        raise RuleViolation("stale_motion", "this motion has already been carried out")
+    remaining = {k: v for k, v in state.members.items() if k not in moved}
+    return replace(
+        state,
+        members=remaining,
+        changed_since_epoch=True,
+        motions_done=state.motions_done | {motion_id},
+    )
 
 
 _OPS = {"add": _add, "remove": _remove, "epoch": _epoch, "split": _split}

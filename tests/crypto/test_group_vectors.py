@@ -218,11 +218,11 @@ def test_message_vector(state: RosterState) -> None:
 
 def test_profile_vector() -> None:
     vector = VECTORS["profile"]
-    member = identity(vector["member"]).member_id
+    member = identity(vector["member"])
     profile_key = bytes.fromhex(VECTORS["chain"]["profile_key"])
     profile: dict[str, Value] = dict(vector["profile"])
     made = seal_profile(
         profile_key, GROUP, EPOCH["number"], member, profile, _nonce=bytes.fromhex(vector["nonce"])
     )
     assert made.hex() == vector["sealed"]
-    assert open_profile(profile_key, GROUP, EPOCH["number"], member, made) == profile
+    assert open_profile(profile_key, GROUP, EPOCH["number"], member.public_key(), made) == profile

@@ -11,6 +11,7 @@ from crypto import labels
 from crypto.encoding import Value, encode
 from crypto.epochs import MessageKey, derive_epoch_keys
 from crypto.errors import DecryptionFailed, InvalidSignature, InvalidStatement
+from crypto.keys import IdentityPublicKey
 from crypto.messages import (
     BUCKETS,
     MAX_PLAINTEXT,
@@ -242,48 +243,55 @@ def test_content_that_is_not_a_record_is_refused() -> None:
 
 
 def test_profile_round_trips() -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, PROFILE)
-    assert len(box) == 12 + 256 + TAG_BYTES
-    assert open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, box) == PROFILE
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    assert len(box) == 12 + 256 + TAG_BYTES + 64  # nonce, padded bucket, tag, signature
+    assert open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), box) == PROFILE
 
 
 def test_profiles_draw_fresh_nonces() -> None:
-    one = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, PROFILE)
-    two = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, PROFILE)
+    one = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    two = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
     assert one[:12] != two[:12]
 
 
 @pytest.mark.parametrize(
     ("group", "epoch", "member"),
     [
-        (GROUP, EPOCH, BOB.member_id),
-        (GROUP, EPOCH + 1, ALICE.member_id),
-        (GROUP, EPOCH - 1, ALICE.member_id),
-        (OTHER_GROUP, EPOCH, ALICE.member_id),
+        (GROUP, EPOCH, BOB.public_key()),
+        (GROUP, EPOCH + 1, ALICE.public_key()),
+        (GROUP, EPOCH - 1, ALICE.public_key()),
+        (OTHER_GROUP, EPOCH, ALICE.public_key()),
     ],
     ids=["another member", "next epoch", "old epoch", "another group"],
 )
-def test_profile_moved_elsewhere_fails(group: bytes, epoch: int, member: bytes) -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, PROFILE)
+def test_profile_moved_elsewhere_fails(group: bytes, epoch: int, member: IdentityPublicKey) -> None:
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
     with pytest.raises(DecryptionFailed):
         open_profile(PROFILE_KEY, group, epoch, member, box)
 
 
 def test_profile_does_not_open_with_another_key() -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, PROFILE)
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
     with pytest.raises(DecryptionFailed):
-        open_profile(fixed_bytes("other profile key", 32), GROUP, EPOCH, ALICE.member_id, box)
+        open_profile(fixed_bytes("other profile key", 32), GROUP, EPOCH, ALICE.public_key(), box)
 
 
 @pytest.mark.parametrize("cut", [0, 5, 12, 27, 100])
 def test_truncated_or_damaged_profile_fails(cut: int) -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, PROFILE)
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
     with pytest.raises(DecryptionFailed):
-        open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, box[:cut])
+        open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), box[:cut])
     with pytest.raises(DecryptionFailed):
-        open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, flip(box, cut))
+        open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), flip(box, cut))
 
 
 def test_profile_too_long_is_refused() -> None:
     with pytest.raises(ValueError):
-        seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.member_id, {"notes": "n" * MAX_PLAINTEXT})
+        seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, {"notes": "n" * MAX_PLAINTEXT})
+
+
+def test_a_profile_sealed_by_another_member_does_not_open_as_theirs() -> None:
+    # Bob holds the profile key too, but can't make a profile that opens as Alice's.
+    forged = seal_profile(PROFILE_KEY, GROUP, EPOCH, BOB, PROFILE)
+    with pytest.raises(DecryptionFailed):
+        open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), forged)

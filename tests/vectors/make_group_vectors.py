@@ -180,7 +180,7 @@ def main() -> None:
         keys.profile_key,
         group,
         EPOCH,
-        sender.member_id,
+        sender,
         PROFILE,
         _nonce=bytes.fromhex(PROFILE_NONCE),
     )
