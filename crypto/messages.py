@@ -148,13 +148,21 @@ def seal_profile(
     return sealed + member.sign(labels.PROFILE_SIGNATURE, aad + sealed)
 
 
+def verify_profile(group: bytes, epoch: int, member: IdentityPublicKey, sealed: bytes) -> None:
+    """Check the member's signature on a sealed profile (what the server can check)."""
+    if len(sealed) < 12 + BUCKETS[0] + TAG_BYTES + 64:
+        raise InvalidStatement("a sealed profile is too short")
+    aad = _profile_aad(group, epoch, member.member_id)
+    member.verify(labels.PROFILE_SIGNATURE, aad + sealed[:-64], sealed[-64:])
+
+
 def open_profile(
     profile_key: bytes, group: bytes, epoch: int, member: IdentityPublicKey, sealed: bytes
 ) -> dict[str, Value]:
     aad = _profile_aad(group, epoch, member.member_id)
-    body, signature = sealed[:-64], sealed[-64:]
+    body = sealed[:-64]
     try:
-        member.verify(labels.PROFILE_SIGNATURE, aad + body, signature)
+        verify_profile(group, epoch, member, sealed)
         content = decode(unpad(AESGCM(profile_key).decrypt(body[:12], body[12:], aad)))
     except (InvalidTag, InvalidStatement, InvalidSignature, ValueError) as exc:
         raise DecryptionFailed("profile does not open with this key") from exc

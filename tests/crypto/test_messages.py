@@ -295,3 +295,15 @@ def test_a_profile_sealed_by_another_member_does_not_open_as_theirs() -> None:
     forged = seal_profile(PROFILE_KEY, GROUP, EPOCH, BOB, PROFILE)
     with pytest.raises(DecryptionFailed):
         open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), forged)
+
+
+def test_the_server_can_check_who_sealed_a_profile_without_opening_it() -> None:
+    from crypto.errors import InvalidSignature
+    from crypto.messages import verify_profile
+
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    verify_profile(GROUP, EPOCH, ALICE.public_key(), box)
+    with pytest.raises(InvalidSignature):
+        verify_profile(GROUP, EPOCH, BOB.public_key(), box)
+    with pytest.raises(InvalidSignature):
+        verify_profile(GROUP, EPOCH + 1, ALICE.public_key(), box)
