@@ -16,9 +16,10 @@ from aiohttp import web
 
 from server.clock import Clock
 from server.clock import now as system_now
-from server.http.appkeys import CLOCK_KEY, POOL_KEY, SETTINGS_KEY
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY
 from server.http.middleware import access_log_middleware, error_middleware
 from server.http.routes import add_routes
+from server.realtime import Hub
 from server.settings import Settings
 from server.store import ratelimit
 from server.store.db import Pool, create_pool
@@ -26,7 +27,7 @@ from server.store.db import Pool, create_pool
 # The keys live in server.http.appkeys so handlers can import them without
 # importing this module (which imports the routes). AppKeys compare by
 # identity: there must be exactly one definition of each.
-__all__ = ["CLOCK_KEY", "POOL_KEY", "SETTINGS_KEY", "create_app"]
+__all__ = ["CLOCK_KEY", "HUB_KEY", "POOL_KEY", "SETTINGS_KEY", "create_app"]
 
 PRUNE_INTERVAL_S = 600
 
@@ -52,6 +53,10 @@ def create_app(
     else:
         app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_prune_ctx)
+    # After the pool (cleanup runs in reverse, so the hub stops first).
+    app.cleanup_ctx.append(_hub_ctx)
+    # Open WebSockets would hold shutdown for its whole timeout; close them first.
+    app.on_shutdown.append(_close_sockets)
     add_routes(app)
     return app
 
@@ -74,6 +79,21 @@ async def _prune_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = Hub(app[POOL_KEY], app[SETTINGS_KEY].database_url, app[CLOCK_KEY])
+    await hub.start()
+    app[HUB_KEY] = hub
+    try:
+        yield
+    finally:
+        await hub.stop()
+
+
+async def _close_sockets(app: web.Application) -> None:
+    if HUB_KEY in app:
+        await app[HUB_KEY].close_all()
 
 
 async def _prune_forever(app: web.Application) -> None:

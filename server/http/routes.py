@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import ErrorCode
+from server.http.events import add_event_routes
 from server.http.membership import add_membership_routes
 
 
@@ -23,6 +24,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/openapi.json", openapi)
     add_membership_routes(app)
+    add_event_routes(app)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -24,6 +24,9 @@ EXPECTED_TABLES = {
     "login_challenges",
     "sessions",
     "rate_limits",
+    # 002_events
+    "group_members",
+    "group_events",
 }
 
 

@@ -1,0 +1,246 @@
+"""HTTP and WebSocket handlers for groups and live events (docs/API.md).
+
+The HTTP handlers are authenticate → parse → one service call in one
+transaction → respond. The WebSocket handler authenticates, then only reads
+the client's messages; everything it sends goes through the socket's single
+writer in server/realtime.py, so control messages and events never
+interleave out of order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from crypto.encoding import b32d, b32e
+from server.errors import ApiError, ErrorCode, bad_request
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY
+from server.realtime import Hub, Socket, not_found_notice
+from server.services import auth
+from server.services import events as service
+from server.store.db import transaction
+
+log = logging.getLogger("spokes.realtime")
+
+AUTH_TIMEOUT_S = 10.0
+HEARTBEAT_S = 30.0
+MAX_INBOUND_BYTES = 64 * 1024
+MAX_TOKEN_CHARS = 200
+MAX_SUBSCRIPTIONS = 256
+MAX_SEQ = 2**63 - 1
+DEFAULT_PAGE = 100
+GROUP_ID_BYTES = (16, 64)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_UNSUPPORTED = 1003
+CLOSE_INTERNAL = 1011
+
+
+def add_event_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v1/ws", websocket)
+    r.add_get("/v1/groups", list_groups)
+    r.add_get("/v1/groups/{group_id}/events", list_events)
+
+
+def _bearer(request: web.Request) -> str | None:
+    """The bearer token if an Authorization header was sent (401 if malformed)."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    if not header.startswith("Bearer ") or len(header) > MAX_TOKEN_CHARS:
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in first")
+    return header[7:]
+
+
+async def _member(request: web.Request) -> bytes:
+    token = _bearer(request)
+    if token is None:
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in first")
+    async with transaction(request.app[POOL_KEY]) as conn:
+        session = await auth.authenticate(conn, token, request.app[CLOCK_KEY]())
+    return session.member_id
+
+
+def _group_id(text: object) -> bytes | None:
+    if not isinstance(text, str) or len(text) > 128:
+        return None
+    try:
+        raw = b32d(text)
+    except ValueError:
+        return None
+    return raw if GROUP_ID_BYTES[0] <= len(raw) <= GROUP_ID_BYTES[1] else None
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
+        raise bad_request(f"query parameter {name!r} must be an integer from {low} to {high}")
+    return int(text)
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    """GET /v1/groups → {"groups": [{"group_id": "…", "kind": "cell", "level": 0,
+    "members": 3, "last_seq": 42}]}"""
+    member_id = await _member(request)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        groups = await service.my_groups(conn, member_id)
+    return web.json_response({"groups": [service.group_wire(g) for g in groups]})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    """GET /v1/groups/{group_id}/events?since=40&limit=100 →
+    {"events": [{"group": "…", "seq": 41, "kind": "message", "sender": "…",
+    "body": "b64", "created_at": 1700000000}, ...], "next": 42}"""
+    member_id = await _member(request)
+    group_id = _group_id(request.match_info["group_id"])
+    if group_id is None:
+        raise bad_request("group_id is not a valid id")
+    since = _query_int(request, "since", 0, 0, MAX_SEQ)
+    limit = _query_int(request, "limit", DEFAULT_PAGE, 1, service.MAX_PAGE)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        rows = await service.read_events(conn, member_id, group_id, since, limit)
+    text = b32e(group_id)
+    return web.json_response(
+        {
+            "events": [service.event_wire(row, text) for row in rows],
+            "next": rows[-1].seq if rows else since,
+        }
+    )
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """GET /v1/ws (WebSocket; Authorization: Bearer <token>, or a first message
+    {"type": "auth", "token": "…"} within 10 s)
+    → {"type": "ready", "member_id": "…"}
+    ← {"type": "subscribe", "cursors": {"<group>": 40}}
+    → {"type": "subscribed", "cursors": {"<group>": 40}}
+    → {"type": "event", "group": "…", "seq": 41, "kind": "message", ...}"""
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_INBOUND_BYTES)
+    if not ws.can_prepare(request).ok:
+        raise bad_request("this endpoint speaks WebSocket: send an Upgrade request")
+    token = _bearer(request)
+    session = None
+    if token is not None:  # a bad header gets a plain 401 before the upgrade
+        session = await _open_session(request, token)
+    await ws.prepare(request)
+    if session is None:
+        session = await _auth_by_message(request, ws)
+        if session is None:
+            await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"not logged in")
+            return ws
+    hub = request.app[HUB_KEY]
+    socket = hub.attach(ws, session)
+    socket.say({"type": "ready", "member_id": b32e(session.member_id)})
+    try:
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                socket.close(
+                    CLOSE_UNSUPPORTED, "text only", _error("bad_request", "send JSON text")
+                )
+                break
+            try:
+                await _on_message(request, hub, socket, message.data)
+            except Exception as exc:  # the socket is open: no middleware can answer now
+                log.error("websocket message failed: %s", type(exc).__name__)
+                socket.close(CLOSE_INTERNAL, "internal error", _error("internal", "internal error"))
+                break
+    finally:
+        await hub.detach(socket)
+    return ws
+
+
+async def _open_session(request: web.Request, token: str) -> service.FeedSession:
+    async with transaction(request.app[POOL_KEY]) as conn:
+        return await service.open_feed_session(conn, token, request.app[CLOCK_KEY]())
+
+
+async def _auth_by_message(
+    request: web.Request, ws: web.WebSocketResponse
+) -> service.FeedSession | None:
+    """For browsers, which can't set headers on a WebSocket: the first message logs in."""
+    try:
+        message = await ws.receive(timeout=AUTH_TIMEOUT_S)
+    except TimeoutError:
+        await _say(ws, _error("unauthorized", 'send {"type": "auth", "token": …} first'))
+        return None
+    if message.type != WSMsgType.TEXT:
+        return None
+    data = _load(message.data)
+    token = data.get("token") if data is not None and data.get("type") == "auth" else None
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+        await _say(ws, _error("unauthorized", 'send {"type": "auth", "token": …} first'))
+        return None
+    try:
+        return await _open_session(request, token)
+    except ApiError as exc:
+        await _say(ws, _error(exc.code.value, exc.message))
+        return None
+
+
+async def _on_message(request: web.Request, hub: Hub, socket: Socket, text: str) -> None:
+    data = _load(text)
+    kind = data.get("type") if data is not None else None
+    if kind == "subscribe":
+        await _subscribe(request, hub, socket, data or {})
+    elif kind == "unsubscribe":
+        groups = (data or {}).get("groups")
+        if not isinstance(groups, list) or len(groups) > MAX_SUBSCRIPTIONS:
+            socket.say(_error("bad_request", "'groups' must be a list of group ids"))
+            return
+        for text_id in groups:
+            group_id = _group_id(text_id)
+            if group_id is not None:
+                hub.unsubscribe(socket, group_id)
+    elif kind == "auth":
+        socket.say(_error("bad_request", "this socket is already logged in"))
+    else:
+        socket.say(_error("bad_request", "expected a JSON object with type 'subscribe'"))
+
+
+async def _subscribe(request: web.Request, hub: Hub, socket: Socket, data: dict[str, Any]) -> None:
+    cursors = data.get("cursors")
+    if not isinstance(cursors, dict) or len(cursors) > MAX_SUBSCRIPTIONS:
+        socket.say(
+            _error("bad_request", f"'cursors' must map at most {MAX_SUBSCRIPTIONS} groups to seqs")
+        )
+        return
+    wanted: dict[bytes, int] = {}
+    for text_id, cursor in cursors.items():
+        group_id = _group_id(text_id)
+        if group_id is None:
+            socket.say({**_error("bad_request", "not a group id"), "group": text_id[:128]})
+        elif isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= MAX_SEQ:
+            socket.say({**_error("bad_request", "a cursor is a seq >= 0"), "group": text_id})
+        else:
+            wanted[group_id] = cursor
+    async with transaction(request.app[POOL_KEY]) as conn:
+        accepted = await service.accept_cursors(conn, socket.member_id, wanted)
+    for group_id in wanted.keys() - accepted.keys():
+        socket.say(not_found_notice(b32e(group_id)))
+    effective = hub.subscribe(socket, accepted)
+    socket.say({"type": "subscribed", "cursors": {b32e(g): c for g, c in effective.items()}})
+
+
+def _load(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message}
+
+
+async def _say(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
+    try:
+        await ws.send_str(json.dumps(message))
+    except ConnectionError:
+        pass

@@ -1,0 +1,93 @@
+"""Reading group events: who may read which group, and the events' wire shape.
+
+The rule: a member reads a group only while the server's roster index lists
+them in it, and every refusal looks exactly like a group that does not
+exist, so nothing here tells a member which other groups there are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crypto.encoding import b32e, b64e
+from server.errors import ApiError, ErrorCode, not_found
+from server.services import auth
+from server.services.common import seconds
+from server.store import auth as auth_store
+from server.store import events as store
+from server.store.db import Connection
+
+MAX_PAGE = 500
+NO_SUCH_GROUP = "no such group"
+
+
+@dataclass(frozen=True)
+class FeedSession:
+    """An authenticated session, with what a long-lived socket must re-check."""
+
+    member_id: bytes
+    network_id: bytes
+    token_hash: bytes
+    expires_at: datetime
+
+
+async def open_feed_session(conn: Connection, token: str, now: datetime) -> FeedSession:
+    """Authenticate ``token`` (401 as for any endpoint) and note when it expires."""
+    session = await auth.authenticate(conn, token, now)
+    digest = auth.token_hash(token)
+    found = await auth_store.get_session(conn, digest)
+    if found is None:  # authenticate just read it in this transaction; never happens
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in again")
+    return FeedSession(session.member_id, session.network_id, digest, found.expires_at)
+
+
+async def read_events(
+    conn: Connection, member_id: bytes, group_id: bytes, since: int, limit: int
+) -> list[store.EventRow]:
+    """Events of a group the caller is in, after ``since``; 404 otherwise."""
+    if not await store.is_group_member(conn, group_id, member_id):
+        raise not_found(NO_SUCH_GROUP)
+    return await store.events_since(conn, group_id, since, min(limit, MAX_PAGE))
+
+
+async def my_groups(conn: Connection, member_id: bytes) -> list[store.GroupSummary]:
+    return await store.group_summaries(conn, member_id)
+
+
+async def accept_cursors(
+    conn: Connection, member_id: bytes, cursors: Mapping[bytes, int]
+) -> dict[bytes, int]:
+    """The requested groups the member may stream, each with its starting cursor.
+
+    Groups they are not in are simply absent (the caller answers not_found
+    for each). A cursor past the group's newest event is brought back to it:
+    a client can only have seen events that exist, and a cursor from the
+    future would otherwise skip events still to come.
+    """
+    newest = {g.group_id: g.last_seq for g in await store.group_summaries(conn, member_id)}
+    return {g: min(c, newest[g]) for g, c in cursors.items() if g in newest}
+
+
+def event_wire(row: store.EventRow, group_text: str | None = None) -> dict[str, Any]:
+    """The JSON shape of one event, shared by GET .../events and the WebSocket."""
+    return {
+        "group": group_text or b32e(row.group_id),
+        "seq": row.seq,
+        "kind": row.kind,
+        "sender": None if row.sender is None else b32e(row.sender),
+        "body": b64e(row.body),
+        "created_at": seconds(row.created_at),
+    }
+
+
+def group_wire(summary: store.GroupSummary) -> dict[str, Any]:
+    return {
+        "group_id": b32e(summary.group_id),
+        "kind": summary.kind,
+        "level": summary.level,
+        "members": summary.members,
+        "last_seq": summary.last_seq,
+    }
