@@ -53,6 +53,20 @@ class ErrorCode(str, Enum):  # noqa: UP042
     VETTING_CLOSED = "vetting_closed"
     REVOKED = "revoked"
     NOT_STEWARD = "not_steward"
+    # Groups (part 2).
+    INVALID_EVENT = "invalid_event"
+    WRONG_GROUP = "wrong_group"
+    STALE_HEAD = "stale_head"
+    NOT_IN_GROUP = "not_in_group"
+    ALREADY_IN_GROUP = "already_in_group"
+    GROUP_FULL = "group_full"
+    NOT_ALLOWED = "not_allowed"
+    STALE_EPOCH = "stale_epoch"
+    WRONG_ROSTER = "wrong_roster"
+    REKEY_REQUIRED = "rekey_required"
+    REPLAYED_COUNTER = "replayed_counter"
+    INVALID_MOTION = "invalid_motion"
+    QUORUM_NOT_REACHED = "quorum_not_reached"
 
 
 class ApiError(Exception):

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from server.errors import ErrorCode
 from server.http.events import add_event_routes
+from server.http.groups import add_group_routes
 from server.http.membership import add_membership_routes
 
 
@@ -25,6 +26,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/openapi.json", openapi)
     add_membership_routes(app)
     add_event_routes(app)
+    add_group_routes(app)
 
 
 async def healthz(request: web.Request) -> web.Response:

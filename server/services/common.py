@@ -34,7 +34,19 @@ MAX_CLOCK_SKEW_S = 300
 _RULE_STATUS = {
     "already_vouched": 409,
     "wrong_admission": 400,
+    "invalid_event": 400,
+    "invalid_motion": 400,
+    "wrong_group": 400,
+    "wrong_roster": 409,
+    "stale_head": 409,
+    "stale_epoch": 409,
+    "already_in_group": 409,
+    "group_full": 409,
+    "quorum_not_reached": 409,
 }
+
+
+_KNOWN_CODES = frozenset(code.value for code in ErrorCode)
 
 
 def api_error(status: int, code: str, message: str) -> ApiError:
@@ -53,7 +65,8 @@ def crypto_errors() -> Iterator[None]:
     except ChainError as exc:
         raise api_error(403, "chain_invalid", str(exc)) from None
     except RuleViolation as exc:
-        raise api_error(_RULE_STATUS.get(exc.code, 403), exc.code, str(exc)) from None
+        code = exc.code if exc.code in _KNOWN_CODES else "invalid_statement"
+        raise api_error(_RULE_STATUS.get(code, 403), code, str(exc)) from None
     except CryptoError as exc:
         raise api_error(400, "invalid_statement", str(exc)) from None
 

@@ -10,6 +10,7 @@ from crypto.network import parse_genesis, parse_key_bundle
 from crypto.roster import parse_group_creation
 from crypto.statements import from_wire
 from server.services.common import api_error, check_fresh, crypto_errors, seconds, statement_from
+from server.services.groups import add_founding_members, record_creation
 from server.store import membership as store
 from server.store.db import Connection
 
@@ -52,18 +53,16 @@ async def create_network(
     if await store.count_networks(conn) >= max_networks:
         raise api_error(409, "network_exists", "this server already hosts its limit of networks")
     await store.insert_network(conn, network, genesis.statement.body, genesis.statement.signature)
-    for statement, group in ((cell_statement, cell.group_id), (bundle_statement, None)):
-        await store.insert_statement(
-            conn,
-            statement.id,
-            network,
-            statement.type,
-            statement.author,
-            statement.body,
-            statement.signature,
-            group_id=group,
-        )
-    await store.insert_group(conn, cell.group_id, network, "cell", 0, None, cell_statement.id)
+    await store.insert_statement(
+        conn,
+        bundle_statement.id,
+        network,
+        "key-bundle",
+        founder,
+        bundle_statement.body,
+        bundle_statement.signature,
+    )
+    await record_creation(conn, network, cell, now)
     await store.insert_member(
         conn,
         founder,
@@ -79,4 +78,5 @@ async def create_network(
         admitted_at=now,
         is_steward=True,
     )
+    await add_founding_members(conn, cell, now)
     return Founded(network, cell.group_id, founder)

@@ -27,6 +27,13 @@ EXPECTED_TABLES = {
     # 002_events
     "group_members",
     "group_events",
+    # 003_roster
+    "roster_events",
+    "epoch_secrets",
+    "messages",
+    "profiles",
+    "motions",
+    "motion_signatures",
 }
 
 

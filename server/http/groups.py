@@ -1,0 +1,175 @@
+"""HTTP handlers for roster logs, epoch secrets, messages and profiles (docs/API.md).
+
+Authenticate → parse → one service call in one transaction → respond.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from crypto.encoding import b32e, b64e
+from crypto.messages import SealedMessage
+from crypto.statements import statement_id
+from server.http.appkeys import CLOCK_KEY, POOL_KEY
+from server.http.membership import _json, _path_id, _session
+from server.http.parse import get_b64, get_int, read_json
+from server.services import groups, motions
+from server.services.common import load_genesis
+from server.store.db import transaction
+from server.store.membership import StoredStatement
+
+MAX_CIPHERTEXT = 65536 + 16
+
+
+def add_group_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v1/groups/{group_id}/roster", get_roster)
+    r.add_post("/v1/groups/{group_id}/roster", post_roster_event)
+    r.add_get("/v1/groups/{group_id}/epochs/{epoch}/secret", get_epoch_secret)
+    r.add_post("/v1/groups/{group_id}/messages", post_message)
+    r.add_put("/v1/groups/{group_id}/profile", put_profile)
+    r.add_get("/v1/groups/{group_id}/profiles", get_profiles)
+    r.add_post("/v1/groups/{group_id}/motions", open_motion)
+    r.add_get("/v1/motions", list_motions)
+    r.add_post("/v1/motions/{motion_id}/signatures", sign_motion)
+
+
+async def get_roster(request: web.Request) -> web.Response:
+    """GET /v1/groups/{g}/roster → {"events": [{"body": "…", "sig": "…"}, ...]}"""
+    session = await _session(request)
+    group_id = _path_id(request, "group_id", 16)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        events = await groups.roster(conn, session, group_id)
+    return _json({"events": [_stmt(e) for e in events]})
+
+
+async def post_roster_event(request: web.Request) -> web.Response:
+    """POST /v1/groups/{g}/roster {"event": stmt, "secrets": {"<member>": "b64"}?, "create": stmt?}
+    → 201 {"seq": 3, "head": "b64", "epoch": 1, "rekey_needed": false}"""
+    session = await _session(request)
+    group_id = _path_id(request, "group_id", 16)
+    body = await read_json(request)
+    now = request.app[CLOCK_KEY]()
+    async with transaction(request.app[POOL_KEY]) as conn:
+        genesis = await load_genesis(conn, session.network_id)
+        state = await groups.append_roster_event(conn, genesis, session, group_id, body, now)
+    return _json(
+        {
+            "seq": state.seq,
+            "head": b64e(state.head),
+            "epoch": state.epoch,
+            "rekey_needed": state.needs_rekey,
+        },
+        201,
+    )
+
+
+async def get_epoch_secret(request: web.Request) -> web.Response:
+    """GET /v1/groups/{g}/epochs/{n}/secret → {"sealed": "b64"} (the caller's own box)"""
+    session = await _session(request)
+    group_id = _path_id(request, "group_id", 16)
+    try:
+        epoch = int(request.match_info["epoch"])
+    except ValueError:
+        epoch = -1
+    async with transaction(request.app[POOL_KEY]) as conn:
+        sealed = await groups.my_epoch_secret(conn, session, group_id, epoch)
+    return _json({"sealed": b64e(sealed)})
+
+
+async def post_message(request: web.Request) -> web.Response:
+    """POST /v1/groups/{g}/messages {"header": "b64", "ciphertext": "b64", "signature": "b64"}
+    → 201 {"message_id": "…", "cursor": 42}"""
+    session = await _session(request)
+    group_id = _path_id(request, "group_id", 16)
+    body = await read_json(request)
+    message = SealedMessage(
+        get_b64(body, "header", 1, 512),
+        get_b64(body, "ciphertext", 16, MAX_CIPHERTEXT),
+        get_b64(body, "signature", 64, 64),
+    )
+    async with transaction(request.app[POOL_KEY]) as conn:
+        message_id, seq = await groups.post_message(
+            conn, session, group_id, message, request.app[CLOCK_KEY]()
+        )
+    return _json({"message_id": b32e(message_id), "cursor": seq}, 201)
+
+
+async def put_profile(request: web.Request) -> web.Response:
+    """PUT /v1/groups/{g}/profile {"epoch": 1, "sealed": "b64"} → {"epoch": 1}"""
+    session = await _session(request)
+    group_id = _path_id(request, "group_id", 16)
+    body = await read_json(request)
+    epoch = get_int(body, "epoch", 1, 2**62)
+    sealed = get_b64(body, "sealed", 28, MAX_CIPHERTEXT + 12)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        await groups.put_profile(conn, session, group_id, epoch, sealed, request.app[CLOCK_KEY]())
+    return _json({"epoch": epoch})
+
+
+async def get_profiles(request: web.Request) -> web.Response:
+    """GET /v1/groups/{g}/profiles → {"profiles": [{"member_id": "…", "epoch": 1, "sealed": "b64"}]}"""
+    session = await _session(request)
+    group_id = _path_id(request, "group_id", 16)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        rows = await groups.group_profiles(conn, session, group_id)
+    return _json(
+        {
+            "profiles": [
+                {"member_id": b32e(r.member_id), "epoch": r.epoch, "sealed": b64e(r.sealed)}
+                for r in rows
+            ]
+        }
+    )
+
+
+async def open_motion(request: web.Request) -> web.Response:
+    """POST /v1/groups/{g}/motions {"motion": stmt} → 201 {"motion_id": "…"}"""
+    session = await _session(request)
+    group_id = _path_id(request, "group_id", 16)
+    body = await read_json(request)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        genesis = await load_genesis(conn, session.network_id)
+        motion_id = await motions.open_motion(
+            conn, genesis, session, group_id, body.get("motion"), request.app[CLOCK_KEY]()
+        )
+    return _json({"motion_id": b32e(motion_id)}, 201)
+
+
+async def sign_motion(request: web.Request) -> web.Response:
+    """POST /v1/motions/{motion_id}/signatures {"signature": stmt} → 201 {"motion_id": "…", "group_id": "…"}"""
+    session = await _session(request)
+    motion_id = _path_id(request, "motion_id", 32)
+    body = await read_json(request)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        genesis = await load_genesis(conn, session.network_id)
+        group_id = await motions.sign_motion(
+            conn, genesis, session, motion_id, body.get("signature"), request.app[CLOCK_KEY]()
+        )
+    return _json({"motion_id": b32e(motion_id), "group_id": b32e(group_id)}, 201)
+
+
+async def list_motions(request: web.Request) -> web.Response:
+    """GET /v1/motions → {"motions": [{"motion_id", "group_id", "kind", "motion": stmt, "signatures": [stmt]}]}"""
+    session = await _session(request)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        genesis = await load_genesis(conn, session.network_id)
+        found = await motions.open_motions(conn, genesis, session)
+    return _json(
+        {
+            "motions": [
+                {
+                    "motion_id": b32e(statement_id(m.motion.body)),
+                    "group_id": b32e(m.group_id),
+                    "kind": m.kind,
+                    "motion": _stmt(m.motion),
+                    "signatures": [_stmt(s) for s in m.signatures],
+                }
+                for m in found
+            ]
+        }
+    )
+
+
+def _stmt(stored: StoredStatement) -> dict[str, str]:
+    return {"body": b64e(stored.body), "sig": b64e(stored.sig)}

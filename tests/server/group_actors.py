@@ -1,0 +1,146 @@
+"""Members of groups, played by tests: roster events, epochs and messages built with crypto/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto import epochs, roster
+from crypto.encoding import b32e, b64d, b64e, decode
+from crypto.epochs import EpochKeys
+from crypto.messages import Header, SealedMessage, open_message, seal_message, verify_message
+from crypto.roster import RosterState
+from crypto.statements import Statement, from_wire, pack
+from tests.server.actors import Actor, Reply
+
+
+@dataclass
+class GroupView:
+    """What one member's client knows of one group."""
+
+    actor: Actor
+    group: bytes
+    state: RosterState | None = None
+    keys: dict[int, EpochKeys] = field(default_factory=dict)
+
+    async def refresh(self) -> RosterState:
+        reply = await self.actor.call("GET", f"/v1/groups/{b32e(self.group)}/roster")
+        assert reply.status == 200, reply.body
+        events = [from_wire(w, "roster", self.actor.network) for w in reply.body["events"]]
+        self.state = roster.verify_log(events, cell_max=12)
+        return self.state
+
+    async def post(self, op: str, fields: dict[str, Any], **extra: Any) -> Reply:
+        state = self.state or await self.refresh()
+        event = roster.sign_event(
+            self.actor.key, self.actor.network, state, op, self.actor.now(), fields
+        )
+        reply = await self.actor.call(
+            "POST", f"/v1/groups/{b32e(self.group)}/roster", {"event": event.to_wire(), **extra}
+        )
+        if reply.status == 201:
+            self.state = roster.apply(state, event, cell_max=12)
+        return reply
+
+    async def add(self, newcomer: Actor, admission_id: bytes) -> Reply:
+        bundle = newcomer.bundle()
+        return await self.post("add", {"bundle": pack(bundle.statement), "admission": admission_id})
+
+    async def commit_epoch(
+        self, *, skip: bytes | None = None, secret: bytes | None = None
+    ) -> Reply:
+        state = self.state or await self.refresh()
+        secret = secret or epochs.new_epoch_secret()
+        epoch = state.epoch + 1
+        boxes = {
+            b32e(m.member_id): b64e(
+                epochs.seal_secret(
+                    secret,
+                    m.kem_suite,
+                    m.kem_public,
+                    state.group,
+                    epoch,
+                    state.roster_hash,
+                    m.member_id,
+                )
+            )
+            for m in state.members.values()
+            if m.member_id != skip
+        }
+        fields = {
+            "epoch": epoch,
+            "roster": state.roster_hash,
+            "commitment": epochs.commitment(secret, state.group, epoch),
+        }
+        reply = await self.post("epoch", fields, secrets=boxes)
+        if reply.status == 201:
+            self.keys[epoch] = epochs.derive_epoch_keys(secret, state.group, epoch, state.members)
+        return reply
+
+    async def open_epoch(self) -> EpochKeys:
+        state = await self.refresh()
+        reply = await self.actor.call(
+            "GET", f"/v1/groups/{b32e(self.group)}/epochs/{state.epoch}/secret"
+        )
+        assert reply.status == 200, reply.body
+        assert state.commitment is not None
+        secret = epochs.open_secret(
+            self.actor.kem,
+            b64d(reply.body["sealed"]),
+            state.group,
+            state.epoch,
+            state.roster_hash,
+            self.actor.id,
+            state.commitment,
+        )
+        self.keys[state.epoch] = epochs.derive_epoch_keys(
+            secret, state.group, state.epoch, state.members
+        )
+        return self.keys[state.epoch]
+
+    def seal(self, text: str, epoch: int | None = None) -> SealedMessage:
+        assert self.state is not None
+        epoch = epoch or self.state.epoch
+        counter, key = self.keys[epoch].chains[self.actor.id].next_for_sending()
+        header = Header(self.group, epoch, self.actor.id, counter)
+        return seal_message(self.actor.key, header, key, {"text": text, "head": self.state.head})
+
+    async def send_sealed(self, message: SealedMessage) -> Reply:
+        return await self.actor.call(
+            "POST",
+            f"/v1/groups/{b32e(self.group)}/messages",
+            {
+                "header": b64e(message.header),
+                "ciphertext": b64e(message.ciphertext),
+                "signature": b64e(message.signature),
+            },
+        )
+
+    async def send(self, text: str) -> Reply:
+        return await self.send_sealed(self.seal(text))
+
+    async def read(self, senders: dict[bytes, Any]) -> list[str]:
+        reply = await self.actor.call(
+            "GET", f"/v1/groups/{b32e(self.group)}/events?since=0&limit=500"
+        )
+        assert reply.status == 200, reply.body
+        texts = []
+        for event in reply.body["events"]:
+            if event["kind"] != "message":
+                continue
+            fields = decode(b64d(event["body"]))
+            assert isinstance(fields, dict)
+            message = SealedMessage(fields["header"], fields["ciphertext"], fields["signature"])  # type: ignore[arg-type]
+            header = Header.decode(message.header)
+            verify_message(message, senders[header.sender])
+            keys = self.keys.get(header.epoch)
+            if keys is None:
+                texts.append("<unreadable>")
+                continue
+            content = open_message(message, keys.chains[header.sender].key_for(header.counter))
+            texts.append(str(content["text"]))
+        return texts
+
+
+def creation_event(reply: Reply, network: bytes) -> Statement:
+    return from_wire(reply.body["events"][0], "roster", network)

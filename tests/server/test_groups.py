@@ -1,0 +1,256 @@
+"""Roster logs, epochs, the rekey invariant and encrypted messages over the real API."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from crypto.encoding import b32e, b64e
+from crypto.errors import DecryptionFailed
+from crypto.network import DAY, Policy
+from tests.server.actors import Actor, bring_in, table_counts
+from tests.server.group_actors import GroupView
+
+
+@pytest.fixture
+async def founder(server, http) -> Actor:
+    actor = Actor(http, server.url)
+    assert (await actor.found(Policy(vouches=2, probation_seconds=30 * DAY))).status == 201
+    return actor
+
+
+async def test_founding_starts_the_cells_roster_log(founder: Actor) -> None:
+    view = GroupView(founder, founder.cell or b"")
+    state = await view.refresh()
+    assert list(state.members) == [founder.id]
+    assert state.seq == 0 and state.epoch == 0 and state.needs_rekey
+
+
+async def test_no_message_before_the_first_epoch(founder: Actor) -> None:
+    view = GroupView(founder, founder.cell or b"")
+    await view.refresh()
+    assert (await view.commit_epoch()).status == 201
+    ok = await view.send("hello")
+    assert ok.status == 201 and ok.body["cursor"] >= 1
+
+
+async def test_added_member_reads_only_after_the_new_epoch(founder: Actor, server, http) -> None:
+    view = GroupView(founder, founder.cell or b"")
+    await view.commit_epoch()
+    assert (await view.send("before you came")).status == 201
+    newcomer = Actor(http, server.url)
+    await bring_in(founder, newcomer)
+    admission = await founder.admission_of(newcomer)
+    assert (await view.add(newcomer, admission.statement.id)).status == 201
+    refused = await view.send("while the roster is stale")
+    assert (refused.status, refused.code) == (409, "rekey_required")
+    assert (await view.commit_epoch()).status == 201
+    assert (await view.send("welcome")).status == 201
+    theirs = GroupView(newcomer, founder.cell or b"")
+    await theirs.open_epoch()
+    senders = {founder.id: founder.key.public_key(), newcomer.id: newcomer.key.public_key()}
+    # Epoch 1's secret was never sealed to the newcomer: what came before stays closed.
+    assert await theirs.read(senders) == ["<unreadable>", "welcome"]
+    early = await newcomer.call("GET", f"/v1/groups/{b32e(founder.cell or b'')}/epochs/1/secret")
+    assert early.status == 404
+
+
+async def test_only_vetted_members_join_the_roster(founder: Actor, server, http, pool) -> None:
+    other = Actor(http, server.url)
+    await bring_in(founder, other)
+    pending = Actor(http, server.url)
+    code, _ = await founder.invite()
+    await pending.join(code, founder)
+    assert (await founder.admit(pending, code)).body["status"] == "pending"  # other must vouch
+    view = GroupView(founder, founder.cell or b"")
+    await view.refresh()
+    before = await table_counts(pool)
+    reply = await view.add(pending, (await founder.admission_of(pending)).statement.id)
+    assert (reply.status, reply.code) == (403, "not_admitted")
+    assert await table_counts(pool) == before
+
+
+async def test_an_event_that_does_not_extend_the_head_is_refused(founder: Actor) -> None:
+    view = GroupView(founder, founder.cell or b"")
+    stale = await view.refresh()
+    assert (await view.commit_epoch()).status == 201
+    view.state = stale  # a second client that has not seen the first epoch
+    reply = await view.commit_epoch()
+    assert (reply.status, reply.code) == (409, "stale_head")
+
+
+async def test_epoch_without_a_box_for_every_member_is_refused(
+    founder: Actor, server, http, pool
+) -> None:
+    newcomer = Actor(http, server.url)
+    await bring_in(founder, newcomer)
+    view = GroupView(founder, founder.cell or b"")
+    await view.add(newcomer, (await founder.admission_of(newcomer)).statement.id)
+    before = await table_counts(pool)
+    reply = await view.commit_epoch(skip=newcomer.id)
+    assert (reply.status, reply.code) == (400, "bad_request")
+    assert await table_counts(pool) == before
+
+
+async def test_other_groups_look_like_nothing(founder: Actor, server, http) -> None:
+    stranger = Actor(http, server.url)
+    await bring_in(founder, stranger)  # admitted, but not (yet) on the roster
+    theirs = await stranger.call("GET", f"/v1/groups/{b32e(founder.cell or b'')}/roster")
+    nothing = await stranger.call("GET", f"/v1/groups/{b32e(os.urandom(16))}/roster")
+    assert (theirs.status, theirs.body) == (nothing.status, nothing.body)
+    assert theirs.status == 404
+
+
+async def test_bad_messages_are_refused_and_write_nothing(founder: Actor, pool) -> None:
+    view = GroupView(founder, founder.cell or b"")
+    await view.commit_epoch()
+    good = view.seal("fine")
+    path = f"/v1/groups/{b32e(founder.cell or b'')}/messages"
+    before = await table_counts(pool)
+    cases = [
+        (
+            {
+                "header": "!!",
+                "ciphertext": b64e(good.ciphertext),
+                "signature": b64e(good.signature),
+            },
+            "bad_request",
+        ),
+        (
+            {
+                "header": b64e(good.header),
+                "ciphertext": b64e(good.ciphertext[:-1]),
+                "signature": b64e(good.signature),
+            },
+            "invalid_statement",
+        ),
+        (
+            {
+                "header": b64e(good.header),
+                "ciphertext": b64e(good.ciphertext),
+                "signature": b64e(bytes(64)),
+            },
+            "invalid_signature",
+        ),
+        (
+            {
+                "header": b64e(b"\x07\x00\x00\x00\x00"),
+                "ciphertext": b64e(good.ciphertext),
+                "signature": b64e(good.signature),
+            },
+            "invalid_statement",
+        ),
+    ]
+    for body, code in cases:
+        reply = await founder.call("POST", path, body)
+        assert (reply.status, reply.code) == (400, code), body
+    assert await table_counts(pool) == before
+    assert (await view.send_sealed(good)).status == 201
+    again = await view.send_sealed(good)
+    assert (again.status, again.code) == (409, "replayed_counter")
+    stale = view.seal("old epoch")
+    await view.commit_epoch()
+    reply = await view.send_sealed(stale)
+    assert (reply.status, reply.code) == (409, "stale_epoch")
+
+
+async def test_a_box_sealed_by_the_server_fails_the_signed_commitment(founder: Actor) -> None:
+    from crypto import epochs
+
+    view = GroupView(founder, founder.cell or b"")
+    await view.commit_epoch()
+    state = await view.refresh()
+    assert state.commitment is not None
+    me = state.members[founder.id]
+    forged = epochs.seal_secret(
+        os.urandom(32),
+        me.kem_suite,
+        me.kem_public,
+        state.group,
+        state.epoch,
+        state.roster_hash,
+        founder.id,
+    )
+    with pytest.raises(DecryptionFailed):
+        epochs.open_secret(
+            founder.kem,
+            forged,
+            state.group,
+            state.epoch,
+            state.roster_hash,
+            founder.id,
+            state.commitment,
+        )
+
+
+async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http) -> None:
+    from crypto import motions, roster
+
+    b, c = Actor(http, server.url), Actor(http, server.url)
+    await bring_in(founder, b)
+    view = GroupView(founder, founder.cell or b"")
+    await view.add(b, (await founder.admission_of(b)).statement.id)
+    await bring_in(founder, c, b)
+    await view.add(c, (await founder.admission_of(c)).statement.id)
+    state = await view.refresh()
+    motion = motions.make_split_motion(
+        founder.key, founder.network, state, [b.id, c.id], founder.now()
+    )
+    opened = await founder.call(
+        "POST", f"/v1/groups/{b32e(state.group)}/motions", {"motion": motion.statement.to_wire()}
+    )
+    assert opened.status == 201
+    listed = await b.call("GET", "/v1/motions")
+    assert [m["motion_id"] for m in listed.body["motions"]] == [opened.body["motion_id"]]
+    signatures = []
+    for signer in (b, c):
+        signature = motions.sign_motion(signer.key, founder.network, motion, signer.now())
+        reply = await signer.call(
+            "POST",
+            f"/v1/motions/{opened.body['motion_id']}/signatures",
+            {"signature": signature.to_wire()},
+        )
+        assert reply.status == 201, reply.body
+        signatures.append(signature)
+    _, new_group = motions.split_terms(motion)
+    # Without C's signature the split is refused...
+    early = roster.sign_event(
+        b.key,
+        founder.network,
+        state,
+        "split",
+        b.now(),
+        motions.split_event_fields(motion, signatures[:1]),
+    )
+    create_early = roster.make_group(
+        b.key, founder.network, b.now(), [b.bundle(), c.bundle()], origin=early.id, group=new_group
+    )
+    reply = await b.call(
+        "POST",
+        f"/v1/groups/{b32e(state.group)}/roster",
+        {"event": early.to_wire(), "create": create_early.statement.to_wire()},
+    )
+    assert (reply.status, reply.code) == (409, "quorum_not_reached")
+    # ...and with both it takes effect, founding the new cell.
+    split = roster.sign_event(
+        b.key,
+        founder.network,
+        state,
+        "split",
+        b.now(),
+        motions.split_event_fields(motion, signatures),
+    )
+    create = roster.make_group(
+        b.key, founder.network, b.now(), [b.bundle(), c.bundle()], origin=split.id, group=new_group
+    )
+    reply = await b.call(
+        "POST",
+        f"/v1/groups/{b32e(state.group)}/roster",
+        {"event": split.to_wire(), "create": create.statement.to_wire()},
+    )
+    assert reply.status == 201, reply.body
+    assert list((await view.refresh()).members) == [founder.id]
+    new_view = GroupView(c, new_group)
+    assert set((await new_view.refresh()).members) == {b.id, c.id}
+    assert (await b.call("GET", "/v1/motions")).body["motions"] == []
