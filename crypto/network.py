@@ -51,6 +51,9 @@ class Policy:
     vetting_seconds: int = 72 * HOUR
     expulsion_quorum: str = "majority"
     review_seconds: int = 14 * DAY
+    # An epoch is retired after this long or this many messages, whichever first.
+    epoch_seconds: int = 7 * DAY
+    epoch_messages: int = 10_000
 
     def __post_init__(self) -> None:
         checks = [
@@ -80,6 +83,11 @@ class Policy:
                 0 <= self.review_seconds <= 90 * DAY,
                 "review window must be 0 to 90 days",
             ),
+            (HOUR <= self.epoch_seconds <= 90 * DAY, "epochs must last 1 hour to 90 days"),
+            (
+                100 <= self.epoch_messages <= 1_000_000,
+                "epochs must allow 100 to 1,000,000 messages",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -96,6 +104,8 @@ class Policy:
             "vetting_seconds": self.vetting_seconds,
             "expulsion_quorum": self.expulsion_quorum,
             "review_seconds": self.review_seconds,
+            "epoch_seconds": self.epoch_seconds,
+            "epoch_messages": self.epoch_messages,
         }
 
     @classmethod
@@ -112,6 +122,8 @@ class Policy:
             vetting_seconds=get_int(value, "vetting_seconds"),
             expulsion_quorum=get_str(value, "expulsion_quorum", 16),
             review_seconds=get_int(value, "review_seconds"),
+            epoch_seconds=get_int(value, "epoch_seconds"),
+            epoch_messages=get_int(value, "epoch_messages"),
         )
 
 

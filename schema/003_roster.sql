@@ -12,7 +12,11 @@ ALTER TABLE groups
     ADD COLUMN epoch        bigint NOT NULL DEFAULT 0 CHECK (epoch >= 0),
     -- True while the current epoch does not cover the current members: the
     -- server refuses every message until a new epoch is committed.
-    ADD COLUMN rekey_needed boolean NOT NULL DEFAULT true;
+    ADD COLUMN rekey_needed boolean NOT NULL DEFAULT true,
+    -- The policy retires an epoch by age or message count (epoch_seconds,
+    -- epoch_messages); past either, messages are refused as for a stale roster.
+    ADD COLUMN epoch_started_at timestamptz NULL,
+    ADD COLUMN epoch_messages   bigint NOT NULL DEFAULT 0 CHECK (epoch_messages >= 0);
 
 CREATE TABLE roster_events (
     group_id   bytea NOT NULL REFERENCES groups (group_id),

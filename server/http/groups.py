@@ -89,8 +89,9 @@ async def post_message(request: web.Request) -> web.Response:
         get_b64(body, "signature", 64, 64),
     )
     async with transaction(request.app[POOL_KEY]) as conn:
+        genesis = await load_genesis(conn, session.network_id)
         message_id, seq = await groups.post_message(
-            conn, session, group_id, message, request.app[CLOCK_KEY]()
+            conn, genesis, session, group_id, message, request.app[CLOCK_KEY]()
         )
     return _json({"message_id": b32e(message_id), "cursor": seq}, 201)
 

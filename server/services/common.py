@@ -98,11 +98,21 @@ def check_fresh(statement: Statement, now: datetime) -> None:
         )
 
 
+# A genesis never changes once stored (its id is its hash), so each process
+# verifies it once; this holds nothing another instance would need.
+_GENESES: dict[bytes, Genesis] = {}
+
+
 async def load_genesis(conn: Connection, network_id: bytes) -> Genesis:
+    cached = _GENESES.get(network_id)
+    if cached is not None:
+        return cached
     stored = await store.get_genesis(conn, network_id)
     if stored is None:
         raise api_error(404, "not_found", "no such network")
-    return verify_genesis(stored.body, stored.sig, network_id)
+    genesis = verify_genesis(stored.body, stored.sig, network_id)
+    _GENESES[network_id] = genesis
+    return genesis
 
 
 def parse_stored(stored: store.StoredStatement, expected_type: str, network: bytes) -> Statement:

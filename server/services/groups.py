@@ -70,7 +70,7 @@ async def _after_event(
 ) -> None:
     await store.insert_roster_event(conn, state.group, state.seq, event.id, op)
     await store.set_roster_head(
-        conn, state.group, state.seq, state.head, state.epoch, state.needs_rekey
+        conn, state.group, state.seq, state.head, state.epoch, state.needs_rekey, now
     )
     await event_store.append_event(
         conn, state.group, "roster", event.author, _wire_bytes(event), now
@@ -231,7 +231,12 @@ async def my_epoch_secret(conn: Connection, session: Session, group_id: bytes, e
 
 
 async def post_message(
-    conn: Connection, session: Session, group_id: bytes, message: SealedMessage, now: datetime
+    conn: Connection,
+    genesis: Genesis,
+    session: Session,
+    group_id: bytes,
+    message: SealedMessage,
+    now: datetime,
 ) -> tuple[bytes, int]:
     group = await locked_group_for(conn, session, group_id)
     with crypto_errors():
@@ -243,6 +248,12 @@ async def post_message(
             409,
             "rekey_required",
             "the group's members changed: commit a new epoch before sending (your client does it)",
+        )
+    if _epoch_retired(group, genesis, now):
+        raise api_error(
+            409,
+            "rekey_required",
+            "this epoch has reached the policy's age or message limit: commit a new epoch (your client does it)",
         )
     if header.epoch != group.epoch:
         raise api_error(
@@ -262,6 +273,14 @@ async def post_message(
     ):
         raise api_error(409, "replayed_counter", "this message counter was already used")
     return message_id(message), seq
+
+
+def _epoch_retired(group: store.GroupRow, genesis: Genesis, now: datetime) -> bool:
+    policy = genesis.policy
+    if group.epoch_messages >= policy.epoch_messages:
+        return True
+    started = group.epoch_started_at
+    return started is not None and seconds(now) - seconds(started) >= policy.epoch_seconds
 
 
 def message_id(message: SealedMessage) -> bytes:

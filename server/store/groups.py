@@ -23,12 +23,15 @@ class GroupRow:
     roster_head: bytes | None
     epoch: int
     rekey_needed: bool
+    epoch_started_at: datetime | None
+    epoch_messages: int
 
 
 async def lock_group(conn: Connection, group_id: bytes) -> GroupRow | None:
     """The group's row, locked until the transaction ends: the compare-and-swap point."""
     row = await conn.fetchrow(
-        """SELECT group_id, network_id, kind, level, roster_seq, roster_head, epoch, rekey_needed
+        """SELECT group_id, network_id, kind, level, roster_seq, roster_head, epoch, rekey_needed,
+                  epoch_started_at, epoch_messages
            FROM groups WHERE group_id = $1 FOR UPDATE""",
         group_id,
     )
@@ -57,16 +60,27 @@ async def insert_roster_event(
 
 
 async def set_roster_head(
-    conn: Connection, group_id: bytes, seq: int, head: bytes, epoch: int, rekey_needed: bool
+    conn: Connection,
+    group_id: bytes,
+    seq: int,
+    head: bytes,
+    epoch: int,
+    rekey_needed: bool,
+    now: datetime,
 ) -> None:
+    # A new epoch number restarts the epoch's clock and message count.
     await conn.execute(
-        """UPDATE groups SET roster_seq = $2, roster_head = $3, epoch = $4, rekey_needed = $5
+        """UPDATE groups SET roster_seq = $2, roster_head = $3, rekey_needed = $5,
+               epoch_started_at = CASE WHEN epoch = $4 THEN epoch_started_at ELSE $6 END,
+               epoch_messages = CASE WHEN epoch = $4 THEN epoch_messages ELSE 0 END,
+               epoch = $4
            WHERE group_id = $1""",
         group_id,
         seq,
         head,
         epoch,
         rekey_needed,
+        now,
     )
 
 
@@ -95,15 +109,18 @@ async def insert_message(
     conn: Connection, group_id: bytes, epoch: int, sender: bytes, counter: int, event_seq: int
 ) -> bool:
     status = await conn.execute(
-        """INSERT INTO messages (group_id, epoch, sender, counter, event_seq)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        """WITH m AS (
+               INSERT INTO messages (group_id, epoch, sender, counter, event_seq)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING group_id)
+           UPDATE groups SET epoch_messages = epoch_messages + 1
+           WHERE group_id = (SELECT group_id FROM m)""",
         group_id,
         epoch,
         sender,
         counter,
         event_seq,
     )
-    return bool(status == "INSERT 0 1")
+    return bool(status == "UPDATE 1")
 
 
 async def upsert_profile(

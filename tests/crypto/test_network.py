@@ -191,6 +191,10 @@ def test_every_field_of_a_policy_round_trips() -> None:
         ("expulsion_quorum", "most"),
         ("review_seconds", -1),
         ("review_seconds", 90 * DAY + 1),
+        ("epoch_seconds", 3600 - 1),
+        ("epoch_seconds", 90 * DAY + 1),
+        ("epoch_messages", 99),
+        ("epoch_messages", 1_000_001),
     ],
 )
 def test_policy_out_of_bounds_is_refused(field: str, value: Any) -> None:

@@ -254,3 +254,33 @@ async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http
     new_view = GroupView(c, new_group)
     assert set((await new_view.refresh()).members) == {b.id, c.id}
     assert (await b.call("GET", "/v1/motions")).body["motions"] == []
+
+
+async def test_an_epoch_is_retired_by_the_policys_message_count(server, http) -> None:
+    founder = Actor(http, server.url)
+    await founder.found(Policy(epoch_messages=100))
+    view = GroupView(founder, founder.cell or b"")
+    await view.commit_epoch()
+    for n in range(100):
+        assert (await view.send(f"message {n}")).status == 201
+    refused = await view.send("one too many")
+    assert (refused.status, refused.code) == (409, "rekey_required")
+    assert (await view.commit_epoch()).status == 201
+    assert (await view.send("in the next epoch")).status == 201
+
+
+async def test_an_epoch_is_retired_by_the_policys_age(server_factory, http) -> None:
+    from datetime import UTC, datetime
+
+    from server.clock import FixedClock
+
+    clock = FixedClock(datetime.now(UTC))
+    server = await server_factory(clock=clock)
+    founder = Actor(http, server.url, clock=clock)
+    await founder.found(Policy(epoch_seconds=3600))
+    view = GroupView(founder, founder.cell or b"")
+    await view.commit_epoch()
+    assert (await view.send("fresh")).status == 201
+    clock.advance(3600)
+    refused = await view.send("stale")
+    assert (refused.status, refused.code) == (409, "rekey_required")
