@@ -136,7 +136,7 @@ async def admit(conn: Connection, session: Session, wire: Any, now: datetime) ->
         admitted + await store.count_vetting_in_cell(conn, admission.cell)
         >= genesis.policy.cell_max
     ):
-        raise api_error(409, "cell_full", "your cell is full: it must split before it can grow")
+        raise api_error(409, "cell_full", "your cell is full: split it first (`spokes cell split`)")
     await _store_statement(conn, genesis, statement, subject.member_id, admission.cell)
     await store.insert_admission(
         conn, subject.member_id, statement.id, issuer.member_id, admission.cell, now

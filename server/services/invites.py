@@ -73,7 +73,7 @@ async def create_invite(
             409, "quota_exhausted", "you have as many open invites as the policy allows"
         )
     if len(await store.cell_members(conn, invite.cell)) >= genesis.policy.cell_max:
-        raise api_error(409, "cell_full", "your cell is full: it must split before it can grow")
+        raise api_error(409, "cell_full", "your cell is full: split it first (`spokes cell split`)")
     await store.insert_statement(
         conn,
         statement.id,
