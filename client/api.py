@@ -16,7 +16,7 @@ from crypto import labels
 from crypto.encoding import b32e, b64d, b64e, encode
 from crypto.statements import Statement
 
-Method = Literal["GET", "POST"]
+Method = Literal["GET", "POST", "PUT"]
 Wire = dict[str, Any]
 
 
@@ -94,6 +94,68 @@ def post_verdict(verdict: Statement) -> Request:
     if verdict.type == "vouch":
         return Request("POST", "/v1/vouches", {"vouch": verdict.to_wire()})
     return Request("POST", "/v1/blocks", {"block": verdict.to_wire()})
+
+
+# Groups, roster logs, epochs, messages, profiles and motions (part 2).
+
+
+def my_groups() -> Request:
+    return Request("GET", "/v1/groups")
+
+
+def group_roster(group: bytes) -> Request:
+    return Request("GET", f"/v1/groups/{b32e(group)}/roster")
+
+
+def post_roster_event(
+    group: bytes,
+    event: Statement,
+    secrets: dict[bytes, bytes] | None = None,
+    create: Statement | None = None,
+) -> Request:
+    body: Wire = {"event": event.to_wire()}
+    if secrets is not None:
+        body["secrets"] = {b32e(m): b64e(box) for m, box in secrets.items()}
+    if create is not None:
+        body["create"] = create.to_wire()
+    return Request("POST", f"/v1/groups/{b32e(group)}/roster", body)
+
+
+def epoch_secret(group: bytes, epoch: int) -> Request:
+    return Request("GET", f"/v1/groups/{b32e(group)}/epochs/{epoch}/secret")
+
+
+def group_events(group: bytes, since: int, limit: int) -> Request:
+    return Request("GET", f"/v1/groups/{b32e(group)}/events?since={since}&limit={limit}")
+
+
+def post_message(group: bytes, header: bytes, ciphertext: bytes, signature: bytes) -> Request:
+    body = {"header": b64e(header), "ciphertext": b64e(ciphertext), "signature": b64e(signature)}
+    return Request("POST", f"/v1/groups/{b32e(group)}/messages", body)
+
+
+def put_profile(group: bytes, epoch: int, sealed: bytes) -> Request:
+    return Request(
+        "PUT", f"/v1/groups/{b32e(group)}/profile", {"epoch": epoch, "sealed": b64e(sealed)}
+    )
+
+
+def group_profiles(group: bytes) -> Request:
+    return Request("GET", f"/v1/groups/{b32e(group)}/profiles")
+
+
+def open_motion(group: bytes, motion: Statement) -> Request:
+    return Request("POST", f"/v1/groups/{b32e(group)}/motions", {"motion": motion.to_wire()})
+
+
+def sign_motion(motion_id: bytes, signature: Statement) -> Request:
+    return Request(
+        "POST", f"/v1/motions/{b32e(motion_id)}/signatures", {"signature": signature.to_wire()}
+    )
+
+
+def open_motions() -> Request:
+    return Request("GET", "/v1/motions")
 
 
 # Response shapes.
@@ -252,3 +314,115 @@ def parse_evidence(data: Any) -> Evidence:
 
 def parse_pending(data: Any) -> list[Evidence]:
     return [parse_evidence(item) for item in field(data, "pending", list)]
+
+
+# Part 2 shapes.
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    group_id: str
+    kind: str
+    level: int
+    members: int
+    last_seq: int
+
+
+def parse_groups(data: Any) -> list[GroupSummary]:
+    return [
+        GroupSummary(
+            field(item, "group_id", str),
+            field(item, "kind", str),
+            field(item, "level", int),
+            field(item, "members", int),
+            field(item, "last_seq", int),
+        )
+        for item in field(data, "groups", list)
+    ]
+
+
+def parse_roster(data: Any) -> tuple[Wire, ...]:
+    return _wires(data, "events")
+
+
+@dataclass(frozen=True)
+class GroupEvent:
+    """One event of a group's log, as the server relays it (not yet verified)."""
+
+    group: str
+    seq: int
+    kind: str
+    sender: str | None
+    body: bytes
+    created_at: int
+
+
+def parse_event(item: Any) -> GroupEvent:
+    return GroupEvent(
+        field(item, "group", str),
+        field(item, "seq", int),
+        field(item, "kind", str),
+        optional(item, "sender", str),
+        b64_field(item, "body"),
+        field(item, "created_at", int),
+    )
+
+
+def parse_events(data: Any) -> list[GroupEvent]:
+    return [parse_event(item) for item in field(data, "events", list)]
+
+
+def parse_sealed(data: Any) -> bytes:
+    return b64_field(data, "sealed")
+
+
+@dataclass(frozen=True)
+class MessagePosted:
+    message_id: str
+    cursor: int
+
+
+def parse_message_posted(data: Any) -> MessagePosted:
+    return MessagePosted(field(data, "message_id", str), field(data, "cursor", int))
+
+
+@dataclass(frozen=True)
+class ProfileWire:
+    member_id: str
+    epoch: int
+    sealed: bytes
+
+
+def parse_profiles(data: Any) -> list[ProfileWire]:
+    return [
+        ProfileWire(
+            field(item, "member_id", str), field(item, "epoch", int), b64_field(item, "sealed")
+        )
+        for item in field(data, "profiles", list)
+    ]
+
+
+@dataclass(frozen=True)
+class MotionWire:
+    motion_id: str
+    group_id: str
+    kind: str
+    motion: Wire
+    signatures: tuple[Wire, ...]
+
+
+def parse_motions(data: Any) -> list[MotionWire]:
+    return [
+        MotionWire(
+            field(item, "motion_id", str),
+            field(item, "group_id", str),
+            field(item, "kind", str),
+            field(item, "motion", dict),
+            _wires(item, "signatures"),
+        )
+        for item in field(data, "motions", list)
+    ]
+
+
+def parse_motion_id(data: Any) -> str:
+    return str(field(data, "motion_id", str))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from client import cli_cells
 from client.errors import ClientError
 from client.sdk import Client
 from client.state import StateFile, default_home
@@ -35,6 +36,7 @@ INSECURE_TEST_KDF = KdfParams(time_cost=1, memory_kib=8, parallelism=1)
 class Output:
     data: dict[str, Any]
     text: str
+    streamed: bool = False  # already printed line by line (watch)
 
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, Output]]
@@ -193,6 +195,7 @@ async def cmd_pending(args: argparse.Namespace) -> Output:
 async def cmd_admit(args: argparse.Namespace) -> Output:
     async def action(client: Client) -> Output:
         data = await client.admit(args.member, args.safety_number)
+        await cli_cells.run_duties(client)
         return Output(
             data, f"Admission certificate signed. {data['member_id']} is now {data['status']}."
         )
@@ -207,6 +210,7 @@ def _verdict_command(kind: str) -> Handler:
                 data = await client.vouch(args.member)
             else:
                 data = await client.block(args.member)
+            await cli_cells.run_duties(client)
             verb = "Vouched for" if kind == "vouch" else "Blocked"
             return Output(data, f"{verb} {data['member_id']}; they are now {data['status']}.")
 
@@ -218,6 +222,7 @@ def _verdict_command(kind: str) -> Handler:
 async def cmd_status(args: argparse.Namespace) -> Output:
     async def action(client: Client) -> Output:
         view = await client.status(args.member)
+        await cli_cells.run_duties(client)
         text = (
             f"{view.member_id}: {view.status} (verified by this client)\n"
             f"cell {view.cell_id}, vouches {view.vouches}/{view.needed}"
@@ -354,6 +359,7 @@ def build_parser() -> Parser:
     status.add_argument("member", nargs="?", help="a member id (default: you)")
 
     command(commands, "whoami", "Show your member id, key number, server and cell.", cmd_whoami)
+    cli_cells.add_commands(commands, command, Parser, cli_cells.handlers(with_client, Output))
     return parser
 
 
@@ -380,7 +386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _print_error("interrupted", "Stopped; nothing more was sent.", args.json)
         return 130
-    if args.json:
+    if output.streamed:
+        pass
+    elif args.json:
         print(json.dumps(output.data))
     else:
         print(output.text)

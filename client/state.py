@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import cast
 
 from client.errors import ClientError
+from client.groups import GroupRecord
 from crypto.chains import Admission, parse_admission
 from crypto.encoding import Value, decode, encode
 from crypto.errors import CryptoError, KeystoreError
@@ -67,6 +68,14 @@ class State:
     cell_id: bytes | None = None
     session: Session | None = None
     invites: dict[str, InviteRecord] = field(default_factory=dict)
+    # Per group: the verified roster log, epoch keys, cursor and read history
+    # (client/groups.py). The records are working objects: a command changes
+    # them, then saves a new State holding them.
+    groups: dict[bytes, GroupRecord] = field(default_factory=dict)
+    # My profile as I set it; sealed per group under each epoch's profile key.
+    profile: dict[str, str | None] | None = None
+    # Splits I signed: new cell id -> the cell it splits from.
+    splits: dict[bytes, bytes] = field(default_factory=dict)
 
     @property
     def member_id(self) -> bytes:
@@ -97,6 +106,9 @@ class State:
                 lookup: {"note": record.note, "expires_at": record.expires_at}
                 for lookup, record in self.invites.items()
             },
+            "groups": {g.hex(): record.to_value() for g, record in self.groups.items()},
+            "profile": None if self.profile is None else dict[str, Value](self.profile),
+            "splits": {new.hex(): old for new, old in self.splits.items()},
         }
 
     @classmethod
@@ -129,7 +141,18 @@ class State:
             lookup: InviteRecord(cast(str, rec["note"]), cast(int, rec["expires_at"]))
             for lookup, rec in cast(dict[str, dict[str, Value]], value["invites"]).items()
         }
+        groups = {
+            bytes.fromhex(g): GroupRecord.from_value(bytes.fromhex(g), record, network)
+            for g, record in cast(dict[str, Value], value.get("groups") or {}).items()
+        }
+        splits = {
+            bytes.fromhex(new): cast(bytes, old)
+            for new, old in cast(dict[str, Value], value.get("splits") or {}).items()
+        }
         return cls(
+            groups=groups,
+            profile=cast("dict[str, str | None] | None", value.get("profile")),
+            splits=splits,
             identity=identity,
             kem=kem,
             server=cast(str, value["server"]),

@@ -40,17 +40,28 @@ class Transport:
                 text = await response.text()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise ClientError(
-                "server_unreachable",
-                f"Could not reach the Spokes server at {self.base_url} ({type(exc).__name__}). "
-                "Check the address and that the server is running, then try again.",
-            ) from exc
+            raise _unreachable(self.base_url, exc) from exc
         data = _decode(text)
         if 200 <= status < 300:
             if data is None:
                 raise _not_spokes(self.base_url, status)
             return data
         raise _server_error(self.base_url, status, data)
+
+    async def open_feed(self, path: str, token: str) -> Feed:
+        """Open the live WebSocket at `path`, logged in with `token`."""
+        url = self.base_url.replace("http", "ws", 1) + path
+        try:
+            ws = await self._open().ws_connect(
+                url, headers={"Authorization": f"Bearer {token}"}, heartbeat=30
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                raise ServerError(401, "unauthorized", "the live feed refused the session") from exc
+            raise _unreachable(self.base_url, exc) from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        return Feed(ws, self.base_url)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -62,6 +73,48 @@ class Transport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class Feed:
+    """One open WebSocket: JSON objects in and out."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, base_url: str) -> None:
+        self._ws = ws
+        self._base_url = base_url
+
+    async def send(self, message: dict[str, Any]) -> None:
+        try:
+            await self._ws.send_str(json.dumps(message))
+        except (aiohttp.ClientError, OSError, ConnectionError) as exc:
+            raise _unreachable(self._base_url, exc) from exc
+
+    async def receive(self, wait_s: float) -> dict[str, Any] | None:
+        """The next JSON object, or None if nothing came within `wait_s` seconds."""
+        try:
+            message = await self._ws.receive(timeout=wait_s)
+        except TimeoutError:
+            return None
+        if message.type == aiohttp.WSMsgType.TEXT:
+            data = _decode(message.data)
+            if isinstance(data, dict):
+                return data
+            raise _not_spokes(self._base_url, 101)
+        raise ClientError(
+            "feed_closed",
+            f"The server closed the live feed ({self._ws.close_code}). Run the command again "
+            "to resume where it stopped.",
+        )
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
+def _unreachable(base_url: str, exc: BaseException) -> ClientError:
+    return ClientError(
+        "server_unreachable",
+        f"Could not reach the Spokes server at {base_url} ({type(exc).__name__}). "
+        "Check the address and that the server is running, then try again.",
+    )
 
 
 def _decode(text: str) -> Any:

@@ -189,8 +189,15 @@ def verify_key_bundle(genesis: Genesis, evidence: Evidence, member_id: bytes) ->
     return bundle
 
 
-def verify_newcomer(genesis: Genesis, evidence: Evidence, bundle: KeyBundle) -> Newcomer:
-    """Join, invite and redemption proof: the newcomer used a real invite of this network."""
+def verify_newcomer(
+    genesis: Genesis, evidence: Evidence, bundle: KeyBundle, *, split_born: bool = False
+) -> Newcomer:
+    """Join, invite and redemption proof: the newcomer used a real invite of this network.
+
+    The invite names the cell the newcomer joined; a cell founded by a split
+    (its create event names its origin) holds members invited to the cell it
+    split from.
+    """
     network = genesis.network_id
     member_id = bundle.statement.author
     if evidence.join is None or evidence.invite is None or evidence.proof is None:
@@ -209,7 +216,7 @@ def verify_newcomer(genesis: Genesis, evidence: Evidence, bundle: KeyBundle) -> 
         raise fail("the join request names another key bundle")
     if join.lookup_id != invite.lookup_id:
         raise fail("the join request redeems another invite")
-    if b32e(invite.cell) != evidence.cell_id.lower():
+    if b32e(invite.cell) != evidence.cell_id.lower() and not split_born:
         raise fail("the invite was for another cell")
     return Newcomer(member_id, join.statement.author_key, bundle, join, invite)
 
@@ -277,8 +284,11 @@ def evaluate_member(genesis: Genesis, evidence: Evidence, now: int) -> MemberRep
     key = bundle.statement.author_key
     if evidence.join is None:
         return _steward_report(genesis, evidence, member_id, key, cell, revoked)
-    newcomer = verify_newcomer(genesis, evidence, bundle)
+    split_born = cell.group.statement.fields.get("origin") is not None
+    newcomer = verify_newcomer(genesis, evidence, bundle, split_born=split_born)
     admission = verify_admission(genesis, evidence, newcomer, revoked)
+    if admission is not None and admission.cell != cell.group.group_id:
+        return _moved_report(genesis, member_id, key, cell, newcomer, admission, revoked, now)
     verdicts = [verdict(w, genesis.network_id) for w in evidence.verdicts]
     members = _vetting_members(cell, member_id, admission, verdicts)
     with checking("vouches and blocks"):
@@ -297,6 +307,40 @@ def evaluate_member(genesis: Genesis, evidence: Evidence, now: int) -> MemberRep
         status = "pending"
     return MemberReport(
         member_id, key, status, cell, newcomer, admission, outcome, admitted_at, probation_ends
+    )
+
+
+def _moved_report(
+    genesis: Genesis,
+    member_id: bytes,
+    key: IdentityPublicKey,
+    cell: VerifiedCell,
+    newcomer: Newcomer,
+    admission: Admission,
+    revoked: dict[bytes, int],
+    now: int,
+) -> MemberReport:
+    """A member vetted in one cell and moved by a split to the cell in `evidence`.
+
+    Their vetting was counted among the cell they joined, which this client no
+    longer sees; the split-born cell's create event, signed by a moved member
+    and naming this member's key, is what shows they were on that cell's
+    roster, so vetted. The create event's time is a signed upper bound of their
+    admission: counting probation from it errs on the strict side.
+    """
+    creation = cell.group.statement
+    founding = {m for m in cell.group.state.members}
+    if member_id not in founding or creation.fields.get("origin") is None:
+        raise fail("the server shows a member in a cell they were not moved to")
+    status: MemberStatus
+    admitted_at = creation.time
+    probation_ends = admitted_at + genesis.policy.probation_seconds
+    if member_id in revoked:
+        status = "revoked"
+    else:
+        status = "probation" if now < probation_ends else "active"
+    return MemberReport(
+        member_id, key, status, cell, newcomer, admission, None, admitted_at, probation_ends
     )
 
 

@@ -1,0 +1,796 @@
+"""Cells and councils for one member: roster logs, epochs, messages, profiles, motions.
+
+The rule it keeps: every group fact comes from a roster log this client has
+replayed itself (client/groups.py decides; this module fetches and posts),
+and the client does its share of the group's upkeep without being asked
+(DESIGN §7): the first cell member whose client notices that a newcomer's
+admission completed adds them to the roster; the first sender after the
+roster changed commits the new epoch; after a new epoch, it seals its
+profile again under the new key. Secrets are forgotten as soon as the keys
+they yield are derived; a message counter is saved as used before the
+message leaves, so no key is ever used twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from client import api, verify
+from client.errors import ClientError, ServerError
+from client.groups import (
+    EpochInfo,
+    EpochRecord,
+    GroupRecord,
+    ReadMessage,
+    admission_ids,
+    bundle_of,
+    check_counter,
+    check_head,
+    check_seqs,
+    epoch_infos,
+    extend_log,
+    lying,
+    message_header,
+    message_id,
+    new_epoch_record,
+    parse_message_body,
+)
+from client.sdk import Client
+from crypto import epochs, motions, roster
+from crypto.encoding import Value, b32d, b32e, decode
+from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
+from crypto.keys import member_id_text, parse_member_id
+from crypto.messages import Header, open_message, open_profile, seal_message, seal_profile
+from crypto.messages import verify_message as verify_sealed
+from crypto.motions import Motion
+from crypto.network import GROUP_ID_BYTES
+from crypto.roster import RosterState
+from crypto.statements import Statement, pack, verify_statement
+
+PAGE = 500
+CELL_WORD = "cell"
+
+
+@dataclass(frozen=True)
+class GroupView:
+    group_id: str
+    kind: str
+    level: int
+    members: int
+    epoch: int
+    needs_rekey: bool
+    current_cell: bool
+    unread_events: int
+
+
+@dataclass(frozen=True)
+class MemberView:
+    member_id: str
+    name: str | None
+    contact: str | None
+    notes: str | None
+
+
+@dataclass(frozen=True)
+class MotionView:
+    motion_id: str
+    kind: str
+    group_id: str
+    signatures: int
+    needed: int
+    moved: list[str]
+    new_group: str
+    signed_by_me: bool
+
+
+class Cells:
+    """The group side of one member's client."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    # Local facts.
+
+    @property
+    def _me(self) -> bytes:
+        return self.client.state.member_id
+
+    def _network_id(self) -> bytes:
+        genesis, _ = self.client._network()
+        return genesis.network_id
+
+    def _cell_max(self) -> int:
+        genesis, _ = self.client._network()
+        return genesis.policy.cell_max
+
+    def _now(self) -> int:
+        return self.client._clock()
+
+    def _record(self, group: bytes) -> GroupRecord:
+        records = self.client.state.groups
+        if group not in records:
+            records[group] = GroupRecord(group)
+        return records[group]
+
+    def _save(self) -> None:
+        self.client._save(self.client.state)
+
+    def resolve(self, text: str) -> bytes:
+        """A group id in b32, or the word `cell` for my current cell."""
+        if text.strip().lower() == CELL_WORD:
+            _, cell_id = self.client._network()
+            return cell_id
+        try:
+            raw = b32d(text.strip().lower())
+        except ValueError:
+            raw = b""
+        if len(raw) != GROUP_ID_BYTES:
+            raise ClientError(
+                "invalid_group",
+                f"{text!r} is not a group id; copy one from `spokes cells`, or say `cell`.",
+            )
+        return raw
+
+    # The roster log.
+
+    async def sync_roster(self, group: bytes) -> tuple[GroupRecord, RosterState]:
+        """Fetch the group's log and accept it only if it extends what was verified."""
+        try:
+            data = await self.client._call(api.group_roster(group))
+        except ServerError as exc:
+            if exc.code == "not_found":
+                raise ClientError(
+                    "not_found",
+                    f"No group {b32e(group)} that you belong to. `spokes cells` lists yours.",
+                ) from None
+            raise
+        network = self._network_id()
+        events = [verify.statement(w, "roster", network) for w in api.parse_roster(data)]
+        record = self._record(group)
+        state = extend_log(record.events, events, cell_max=self._cell_max())
+        if state.group != group:
+            raise lying("the server answered with the roster log of another group")
+        record.events = list(events)
+        return record, state
+
+    # Duty (a): add newcomers whose admission completed.
+
+    async def sync_cell(self) -> None:
+        """Follow my cell (across a split) and add members whose vetting completed."""
+        genesis, cell_id = self.client._network()
+        cell = await self._my_cell_evidence()
+        server_cell = cell.group.group_id
+        if server_cell != cell_id:
+            await self._follow_split(server_cell)
+            cell_id = server_cell
+        try:
+            record, state = await self.sync_roster(cell_id)
+        except ClientError as exc:
+            if exc.code == "not_found":
+                return  # not on the roster yet: someone else's client adds me
+            raise
+        self._check_chains(record, state, cell)
+        if self._me not in state.members:
+            return
+        for member in cell.members:
+            if member not in state.members:
+                state = await self._add_member(record, state, member)
+        self._save()
+
+    async def _follow_split(self, new_cell: bytes) -> None:
+        """The server says I am in another cell: believe it only from a verified log."""
+        record, state = await self.sync_roster(new_cell)
+        origin = record.events[0].fields.get("origin")
+        if self._me not in state.members or origin is None:
+            raise lying("the server moved you to a cell whose roster was not founded by a split")
+        state_now = self.client.state
+        self.client._save(replace(state_now, cell_id=new_cell))
+
+    async def _my_cell_evidence(self) -> verify.VerifiedCell:
+        """My cell's members as the server lists them, each with a verified chain.
+
+        Only the chains are checked here, not my own vetting: a finished
+        vetting is not re-run on every message.
+        """
+        genesis, _ = self.client._network()
+        evidence = api.parse_evidence(
+            await self.client._call(api.member_evidence(self.client.state.member_id))
+        )
+        if evidence.network_id.lower() != b32e(genesis.network_id):
+            raise lying("the server's evidence is about another network")
+        revoked = verify.revoked_map(genesis, evidence)
+        return verify.verify_cell(genesis, evidence, revoked)
+
+    def _check_chains(
+        self, record: GroupRecord, state: RosterState, cell: verify.VerifiedCell
+    ) -> None:
+        """Every roster member of my cell has a chain to the genesis, and the add named it."""
+        if state.group != cell.group.group_id:
+            return
+        for member_id in state.members:
+            verified = cell.members.get(member_id)
+            if verified is None:
+                raise lying(
+                    f"the roster lists {member_id_text(member_id)}, whom the server shows "
+                    "with no chain to the genesis"
+                )
+        for member_id, admission in admission_ids(record.events, self._network_id()).items():
+            verified = cell.members.get(member_id)
+            if (
+                verified is not None
+                and verified.chain
+                and verified.chain[0].statement.id != admission
+            ):
+                raise lying(
+                    f"the roster added {member_id_text(member_id)} with another admission "
+                    "certificate than their chain's"
+                )
+
+    async def _add_member(
+        self, record: GroupRecord, state: RosterState, member: bytes
+    ) -> RosterState:
+        report = await self.client._evidence(member_id_text(member))
+        if report.status not in ("probation", "active") or report.newcomer is None:
+            return state
+        if report.admission is None:
+            return state
+        fields: dict[str, Value] = {
+            "bundle": pack(report.newcomer.key_bundle.statement),
+            "admission": report.admission.statement.id,
+        }
+        for attempt in range(2):
+            event = roster.sign_event(
+                self.client.state.identity, self._network_id(), state, "add", self._now(), fields
+            )
+            try:
+                await self.client._call(api.post_roster_event(state.group, event))
+            except ServerError as exc:
+                if exc.code == "stale_head" and attempt == 0:
+                    record, state = await self.sync_roster(state.group)
+                    if member in state.members:
+                        return state  # another member's client was first
+                    continue
+                if exc.code in ("not_admitted", "stale_head", "already_in_group"):
+                    return state  # the server's view lags or someone was first: next time
+                raise
+            break
+        _, state = await self.sync_roster(state.group)
+        return state
+
+    # Duty (b): commit an epoch when the roster changed; (c): reseal my profile.
+
+    async def ready_to_send(self, record: GroupRecord, state: RosterState) -> RosterState:
+        """Make sure the group has a current epoch that I hold keys for."""
+        if state.needs_rekey:
+            state = await self._commit_epoch(record, state)
+        if state.needs_rekey:
+            raise ClientError(
+                "rekey_failed", "The group's new epoch could not be committed; try again."
+            )
+        infos = epoch_infos(record.events, cell_max=self._cell_max())
+        await self._open_epoch(record, state.epoch, infos[state.epoch])
+        await self._reseal_profile(record, state)
+        return state
+
+    async def _commit_epoch(self, record: GroupRecord, state: RosterState) -> RosterState:
+        identity = self.client.state.identity
+        for attempt in range(2):
+            secret = epochs.new_epoch_secret()
+            epoch, covered, group = state.epoch + 1, state.roster_hash, state.group
+            boxes = {
+                m.member_id: epochs.seal_secret(
+                    secret, m.kem_suite, m.kem_public, group, epoch, covered, m.member_id
+                )
+                for m in state.members.values()
+            }
+            fields: dict[str, Value] = {
+                "epoch": epoch,
+                "roster": covered,
+                "commitment": epochs.commitment(secret, group, epoch),
+            }
+            event = roster.sign_event(
+                identity, self._network_id(), state, "epoch", self._now(), fields
+            )
+            try:
+                await self.client._call(api.post_roster_event(group, event, boxes))
+            except ServerError as exc:
+                if exc.code != "stale_head" or attempt == 1:
+                    raise
+                # Another member changed the log first: look again, once.
+                record, state = await self.sync_roster(group)
+                if not state.needs_rekey:
+                    return state
+                continue
+            keys = epochs.derive_epoch_keys(secret, group, epoch, state.members)
+            del secret  # the chains and profile key are all that is kept
+            record.epochs[epoch] = new_epoch_record(keys, self._me)
+            self._save()
+            break
+        _, state = await self.sync_roster(state.group)
+        return state
+
+    async def _open_epoch(
+        self, record: GroupRecord, epoch: int, info: EpochInfo
+    ) -> EpochRecord | None:
+        """My keys of `epoch`, from my sealed box; None for an epoch from before I joined."""
+        if epoch in record.epochs:
+            return record.epochs[epoch]
+        if self._me not in info.members:
+            record.unreadable.add(epoch)
+            return None
+        group = record.group_id
+        try:
+            sealed = api.parse_sealed(await self.client._call(api.epoch_secret(group, epoch)))
+        except ServerError as exc:
+            if exc.code == "not_found":
+                raise lying(
+                    f"the server withholds your key of epoch {epoch}, whose signed roster "
+                    "includes you"
+                ) from None
+            raise
+        try:
+            secret = epochs.open_secret(
+                self.client.state.kem,
+                sealed,
+                group,
+                epoch,
+                info.roster_hash,
+                self._me,
+                info.commitment,
+            )
+        except CryptoError:
+            raise lying(
+                f"your sealed key of epoch {epoch} does not match the commitment its signed "
+                "epoch event carries (someone other than a member sealed it)"
+            ) from None
+        keys = epochs.derive_epoch_keys(secret, group, epoch, info.members)
+        del secret
+        record.epochs[epoch] = new_epoch_record(keys, self._me)
+        return record.epochs[epoch]
+
+    async def _reseal_profile(self, record: GroupRecord, state: RosterState) -> bool:
+        profile = self.client.state.profile
+        if profile is None or state.needs_rekey or state.epoch == 0:
+            return False
+        if record.profile_epoch == state.epoch:
+            return True
+        keys = record.epochs.get(state.epoch)
+        if keys is None:
+            return False
+        content: dict[str, Value] = {k: v for k, v in profile.items()}
+        sealed = seal_profile(
+            keys.keys.profile_key, state.group, state.epoch, self.client.state.identity, content
+        )
+        await self.client._call(api.put_profile(state.group, state.epoch, sealed))
+        record.profile_epoch = state.epoch
+        self._save()
+        return True
+
+    # Reading.
+
+    async def catch_up(self, group: bytes) -> tuple[GroupRecord, list[ReadMessage]]:
+        """Fetch, check and open every event after my cursor; keep what I could read."""
+        record = self._record(group)
+        fetched: list[api.GroupEvent] = []
+        since = record.cursor
+        while True:
+            page = api.parse_events(await self.client._call(api.group_events(group, since, PAGE)))
+            fetched += page
+            if len(page) < PAGE:
+                break
+            since = page[-1].seq
+        # The log is fetched after the events, so it holds every roster event among them.
+        record, state = await self.sync_roster(group)
+        check_seqs(record.cursor, [e.seq for e in fetched])
+        infos = epoch_infos(record.events, cell_max=self._cell_max())
+        read = []
+        for event in fetched:
+            message = await self.absorb(record, infos, event)
+            if message is not None:
+                read.append(message)
+            record.cursor = event.seq
+        if not state.needs_rekey and state.epoch in infos and self._me in state.members:
+            await self._open_epoch(record, state.epoch, infos[state.epoch])
+            await self._reseal_profile(record, state)
+        self._save()
+        return record, read
+
+    async def absorb(
+        self, record: GroupRecord, infos: dict[int, EpochInfo], event: api.GroupEvent
+    ) -> ReadMessage | None:
+        """Check one group event against the verified log; open it if it is a message to me."""
+        if event.group.lower() != b32e(record.group_id):
+            raise lying("the server relayed an event of another group")
+        if event.kind == "roster":
+            self._check_roster_event(record, event)
+            return None
+        if event.kind != "message":
+            return None  # profiles, motions and signatures are read where they are used
+        sealed = parse_message_body(event.body)
+        header = message_header(sealed)
+        if header.group != record.group_id or event.sender != b32e(header.sender):
+            raise lying("a message's header names another group or sender than its event")
+        info = infos.get(header.epoch)
+        member = None if info is None else info.members.get(header.sender)
+        if info is None or member is None:
+            raise lying(f"a message of epoch {header.epoch} from someone outside its roster")
+        with verify.checking("message signature"):
+            verify_sealed(sealed, member.key)
+        check_counter(record.counters, header.epoch, header.sender, header.counter)
+        keys = await self._open_epoch(record, header.epoch, info)
+        if keys is None:
+            return None  # sent before I joined: never sealed to me
+        try:
+            message_key = keys.keys.chains[header.sender].key_for(header.counter)
+            content = open_message(sealed, message_key)
+        except (RuleViolation, DecryptionFailed) as exc:
+            raise lying(f"a message does not open with its sender's chain ({exc})") from None
+        head = content.get("head")
+        check_head(infos, header.epoch, head)
+        record.heads_seen.setdefault(header.epoch, set()).add(head)  # type: ignore[arg-type]
+        text = content.get("text")
+        sent_at = content.get("sent_at")
+        message = ReadMessage(
+            message_id=b32e(message_id(sealed.header)),
+            sender=member_id_text(header.sender),
+            text=text if isinstance(text, str) else "",
+            sent_at=sent_at if isinstance(sent_at, int) else event.created_at,
+            cursor=event.seq,
+        )
+        record.remember(message)
+        return message
+
+    def _check_roster_event(self, record: GroupRecord, event: api.GroupEvent) -> None:
+        try:
+            wire = decode(event.body)
+            if not isinstance(wire, dict):
+                raise lying("a roster event in the group's events is not a statement")
+            body, signature = wire["body"], wire["sig"]
+            if not isinstance(body, bytes) or not isinstance(signature, bytes):
+                raise lying("a roster event in the group's events is not a statement")
+            statement = verify_statement(body, signature, "roster", self._network_id())
+        except (CryptoError, KeyError) as exc:
+            raise lying(f"a roster event in the group's events does not verify ({exc})") from None
+        seq = statement.fields.get("seq")
+        if not isinstance(seq, int) or seq >= len(record.events):
+            raise lying("the group's events hold a roster event its log lacks")
+        if record.events[seq].id != statement.id:
+            raise lying("the group's events and its roster log disagree")
+
+    async def read(self, group_text: str, since: int | None) -> list[ReadMessage]:
+        group = await self._group(group_text)
+        before = self._record(group).cursor
+        record, _ = await self.catch_up(group)
+        start = before if since is None else since
+        return [m for m in record.history if m.cursor > start]
+
+    async def _group(self, text: str) -> bytes:
+        await self.sync_cell()
+        return self.resolve(text)
+
+    # Sending.
+
+    async def send(self, group_text: str, text: str) -> dict[str, Any]:
+        group = await self._group(group_text)
+        record, state = await self.sync_roster(group)
+        state = await self.ready_to_send(record, state)
+        identity = self.client.state.identity
+        for attempt in range(2):
+            epoch_record = record.epochs[state.epoch]
+            counter, message_key = epoch_record.next_for_sending()
+            header = Header(group, state.epoch, self._me, counter)
+            content: dict[str, Value] = {"text": text, "head": state.head, "sent_at": self._now()}
+            sealed = seal_message(identity, header, message_key, content)
+            self._save()  # this counter is spent, whatever happens to the message
+            try:
+                posted = api.parse_message_posted(
+                    await self.client._call(
+                        api.post_message(group, sealed.header, sealed.ciphertext, sealed.signature)
+                    )
+                )
+            except ServerError as exc:
+                if exc.code not in ("rekey_required", "stale_epoch") or attempt == 1:
+                    raise
+                record, state = await self.sync_roster(group)
+                state = await self.ready_to_send(record, state)
+                continue
+            if posted.message_id != b32e(message_id(sealed.header)):
+                raise lying("the server acknowledged another message than the one sent")
+            return {"message_id": posted.message_id, "cursor": posted.cursor}
+        raise AssertionError("unreachable")
+
+    # Groups, members, profiles.
+
+    async def cells(self) -> list[GroupView]:
+        await self.sync_cell()
+        _, cell_id = self.client._network()
+        views = []
+        for summary in api.parse_groups(await self.client._call(api.my_groups())):
+            group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+            record, state = await self.sync_roster(group)
+            views.append(
+                GroupView(
+                    group_id=b32e(group),
+                    kind=state.kind,
+                    level=state.level,
+                    members=len(state.members),
+                    epoch=state.epoch,
+                    needs_rekey=state.needs_rekey,
+                    current_cell=group == cell_id,
+                    unread_events=max(0, summary.last_seq - record.cursor),
+                )
+            )
+        self._save()
+        return views
+
+    async def members(self, group_text: str) -> list[MemberView]:
+        group = await self._group(group_text)
+        record, state = await self.sync_roster(group)
+        infos = epoch_infos(record.events, cell_max=self._cell_max())
+        sealed = {
+            p.member_id.lower(): p
+            for p in api.parse_profiles(await self.client._call(api.group_profiles(group)))
+        }
+        views = []
+        for member in sorted(state.members):
+            profile: dict[str, Value] = {}
+            found = sealed.get(member_id_text(member))
+            info = None if found is None else infos.get(found.epoch)
+            if found is not None and info is not None:
+                keys = await self._open_epoch(record, found.epoch, info)
+                if keys is not None:
+                    try:
+                        profile = open_profile(
+                            keys.keys.profile_key,
+                            group,
+                            found.epoch,
+                            state.members[member].key,
+                            found.sealed,
+                        )
+                    except DecryptionFailed:
+                        profile = {}
+            views.append(
+                MemberView(
+                    member_id=member_id_text(member),
+                    name=_text(profile.get("name")),
+                    contact=_text(profile.get("contact")),
+                    notes=_text(profile.get("notes")),
+                )
+            )
+        self._save()
+        return views
+
+    async def set_profile(self, name: str, contact: str | None, notes: str | None) -> int:
+        profile: dict[str, str | None] = {"name": name, "contact": contact, "notes": notes}
+        self.client._save(replace(self.client.state, profile=profile))
+        await self.sync_cell()
+        uploaded = 0
+        for summary in api.parse_groups(await self.client._call(api.my_groups())):
+            group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+            record, state = await self.sync_roster(group)
+            record.profile_epoch = 0  # the profile changed: seal it again everywhere
+            state = await self.ready_to_send(record, state)
+            uploaded += 1
+        self._save()
+        return uploaded
+
+    # Motions.
+
+    async def _verified_motion(
+        self, wire: api.MotionWire
+    ) -> tuple[Motion, list[Statement], RosterState, GroupRecord]:
+        network = self._network_id()
+        group = verify.parse_id(wire.group_id, GROUP_ID_BYTES, "group id")
+        record, state = await self.sync_roster(group)
+        with verify.checking("motion"):
+            motion = motions.parse_motion(verify.statement(wire.motion, "motion", network))
+            signatures = [verify.statement(w, "motion-sign", network) for w in wire.signatures]
+        if b32e(motion.id) != wire.motion_id.lower() or motion.group != group:
+            raise lying("the server listed a motion under another id or group")
+        mine = [
+            s
+            for s in signatures
+            if s.fields.get("motion") == motion.id and s.author in state.members
+        ]
+        return motion, mine, state, record
+
+    def _motion_view(
+        self, motion: Motion, signatures: list[Statement], state: RosterState
+    ) -> MotionView:
+        with verify.checking("motion"):
+            needed = motions.required_signers(state, motion)
+            signers = motions.valid_signers(motion, signatures, state)
+            moved, new_group = motions.split_terms(motion)
+        return MotionView(
+            motion_id=b32e(motion.id),
+            kind=motion.kind,
+            group_id=b32e(motion.group),
+            signatures=len(needed & signers),
+            needed=len(needed),
+            moved=[member_id_text(m) for m in sorted(moved)],
+            new_group=b32e(new_group),
+            signed_by_me=self._me in signers,
+        )
+
+    async def motions(self) -> list[MotionView]:
+        views = []
+        for wire in api.parse_motions(await self.client._call(api.open_motions())):
+            motion, signatures, state, _ = await self._verified_motion(wire)
+            views.append(self._motion_view(motion, signatures, state))
+        self._save()
+        return views
+
+    async def sign(self, motion_text: str) -> dict[str, str]:
+        wanted = motion_text.strip().lower()
+        listed = [
+            w
+            for w in api.parse_motions(await self.client._call(api.open_motions()))
+            if w.motion_id.lower() == wanted
+        ]
+        if not listed:
+            raise ClientError(
+                "not_found", "No open motion with that id in your groups; see `spokes motions`."
+            )
+        motion, signatures, state, record = await self._verified_motion(listed[0])
+        view = self._motion_view(motion, signatures, state)
+        if view.signed_by_me:
+            raise ClientError("already_signed", "You already signed this motion.")
+        network = self._network_id()
+        signature = motions.sign_motion(self.client.state.identity, network, motion, self._now())
+        await self.client._call(api.sign_motion(motion.id, signature))
+        signatures.append(signature)
+        moved, new_group = motions.split_terms(motion)
+        if self._me in moved:
+            splits = {**self.client.state.splits, new_group: motion.group}
+            self.client._save(replace(self.client.state, splits=splits))
+        needed = motions.required_signers(state, motion)
+        if not needed <= motions.valid_signers(motion, signatures, state) or self._me not in moved:
+            return {"motion_id": view.motion_id, "status": "open"}
+        await self._carry_out_split(record, state, motion, signatures)
+        return {"motion_id": view.motion_id, "status": "done"}
+
+    async def _carry_out_split(
+        self,
+        record: GroupRecord,
+        state: RosterState,
+        motion: Motion,
+        signatures: list[Statement],
+    ) -> None:
+        """Post the split with the new cell's create event (I am one of the moved)."""
+        identity, network = self.client.state.identity, self._network_id()
+        moved, new_group = motions.split_terms(motion)
+        for attempt in range(2):
+            now = self._now()
+            event = roster.sign_event(
+                identity,
+                network,
+                state,
+                "split",
+                now,
+                motions.split_event_fields(motion, signatures),
+            )
+            bundles = [bundle_of(record.events, m, network) for m in sorted(moved)]
+            create = roster.make_group(
+                identity,
+                network,
+                now,
+                bundles,
+                kind=state.kind,
+                level=state.level,
+                parent=state.parent,
+                origin=event.id,
+                group=new_group,
+                cell_max=self._cell_max(),
+            )
+            try:
+                await self.client._call(
+                    api.post_roster_event(state.group, event, create=create.statement)
+                )
+            except ServerError as exc:
+                if exc.code != "stale_head" or attempt == 1:
+                    raise
+                record, state = await self.sync_roster(state.group)
+                continue
+            break
+        if state.group == self.client.state.cell_id:
+            self.client._save(replace(self.client.state, cell_id=new_group))
+        await self.sync_roster(new_group)
+        self._save()
+
+    async def split(self, group_text: str, member_texts: list[str]) -> dict[str, str]:
+        group = await self._group(group_text)
+        record, state = await self.sync_roster(group)
+        moved = []
+        for text in member_texts:
+            try:
+                moved.append(parse_member_id(text))
+            except CryptoError:
+                raise ClientError(
+                    "invalid_member_id", f"{text!r} is not a member id; see `spokes members`."
+                ) from None
+        identity, network = self.client.state.identity, self._network_id()
+        motion = motions.make_split_motion(identity, network, state, moved, self._now())
+        try:
+            needed = motions.required_signers(state, motion)
+        except RuleViolation as exc:
+            raise ClientError(
+                "invalid_motion", f"{exc}: name some, but not all, members of the group."
+            ) from None
+        opened = api.parse_motion_id(
+            await self.client._call(api.open_motion(group, motion.statement))
+        )
+        _, new_group = motions.split_terms(motion)
+        if self._me in moved:
+            splits = {**self.client.state.splits, new_group: group}
+            self.client._save(replace(self.client.state, splits=splits))
+        if needed <= {self._me}:
+            await self._carry_out_split(record, state, motion, [])
+        return {"motion_id": opened, "group_id": b32e(new_group)}
+
+    # Live delivery.
+
+    async def watch(
+        self, count: int | None, seconds: float, emit: Callable[[str, ReadMessage], None]
+    ) -> int:
+        """Print messages as they arrive on the socket, resuming from the stored cursors."""
+        await self.sync_cell()
+        deadline = time.monotonic() + seconds
+        infos: dict[bytes, dict[int, EpochInfo]] = {}
+        cursors = {}
+        for summary in api.parse_groups(await self.client._call(api.my_groups())):
+            group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+            record, _ = await self.sync_roster(group)
+            infos[group] = epoch_infos(record.events, cell_max=self._cell_max())
+            cursors[b32e(group)] = record.cursor
+        feed = await self._open_feed()
+        received = 0
+        try:
+            await feed.send({"type": "subscribe", "cursors": cursors})
+            while count is None or received < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                data = await feed.receive(left)
+                if data is None:
+                    break
+                kind = data.get("type")
+                if kind == "error":
+                    raise ClientError(
+                        str(data.get("code") or "feed_error"),
+                        f"The live feed refused: {data.get('message')}",
+                    )
+                if kind != "event":
+                    continue
+                event = api.parse_event(data)
+                group = verify.parse_id(event.group, GROUP_ID_BYTES, "group id")
+                record = self._record(group)
+                check_seqs(record.cursor, [event.seq])
+                if event.kind == "roster":
+                    record, _ = await self.sync_roster(group)
+                    infos[group] = epoch_infos(record.events, cell_max=self._cell_max())
+                message = await self.absorb(record, infos[group], event)
+                record.cursor = event.seq
+                if message is not None:
+                    self._save()
+                    emit(b32e(group), message)
+                    received += 1
+        finally:
+            self._save()
+            await feed.close()
+        return received
+
+    async def _open_feed(self) -> Any:
+        transport = self.client._transport
+        try:
+            return await transport.open_feed("/v1/ws", await self.client._token())
+        except ServerError as exc:
+            if exc.status != 401:
+                raise
+        return await transport.open_feed("/v1/ws", await self.client.login())
+
+
+def _text(value: Value | None) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,331 @@
+"""What one client knows of its groups, and the checks that keep the server honest.
+
+The rule it keeps: nothing the server hands over about a group is believed
+until it is checked against what this client already verified. A roster log
+must extend the log this client holds (same events, same order, then more),
+and the whole of it is replayed with crypto.roster from its create event; a
+group's events must follow the last one read with no gap; a sender's
+counters must strictly increase within an epoch; and the roster head a
+sender names inside a message must be one this client's log has for that
+epoch, or the server is showing members different rosters (equivocation).
+
+No I/O here: client/cells.py fetches and posts, this module decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import cast
+
+from client.errors import ClientError, VerificationFailed
+from crypto import roster
+from crypto.encoding import Value, decode
+from crypto.epochs import EpochKeys, MessageKey, SenderChain
+from crypto.errors import CryptoError
+from crypto.messages import Header, SealedMessage
+from crypto.network import KeyBundle, parse_key_bundle
+from crypto.roster import RosterMember, RosterState
+from crypto.statements import Statement, get_bytes, pack, unpack
+
+HISTORY_LIMIT = 1000
+
+
+class Equivocation(ClientError):
+    """The server showed this member a roster that another member's messages contradict."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("equivocation", message)
+
+
+def lying(message: str) -> VerificationFailed:
+    return VerificationFailed(
+        f"{message}. Nothing was accepted; the server may be faulty or lying, "
+        "so tell your cell in person."
+    )
+
+
+# The roster log.
+
+
+def extend_log(
+    known: Sequence[Statement], fetched: Sequence[Statement], *, cell_max: int
+) -> RosterState:
+    """Replay `fetched` from its create event, after checking it extends `known`.
+
+    A log that drops, reorders, replaces or replays an event this client
+    already verified, or that is shorter than what it verified, is refused.
+    """
+    if len(fetched) < len(known):
+        raise lying(
+            f"the server's roster log has {len(fetched)} events, fewer than the "
+            f"{len(known)} this client already verified"
+        )
+    for position, (mine, theirs) in enumerate(zip(known, fetched, strict=False)):
+        if mine.id != theirs.id:
+            raise lying(f"the server's roster log changed its event {position}, which was verified")
+    try:
+        return roster.verify_log(fetched, cell_max=cell_max)
+    except CryptoError as exc:
+        raise lying(f"the server's roster log does not verify ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """One epoch as the verified log fixes it: who it covers and what binds its secret."""
+
+    epoch: int
+    roster_hash: bytes
+    commitment: bytes
+    members: Mapping[bytes, RosterMember]
+    heads: frozenset[bytes]  # every head the log had while this epoch was current
+
+
+def epoch_infos(events: Sequence[Statement], *, cell_max: int) -> dict[int, EpochInfo]:
+    """Each epoch of a verified log, with the roster heads valid while it was current."""
+    infos: dict[int, EpochInfo] = {}
+    state: RosterState | None = None
+    for event in events:
+        state = roster.apply(state, event, cell_max=cell_max)
+        if state.epoch == 0 or state.commitment is None or state.epoch_roster is None:
+            continue
+        current = infos.get(state.epoch)
+        if current is None:
+            infos[state.epoch] = EpochInfo(
+                state.epoch,
+                state.epoch_roster,
+                state.commitment,
+                dict(state.members),
+                frozenset({state.head}),
+            )
+        else:
+            infos[state.epoch] = EpochInfo(
+                current.epoch,
+                current.roster_hash,
+                current.commitment,
+                current.members,
+                current.heads | {state.head},
+            )
+    return infos
+
+
+def check_head(infos: Mapping[int, EpochInfo], epoch: int, head: object) -> None:
+    """A message's inner roster head must be one this client's log has for that epoch."""
+    info = infos.get(epoch)
+    if not isinstance(head, bytes) or info is None or head not in info.heads:
+        raise Equivocation(
+            f"A message in epoch {epoch} was written by someone who saw a roster this client "
+            "was never shown: the server is showing members different rosters. Nothing was "
+            "accepted; compare safety numbers and rosters with your cell in person."
+        )
+
+
+def bundle_of(events: Sequence[Statement], member: bytes, network: bytes) -> KeyBundle:
+    """The key bundle a verified log recorded for `member` (from create or add)."""
+    for event in reversed(events):
+        fields = event.fields
+        packed: list[Value] = []
+        if fields.get("op") == "create":
+            packed = cast(list[Value], fields.get("members") or [])
+        elif fields.get("op") == "add":
+            packed = [fields["bundle"]]
+        for item in packed:
+            statement = unpack(item, "key-bundle", network)
+            if statement.author == member:
+                return parse_key_bundle(statement)
+    raise ClientError("not_in_group", "That member is not in this group's roster.")
+
+
+def admission_ids(events: Sequence[Statement], network: bytes) -> dict[bytes, bytes]:
+    """Member id -> the admission certificate id their `add` event named."""
+    found: dict[bytes, bytes] = {}
+    for event in events:
+        if event.fields.get("op") == "add":
+            bundle = unpack(event.fields["bundle"], "key-bundle", network)
+            found[bundle.author] = get_bytes(event.fields, "admission", 32)
+    return found
+
+
+# Event order and message counters.
+
+
+def check_seqs(cursor: int, seqs: Iterable[int]) -> int:
+    """Events must follow the cursor one by one; return the new cursor."""
+    expected = cursor + 1
+    for seq in seqs:
+        if seq != expected:
+            what = "dropped" if seq > expected else "replayed or reordered"
+            raise lying(f"the group's events skip from {expected - 1} to {seq}: events were {what}")
+        expected += 1
+    return expected - 1
+
+
+def check_counter(last: dict[str, int], epoch: int, sender: bytes, counter: int) -> None:
+    """Within an epoch, each sender's counters strictly increase (gaps are refused sends)."""
+    key = f"{epoch}:{sender.hex()}"
+    previous = last.get(key)
+    if previous is not None and counter <= previous:
+        raise lying(
+            f"a message arrived out of order or twice (counter {counter} after {previous} "
+            f"from the same sender in epoch {epoch})"
+        )
+    last[key] = counter
+
+
+def message_id(header: bytes) -> bytes:
+    """The id the API gives a message: a hash of its header (group, epoch, sender, counter)."""
+    return hashlib.sha256(b"spokes/v1/message-id\x00" + header).digest()[:16]
+
+
+def parse_message_body(body: bytes) -> SealedMessage:
+    fields = decode(body)
+    if not isinstance(fields, dict):
+        raise lying("a message event is not a record")
+    try:
+        return SealedMessage(
+            get_bytes(fields, "header"),
+            get_bytes(fields, "ciphertext"),
+            get_bytes(fields, "signature"),
+        )
+    except CryptoError as exc:
+        raise lying(f"a message event is malformed ({exc})") from exc
+
+
+def message_header(message: SealedMessage) -> Header:
+    try:
+        return Header.decode(message.header)
+    except CryptoError as exc:
+        raise lying(f"a message header is malformed ({exc})") from exc
+
+
+# What is kept per group.
+
+
+@dataclass
+class EpochRecord:
+    """An epoch's keys after its secret was forgotten: receiving chains and my sending chain."""
+
+    keys: EpochKeys
+    sending: SenderChain | None
+
+    def next_for_sending(self) -> tuple[int, MessageKey]:
+        if self.sending is None:
+            raise ClientError("not_in_group", "You are not a sender in this epoch.")
+        return self.sending.next_for_sending()
+
+
+def new_epoch_record(keys: EpochKeys, me: bytes) -> EpochRecord:
+    mine = keys.chains.get(me)
+    sending = None if mine is None else SenderChain(mine.counter, mine.chain_key, {})
+    return EpochRecord(keys, sending)
+
+
+@dataclass(frozen=True)
+class ReadMessage:
+    message_id: str
+    sender: str
+    text: str
+    sent_at: int
+    cursor: int
+
+
+@dataclass
+class GroupRecord:
+    """One group as this client knows it; mutable while a command runs, then saved whole."""
+
+    group_id: bytes
+    events: list[Statement] = field(default_factory=list)
+    cursor: int = 0
+    epochs: dict[int, EpochRecord] = field(default_factory=dict)
+    unreadable: set[int] = field(default_factory=set)  # epochs from before I joined
+    counters: dict[str, int] = field(default_factory=dict)
+    heads_seen: dict[int, set[bytes]] = field(default_factory=dict)
+    history: list[ReadMessage] = field(default_factory=list)
+    profile_epoch: int = 0
+
+    def remember(self, message: ReadMessage) -> None:
+        self.history.append(message)
+        del self.history[:-HISTORY_LIMIT]
+
+    def to_value(self) -> dict[str, Value]:
+        return {
+            "events": [pack(e) for e in self.events],
+            "cursor": self.cursor,
+            "epochs": {str(n): _epoch_value(r) for n, r in self.epochs.items()},
+            "unreadable": list[Value](sorted(self.unreadable)),
+            "counters": dict[str, Value](self.counters),
+            "heads_seen": {str(n): list[Value](sorted(h)) for n, h in self.heads_seen.items()},
+            "history": [
+                {
+                    "message_id": m.message_id,
+                    "sender": m.sender,
+                    "text": m.text,
+                    "sent_at": m.sent_at,
+                    "cursor": m.cursor,
+                }
+                for m in self.history
+            ],
+            "profile_epoch": self.profile_epoch,
+        }
+
+    @classmethod
+    def from_value(cls, group_id: bytes, value: Value, network: bytes | None) -> GroupRecord:
+        raw = cast(dict[str, Value], value)
+        return cls(
+            group_id=group_id,
+            # Re-verified on read, like every statement in the keystore.
+            events=[unpack(e, "roster", network) for e in cast(list[Value], raw["events"])],
+            cursor=cast(int, raw["cursor"]),
+            epochs={
+                int(n): _epoch_from_value(group_id, int(n), r)
+                for n, r in cast(dict[str, Value], raw["epochs"]).items()
+            },
+            unreadable=set(cast(list[int], raw["unreadable"])),
+            counters=dict(cast(dict[str, int], raw["counters"])),
+            heads_seen={
+                int(n): set(cast(list[bytes], h))
+                for n, h in cast(dict[str, Value], raw["heads_seen"]).items()
+            },
+            history=[
+                ReadMessage(**cast(dict[str, object], m))  # type: ignore[arg-type]
+                for m in cast(list[Value], raw["history"])
+            ],
+            profile_epoch=cast(int, raw["profile_epoch"]),
+        )
+
+
+def _chain_value(chain: SenderChain) -> dict[str, Value]:
+    return {
+        "counter": chain.counter,
+        "chain_key": chain.chain_key,
+        "skipped": {str(n): [k.key, k.nonce] for n, k in chain.skipped.items()},
+    }
+
+
+def _chain_from_value(value: Value) -> SenderChain:
+    raw = cast(dict[str, Value], value)
+    skipped = {
+        int(n): MessageKey(*cast(list[bytes], k))
+        for n, k in cast(dict[str, Value], raw["skipped"]).items()
+    }
+    return SenderChain(cast(int, raw["counter"]), cast(bytes, raw["chain_key"]), skipped)
+
+
+def _epoch_value(record: EpochRecord) -> dict[str, Value]:
+    return {
+        "profile_key": record.keys.profile_key,
+        "chains": {m.hex(): _chain_value(c) for m, c in record.keys.chains.items()},
+        "sending": None if record.sending is None else _chain_value(record.sending),
+    }
+
+
+def _epoch_from_value(group: bytes, epoch: int, value: Value) -> EpochRecord:
+    raw = cast(dict[str, Value], value)
+    chains = {
+        bytes.fromhex(m): _chain_from_value(c)
+        for m, c in cast(dict[str, Value], raw["chains"]).items()
+    }
+    keys = EpochKeys(group, epoch, cast(bytes, raw["profile_key"]), chains)
+    sending = None if raw["sending"] is None else _chain_from_value(raw["sending"])
+    return EpochRecord(keys, sending)

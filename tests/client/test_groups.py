@@ -1,0 +1,158 @@
+"""Tests of client.groups: the checks a client runs on what the server says about a group."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from client.errors import VerificationFailed
+from client.groups import (
+    Equivocation,
+    GroupRecord,
+    ReadMessage,
+    check_counter,
+    check_head,
+    check_seqs,
+    epoch_infos,
+    extend_log,
+    new_epoch_record,
+)
+from crypto import epochs, roster
+from crypto.keys import IdentityKey
+from crypto.network import KeyBundle, make_key_bundle
+from crypto.sealing import KemPrivateKey, KemSuite
+from crypto.statements import Statement, pack
+
+NETWORK = os.urandom(32)
+NOW = 1_700_000_000
+
+
+def bundle(key: IdentityKey) -> KeyBundle:
+    kem = KemPrivateKey.generate(KemSuite.X25519).public_key()
+    return make_key_bundle(key, NETWORK, kem.suite.value, kem.public_bytes(), NOW, NOW + 10**6)
+
+
+def grow(events: list[Statement], key: IdentityKey, op: str, fields: dict) -> list[Statement]:  # type: ignore[type-arg]
+    state = roster.verify_log(events, cell_max=12)
+    return [*events, roster.sign_event(key, NETWORK, state, op, NOW, fields)]
+
+
+def epoch_fields(events: list[Statement]) -> dict:  # type: ignore[type-arg]
+    state = roster.verify_log(events, cell_max=12)
+    secret = epochs.new_epoch_secret()
+    number = state.epoch + 1
+    return {
+        "epoch": number,
+        "roster": state.roster_hash,
+        "commitment": epochs.commitment(secret, state.group, number),
+    }
+
+
+@pytest.fixture
+def log() -> tuple[IdentityKey, list[Statement]]:
+    """A log of four events: create, epoch 1, add B, epoch 2."""
+    founder, b = IdentityKey.generate(), IdentityKey.generate()
+    events = [roster.make_group(founder, NETWORK, NOW, [bundle(founder)]).statement]
+    events = grow(events, founder, "epoch", epoch_fields(events))
+    events = grow(
+        events, founder, "add", {"bundle": pack(bundle(b).statement), "admission": bytes(32)}
+    )
+    events = grow(events, founder, "epoch", epoch_fields(events))
+    return founder, events
+
+
+def test_a_log_that_extends_what_was_verified_is_accepted(log) -> None:  # type: ignore[no-untyped-def]
+    _, events = log
+    state = extend_log(events[:2], events, cell_max=12)
+    assert (state.seq, state.epoch, len(state.members)) == (3, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda e: e[:3],  # the newest event dropped after it was seen
+        lambda e: [e[0], e[2], e[1], e[3]],  # reordered
+        lambda e: [e[0], e[1], e[1], e[2], e[3]],  # an event replayed
+    ],
+)
+def test_a_log_that_does_not_extend_what_was_verified_is_refused(log, tamper) -> None:  # type: ignore[no-untyped-def]
+    _, events = log
+    with pytest.raises(VerificationFailed):
+        extend_log(events, tamper(events), cell_max=12)
+
+
+def test_a_forked_log_is_refused_even_when_it_verifies(log) -> None:  # type: ignore[no-untyped-def]
+    founder, events = log
+    fork = grow(events[:2], founder, "epoch", epoch_fields(events[:2]))  # another epoch 2
+    assert roster.verify_log(fork, cell_max=12).seq == 2
+    with pytest.raises(VerificationFailed):
+        extend_log(events[:3], fork, cell_max=12)
+
+
+def test_a_fresh_client_refuses_a_log_with_a_gap(log) -> None:  # type: ignore[no-untyped-def]
+    _, events = log
+    with pytest.raises(VerificationFailed):
+        extend_log([], [events[0], events[1], events[3]], cell_max=12)
+
+
+def test_a_head_unknown_for_its_epoch_is_equivocation(log) -> None:  # type: ignore[no-untyped-def]
+    founder, events = log
+    infos = epoch_infos(events, cell_max=12)
+    check_head(infos, 1, events[1].id)
+    check_head(infos, 2, events[3].id)
+    with pytest.raises(Equivocation) as caught:
+        check_head(infos, 2, events[1].id)  # a real head, but of epoch 1
+    assert caught.value.code == "equivocation"
+    with pytest.raises(Equivocation):
+        check_head(infos, 2, os.urandom(32))
+    with pytest.raises(Equivocation):
+        check_head(infos, 3, events[3].id)  # an epoch this log never started
+
+
+def test_epoch_infos_record_who_each_epoch_covers(log) -> None:  # type: ignore[no-untyped-def]
+    founder, events = log
+    infos = epoch_infos(events, cell_max=12)
+    assert sorted(infos) == [1, 2]
+    assert list(infos[1].members) == [founder.member_id]
+    assert len(infos[2].members) == 2
+
+
+def test_counters_must_increase_within_an_epoch() -> None:
+    last: dict[str, int] = {}
+    alice, bob = os.urandom(32), os.urandom(32)
+    check_counter(last, 1, alice, 0)
+    check_counter(last, 1, alice, 2)  # a refused send leaves a gap; that is fine
+    check_counter(last, 1, bob, 0)
+    check_counter(last, 2, alice, 0)  # a new epoch starts a new chain
+    with pytest.raises(VerificationFailed):
+        check_counter(last, 1, alice, 1)  # reordered
+    with pytest.raises(VerificationFailed):
+        check_counter(last, 1, bob, 0)  # replayed
+
+
+def test_events_must_follow_the_cursor_without_gaps() -> None:
+    assert check_seqs(4, [5, 6, 7]) == 7
+    assert check_seqs(4, []) == 4
+    for seqs in ([6, 7], [5, 7], [5, 5], [4, 5]):
+        with pytest.raises(VerificationFailed):
+            check_seqs(4, seqs)
+
+
+def test_a_group_record_round_trips_with_its_chains(log) -> None:  # type: ignore[no-untyped-def]
+    founder, events = log
+    group = roster.verify_log(events, cell_max=12).group
+    keys = epochs.derive_epoch_keys(os.urandom(32), group, 2, [founder.member_id])
+    record = GroupRecord(group, events, cursor=9, profile_epoch=2)
+    record.epochs[2] = new_epoch_record(keys, founder.member_id)
+    record.epochs[2].next_for_sending()
+    record.epochs[2].keys.chains[founder.member_id].key_for(3)  # leaves skipped keys
+    record.counters["2:ab"] = 3
+    record.heads_seen[2] = {events[3].id}
+    record.unreadable.add(1)
+    record.remember(ReadMessage("id", "sender", "hi", NOW, 9))
+    again = GroupRecord.from_value(group, record.to_value(), NETWORK)
+    assert again.to_value() == record.to_value()
+    assert [e.id for e in again.events] == [e.id for e in events]
+    assert again.epochs[2].sending is not None and again.epochs[2].sending.counter == 1
+    assert sorted(again.epochs[2].keys.chains[founder.member_id].skipped) == [0, 1, 2]
