@@ -10,7 +10,7 @@ from aiohttp import web
 from crypto.encoding import b32e, b64e
 from crypto.messages import SealedMessage
 from crypto.statements import statement_id
-from server.http.appkeys import CLOCK_KEY, POOL_KEY
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY
 from server.http.membership import _json, _path_id, _session
 from server.http.parse import get_b64, get_int, read_json
 from server.services import groups, motions
@@ -52,7 +52,12 @@ async def post_roster_event(request: web.Request) -> web.Response:
     now = request.app[CLOCK_KEY]()
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
-        state = await groups.append_roster_event(conn, genesis, session, group_id, body, now)
+        state, removed = await groups.append_roster_event(
+            conn, genesis, session, group_id, body, now
+        )
+    # After the commit, this instance stops streaming to whoever left at once.
+    for gone in removed:
+        request.app[HUB_KEY].close_group_member(group_id, gone)
     return _json(
         {
             "seq": state.seq,

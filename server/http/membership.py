@@ -13,7 +13,7 @@ from aiohttp import web
 from crypto.encoding import b32d, b32e, b64e
 from server import ratelimit
 from server.errors import ApiError, ErrorCode
-from server.http.appkeys import CLOCK_KEY, POOL_KEY, SETTINGS_KEY
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY
 from server.http.parse import get_b64, get_str, read_json
 from server.services import admissions, auth, invites, networks
 from server.services.common import load_genesis, member_status, probation_ends, seconds
@@ -238,6 +238,8 @@ async def revoke(request: web.Request) -> web.Response:
         member_id = await admissions.revoke(
             conn, session, body.get("revocation"), request.app[CLOCK_KEY]()
         )
+    # After the commit: this instance's sockets close at once, others' at their next session check.
+    request.app[HUB_KEY].close_member_sockets(member_id)
     return _json({"member_id": b32e(member_id), "status": "revoked"}, 201)
 
 

@@ -112,7 +112,7 @@ async def append_roster_event(
     group_id: bytes,
     body: dict[str, Any],
     now: datetime,
-) -> RosterState:
+) -> tuple[RosterState, frozenset[bytes]]:
     await locked_group_for(conn, session, group_id)
     state = await load_state(conn, genesis, group_id)
     event = statement_from(body, "event", "roster", genesis.network_id)
@@ -142,9 +142,10 @@ async def append_roster_event(
     added = set(after.members) - set(state.members)
     for member in added:
         await event_store.add_group_member(conn, group_id, member, now)
-    for member in set(state.members) - set(after.members):
+    removed = frozenset(state.members) - frozenset(after.members)
+    for member in removed:
         await event_store.remove_group_member(conn, group_id, member)
-    return after
+    return after, removed
 
 
 async def _check_vetted(
