@@ -16,10 +16,10 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from crypto.encoding import b32d, b32e
-from server.errors import ApiError, ErrorCode, bad_request
+from server.errors import ApiError, bad_request
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY
+from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token
 from server.realtime import Hub, Socket, not_found_notice
-from server.services import auth
 from server.services import events as service
 from server.store.db import transaction
 
@@ -28,7 +28,6 @@ log = logging.getLogger("spokes.realtime")
 AUTH_TIMEOUT_S = 10.0
 HEARTBEAT_S = 30.0
 MAX_INBOUND_BYTES = 64 * 1024
-MAX_TOKEN_CHARS = 200
 MAX_SUBSCRIPTIONS = 256
 MAX_SEQ = 2**63 - 1
 DEFAULT_PAGE = 100
@@ -44,25 +43,6 @@ def add_event_routes(app: web.Application) -> None:
     r.add_get("/v1/ws", websocket)
     r.add_get("/v1/groups", list_groups)
     r.add_get("/v1/groups/{group_id}/events", list_events)
-
-
-def _bearer(request: web.Request) -> str | None:
-    """The bearer token if an Authorization header was sent (401 if malformed)."""
-    header = request.headers.get("Authorization")
-    if header is None:
-        return None
-    if not header.startswith("Bearer ") or len(header) > MAX_TOKEN_CHARS:
-        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in first")
-    return header[7:]
-
-
-async def _member(request: web.Request) -> bytes:
-    token = _bearer(request)
-    if token is None:
-        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in first")
-    async with transaction(request.app[POOL_KEY]) as conn:
-        session = await auth.authenticate(conn, token, request.app[CLOCK_KEY]())
-    return session.member_id
 
 
 def _group_id(text: object) -> bytes | None:
@@ -87,7 +67,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 async def list_groups(request: web.Request) -> web.Response:
     """GET /v1/groups → {"groups": [{"group_id": "…", "kind": "cell", "level": 0,
     "members": 3, "last_seq": 42}]}"""
-    member_id = await _member(request)
+    member_id = (await authenticate(request)).member_id
     async with transaction(request.app[POOL_KEY]) as conn:
         groups = await service.my_groups(conn, member_id)
     return web.json_response({"groups": [service.group_wire(g) for g in groups]})
@@ -97,7 +77,7 @@ async def list_events(request: web.Request) -> web.Response:
     """GET /v1/groups/{group_id}/events?since=40&limit=100 →
     {"events": [{"group": "…", "seq": 41, "kind": "message", "sender": "…",
     "body": "b64", "created_at": 1700000000}, ...], "next": 42}"""
-    member_id = await _member(request)
+    member_id = (await authenticate(request)).member_id
     group_id = _group_id(request.match_info["group_id"])
     if group_id is None:
         raise bad_request("group_id is not a valid id")
@@ -124,7 +104,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_INBOUND_BYTES)
     if not ws.can_prepare(request).ok:
         raise bad_request("this endpoint speaks WebSocket: send an Upgrade request")
-    token = _bearer(request)
+    token = bearer_token(request)
     session = None
     if token is not None:  # a bad header gets a plain 401 before the upgrade
         session = await _open_session(request, token)

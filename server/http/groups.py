@@ -11,7 +11,7 @@ from crypto.encoding import b32e, b64e
 from crypto.messages import SealedMessage
 from crypto.statements import statement_id
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY
-from server.http.membership import _json, _path_id, _session
+from server.http.common import authenticate, json_response, path_id
 from server.http.parse import get_b64, get_int, read_json
 from server.services import groups, motions
 from server.services.common import load_genesis
@@ -36,18 +36,18 @@ def add_group_routes(app: web.Application) -> None:
 
 async def get_roster(request: web.Request) -> web.Response:
     """GET /v1/groups/{g}/roster → {"events": [{"body": "…", "sig": "…"}, ...]}"""
-    session = await _session(request)
-    group_id = _path_id(request, "group_id", 16)
+    session = await authenticate(request)
+    group_id = path_id(request, "group_id", 16)
     async with transaction(request.app[POOL_KEY]) as conn:
         events = await groups.roster(conn, session, group_id)
-    return _json({"events": [_stmt(e) for e in events]})
+    return json_response({"events": [_stmt(e) for e in events]})
 
 
 async def post_roster_event(request: web.Request) -> web.Response:
     """POST /v1/groups/{g}/roster {"event": stmt, "secrets": {"<member>": "b64"}?, "create": stmt?}
     → 201 {"seq": 3, "head": "b64", "epoch": 1, "rekey_needed": false}"""
-    session = await _session(request)
-    group_id = _path_id(request, "group_id", 16)
+    session = await authenticate(request)
+    group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
     now = request.app[CLOCK_KEY]()
     async with transaction(request.app[POOL_KEY]) as conn:
@@ -58,7 +58,7 @@ async def post_roster_event(request: web.Request) -> web.Response:
     # After the commit, this instance stops streaming to whoever left at once.
     for gone in removed:
         request.app[HUB_KEY].close_group_member(group_id, gone)
-    return _json(
+    return json_response(
         {
             "seq": state.seq,
             "head": b64e(state.head),
@@ -71,22 +71,22 @@ async def post_roster_event(request: web.Request) -> web.Response:
 
 async def get_epoch_secret(request: web.Request) -> web.Response:
     """GET /v1/groups/{g}/epochs/{n}/secret → {"sealed": "b64"} (the caller's own box)"""
-    session = await _session(request)
-    group_id = _path_id(request, "group_id", 16)
+    session = await authenticate(request)
+    group_id = path_id(request, "group_id", 16)
     try:
         epoch = int(request.match_info["epoch"])
     except ValueError:
         epoch = -1
     async with transaction(request.app[POOL_KEY]) as conn:
         sealed = await groups.my_epoch_secret(conn, session, group_id, epoch)
-    return _json({"sealed": b64e(sealed)})
+    return json_response({"sealed": b64e(sealed)})
 
 
 async def post_message(request: web.Request) -> web.Response:
     """POST /v1/groups/{g}/messages {"header": "b64", "ciphertext": "b64", "signature": "b64"}
     → 201 {"message_id": "…", "cursor": 42}"""
-    session = await _session(request)
-    group_id = _path_id(request, "group_id", 16)
+    session = await authenticate(request)
+    group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
     message = SealedMessage(
         get_b64(body, "header", 1, 512),
@@ -98,28 +98,28 @@ async def post_message(request: web.Request) -> web.Response:
         message_id, seq = await groups.post_message(
             conn, genesis, session, group_id, message, request.app[CLOCK_KEY]()
         )
-    return _json({"message_id": b32e(message_id), "cursor": seq}, 201)
+    return json_response({"message_id": b32e(message_id), "cursor": seq}, 201)
 
 
 async def put_profile(request: web.Request) -> web.Response:
     """PUT /v1/groups/{g}/profile {"epoch": 1, "sealed": "b64"} → {"epoch": 1}"""
-    session = await _session(request)
-    group_id = _path_id(request, "group_id", 16)
+    session = await authenticate(request)
+    group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
     epoch = get_int(body, "epoch", 1, 2**62)
     sealed = get_b64(body, "sealed", 28, MAX_CIPHERTEXT + 12)
     async with transaction(request.app[POOL_KEY]) as conn:
         await groups.put_profile(conn, session, group_id, epoch, sealed, request.app[CLOCK_KEY]())
-    return _json({"epoch": epoch})
+    return json_response({"epoch": epoch})
 
 
 async def get_profiles(request: web.Request) -> web.Response:
     """GET /v1/groups/{g}/profiles → {"profiles": [{"member_id": "…", "epoch": 1, "sealed": "b64"}]}"""
-    session = await _session(request)
-    group_id = _path_id(request, "group_id", 16)
+    session = await authenticate(request)
+    group_id = path_id(request, "group_id", 16)
     async with transaction(request.app[POOL_KEY]) as conn:
         rows = await groups.group_profiles(conn, session, group_id)
-    return _json(
+    return json_response(
         {
             "profiles": [
                 {"member_id": b32e(r.member_id), "epoch": r.epoch, "sealed": b64e(r.sealed)}
@@ -131,37 +131,37 @@ async def get_profiles(request: web.Request) -> web.Response:
 
 async def open_motion(request: web.Request) -> web.Response:
     """POST /v1/groups/{g}/motions {"motion": stmt} → 201 {"motion_id": "…"}"""
-    session = await _session(request)
-    group_id = _path_id(request, "group_id", 16)
+    session = await authenticate(request)
+    group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
         motion_id = await motions.open_motion(
             conn, genesis, session, group_id, body.get("motion"), request.app[CLOCK_KEY]()
         )
-    return _json({"motion_id": b32e(motion_id)}, 201)
+    return json_response({"motion_id": b32e(motion_id)}, 201)
 
 
 async def sign_motion(request: web.Request) -> web.Response:
     """POST /v1/motions/{motion_id}/signatures {"signature": stmt} → 201 {"motion_id": "…", "group_id": "…"}"""
-    session = await _session(request)
-    motion_id = _path_id(request, "motion_id", 32)
+    session = await authenticate(request)
+    motion_id = path_id(request, "motion_id", 32)
     body = await read_json(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
         group_id = await motions.sign_motion(
             conn, genesis, session, motion_id, body.get("signature"), request.app[CLOCK_KEY]()
         )
-    return _json({"motion_id": b32e(motion_id), "group_id": b32e(group_id)}, 201)
+    return json_response({"motion_id": b32e(motion_id), "group_id": b32e(group_id)}, 201)
 
 
 async def list_motions(request: web.Request) -> web.Response:
     """GET /v1/motions → {"motions": [{"motion_id", "group_id", "kind", "motion": stmt, "signatures": [stmt]}]}"""
-    session = await _session(request)
+    session = await authenticate(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
         found = await motions.open_motions(conn, genesis, session)
-    return _json(
+    return json_response(
         {
             "motions": [
                 {

@@ -6,14 +6,11 @@ one transaction → respond. Its docstring is an example exchange.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from crypto.encoding import b32d, b32e, b64e
-from server import ratelimit
-from server.errors import ApiError, ErrorCode
+from crypto.encoding import b32e, b64e
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY
+from server.http.common import authenticate, json_response, parse_id, path_id, rate_limit
 from server.http.parse import get_b64, get_str, read_json
 from server.services import admissions, auth, invites, networks
 from server.services.common import load_genesis, member_status, probation_ends, seconds
@@ -40,52 +37,13 @@ def add_membership_routes(app: web.Application) -> None:
     r.add_get("/v1/members/{member_id}/evidence", member_evidence)
 
 
-def _id(text: str, size: int, what: str) -> bytes:
-    try:
-        raw = b32d(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
-        raise ApiError(400, ErrorCode.BAD_REQUEST, f"{what} is not a valid id")
-    return raw
-
-
-def _path_id(request: web.Request, name: str, size: int) -> bytes:
-    return _id(request.match_info[name], size, name)
-
-
-async def _session(request: web.Request) -> auth.Session:
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or len(header) > 200:
-        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in first")
-    async with transaction(request.app[POOL_KEY]) as conn:
-        return await auth.authenticate(conn, header[7:], request.app[CLOCK_KEY]())
-
-
-async def _limit(request: web.Request, purpose: str, key: bytes | None = None) -> None:
-    settings = request.app[SETTINGS_KEY]
-    limit = getattr(settings, f"rate_{purpose}")
-    now = request.app[CLOCK_KEY]()
-    pool = request.app[POOL_KEY]
-    if key is None:
-        bucket = ratelimit.source_bucket(settings, request, purpose)
-    else:
-        bucket = ratelimit.bucket(settings, purpose, key)
-    # Counted in its own transaction: a refused request still spends a hit.
-    await ratelimit.enforce(pool, bucket, limit, now)
-
-
-def _json(data: dict[str, Any], status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
-
-
 async def create_network(request: web.Request) -> web.Response:
     """POST /v1/networks {"genesis": stmt, "cell": stmt, "key_bundle": stmt}
     → 201 {"network_id": "…", "cell_id": "…", "member_id": "…"}"""
     body = await read_json(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         founded = await networks.create_network(conn, body, request.app[CLOCK_KEY](), MAX_NETWORKS)
-    return _json(
+    return json_response(
         {
             "network_id": b32e(founded.network_id),
             "cell_id": b32e(founded.cell_id),
@@ -97,52 +55,54 @@ async def create_network(request: web.Request) -> web.Response:
 
 async def get_network(request: web.Request) -> web.Response:
     """GET /v1/network → {"network_id": "…", "genesis": {"body": "…", "sig": "…"}}"""
-    session = await _session(request)
+    session = await authenticate(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
-    return _json({"network_id": b32e(genesis.network_id), "genesis": genesis.statement.to_wire()})
+    return json_response(
+        {"network_id": b32e(genesis.network_id), "genesis": genesis.statement.to_wire()}
+    )
 
 
 async def challenge(request: web.Request) -> web.Response:
     """POST /v1/auth/challenge {"member_id": "…"} → {"challenge": "b64", "expires_at": 1700000000}"""
     body = await read_json(request)
-    member_id = _id(get_str(body, "member_id", 64), 32, "member_id")
-    await _limit(request, "login_per_source")
+    member_id = parse_id(get_str(body, "member_id", 64), 32, "member_id")
+    await rate_limit(request, "login_per_source")
     settings = request.app[SETTINGS_KEY]
     async with transaction(request.app[POOL_KEY]) as conn:
         value, expires = await auth.issue_challenge(
             conn, member_id, request.app[CLOCK_KEY](), settings.challenge_ttl
         )
-    return _json({"challenge": b64e(value), "expires_at": seconds(expires)})
+    return json_response({"challenge": b64e(value), "expires_at": seconds(expires)})
 
 
 async def session(request: web.Request) -> web.Response:
     """POST /v1/auth/session {"member_id": "…", "challenge": "b64", "signature": "b64"}
     → {"token": "…", "expires_at": 1700000000}"""
     body = await read_json(request)
-    member_id = _id(get_str(body, "member_id", 64), 32, "member_id")
+    member_id = parse_id(get_str(body, "member_id", 64), 32, "member_id")
     value = get_b64(body, "challenge", 32, 32)
     signature = get_b64(body, "signature", 64, 64)
-    await _limit(request, "login_per_source")
-    await _limit(request, "login_per_member", member_id)
+    await rate_limit(request, "login_per_source")
+    await rate_limit(request, "login_per_member", member_id)
     settings = request.app[SETTINGS_KEY]
     async with transaction(request.app[POOL_KEY]) as conn:
         token, expires = await auth.open_session(
             conn, member_id, value, signature, request.app[CLOCK_KEY](), settings.session_ttl
         )
-    return _json({"token": token, "expires_at": seconds(expires)})
+    return json_response({"token": token, "expires_at": seconds(expires)})
 
 
 async def me(request: web.Request) -> web.Response:
     """GET /v1/me → {"member_id": "…", "status": "probation", "cell_id": "…", ...}"""
-    session = await _session(request)
+    session = await authenticate(request)
     now = request.app[CLOCK_KEY]()
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
         member = await admissions.visible_member(conn, session, session.member_id)
         await admissions.settle(conn, genesis, member, now)
         member = await admissions.visible_member(conn, session, session.member_id)
-    return _json(
+    return json_response(
         {
             "member_id": b32e(member.member_id),
             "network_id": b32e(member.network_id),
@@ -158,66 +118,68 @@ async def me(request: web.Request) -> web.Response:
 
 async def create_invite(request: web.Request) -> web.Response:
     """POST /v1/invites {"invite": stmt, "payload": "b64"} → 201 {"lookup_id": "…", "expires_at": 1700000000}"""
-    session = await _session(request)
+    session = await authenticate(request)
     body = await read_json(request)
     payload = get_b64(body, "payload", 1, invites.MAX_PAYLOAD_BYTES)
     async with transaction(request.app[POOL_KEY]) as conn:
         lookup, expires = await invites.create_invite(
             conn, session, body.get("invite"), payload, request.app[CLOCK_KEY]()
         )
-    return _json({"lookup_id": b32e(lookup), "expires_at": seconds(expires)}, 201)
+    return json_response({"lookup_id": b32e(lookup), "expires_at": seconds(expires)}, 201)
 
 
 async def fetch_invite(request: web.Request) -> web.Response:
     """GET /v1/invites/{lookup_id} → {"payload": "b64", "expires_at": 1700000000}"""
-    lookup = _path_id(request, "lookup_id", 16)
-    await _limit(request, "invite_fetch_per_source")
-    await _limit(request, "redeem_per_lookup", lookup)
+    lookup = path_id(request, "lookup_id", 16)
+    await rate_limit(request, "invite_fetch_per_source")
+    await rate_limit(request, "redeem_per_lookup", lookup)
     async with transaction(request.app[POOL_KEY]) as conn:
         invite = await invites.fetch_invite(conn, lookup, request.app[CLOCK_KEY]())
-    return _json({"payload": b64e(invite.payload), "expires_at": seconds(invite.expires_at)})
+    return json_response(
+        {"payload": b64e(invite.payload), "expires_at": seconds(invite.expires_at)}
+    )
 
 
 async def redeem_invite(request: web.Request) -> web.Response:
     """POST /v1/invites/{lookup_id}/redeem {"join": stmt, "key_bundle": stmt, "proof": "b64"}
     → 201 {"member_id": "…", "status": "pending"}"""
-    lookup = _path_id(request, "lookup_id", 16)
-    await _limit(request, "redeem_per_source")
-    await _limit(request, "redeem_per_lookup", lookup)
+    lookup = path_id(request, "lookup_id", 16)
+    await rate_limit(request, "redeem_per_source")
+    await rate_limit(request, "redeem_per_lookup", lookup)
     body = await read_json(request)
     proof = get_b64(body, "proof", 64, 64)
     async with transaction(request.app[POOL_KEY]) as conn:
         redeemed = await invites.redeem(conn, lookup, body, proof, request.app[CLOCK_KEY]())
-    return _json({"member_id": b32e(redeemed.member_id), "status": redeemed.status}, 201)
+    return json_response({"member_id": b32e(redeemed.member_id), "status": redeemed.status}, 201)
 
 
 async def pending(request: web.Request) -> web.Response:
     """GET /v1/admissions/pending → {"pending": [Evidence, ...]}"""
-    session = await _session(request)
+    session = await authenticate(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         items = await admissions.pending(conn, session, request.app[CLOCK_KEY]())
-    return _json({"pending": items})
+    return json_response({"pending": items})
 
 
 async def admit(request: web.Request) -> web.Response:
     """POST /v1/admissions {"admission": stmt} → 201 {"member_id": "…", "status": "pending"}"""
-    session = await _session(request)
+    session = await authenticate(request)
     body = await read_json(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         member_id, status = await admissions.admit(
             conn, session, body.get("admission"), request.app[CLOCK_KEY]()
         )
-    return _json({"member_id": b32e(member_id), "status": status}, 201)
+    return json_response({"member_id": b32e(member_id), "status": status}, 201)
 
 
 async def _verdict(request: web.Request, kind: str) -> web.Response:
-    session = await _session(request)
+    session = await authenticate(request)
     body = await read_json(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         member_id, status = await admissions.add_verdict(
             conn, session, kind, body.get(kind), request.app[CLOCK_KEY]()
         )
-    return _json({"member_id": b32e(member_id), "status": status}, 201)
+    return json_response({"member_id": b32e(member_id), "status": status}, 201)
 
 
 async def vouch(request: web.Request) -> web.Response:
@@ -232,7 +194,7 @@ async def block(request: web.Request) -> web.Response:
 
 async def revoke(request: web.Request) -> web.Response:
     """POST /v1/revocations {"revocation": stmt} → 201 {"member_id": "…", "status": "revoked"}"""
-    session = await _session(request)
+    session = await authenticate(request)
     body = await read_json(request)
     async with transaction(request.app[POOL_KEY]) as conn:
         member_id = await admissions.revoke(
@@ -240,16 +202,16 @@ async def revoke(request: web.Request) -> web.Response:
         )
     # After the commit: this instance's sockets close at once, others' at their next session check.
     request.app[HUB_KEY].close_member_sockets(member_id)
-    return _json({"member_id": b32e(member_id), "status": "revoked"}, 201)
+    return json_response({"member_id": b32e(member_id), "status": "revoked"}, 201)
 
 
 async def member_evidence(request: web.Request) -> web.Response:
     """GET /v1/members/{member_id}/evidence → Evidence (docs/API.md)"""
-    session = await _session(request)
-    member_id = _path_id(request, "member_id", 32)
+    session = await authenticate(request)
+    member_id = path_id(request, "member_id", 32)
     now = request.app[CLOCK_KEY]()
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
         subject = await admissions.visible_member(conn, session, member_id)
         item = await admissions.evidence(conn, genesis, subject, now)
-    return _json(item)
+    return json_response(item)
