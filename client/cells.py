@@ -34,7 +34,6 @@ from client.groups import (
     extend_log,
     lying,
     message_header,
-    message_id,
     new_epoch_record,
     parse_message_body,
 )
@@ -43,7 +42,14 @@ from crypto import epochs, motions, roster
 from crypto.encoding import Value, b32d, b32e, decode
 from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
 from crypto.keys import member_id_text, parse_member_id
-from crypto.messages import Header, open_message, open_profile, seal_message, seal_profile
+from crypto.messages import (
+    Header,
+    message_id,
+    open_message,
+    open_profile,
+    seal_message,
+    seal_profile,
+)
 from crypto.messages import verify_message as verify_sealed
 from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES

@@ -14,7 +14,6 @@ No I/O here: client/cells.py fetches and posts, this module decides.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -171,11 +170,6 @@ def check_counter(last: dict[str, int], epoch: int, sender: bytes, counter: int)
             f"from the same sender in epoch {epoch})"
         )
     last[key] = counter
-
-
-def message_id(header: bytes) -> bytes:
-    """The id the API gives a message: a hash of its header (group, epoch, sender, counter)."""
-    return hashlib.sha256(b"spokes/v1/message-id\x00" + header).digest()[:16]
 
 
 def parse_message_body(body: bytes) -> SealedMessage:

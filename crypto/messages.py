@@ -11,6 +11,7 @@ same epoch has caught the server showing different members different rosters.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -75,6 +76,11 @@ class Header:
             get_bytes(fields, "sender", 32),
             get_int(fields, "counter"),
         )
+
+
+def message_id(header: bytes) -> bytes:
+    """A message's id: a hash of its header (group, epoch, sender, counter), 16 bytes."""
+    return hashlib.sha256(labels.MESSAGE_ID + header).digest()[:16]
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,13 @@ current epoch does not cover its current members, every message is refused.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from typing import Any
 
 from crypto.encoding import b32d, b64d, decode, encode
 from crypto.errors import InvalidStatement
 from crypto.keys import IdentityPublicKey
-from crypto.messages import Header, SealedMessage, verify_message, verify_profile
+from crypto.messages import Header, SealedMessage, message_id, verify_message, verify_profile
 from crypto.motions import parse_motion, split_terms
 from crypto.network import Genesis
 from crypto.roster import GroupCreation, RosterState, apply, parse_group_creation, verify_log
@@ -273,7 +272,7 @@ async def post_message(
         conn, group_id, header.epoch, header.sender, header.counter, seq
     ):
         raise api_error(409, "replayed_counter", "this message counter was already used")
-    return message_id(message), seq
+    return message_id(message.header), seq
 
 
 def _epoch_retired(group: store.GroupRow, genesis: Genesis, now: datetime) -> bool:
@@ -282,10 +281,6 @@ def _epoch_retired(group: store.GroupRow, genesis: Genesis, now: datetime) -> bo
         return True
     started = group.epoch_started_at
     return started is not None and seconds(now) - seconds(started) >= policy.epoch_seconds
-
-
-def message_id(message: SealedMessage) -> bytes:
-    return hashlib.sha256(b"spokes/v1/message-id\x00" + message.header).digest()[:16]
 
 
 def parse_event_message(body: bytes) -> SealedMessage:
