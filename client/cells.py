@@ -268,9 +268,15 @@ class Cells:
 
     # Duty (b): commit an epoch when the roster changed; (c): reseal my profile.
 
-    async def ready_to_send(self, record: GroupRecord, state: RosterState) -> RosterState:
-        """Make sure the group has a current epoch that I hold keys for."""
-        if state.needs_rekey:
+    async def ready_to_send(
+        self, record: GroupRecord, state: RosterState, *, retire: int | None = None
+    ) -> RosterState:
+        """Make sure the group has a current epoch that I hold keys for.
+
+        `retire` names an epoch the server refused as past the policy's age or
+        message limit: if it is still the current one, commit the next.
+        """
+        if state.needs_rekey or (retire is not None and state.epoch == retire):
             state = await self._commit_epoch(record, state)
         if state.needs_rekey:
             raise ClientError(
@@ -306,8 +312,9 @@ class Cells:
                 if exc.code != "stale_head" or attempt == 1:
                     raise
                 # Another member changed the log first: look again, once.
+                before = state.epoch
                 record, state = await self.sync_roster(group)
-                if not state.needs_rekey:
+                if not state.needs_rekey and state.epoch > before:
                     return state
                 continue
             keys = epochs.derive_epoch_keys(secret, group, epoch, state.members)
@@ -500,8 +507,11 @@ class Cells:
             except ServerError as exc:
                 if exc.code not in ("rekey_required", "stale_epoch") or attempt == 1:
                     raise
+                refused_epoch = state.epoch
                 record, state = await self.sync_roster(group)
-                state = await self.ready_to_send(record, state)
+                # rekey_required with an unchanged roster: the epoch is retired by policy.
+                retire = refused_epoch if exc.code == "rekey_required" else None
+                state = await self.ready_to_send(record, state, retire=retire)
                 continue
             if posted.message_id != b32e(message_id(sealed.header)):
                 raise lying("the server acknowledged another message than the one sent")

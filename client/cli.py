@@ -132,6 +132,8 @@ async def cmd_network_create(args: argparse.Namespace) -> Output:
             invite_quota=args.invite_quota,
             invite_expiry_seconds=args.invite_expiry_hours * HOUR,
             vetting_seconds=args.vetting_hours * HOUR,
+            epoch_seconds=args.epoch_hours * HOUR,
+            epoch_messages=args.epoch_messages,
         )
     except InvalidStatement as exc:
         raise ClientError("invalid_policy", f"{exc}; change the option and run it again.") from None
@@ -315,6 +317,18 @@ def build_parser() -> Parser:
     create.add_argument("--cell-max", type=int, default=None, help=f"default {Policy.cell_max}")
     create.add_argument("--cell-min", type=int, default=None, help=f"default {Policy.cell_min}")
     create.add_argument("--vetting-hours", type=int, default=Policy.vetting_seconds // HOUR)
+    create.add_argument(
+        "--epoch-hours",
+        type=int,
+        default=Policy.epoch_seconds // HOUR,
+        help="a cell's key epoch is retired after this long",
+    )
+    create.add_argument(
+        "--epoch-messages",
+        type=int,
+        default=Policy.epoch_messages,
+        help="…or after this many messages, whichever comes first",
+    )
 
     invite = commands.add_parser(
         "invite", help="Invite someone you have met.", description="Invite someone you have met."

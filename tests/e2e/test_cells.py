@@ -236,3 +236,19 @@ def test_every_cell_command_has_help() -> None:
             [*COMMAND, *args, "--help"], capture_output=True, text=True, timeout=60
         )
         assert process.returncode == 0 and "--json" in process.stdout, args
+
+
+def test_a_retired_epoch_is_replaced_by_the_sender(tmp_path: Path, served: tuple[str, str]) -> None:
+    url, database_url = served
+    founder = found(
+        tmp_path, url, "--vouches", "1", "--probation-days", "0", "--epoch-messages", "100"
+    )
+    b, b_joined = join(tmp_path, "b", url, invite(founder))
+    admit(founder, b_joined)
+    run(founder, "send", "cell", "first")
+    epoch = run(founder, "cells")["groups"][0]["epoch"]
+    # As if the epoch had carried the policy's 100 messages already.
+    sql(database_url, "UPDATE groups SET epoch_messages = 100")
+    run(founder, "send", "cell", "second")
+    assert run(founder, "cells")["groups"][0]["epoch"] == epoch + 1
+    assert texts(run(b, "read", "cell")) == ["first", "second"]
