@@ -1,0 +1,661 @@
+"""Message throughput, delivery latency and memory of one Spokes server.
+
+    .venv/bin/python bench/messages.py [--members 200|1000] [--rate N] [--duration S]
+
+Starts ``spokes-server serve --port 0`` on its own embedded PostgreSQL in a
+temporary folder, builds a network through the real API with crypto/ (cells
+of 10, grown by invites and cut by split motions), gives every member a live
+WebSocket, seals and signs every message before the clock starts, then drives
+the senders at a fixed offered load and then flat out, and prints what the
+server accepted, how long delivery to the whole cell took, and what the
+server and its PostgreSQL weigh. Loopback only; every phase is bounded by
+count and time, and the command stops the server when it is done.
+See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from crypto import epochs, motions, roster  # noqa: E402
+from crypto.encoding import b32e, b64d, b64e  # noqa: E402
+from crypto.epochs import EpochKeys  # noqa: E402
+from crypto.messages import Header, seal_message  # noqa: E402
+from crypto.network import KeyBundle, Policy  # noqa: E402
+from crypto.roster import RosterState  # noqa: E402
+from crypto.statements import from_wire, pack  # noqa: E402
+from tests.server.actors import Actor, Reply  # noqa: E402
+
+CELL = 10
+# Cells grow to twice their size, then split; the policy must let them.
+POLICY = Policy(
+    cell_min=2,
+    cell_max=2 * CELL,
+    vouches=1,
+    probation_seconds=0,
+    vetting_seconds=0,
+    invite_quota=100,
+)
+UNLIMITED = "1000000/3600"
+DRAIN_S = 15.0  # how long to wait for the last deliveries after a phase
+SETUP_CONCURRENCY = 8  # cells grown at once
+
+
+# --- The server under test -----------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    data_dir: Path
+
+    def postgres_pids(self) -> list[int]:
+        """The embedded cluster's postmaster and every backend it forked."""
+        pidfile = self.data_dir / "pg" / "postmaster.pid"
+        master = int(pidfile.read_text().split()[0])
+        children = [pid for pid in _all_pids() if _ppid(pid) == master]
+        return [master, *children]
+
+
+@contextmanager
+def running_server() -> Iterator[Server]:
+    folder = Path(tempfile.mkdtemp(prefix="spokes-bench-"))
+    folder.chmod(0o755)  # run as root, pgserver's postgres user must reach the folder
+    env = {**os.environ}
+    for name in ("REDEEM_PER_SOURCE", "INVITE_FETCH_PER_SOURCE", "LOGIN_PER_SOURCE"):
+        env[f"SPOKES_RATE_{name}"] = UNLIMITED  # every member comes from 127.0.0.1
+    env["SPOKES_RATE_LOGIN_PER_MEMBER"] = UNLIMITED
+    command = [str(Path(sys.executable).parent / "spokes-server"), "serve", "--port", "0"]
+    process = subprocess.Popen(  # noqa: S603
+        [*command, "--data-dir", str(folder / "data")],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise SystemExit(f"spokes-server did not start: {line!r}")
+        yield Server(line.split()[-1], process, folder / "data")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    cores = len(os.sched_getaffinity(0))
+    return f"{cores} cores, {model}, {int(mem) // 1024} MiB RAM, Linux {platform.release()}"
+
+
+# --- Building the network through the API ---------------------------------------------
+
+
+@dataclass
+class Cell:
+    state: RosterState
+    members: list[Actor]
+    bundles: dict[bytes, KeyBundle] = field(default_factory=dict)
+    keys: dict[bytes, EpochKeys] = field(default_factory=dict)  # member -> their epoch keys
+
+    @property
+    def group(self) -> bytes:
+        return self.state.group
+
+
+def ok(reply: Reply, expected: int = 201) -> dict[str, Any]:
+    if reply.status != expected:
+        raise SystemExit(f"setup failed: {reply.status} {reply.body}")
+    return reply.body
+
+
+async def post_event(cell: Cell, author: Actor, op: str, fields: Any, **extra: Any) -> None:
+    event = roster.sign_event(author.key, author.network, cell.state, op, author.now(), fields)
+    path = f"/v1/groups/{b32e(cell.group)}/roster"
+    ok(await author.call("POST", path, {"event": event.to_wire(), **extra}))
+    cell.state = roster.apply(cell.state, event, cell_max=POLICY.cell_max)
+
+
+async def grow(cell: Cell, http: aiohttp.ClientSession, url: str, count: int) -> list[Actor]:
+    """Invite, admit, vouch for and add ``count`` newcomers to the cell's roster."""
+    inviter = cell.members[0]
+    voucher = cell.members[1] if len(cell.members) > 1 else None
+    added = []
+    for _ in range(count):
+        newcomer = Actor(http, url)
+        code, reply = await inviter.invite()
+        ok(reply)
+        ok(await newcomer.join(code, inviter))
+        ok(await inviter.admit(newcomer, code))
+        if voucher is not None and await newcomer.status() == "pending":
+            ok(await voucher.verdict("vouch", newcomer))  # an outsider to the inviter's subtree
+        admission = await inviter.admission_of(newcomer)
+        bundle = newcomer.bundle()
+        cell.bundles[newcomer.id] = bundle
+        fields = {"bundle": pack(bundle.statement), "admission": admission.statement.id}
+        await post_event(cell, inviter, "add", fields)
+        cell.members.append(newcomer)
+        added.append(newcomer)
+    return added
+
+
+async def split(cell: Cell, moved: list[Actor]) -> Cell:
+    """Move ``moved`` to a new cell by a split motion every one of them signs."""
+    opener = cell.members[0]
+    network = opener.network
+    motion = motions.make_split_motion(
+        opener.key, network, cell.state, [m.id for m in moved], opener.now()
+    )
+    path = f"/v1/groups/{b32e(cell.group)}/motions"
+    motion_id = ok(await opener.call("POST", path, {"motion": motion.statement.to_wire()}))[
+        "motion_id"
+    ]
+    signatures = []
+    for member in moved:
+        signature = motions.sign_motion(member.key, network, motion, member.now())
+        wire = {"signature": signature.to_wire()}
+        ok(await member.call("POST", f"/v1/motions/{motion_id}/signatures", wire))
+        signatures.append(signature)
+    _, new_group = motions.split_terms(motion)
+    carrier = moved[0]
+    event = roster.sign_event(
+        carrier.key,
+        network,
+        cell.state,
+        "split",
+        carrier.now(),
+        motions.split_event_fields(motion, signatures),
+    )
+    creation = roster.make_group(
+        carrier.key,
+        network,
+        carrier.now(),
+        [cell.bundles[m.id] for m in moved],
+        origin=event.id,
+        group=new_group,
+        cell_max=POLICY.cell_max,
+    )
+    body = {"event": event.to_wire(), "create": creation.statement.to_wire()}
+    ok(await carrier.call("POST", f"/v1/groups/{b32e(cell.group)}/roster", body))
+    cell.state = roster.apply(cell.state, event, cell_max=POLICY.cell_max)
+    cell.members = [m for m in cell.members if m not in moved]
+    for member in moved:
+        member.cell = new_group  # their invites now bring newcomers to the new cell
+    bundles = {m.id: cell.bundles[m.id] for m in moved}
+    return Cell(creation.state, list(moved), bundles)
+
+
+async def commit_epoch(cell: Cell) -> None:
+    """One member seals a fresh epoch to the cell; every member opens their own box."""
+    author = cell.members[0]
+    state = cell.state
+    secret = epochs.new_epoch_secret()
+    epoch = state.epoch + 1
+    boxes = {
+        b32e(m.member_id): b64e(
+            epochs.seal_secret(
+                secret,
+                m.kem_suite,
+                m.kem_public,
+                state.group,
+                epoch,
+                state.roster_hash,
+                m.member_id,
+            )
+        )
+        for m in state.members.values()
+    }
+    fields = {
+        "epoch": epoch,
+        "roster": state.roster_hash,
+        "commitment": epochs.commitment(secret, state.group, epoch),
+    }
+    await post_event(cell, author, "epoch", fields, secrets=boxes)
+    for member in cell.members:
+        path = f"/v1/groups/{b32e(cell.group)}/epochs/{epoch}/secret"
+        sealed = b64d(ok(await member.call("GET", path), 200)["sealed"])
+        assert cell.state.commitment is not None
+        opened = epochs.open_secret(
+            member.kem,
+            sealed,
+            state.group,
+            epoch,
+            state.roster_hash,
+            member.id,
+            cell.state.commitment,
+        )
+        cell.keys[member.id] = epochs.derive_epoch_keys(opened, state.group, epoch, state.members)
+
+
+async def build_network(http: aiohttp.ClientSession, url: str, members: int) -> list[Cell]:
+    """Found a network, then grow every cell to 2 x CELL and split it, until ``members``."""
+    founder = Actor(http, url)
+    ok(await founder.found(POLICY))
+    assert founder.cell is not None
+    reply = await founder.call("GET", f"/v1/groups/{b32e(founder.cell)}/roster")
+    first = roster.verify_log(
+        [from_wire(w, "roster", founder.network) for w in ok(reply, 200)["events"]],
+        cell_max=POLICY.cell_max,
+    )
+    cells = [Cell(first, [founder], {founder.id: founder.bundle()})]
+    await grow(cells[0], http, url, CELL - 1)
+    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+    async def double(cell: Cell) -> Cell:
+        async with gate:
+            newcomers = await grow(cell, http, url, CELL)
+            return await split(cell, newcomers)
+
+    while len(cells) * CELL < members:
+        wanted = min(len(cells), members // CELL - len(cells))
+        cells += await asyncio.gather(*(double(c) for c in cells[:wanted]))
+        print(f"  {len(cells) * CELL} members in {len(cells)} cells", file=sys.stderr)
+    for cell in cells:
+        await commit_epoch(cell)
+    return cells
+
+
+# --- Load workers (separate processes: the load generator must not be the bottleneck) ---
+
+
+@dataclass
+class MemberPlan:
+    token: str
+    member: str
+    group: str
+    cursor: int
+    offered: list[bytes]  # pre-sealed JSON bodies for the fixed-rate phase
+    flat: list[bytes]  # ... and for the flat-out phase
+
+
+@dataclass
+class WorkerPlan:
+    url: str
+    members: list[MemberPlan]
+    rate: float  # this worker's share of the offered load, messages/s
+    duration: float
+
+
+@dataclass
+class Sent:
+    group: str
+    seq: int
+    sender: str
+    started: float
+
+
+def worker_main(plan: WorkerPlan, pipe: Connection) -> None:
+    asyncio.run(_worker(plan, pipe))
+
+
+async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        receipts: dict[tuple[str, int], list[tuple[str, float]]] = defaultdict(list)
+        sockets = [await _open_socket(http, plan.url, m) for m in plan.members]
+        readers = [
+            asyncio.create_task(_read(ws, m.member, receipts))
+            for ws, m in zip(sockets, plan.members, strict=True)
+        ]
+        pipe.send("ready")
+        results: dict[str, Any] = {}
+        loop = asyncio.get_running_loop()
+        for phase in ("offered", "flat"):
+            start_at = await loop.run_in_executor(None, pipe.recv)
+            await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+            if phase == "offered":
+                sent, refused, elapsed = await _offered(http, plan)
+            else:
+                sent, refused, elapsed = await _flat(http, plan)
+            await _wait_for_delivery(sent, receipts, len(plan.members))
+            results[phase] = _latencies(sent, receipts, refused, elapsed)
+            pipe.send(results[phase])
+        await loop.run_in_executor(None, pipe.recv)  # done
+        for task in readers:
+            task.cancel()
+        for ws in sockets:
+            await ws.close()
+
+
+async def _open_socket(
+    http: aiohttp.ClientSession, url: str, member: MemberPlan
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(
+        url + "/v1/ws", headers={"Authorization": f"Bearer {member.token}"}, heartbeat=None
+    )
+    await ws.receive_json()  # ready
+    await ws.send_json({"type": "subscribe", "cursors": {member.group: member.cursor}})
+    reply = await ws.receive_json()
+    assert reply["type"] == "subscribed", reply
+    return ws
+
+
+async def _read(
+    ws: aiohttp.ClientWebSocketResponse,
+    member: str,
+    receipts: dict[tuple[str, int], list[tuple[str, float]]],
+) -> None:
+    async for message in ws:
+        at = time.monotonic()
+        event = json.loads(message.data)
+        if event.get("type") == "event" and event["kind"] == "message":
+            receipts[(event["group"], event["seq"])].append((member, at))
+
+
+async def _post(http: aiohttp.ClientSession, url: str, member: MemberPlan, body: bytes) -> Any:
+    headers = {"Authorization": f"Bearer {member.token}", "Content-Type": "application/json"}
+    path = f"{url}/v1/groups/{member.group}/messages"
+    started = time.monotonic()
+    async with http.post(path, data=body, headers=headers) as resp:
+        if resp.status != 201:
+            return None
+        cursor = (await resp.json())["cursor"]
+    return Sent(member.group, cursor, member.member, started)
+
+
+async def _offered(http: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[list[Sent], int, float]:
+    """Open loop: one send every 1/rate seconds, whatever the answers do."""
+    queue = [
+        (m, body)
+        for bodies in zip(*(p.offered for p in plan.members), strict=False)
+        for m, body in zip(plan.members, bodies, strict=True)
+    ]
+    count = min(len(queue), int(plan.rate * plan.duration))
+    tasks = []
+    begin = time.monotonic()
+    for i in range(count):
+        delay = begin + i / plan.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        member, body = queue[i]
+        tasks.append(asyncio.create_task(_post(http, plan.url, member, body)))
+    done = await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - begin
+    sent = [s for s in done if s is not None]
+    return sent, len(done) - len(sent), elapsed
+
+
+async def _flat(http: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[list[Sent], int, float]:
+    """Closed loop: every member sends its next message as soon as the last is accepted."""
+    sent: list[Sent] = []
+    refused = 0
+    begin = time.monotonic()
+    stop = begin + plan.duration
+
+    async def one(member: MemberPlan) -> None:
+        nonlocal refused
+        for body in member.flat:
+            if time.monotonic() >= stop:
+                return
+            result = await _post(http, plan.url, member, body)
+            if result is None:
+                refused += 1
+            else:
+                sent.append(result)
+
+    await asyncio.gather(*(one(m) for m in plan.members))
+    return sent, refused, time.monotonic() - begin
+
+
+async def _wait_for_delivery(
+    sent: list[Sent], receipts: dict[tuple[str, int], list[tuple[str, float]]], _members: int
+) -> None:
+    deadline = time.monotonic() + DRAIN_S
+    while time.monotonic() < deadline:
+        if all(len(receipts.get((s.group, s.seq), ())) >= CELL for s in sent):
+            return
+        await asyncio.sleep(0.1)
+
+
+def _latencies(
+    sent: list[Sent],
+    receipts: dict[tuple[str, int], list[tuple[str, float]]],
+    refused: int,
+    elapsed: float,
+) -> dict[str, Any]:
+    """Per message: from the send call to its receipt by the last other member of the cell."""
+    latencies = []
+    undelivered = 0
+    for s in sent:
+        others = [at for who, at in receipts.get((s.group, s.seq), ()) if who != s.sender]
+        if len(others) < CELL - 1:
+            undelivered += 1
+            continue
+        latencies.append(max(others) - s.started)
+    return {
+        "accepted": len(sent),
+        "refused": refused,
+        "elapsed": elapsed,
+        "undelivered": undelivered,
+        "latencies": latencies,
+    }
+
+
+# --- The run ----------------------------------------------------------------------------
+
+
+def seal_all(cell: Cell, member_index: int, count: int) -> list[bytes]:
+    member = cell.members[member_index]
+    chain = cell.keys[member.id].chains[member.id]
+    bodies = []
+    for _ in range(count):
+        counter, key = chain.next_for_sending()
+        header = Header(cell.group, cell.state.epoch, member.id, counter)
+        message = seal_message(member.key, header, key, {"text": f"bench {counter}"})
+        bodies.append(
+            json.dumps(
+                {
+                    "header": b64e(message.header),
+                    "ciphertext": b64e(message.ciphertext),
+                    "signature": b64e(message.signature),
+                }
+            ).encode()
+        )
+    return bodies
+
+
+async def open_idle_sockets(url: str, cells: list[Cell], count: int) -> list[Any]:
+    """``count`` more sockets, each subscribed to its member's cell, that then say nothing."""
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    members = [(m, c) for c in cells for m in c.members]
+    sockets = []
+    for i in range(count):
+        member, cell = members[i % len(members)]
+        plan = MemberPlan(member.token or "", member.id_text, b32e(cell.group), 0, [], [])
+        plan.cursor = 10**9  # brought back to the newest event: nothing to replay
+        sockets.append(await _open_socket(http, url, plan))
+    return [http, *sockets]
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def summarise(name: str, parts: list[dict[str, Any]], offered: float | None) -> list[str]:
+    accepted = sum(p["accepted"] for p in parts)
+    elapsed = max(p["elapsed"] for p in parts)
+    latencies = [x * 1000 for p in parts for x in p["latencies"]]
+    refused = sum(p["refused"] for p in parts)
+    undelivered = sum(p["undelivered"] for p in parts)
+    load = f"{offered:.0f}/s offered" if offered is not None else "flat out"
+    return [
+        f"| {load} | {accepted / elapsed:,.0f} | "
+        f"{percentile(latencies, 50):.1f} | {percentile(latencies, 95):.1f} | "
+        f"{percentile(latencies, 99):.1f} | {accepted:,} | {refused} | {undelivered} |"
+    ]
+
+
+async def setup(server: Server, members: int) -> tuple[list[Cell], float]:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        begin = time.monotonic()
+        cells = await build_network(http, server.url, members)
+        return cells, time.monotonic() - begin
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=200, help="members, in cells of 10")
+    parser.add_argument("--rate", type=float, default=1000, help="offered load, messages/s")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per phase")
+    parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--idle", type=int, default=1000, help="idle sockets for the memory test")
+    args = parser.parse_args()
+    if args.members < 2 * CELL or args.members % CELL:
+        parser.error(f"--members must be a multiple of {CELL}, at least {2 * CELL}")
+
+    with running_server() as server:
+        server_pid = server.process.pid
+        base_server = rss_kib(server_pid)
+        print(f"server at {server.url}; building {args.members} members...", file=sys.stderr)
+        cells, setup_s = asyncio.run(setup(server, args.members))
+        print(f"  built in {setup_s:.0f}s; sealing messages...", file=sys.stderr)
+
+        per_member_offered = int(args.rate * args.duration / args.members) + 1
+        per_member_flat = int(5000 * args.duration / args.members) + 1
+        plans: list[list[MemberPlan]] = [[] for _ in range(args.workers)]
+        for index, cell in enumerate(cells):  # whole cells per worker
+            for i, member in enumerate(cell.members):
+                bodies = seal_all(cell, i, per_member_offered + per_member_flat)
+                plans[index % args.workers].append(
+                    MemberPlan(
+                        member.token or "",
+                        member.id_text,
+                        b32e(cell.group),
+                        10**9,  # past the end: brought back to the newest event
+                        bodies[:per_member_offered],
+                        bodies[per_member_offered:],
+                    )
+                )
+        context = mp.get_context("spawn")
+        pipes = []
+        processes = []
+        for share in plans:
+            mine, theirs = context.Pipe()
+            plan = WorkerPlan(server.url, share, args.rate / args.workers, args.duration)
+            process = context.Process(target=worker_main, args=(plan, theirs), daemon=True)
+            process.start()
+            pipes.append(mine)
+            processes.append(process)
+        for pipe in pipes:
+            assert pipe.recv() == "ready"
+        time.sleep(1)
+        with_sockets = rss_kib(server_pid)
+        # Idle sockets before any load, so that freed request memory can't hide them.
+        held = asyncio.new_event_loop()
+        idle = held.run_until_complete(open_idle_sockets(server.url, cells, args.idle))
+        time.sleep(2)
+        with_idle = rss_kib(server_pid)
+        pg_with_idle = sum(rss_kib(p) for p in server.postgres_pids())
+        for ws in idle[1:]:
+            held.run_until_complete(ws.close())
+        held.run_until_complete(idle[0].close())
+        held.close()
+        rows = []
+        for phase, offered in (("offered", args.rate), ("flat", None)):
+            print(f"  phase: {phase}", file=sys.stderr)
+            start_at = time.monotonic() + 0.5
+            for pipe in pipes:
+                pipe.send(start_at)
+            parts = [pipe.recv() for pipe in pipes]
+            rows += summarise(phase, parts, offered)
+        after_load = rss_kib(server_pid)
+        pg_after_load = sum(rss_kib(p) for p in server.postgres_pids())
+        for pipe in pipes:
+            pipe.send("done")
+        for process in processes:
+            process.join(10)
+
+    mib = 1024.0
+    print()
+    print(f"Spokes message benchmark, {time.strftime('%Y-%m-%d')}")
+    print(f"machine: {machine()}")
+    print(
+        f"network: {args.members} members in {len(cells)} cells of {CELL}, one WebSocket each "
+        f"({args.workers} load processes); setup took {setup_s:.0f}s"
+    )
+    print()
+    print("| phase | accepted msg/s | p50 ms | p95 ms | p99 ms | accepted | refused | late |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
+    print()
+    print("| memory | MiB |")
+    print("|---|---|")
+    print(f"| server RSS at start (no members) | {base_server / mib:.1f} |")
+    print(f"| server RSS, {args.members} sockets open | {with_sockets / mib:.1f} |")
+    print(
+        f"| server RSS per open socket (incl. setup state) | "
+        f"{(with_sockets - base_server) / args.members:.0f} KiB |"
+    )
+    print(
+        f"| PostgreSQL RSS with those sockets (postmaster + backends) | {pg_with_idle / mib:.1f} |"
+    )
+    print(f"| server RSS after the load | {after_load / mib:.1f} |")
+    print(f"| PostgreSQL RSS after the load (postmaster + backends) | {pg_after_load / mib:.1f} |")
+    print(
+        f"| {args.idle} idle sockets, extra server RSS | {(with_idle - with_sockets) / mib:.1f} "
+        f"({(with_idle - with_sockets) / args.idle:.1f} KiB each) |"
+    )
+
+
+if __name__ == "__main__":
+    main()
