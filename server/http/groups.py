@@ -10,8 +10,9 @@ from aiohttp import web
 from crypto.encoding import b32e, b64e
 from crypto.messages import SealedMessage
 from crypto.statements import statement_id
+from server.errors import ApiError, ErrorCode
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY
-from server.http.common import authenticate, json_response, path_id
+from server.http.common import authenticate, bearer_token, json_response, path_id
 from server.http.parse import get_b64, get_int, read_json
 from server.services import groups, motions
 from server.services.common import load_genesis
@@ -85,7 +86,9 @@ async def get_epoch_secret(request: web.Request) -> web.Response:
 async def post_message(request: web.Request) -> web.Response:
     """POST /v1/groups/{g}/messages {"header": "b64", "ciphertext": "b64", "signature": "b64"}
     → 201 {"message_id": "…", "cursor": 42}"""
-    session = await authenticate(request)
+    token = bearer_token(request)
+    if token is None:
+        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in first")
     group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
     message = SealedMessage(
@@ -93,10 +96,10 @@ async def post_message(request: web.Request) -> web.Response:
         get_b64(body, "ciphertext", 16, MAX_CIPHERTEXT),
         get_b64(body, "signature", 64, 64),
     )
+    # Authentication happens inside the message's own transaction (one query).
     async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
         message_id, seq = await groups.post_message(
-            conn, genesis, session, group_id, message, request.app[CLOCK_KEY]()
+            conn, token, group_id, message, request.app[CLOCK_KEY]()
         )
     return json_response({"message_id": b32e(message_id), "cursor": seq}, 201)
 
@@ -107,7 +110,7 @@ async def put_profile(request: web.Request) -> web.Response:
     group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
     epoch = get_int(body, "epoch", 1, 2**62)
-    sealed = get_b64(body, "sealed", 28, MAX_CIPHERTEXT + 12)
+    sealed = get_b64(body, "sealed", 28, MAX_CIPHERTEXT + 12 + 64)  # nonce, ciphertext, signature
     async with transaction(request.app[POOL_KEY]) as conn:
         await groups.put_profile(conn, session, group_id, epoch, sealed, request.app[CLOCK_KEY]())
     return json_response({"epoch": epoch})

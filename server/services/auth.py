@@ -86,7 +86,16 @@ async def open_session(
 async def authenticate(conn: Connection, token: str, now: datetime) -> Session:
     found = await auth_store.get_session(conn, token_hash(token))
     if found is None or found.revoked:
-        raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in again")
-    if found.expires_at <= now:
-        raise ApiError(401, ErrorCode.SESSION_EXPIRED, "your session has expired: log in again")
+        raise not_logged_in()
+    check_expiry(found.expires_at, now)
     return Session(found.member_id, found.network_id)
+
+
+def not_logged_in() -> ApiError:
+    """The 401 for a missing, unknown or revoked session."""
+    return ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in again")
+
+
+def check_expiry(expires_at: datetime, now: datetime) -> None:
+    if expires_at <= now:
+        raise ApiError(401, ErrorCode.SESSION_EXPIRED, "your session has expired: log in again")

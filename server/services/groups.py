@@ -20,11 +20,12 @@ from crypto.motions import parse_motion, split_terms
 from crypto.network import Genesis
 from crypto.roster import GroupCreation, RosterState, apply, parse_group_creation, verify_log
 from crypto.statements import Statement, get_bytes, statement_id, unpack
-from server.services.auth import Session
+from server.services.auth import Session, check_expiry, not_logged_in, token_hash
 from server.services.common import (
     api_error,
     check_fresh,
     crypto_errors,
+    load_genesis,
     parse_stored,
     seconds,
     statement_from,
@@ -231,17 +232,25 @@ async def my_epoch_secret(conn: Connection, session: Session, group_id: bytes, e
 
 
 async def post_message(
-    conn: Connection,
-    genesis: Genesis,
-    session: Session,
-    group_id: bytes,
-    message: SealedMessage,
-    now: datetime,
+    conn: Connection, token: str, group_id: bytes, message: SealedMessage, now: datetime
 ) -> tuple[bytes, int]:
-    group = await locked_group_for(conn, session, group_id)
+    """Authenticate, check and append one message: two statements in one transaction.
+
+    This is the hot path, so the session, the sender's key and membership and
+    the group's locked row come from one query, and the append from another.
+    """
+    sender = await store.lock_for_sender(conn, token_hash(token), group_id)
+    if sender is None or sender.revoked:
+        raise not_logged_in()
+    check_expiry(sender.session_expires_at, now)
+    group = sender.group
+    # Not there and not yours answer alike.
+    if group is None or not sender.in_group:
+        raise api_error(404, "not_found", "no such group")
+    genesis = await load_genesis(conn, group.network_id)
     with crypto_errors():
         header = Header.decode(message.header)
-    if header.group != group_id or header.sender != session.member_id:
+    if header.group != group_id or header.sender != sender.member_id:
         raise api_error(400, "invalid_statement", "the header names another group or sender")
     if group.rekey_needed:
         raise api_error(
@@ -259,18 +268,22 @@ async def post_message(
         raise api_error(
             409, "stale_epoch", "this message is for another epoch than the group's current one"
         )
-    raw_key = await store.identity_key(conn, session.member_id)
-    if raw_key is None:
-        raise api_error(404, "not_found", "no such group")
     with crypto_errors():
-        verify_message(message, IdentityPublicKey(raw_key))
+        verify_message(message, IdentityPublicKey(sender.identity_key))
     body = encode(
         {"header": message.header, "ciphertext": message.ciphertext, "signature": message.signature}
     )
-    seq = await event_store.append_event(conn, group_id, "message", session.member_id, body, now)
-    if not await store.insert_message(
-        conn, group_id, header.epoch, header.sender, header.counter, seq
-    ):
+    seq = await store.append_message(
+        conn,
+        group_id,
+        header.epoch,
+        sender.member_id,
+        header.counter,
+        body,
+        now,
+        event_store.CHANNEL,
+    )
+    if seq is None:
         raise api_error(409, "replayed_counter", "this message counter was already used")
     return message_id(message.header), seq
 

@@ -289,6 +289,10 @@ async def test_the_listener_reconnects_and_catches_up_after_losing_its_connectio
     hub = server.app[HUB_KEY]
     start = await last_seq(pool, cell)
     stream = await connect(http, server.url, founder.token, {cell: start})
+    for _ in range(100):  # under load the listener may still be connecting
+        if hub.listening:
+            break
+        await asyncio.sleep(0.1)
     async with transaction(pool) as conn:
         killed = await conn.fetchval(
             """SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity
