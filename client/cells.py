@@ -29,6 +29,7 @@ from client.groups import (
     bundle_of,
     check_counter,
     check_head,
+    check_previous,
     check_seqs,
     epoch_infos,
     extend_log,
@@ -36,6 +37,7 @@ from client.groups import (
     message_header,
     new_epoch_record,
     parse_message_body,
+    previous_counter,
 )
 from client.sdk import Client
 from crypto import epochs, motions, roster
@@ -432,6 +434,7 @@ class Cells:
             raise lying(f"a message of epoch {header.epoch} from someone outside its roster")
         with verify.checking("message signature"):
             verify_sealed(sealed, member.key)
+        seen = previous_counter(record.counters, header.epoch, header.sender)
         check_counter(record.counters, header.epoch, header.sender, header.counter)
         keys = await self._open_epoch(record, header.epoch, info)
         if keys is None:
@@ -441,6 +444,7 @@ class Cells:
             content = open_message(sealed, message_key)
         except (RuleViolation, DecryptionFailed) as exc:
             raise lying(f"a message does not open with its sender's chain ({exc})") from None
+        check_previous(content.get("prev"), seen, header.epoch)
         head = content.get("head")
         check_head(infos, header.epoch, head)
         record.heads_seen.setdefault(header.epoch, set()).add(head)  # type: ignore[arg-type]
@@ -495,7 +499,12 @@ class Cells:
             epoch_record = record.epochs[state.epoch]
             counter, message_key = epoch_record.next_for_sending()
             header = Header(group, state.epoch, self._me, counter)
-            content: dict[str, Value] = {"text": text, "head": state.head, "sent_at": self._now()}
+            content: dict[str, Value] = {
+                "text": text,
+                "head": state.head,
+                "sent_at": self._now(),
+                "prev": record.sent.get(str(state.epoch), -1),
+            }
             sealed = seal_message(identity, header, message_key, content)
             self._save()  # this counter is spent, whatever happens to the message
             try:
@@ -515,6 +524,8 @@ class Cells:
                 continue
             if posted.message_id != b32e(message_id(sealed.header)):
                 raise lying("the server acknowledged another message than the one sent")
+            record.sent[str(state.epoch)] = counter
+            self._save()
             return {"message_id": posted.message_id, "cursor": posted.cursor}
         raise AssertionError("unreachable")
 

@@ -172,6 +172,24 @@ def check_counter(last: dict[str, int], epoch: int, sender: bytes, counter: int)
     last[key] = counter
 
 
+def previous_counter(last: dict[str, int], epoch: int, sender: bytes) -> int:
+    """The sender's last counter this client saw in the epoch; -1 before their first."""
+    return last.get(f"{epoch}:{sender.hex()}", -1)
+
+
+def check_previous(claimed: Value, seen: int, epoch: int) -> None:
+    """Each message names its sender's previous accepted message: a dropped one shows.
+
+    Counter gaps alone are legitimate (a refused send spends its counter), so
+    without this a server could delete a message and renumber the rest.
+    """
+    if claimed != seen:
+        raise lying(
+            f"a message from this sender in epoch {epoch} was dropped: it follows their "
+            f"message {claimed!r}, but the last one this client saw was {seen}"
+        )
+
+
 def parse_message_body(body: bytes) -> SealedMessage:
     fields = decode(body)
     if not isinstance(fields, dict):
@@ -237,6 +255,8 @@ class GroupRecord:
     heads_seen: dict[int, set[bytes]] = field(default_factory=dict)
     history: list[ReadMessage] = field(default_factory=list)
     profile_epoch: int = 0
+    # My last accepted counter per epoch, named in my next message as "prev".
+    sent: dict[str, int] = field(default_factory=dict)
 
     def remember(self, message: ReadMessage) -> None:
         self.history.append(message)
@@ -261,6 +281,7 @@ class GroupRecord:
                 for m in self.history
             ],
             "profile_epoch": self.profile_epoch,
+            "sent": dict[str, Value](self.sent),
         }
 
     @classmethod
@@ -286,6 +307,7 @@ class GroupRecord:
                 for m in cast(list[Value], raw["history"])
             ],
             profile_epoch=cast(int, raw["profile_epoch"]),
+            sent=dict(cast(dict[str, int], raw.get("sent", {}))),
         )
 
 

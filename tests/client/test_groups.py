@@ -156,3 +156,17 @@ def test_a_group_record_round_trips_with_its_chains(log) -> None:  # type: ignor
     assert [e.id for e in again.events] == [e.id for e in events]
     assert again.epochs[2].sending is not None and again.epochs[2].sending.counter == 1
     assert sorted(again.epochs[2].keys.chains[founder.member_id].skipped) == [0, 1, 2]
+
+
+def test_each_message_must_name_the_senders_previous_one() -> None:
+    from client.groups import check_previous, previous_counter
+
+    seen: dict[str, int] = {}
+    sender = b"\x01" * 32
+    assert previous_counter(seen, 1, sender) == -1
+    check_previous(-1, previous_counter(seen, 1, sender), 1)  # the first message
+    check_counter(seen, 1, sender, 0)
+    check_previous(0, previous_counter(seen, 1, sender), 1)
+    check_counter(seen, 1, sender, 3)  # counters 1 and 2 were refused sends: fine
+    with pytest.raises(VerificationFailed, match="was dropped"):
+        check_previous(2, previous_counter(seen, 1, sender), 1)  # it follows a message never seen
