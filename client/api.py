@@ -273,6 +273,10 @@ class Evidence:
     cell_group: Wire
     cell_members: tuple[CellMemberWire, ...]
     revocations: tuple[Wire, ...]
+    # Verdict authors and the issuer no longer in the cell, and the roster
+    # logs that may show they were: the admission cell's first.
+    former_members: tuple[CellMemberWire, ...] = ()
+    cell_history: tuple[tuple[Wire, ...], ...] = ()
 
 
 def _wires(data: Any, name: str) -> tuple[Wire, ...]:
@@ -282,17 +286,26 @@ def _wires(data: Any, name: str) -> tuple[Wire, ...]:
     return tuple(items)
 
 
+def _member_wires(data: Any, name: str) -> tuple[CellMemberWire, ...]:
+    return tuple(
+        CellMemberWire(
+            field(item, "member_id", str),
+            _wires(item, "chain"),
+            optional(item, "admitted_at", int),
+        )
+        for item in field(data, name, list)
+    )
+
+
+def _logs(data: Any, name: str) -> tuple[tuple[Wire, ...], ...]:
+    logs = field(data, name, list)
+    if not all(isinstance(log, list) for log in logs):
+        raise _bad(f"{name!r} holds something that is not a roster log")
+    return tuple(_wires({"events": log}, "events") for log in logs)
+
+
 def parse_evidence(data: Any) -> Evidence:
     cell = field(data, "cell", dict)
-    members = []
-    for item in field(cell, "members", list):
-        members.append(
-            CellMemberWire(
-                field(item, "member_id", str),
-                _wires(item, "chain"),
-                optional(item, "admitted_at", int),
-            )
-        )
     return Evidence(
         member_id=field(data, "member_id", str),
         network_id=field(data, "network_id", str),
@@ -307,8 +320,10 @@ def parse_evidence(data: Any) -> Evidence:
         chain=_wires(data, "chain"),
         verdicts=_wires(data, "verdicts"),
         cell_group=field(cell, "group", dict),
-        cell_members=tuple(members),
+        cell_members=_member_wires(cell, "members"),
         revocations=_wires(data, "revocations"),
+        former_members=_member_wires(data, "former_members"),
+        cell_history=_logs(data, "cell_history"),
     )
 
 

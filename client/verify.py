@@ -12,6 +12,13 @@ would make a finished admission look unfinished. So the vetting is
 evaluated against the members whose signed membership began no later than
 the newcomer's certificate (stewards: always), plus any cell member who
 gave a verdict on it (they were in the cell when they did).
+
+Splits move members between cells, so a voucher (or the inviter) may have
+left the newcomer's cell, and a moved member's certificate names the cell
+they left. Neither is taken on the server's word: a member who left counts
+only where the admission cell's own signed roster log shows them on its
+roster when they spoke, and a moved member's certificate is accepted only
+through the split events, in those logs, that moved them to their cell now.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from client.api import Evidence, Wire
+from client.api import CellMemberWire, Evidence, Wire
 from client.errors import VerificationFailed
 from crypto.chains import (
     Admission,
@@ -44,10 +51,13 @@ from crypto.statements import Statement, from_wire
 from crypto.vetting import (
     CellMember,
     Outcome,
+    RosterHistory,
     Verdict,
     evaluate,
+    former_members_for_vetting,
     members_for_vetting,
     parse_verdict,
+    roster_history,
 )
 
 MemberStatus = Literal["pending", "probation", "active", "blocked", "revoked"]
@@ -143,9 +153,17 @@ def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int])
         )
     if b32e(group.group_id) != evidence.cell_id.lower() or group.state.kind != "cell":
         raise fail("the server's cell record names another cell")
+    return VerifiedCell(group, verify_members(genesis, evidence.cell_members, revoked, "cell"))
+
+
+def verify_members(
+    genesis: Genesis, items: Sequence[CellMemberWire], revoked: dict[bytes, int], what: str
+) -> dict[bytes, VerifiedMember]:
+    """Members as the server lists them, each with a chain that reaches the genesis."""
+    network = genesis.network_id
     stewards = {key.member_id: key for key in genesis.stewards}
     members: dict[bytes, VerifiedMember] = {}
-    for item in evidence.cell_members:
+    for item in items:
         member_id = parse_id(item.member_id, 32, "member id")
         if member_id in revoked:
             continue  # a revoked member is no longer one, whatever the list says
@@ -155,13 +173,64 @@ def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int])
         elif member_id in stewards:
             key, since = stewards[member_id], genesis.statement.time
         else:
-            raise fail(f"cell member {member_id_text(member_id)} has no chain to the genesis")
+            raise fail(f"{what} member {member_id_text(member_id)} has no chain to the genesis")
         if key.member_id != member_id:
-            raise fail("a cell member's chain admits someone else")
-        with checking(f"chain of cell member {member_id_text(member_id)}"):
+            raise fail(f"a {what} member's chain admits someone else")
+        with checking(f"chain of {what} member {member_id_text(member_id)}"):
             verify_chain(genesis, key, chain, revoked)
         members[member_id] = VerifiedMember(member_id, key, chain, since)
-    return VerifiedCell(group, members)
+    return members
+
+
+def verify_history(genesis: Genesis, evidence: Evidence) -> dict[bytes, RosterHistory]:
+    """The roster logs the server sent, each replayed from its create event."""
+    network = genesis.network_id
+    histories: dict[bytes, RosterHistory] = {}
+    for log in evidence.cell_history:
+        with checking("roster log of a cell"):
+            events = [statement(w, "roster", network) for w in log]
+            history = roster_history(events, cell_max=genesis.policy.cell_max)
+        if history.group in histories:
+            raise fail("the server sent two roster logs for one cell")
+        histories[history.group] = history
+    return histories
+
+
+def admission_history(
+    cell: VerifiedCell,
+    histories: dict[bytes, RosterHistory],
+    subject: bytes,
+    admission: Admission,
+) -> RosterHistory | None:
+    """The roster log of the cell `admission` names, tied to the member's cell now.
+
+    For a member still in that cell it is the cell's own log (or None if the
+    server sent none). For a member moved by splits, each cell on the way must
+    have been created by a split, in the previous cell's log, that moved them:
+    anything else is refused.
+    """
+    current = cell.group
+    if admission.cell == current.group_id:
+        history = histories.get(admission.cell)
+        if history is not None and history.creation.id != current.statement.id:
+            raise fail("the server's roster log of this cell starts with another create event")
+        return history
+    creation, group = current.statement, current.group_id
+    for _ in range(len(histories)):
+        origin = creation.fields.get("origin")
+        parent = next((h for h in histories.values() if origin in h.splits), None)
+        if parent is None or not isinstance(origin, bytes):
+            break
+        split = parent.splits[origin]
+        if split.new_group != group or subject not in split.moved:
+            break
+        if parent.group == admission.cell:
+            return parent
+        creation, group = parent.creation, parent.group
+    raise fail(
+        "the admission certificate is for another cell, and no split in the roster logs "
+        "moved this member from it"
+    )
 
 
 @dataclass(frozen=True)
@@ -189,14 +258,12 @@ def verify_key_bundle(genesis: Genesis, evidence: Evidence, member_id: bytes) ->
     return bundle
 
 
-def verify_newcomer(
-    genesis: Genesis, evidence: Evidence, bundle: KeyBundle, *, split_born: bool = False
-) -> Newcomer:
+def verify_newcomer(genesis: Genesis, evidence: Evidence, bundle: KeyBundle) -> Newcomer:
     """Join, invite and redemption proof: the newcomer used a real invite of this network.
 
-    The invite names the cell the newcomer joined; a cell founded by a split
-    (its create event names its origin) holds members invited to the cell it
-    split from.
+    Which cell the invite may name is checked with the certificate (see
+    `evaluate_member`): a member moved by a split was invited to the cell
+    they left.
     """
     network = genesis.network_id
     member_id = bundle.statement.author
@@ -216,8 +283,6 @@ def verify_newcomer(
         raise fail("the join request names another key bundle")
     if join.lookup_id != invite.lookup_id:
         raise fail("the join request redeems another invite")
-    if b32e(invite.cell) != evidence.cell_id.lower() and not split_born:
-        raise fail("the invite was for another cell")
     return Newcomer(member_id, join.statement.author_key, bundle, join, invite)
 
 
@@ -284,13 +349,17 @@ def evaluate_member(genesis: Genesis, evidence: Evidence, now: int) -> MemberRep
     key = bundle.statement.author_key
     if evidence.join is None:
         return _steward_report(genesis, evidence, member_id, key, cell, revoked)
-    split_born = cell.group.statement.fields.get("origin") is not None
-    newcomer = verify_newcomer(genesis, evidence, bundle, split_born=split_born)
+    newcomer = verify_newcomer(genesis, evidence, bundle)
     admission = verify_admission(genesis, evidence, newcomer, revoked)
-    if admission is not None and admission.cell != cell.group.group_id:
-        return _moved_report(genesis, member_id, key, cell, newcomer, admission, revoked, now)
+    history: RosterHistory | None = None
+    if admission is not None:
+        # The certificate names the invite's cell (verify_admission).
+        history = admission_history(cell, verify_history(genesis, evidence), member_id, admission)
+    elif newcomer.invite.cell != cell.group.group_id:
+        raise fail("the invite was for another cell")
     verdicts = [verdict(w, genesis.network_id) for w in evidence.verdicts]
-    members = _vetting_members(cell, member_id, admission, verdicts)
+    former = verify_members(genesis, evidence.former_members, revoked, "former cell")
+    members = _vetting_members(cell, member_id, admission, verdicts, former, history)
     with checking("vouches and blocks"):
         outcome = evaluate(genesis.policy, admission, verdicts, members, now)
     status: MemberStatus
@@ -307,40 +376,6 @@ def evaluate_member(genesis: Genesis, evidence: Evidence, now: int) -> MemberRep
         status = "pending"
     return MemberReport(
         member_id, key, status, cell, newcomer, admission, outcome, admitted_at, probation_ends
-    )
-
-
-def _moved_report(
-    genesis: Genesis,
-    member_id: bytes,
-    key: IdentityPublicKey,
-    cell: VerifiedCell,
-    newcomer: Newcomer,
-    admission: Admission,
-    revoked: dict[bytes, int],
-    now: int,
-) -> MemberReport:
-    """A member vetted in one cell and moved by a split to the cell in `evidence`.
-
-    Their vetting was counted among the cell they joined, which this client no
-    longer sees; the split-born cell's create event, signed by a moved member
-    and naming this member's key, is what shows they were on that cell's
-    roster, so vetted. The create event's time is a signed upper bound of their
-    admission: counting probation from it errs on the strict side.
-    """
-    creation = cell.group.statement
-    founding = {m for m in cell.group.state.members}
-    if member_id not in founding or creation.fields.get("origin") is None:
-        raise fail("the server shows a member in a cell they were not moved to")
-    status: MemberStatus
-    admitted_at = creation.time
-    probation_ends = admitted_at + genesis.policy.probation_seconds
-    if member_id in revoked:
-        status = "revoked"
-    else:
-        status = "probation" if now < probation_ends else "active"
-    return MemberReport(
-        member_id, key, status, cell, newcomer, admission, None, admitted_at, probation_ends
     )
 
 
@@ -361,11 +396,39 @@ def _steward_report(
 
 
 def _vetting_members(
-    cell: VerifiedCell, subject: bytes, admission: Admission | None, verdicts: Sequence[Verdict]
+    cell: VerifiedCell,
+    subject: bytes,
+    admission: Admission | None,
+    verdicts: Sequence[Verdict],
+    former: dict[bytes, VerifiedMember],
+    history: RosterHistory | None,
 ) -> list[CellMember]:
     current = [
         (member.as_cell_member(), member.since)
         for member in cell.members.values()
         if member.member_id != subject
     ]
-    return members_for_vetting(admission, current, verdicts)
+    if admission is None:
+        return members_for_vetting(admission, current, verdicts)
+    leavers = [
+        member.as_cell_member()
+        for member_id, member in former.items()
+        if member_id not in cell.members and member_id != subject
+    ]
+    if admission.cell == cell.group.group_id:
+        counted = members_for_vetting(admission, current, verdicts)
+        return counted + former_members_for_vetting(admission, leavers, verdicts, history)
+    # Moved by a split: today's cellmates were in the admission cell only as
+    # far as its log shows, so each is checked there like a former member.
+    if history is None:  # admission_history found the log or refused
+        raise fail("the server sent no roster log of the cell this member was admitted to")
+    voters = {v.author for v in verdicts} | {admission.issuer}
+    quiet = [
+        member
+        for member, since in current
+        if member.member_id not in voters
+        and since <= admission.statement.time
+        and history.was_member(member.member_id)
+    ]
+    spoke = [member for member, _ in current if member.member_id in voters]
+    return quiet + former_members_for_vetting(admission, spoke + leavers, verdicts, history)

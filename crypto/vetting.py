@@ -13,19 +13,25 @@ Details decided here (docs/PROTOCOL.md, "Vetting"):
 - Admission completes when the count is met and either every cell member has
   vouched or the vetting window since the certificate has passed: until then
   any member may still block.
+- A member who has since left the cell (a split moved them) still counts for
+  a verdict they gave while the cell's signed roster log shows them on it
+  (`roster_history`, `former_members_for_vetting`): the server's word on who
+  was a member is never taken.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from crypto.chains import Admission
 from crypto.errors import InvalidStatement, RuleViolation
 from crypto.keys import IdentityKey
+from crypto.motions import parse_motion, split_terms
 from crypto.network import GROUP_ID_BYTES, Policy
-from crypto.statements import Statement, get_bytes, sign_statement
+from crypto.roster import RosterState, apply
+from crypto.statements import Statement, get_bytes, sign_statement, unpack
 
 VettingStatus = Literal["awaiting-admission", "vetting", "admitted", "blocked"]
 
@@ -113,6 +119,105 @@ def members_for_vetting(
         for member, since in members
         if admission is None or since <= admission.statement.time or member.member_id in voters
     ]
+
+
+@dataclass(frozen=True)
+class Tenure:
+    """One stretch of a member on a roster: from the event that put them on it
+    to the one that took them off (None: still on it at the log's end).
+    Times are the signing members' own statement times."""
+
+    start: int
+    end: int | None
+
+    def covers(self, time: int) -> bool:
+        return self.start <= time and (self.end is None or time <= self.end)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A split event of a roster log: whom it moved, and to which new group."""
+
+    event_id: bytes
+    moved: frozenset[bytes]
+    new_group: bytes
+
+
+@dataclass(frozen=True)
+class RosterHistory:
+    """What a verified roster log shows about who was on it, and when."""
+
+    creation: Statement
+    state: RosterState
+    tenures: Mapping[bytes, tuple[Tenure, ...]]
+    splits: Mapping[bytes, Split]
+
+    @property
+    def group(self) -> bytes:
+        return self.state.group
+
+    def was_member(self, member_id: bytes) -> bool:
+        return member_id in self.tenures
+
+    def member_at(self, member_id: bytes, time: int) -> bool:
+        return any(t.covers(time) for t in self.tenures.get(member_id, ()))
+
+
+def roster_history(events: Sequence[Statement], *, cell_max: int) -> RosterHistory:
+    """Replay a roster log with crypto.roster's rules, event by event, noting tenures.
+
+    Raises RuleViolation at the first event that may not extend the log. A
+    log may be a prefix of the group's whole log: every rule still holds.
+    """
+    if not events:
+        raise RuleViolation("invalid_event", "an empty roster log")
+    state: RosterState | None = None
+    spans: dict[bytes, list[Tenure]] = {}
+    splits: dict[bytes, Split] = {}
+    for event in events:
+        before = frozenset(() if state is None else state.members)
+        state = apply(state, event, cell_max=cell_max)
+        after = frozenset(state.members)
+        for member in after - before:
+            spans.setdefault(member, []).append(Tenure(event.time, None))
+        for member in before - after:
+            last = spans[member][-1]
+            spans[member][-1] = Tenure(last.start, event.time)
+        if event.fields.get("op") == "split":
+            # apply() has checked the motion and its quorum; read its terms again.
+            network = event.network or b""
+            motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+            moved, new_group = split_terms(motion)
+            splits[event.id] = Split(event.id, moved, new_group)
+    if state is None:  # unreachable: events is not empty
+        raise RuleViolation("invalid_event", "an empty roster log")
+    return RosterHistory(events[0], state, {m: tuple(t) for m, t in spans.items()}, splits)
+
+
+def former_members_for_vetting(
+    admission: Admission,
+    former: Sequence[CellMember],
+    verdicts: Sequence[Verdict],
+    history: RosterHistory | None,
+) -> list[CellMember]:
+    """The members no longer in the cell who still count for this newcomer's vetting.
+
+    A former member counts only if `history` (the admission cell's own
+    verified roster log) shows them on the cell's roster at the time of each
+    statement they gave on this admission: the certificate if they issued it,
+    and every vouch or block. Anyone else is left out, so their verdict fails
+    `check_verdict` as one from outside the cell.
+    """
+    if history is None or history.group != admission.cell:
+        return []
+    counted = []
+    for member in former:
+        times = [v.statement.time for v in verdicts if v.author == member.member_id]
+        if member.member_id == admission.issuer:
+            times.append(admission.statement.time)
+        if times and all(history.member_at(member.member_id, t) for t in times):
+            counted.append(member)
+    return counted
 
 
 def required_vouches(policy: Policy, cell_size: int) -> int:

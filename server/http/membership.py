@@ -213,5 +213,5 @@ async def member_evidence(request: web.Request) -> web.Response:
     async with transaction(request.app[POOL_KEY]) as conn:
         genesis = await load_genesis(conn, session.network_id)
         subject = await admissions.visible_member(conn, session, member_id)
-        item = await admissions.evidence(conn, genesis, subject, now)
+        item = await admissions.evidence(conn, genesis, subject, session.member_id, now)
     return json_response(item)

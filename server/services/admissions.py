@@ -5,18 +5,34 @@ refuse bad statements early and to keep its index current, but clients never
 take its word: they get the signed statements (`evidence`) and decide alone.
 Every write here locks the newcomer's member row first, so concurrent vouches
 and blocks for one newcomer are decided one after another.
+
+Splits move members out of a cell, so a voucher or the inviter may be gone
+from the cell by the time a vetting is (re)checked. They still count where the
+cell's roster log shows them on it when they spoke; `evidence` hands clients
+those former members and the roster logs to check that themselves, and no
+more of the logs than the caller may see (docs/PROTOCOL.md §7).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from crypto.chains import parse_admission, parse_revocation
+from crypto.chains import Admission, parse_admission, parse_revocation
 from crypto.encoding import b32e, b64e, decode
 from crypto.network import Genesis
-from crypto.statements import Statement
-from crypto.vetting import check_verdict, evaluate, members_for_vetting, parse_verdict
+from crypto.statements import Statement, statement_id
+from crypto.vetting import (
+    CellMember,
+    Verdict,
+    check_verdict,
+    evaluate,
+    former_members_for_vetting,
+    members_for_vetting,
+    parse_verdict,
+    roster_history,
+)
 from server.services.auth import Session
 from server.services.common import (
     api_error,
@@ -25,6 +41,7 @@ from server.services.common import (
     check_fresh,
     crypto_errors,
     from_seconds,
+    load_chain,
     load_genesis,
     member_status,
     parse_stored,
@@ -33,8 +50,12 @@ from server.services.common import (
     verified_chain,
     with_membership_start,
 )
+from server.store import groups as group_store
 from server.store import membership as store
 from server.store.db import Connection
+
+# How many splits back a member's admission cell may lie; deeper is not followed.
+MAX_SPLIT_DEPTH = 16
 
 
 async def _member_or(
@@ -72,6 +93,7 @@ async def settle(
         members = members_for_vetting(
             admission, with_membership_start(view, genesis.statement.time), verdicts
         )
+        members += await _former_for_vetting(conn, genesis, admission, verdicts, view)
         outcome = evaluate(genesis.policy, admission, verdicts, members, seconds(now))
     if outcome.status == "admitted" and outcome.completes_at is not None:
         # Statement times are whole seconds from the members' clocks; never
@@ -82,6 +104,37 @@ async def settle(
         await store.mark_blocked(conn, subject.member_id, now)
     refreshed = await store.get_member(conn, subject.member_id)
     return member_status(refreshed or subject, genesis, now)
+
+
+async def _former_for_vetting(
+    conn: Connection,
+    genesis: Genesis,
+    admission: Admission,
+    verdicts: Sequence[Verdict],
+    view: list[tuple[store.MemberRow, list[Admission]]],
+) -> list[CellMember]:
+    """Voters who have left the admission cell, counted as its log shows (as clients do)."""
+    network = genesis.network_id
+    here = {member.member_id for member, _ in view}
+    gone = _voters(admission, verdicts) - here
+    if not gone:
+        return []
+    leavers = []
+    for member_id in sorted(gone):
+        chain = await load_chain(conn, network, member_id)
+        leavers.append(CellMember(member_id, frozenset(a.issuer for a in chain)))
+    events = [
+        parse_stored(s, "roster", network)
+        for s in await group_store.roster_log(conn, admission.cell)
+    ]
+    if not events:
+        return []
+    history = roster_history(events, cell_max=genesis.policy.cell_max)
+    return former_members_for_vetting(admission, leavers, verdicts, history)
+
+
+def _voters(admission: Admission, verdicts: Sequence[Verdict]) -> set[bytes]:
+    return {v.author for v in verdicts} | {admission.issuer}
 
 
 def _type_of(stored: store.StoredStatement) -> str:
@@ -232,9 +285,14 @@ async def visible_member(conn: Connection, session: Session, member_id: bytes) -
 
 
 async def evidence(
-    conn: Connection, genesis: Genesis, subject: store.MemberRow, now: datetime
+    conn: Connection, genesis: Genesis, subject: store.MemberRow, viewer: bytes, now: datetime
 ) -> dict[str, Any]:
-    """Every signed statement a client needs to decide a member's standing itself."""
+    """Every signed statement a client needs to decide a member's standing itself.
+
+    `viewer` is who asks: the subject or an admitted member of their cell
+    (`visible_member`). Former members and roster logs go only to an admitted
+    viewer; see `_cell_history` for how much of each log.
+    """
     status = await settle(conn, genesis, subject, now)
     network = genesis.network_id
     join, proof, bundle = await store.join_evidence(conn, subject.member_id)
@@ -246,6 +304,7 @@ async def evidence(
     chain = [] if subject.inviter_id is None else await store.chain_of(conn, subject.inviter_id)
     cell_id = _cell_of(subject)
     group = await store.group_statement(conn, cell_id)
+    verdicts = await store.verdicts_about(conn, subject.member_id)
     members = []
     for member in await store.cell_members(conn, cell_id):
         members.append(
@@ -255,6 +314,23 @@ async def evidence(
                 "admitted_at": seconds(member.admitted_at) if member.admitted_at else None,
             }
         )
+    former: list[dict[str, Any]] = []
+    history: list[list[dict[str, str] | None]] = []
+    asker = await store.get_member(conn, viewer)
+    if admission is not None and asker is not None and asker.admitted_at is not None:
+        with crypto_errors():
+            certificate = parse_admission(parse_stored(admission, "admission", network))
+            voters = _voters(
+                certificate,
+                [parse_verdict(parse_stored(s, _type_of(s), network)) for s in verdicts],
+            )
+        here = {item["member_id"] for item in members}
+        for member_id in sorted(voters):
+            if b32e(member_id) not in here and member_id != subject.member_id:
+                chain_of = await store.chain_of(conn, member_id)
+                former.append({"member_id": b32e(member_id), "chain": [_wire(s) for s in chain_of]})
+        logs = await _cell_history(conn, network, cell_id, certificate.cell)
+        history = [[_wire(s) for s in log] for log in logs]
     revocations = await store.statements_by_type(conn, network, "revocation")
     return {
         "member_id": b32e(subject.member_id),
@@ -268,10 +344,47 @@ async def evidence(
         "invite": _wire(invite),
         "admission": _wire(admission),
         "chain": [_wire(s) for s in chain],
-        "verdicts": [_wire(s) for s in await store.verdicts_about(conn, subject.member_id)],
+        "verdicts": [_wire(s) for s in verdicts],
         "cell": {"group": _wire(group), "members": members},
+        "former_members": former,
+        "cell_history": history,
         "revocations": [_wire(s) for s in revocations],
     }
+
+
+async def _cell_history(
+    conn: Connection, network: bytes, cell_id: bytes, admission_cell: bytes
+) -> list[list[store.StoredStatement]]:
+    """The roster logs from the admission cell down to (not including) `cell_id`.
+
+    The caller is an admitted member of `cell_id`. If that is the admission
+    cell, they get its whole log: it is their own cell's. Otherwise each
+    earlier cell's log is cut just after the split event that created the next
+    cell on the way: what that split's moved members had seen, and all a
+    client needs, since the member was vetted before they moved. Nothing of
+    what the old cell did later is shown to anyone here.
+    """
+    if cell_id == admission_cell:
+        return [await group_store.roster_log(conn, cell_id)]
+    logs: list[list[store.StoredStatement]] = []
+    newer = cell_id
+    for _ in range(MAX_SPLIT_DEPTH):
+        create = await store.group_statement(conn, newer)
+        origin = (
+            None if create is None else parse_stored(create, "roster", network).fields.get("origin")
+        )
+        older = None
+        if isinstance(origin, bytes):
+            older = await group_store.group_of_roster_event(conn, origin)
+        if origin is None or older is None:
+            return []  # not moved here from the admission cell: the client will refuse
+        log = await group_store.roster_log(conn, older)
+        cut = next((i for i, s in enumerate(log) if statement_id(s.body) == origin), len(log) - 1)
+        logs.insert(0, log[: cut + 1])
+        if older == admission_cell:
+            return logs
+        newer = older
+    return []
 
 
 def _cell_of(member: store.MemberRow) -> bytes:
@@ -294,7 +407,7 @@ async def pending(conn: Connection, session: Session, now: datetime) -> list[dic
     result = []
     for row in await store.pending_in_cell(conn, _cell_of(viewer)):
         locked = await store.get_member(conn, row.member_id, for_update=True)
-        item = await evidence(conn, genesis, locked or row, now)
+        item = await evidence(conn, genesis, locked or row, session.member_id, now)
         if item["status"] == "pending":
             result.append(item)
     return result

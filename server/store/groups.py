@@ -48,6 +48,12 @@ async def roster_log(conn: Connection, group_id: bytes) -> list[StoredStatement]
     return [StoredStatement(r["body"], r["sig"]) for r in rows]
 
 
+async def group_of_roster_event(conn: Connection, event_id: bytes) -> bytes | None:
+    """The group whose roster log holds `event_id` (a split's, when a create names its origin)."""
+    value = await conn.fetchval("SELECT group_id FROM roster_events WHERE event_id = $1", event_id)
+    return None if value is None else bytes(value)
+
+
 async def insert_roster_event(
     conn: Connection, group_id: bytes, seq: int, event_id: bytes, op: str
 ) -> None:

@@ -19,10 +19,11 @@ from crypto.chains import Admission, make_admission, make_revocation
 from crypto.encoding import b32e, b64e
 from crypto.invites import Invite, InviteCode, Join, make_invite, make_join
 from crypto.keys import IdentityKey
+from crypto.motions import make_split_motion, sign_motion, split_event_fields, split_terms
 from crypto.network import DAY, Genesis, KeyBundle, Policy, make_genesis, make_key_bundle
-from crypto.roster import make_group
+from crypto.roster import GroupCreation, RosterState, apply, make_group, sign_event
 from crypto.sealing import KemPrivateKey, KemSuite
-from crypto.statements import pack
+from crypto.statements import Statement, pack
 from crypto.vetting import Verdict, make_verdict
 
 T0 = 1_700_000_000
@@ -57,6 +58,8 @@ class World:
         self.cell = make_group(self.founder_key, self.network, T0, [self.founder.bundle])
         self.members = [self.founder]
         self.revocations: list[Any] = []
+        self.log: list[Statement] = [self.cell.statement]
+        self.roster: RosterState = self.cell.state
 
     def _bundle(self, key: IdentityKey, t: int) -> KeyBundle:
         return make_key_bundle(key, self.network, KemSuite.X25519.value, KEM, t, t + 365 * DAY)
@@ -90,14 +93,63 @@ class World:
             make_verdict(kind, voter.key, self.network, person.admission, t)  # type: ignore[arg-type]
         )
 
-    def evidence(self, person: Person, status: str = "pending") -> dict[str, Any]:
+    def _event(self, event: Statement) -> None:
+        self.roster = apply(self.roster, event, cell_max=100)
+        self.log.append(event)
+
+    def add_to_roster(self, person: Person, by: Person, t: int) -> None:
+        """What the adding member's client signs once the person's vetting is complete."""
+        assert person.admission is not None
+        fields = {
+            "bundle": pack(person.bundle.statement),
+            "admission": person.admission.statement.id,
+        }
+        self._event(sign_event(by.key, self.network, self.roster, "add", t, fields))
+
+    def split(self, moved: list[Person], t: int) -> GroupCreation:
+        """Every moved member signs; the last one posts the split and the new cell's create."""
+        motion = make_split_motion(
+            moved[0].key, self.network, self.roster, [p.key.member_id for p in moved], t
+        )
+        signatures = [sign_motion(p.key, self.network, motion, t) for p in moved[1:]]
+        fields = split_event_fields(motion, signatures)
+        event = sign_event(moved[-1].key, self.network, self.roster, "split", t, fields)
+        self._event(event)
+        _, new_group = split_terms(motion)
+        return make_group(
+            moved[-1].key,
+            self.network,
+            t,
+            [p.bundle for p in moved],
+            origin=event.id,
+            group=new_group,
+        )
+
+    def evidence(
+        self,
+        person: Person,
+        status: str = "pending",
+        *,
+        cell: GroupCreation | None = None,
+        members: list[Person] | None = None,
+        former: tuple[Person, ...] = (),
+        history: tuple[list[Statement], ...] = (),
+    ) -> dict[str, Any]:
         def wire(x: Any) -> Any:
             return None if x is None else x.statement.to_wire()
 
+        def listed(m: Person) -> dict[str, Any]:
+            return {
+                "member_id": m.id,
+                "chain": [a.statement.to_wire() for a in m.chain],
+                "admitted_at": T0,
+            }
+
+        cell = cell or self.cell
         return {
             "member_id": person.id,
             "network_id": b32e(self.network),
-            "cell_id": b32e(self.cell.group_id),
+            "cell_id": b32e(cell.group_id),
             "joined_at": T0,
             "status": status,
             "key_bundle": wire(person.bundle),
@@ -108,21 +160,17 @@ class World:
             "chain": [a.statement.to_wire() for a in person.chain[1:]],
             "verdicts": [v.statement.to_wire() for v in person.verdicts],
             "cell": {
-                "group": self.cell.statement.to_wire(),
-                "members": [
-                    {
-                        "member_id": m.id,
-                        "chain": [a.statement.to_wire() for a in m.chain],
-                        "admitted_at": T0,
-                    }
-                    for m in self.members
-                ],
+                "group": cell.statement.to_wire(),
+                "members": [listed(m) for m in (self.members if members is None else members)],
             },
+            "former_members": [listed(m) for m in former],
+            "cell_history": [[e.to_wire() for e in log] for log in history],
             "revocations": [r.statement.to_wire() for r in self.revocations],
         }
 
-    def judge(self, person: Person, now: int, status: str = "pending") -> Any:
-        return evaluate_member(self.genesis, api.parse_evidence(self.evidence(person, status)), now)
+    def judge(self, person: Person, now: int, status: str = "pending", **kw: Any) -> Any:
+        evidence = api.parse_evidence(self.evidence(person, status, **kw))
+        return evaluate_member(self.genesis, evidence, now)
 
 
 def test_founder_is_active() -> None:
@@ -336,3 +384,94 @@ def test_login_message_binds_challenge_and_member() -> None:
     request = api.login_session(b"m" * 32, b"c" * 32, b"s" * 64)
     assert request.path == "/v1/auth/session" and not request.auth
     assert request.body is not None and request.body["member_id"] == b32e(b"m" * 32)
+
+
+# After a split: vouchers who moved away, and members who moved.
+
+
+def _split_cell() -> tuple[World, dict[str, Person], GroupCreation]:
+    """F, B, C and D on one roster (D vouched by B and C); then B and C split away."""
+    world = World(Policy(vouches=3, probation_seconds=0))
+    f = world.founder
+    b = world.newcomer(f, T0 + 10)
+    world.admit(b, f, T0 + 20)
+    world.members.append(b)
+    world.add_to_roster(b, f, T0 + 25)
+    c = world.newcomer(f, T0 + 30)
+    world.admit(c, f, T0 + 40)
+    world.vouch(c, b, T0 + 45)
+    world.members.append(c)
+    world.add_to_roster(c, f, T0 + 50)
+    d = world.newcomer(f, T0 + 60)
+    world.admit(d, f, T0 + 70)
+    world.vouch(d, b, T0 + 80)
+    world.vouch(d, c, T0 + 90)
+    world.members.append(d)
+    world.add_to_roster(d, f, T0 + 95)
+    before = world.judge(d, T0 + 99)
+    assert before.status == "active" and before.admitted_at == T0 + 90
+    new_cell = world.split([b, c], T0 + 100)
+    world.members = [f, d]
+    return world, {"F": f, "B": b, "C": c, "D": d}, new_cell
+
+
+def test_vouches_of_members_split_away_count_as_the_cell_log_shows() -> None:
+    world, p, _ = _split_cell()
+    report = world.judge(p["D"], T0 + 200, former=(p["B"], p["C"]), history=(world.log,))
+    assert report.status == "active" and report.admitted_at == T0 + 90
+    assert set(report.outcome.vouchers) == {p[n].key.member_id for n in "FBC"}
+
+
+def test_vouches_of_members_split_away_need_the_cell_log() -> None:
+    world, p, _ = _split_cell()
+    _refused_at(world, p["D"], former=(p["B"], p["C"]))
+
+
+def test_a_former_member_the_log_never_shows_is_refused() -> None:
+    world, p, _ = _split_cell()
+    # X holds a real certificate for this cell but was never on its roster.
+    x = world.newcomer(p["F"], T0 + 61)
+    world.admit(x, p["F"], T0 + 62)
+    world.vouch(p["D"], x, T0 + 85)
+    former = (p["B"], p["C"], x)
+    _refused_at(world, p["D"], former=former, history=(world.log,))
+
+
+def test_a_vouch_after_the_voucher_left_is_refused() -> None:
+    world, p, _ = _split_cell()
+    e = world.newcomer(p["F"], T0 + 110)
+    world.admit(e, p["F"], T0 + 120)
+    world.vouch(e, p["B"], T0 + 130)  # B moved out at T0 + 100
+    _refused_at(world, e, former=(p["B"],), history=(world.log,))
+
+
+def test_a_member_moved_by_a_split_verifies_through_the_split_event() -> None:
+    world, p, new_cell = _split_cell()
+    report = world.judge(
+        p["C"],
+        T0 + 200,
+        cell=new_cell,
+        members=[p["B"], p["C"]],
+        former=(p["F"],),
+        history=(world.log,),
+    )
+    assert report.status == "active" and report.admitted_at == T0 + 45
+
+
+def test_a_moved_member_without_the_split_in_the_log_is_refused() -> None:
+    world, p, new_cell = _split_cell()
+    before_split = world.log[:-1]
+    kw: dict[str, Any] = {"cell": new_cell, "members": [p["B"], p["C"]], "former": (p["F"],)}
+    _refused_at(world, p["C"], history=(before_split,), **kw)
+    _refused_at(world, p["C"], **kw)
+    # A create event naming an origin, signed by a cellmate, is not a split on its own.
+    forged = make_group(
+        p["B"].key, world.network, T0 + 100, [p["B"].bundle, p["C"].bundle], origin=bytes(32)
+    )
+    _refused_at(world, p["C"], **{**kw, "cell": forged, "history": (world.log,)})
+
+
+def _refused_at(world: World, person: Person, **kw: Any) -> None:
+    with pytest.raises(VerificationFailed) as caught:
+        world.judge(person, T0 + 200, **kw)
+    assert caught.value.code == "verification_failed"

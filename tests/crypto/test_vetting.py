@@ -9,17 +9,23 @@ import pytest
 from crypto.chains import Admission
 from crypto.encoding import Value
 from crypto.errors import InvalidStatement, RuleViolation
-from crypto.network import Policy
-from crypto.statements import sign_statement
+from crypto.motions import make_split_motion, sign_motion, split_event_fields
+from crypto.network import KeyBundle, Policy, make_key_bundle
+from crypto.roster import apply, make_group, sign_event
+from crypto.sealing import KemPrivateKey, KemSuite
+from crypto.statements import Statement, pack, sign_statement
 from crypto.vetting import (
     CellMember,
+    Tenure,
     Verdict,
     check_verdict,
     evaluate,
+    former_members_for_vetting,
     make_verdict,
     members_for_vetting,
     parse_verdict,
     required_vouches,
+    roster_history,
 )
 from tests.crypto.helpers import (
     PROBATION,
@@ -364,3 +370,74 @@ def test_members_who_joined_after_the_certificate_do_not_count_unless_they_spoke
     spoke = members_for_vetting(e.admission, current, [block(world, "L", e.admission, TA + 20)])
     assert late.key.member_id in {m.member_id for m in spoke}
     assert members_for_vetting(None, current, []) == [m for m, _ in current]
+
+
+# Members who have left the cell: counted only as its roster log shows.
+
+
+def _log_of_split_cell(world: World) -> tuple[list[Statement], Admission]:
+    """F's cell: created with F and B, G added at T1 + 5, then B and G split away at TA + 50.
+
+    E's certificate (by B) is signed at TA, between the add and the split.
+    """
+
+    def bundle(name: str) -> KeyBundle:
+        kem = KemPrivateKey.generate(KemSuite.X25519).public_key().public_bytes()
+        key = world.members[name].key
+        return make_key_bundle(key, world.network, KemSuite.X25519.value, kem, T0, T0 + 10**8)
+
+    f, b, g = (world.members[n].key for n in "FBG")
+    creation = make_group(f, world.network, T1, [bundle("F"), bundle("B")], group=world.cell)
+    log = [creation.statement]
+    state = creation.state
+    add = {"bundle": pack(bundle("G").statement), "admission": fixed_bytes("cert G", 32)}
+    log.append(sign_event(f, world.network, state, "add", T1 + 5, add))
+    state = apply(state, log[-1], cell_max=12)
+    motion = make_split_motion(b, world.network, state, [b.member_id, g.member_id], TA + 40)
+    fields = split_event_fields(motion, [sign_motion(g, world.network, motion, TA + 45)])
+    log.append(sign_event(g, world.network, state, "split", TA + 50, fields))
+    return log, world.admit("B", "E", TA).admission
+
+
+def test_roster_history_notes_each_members_tenure_and_the_split(world: World) -> None:
+    log, _ = _log_of_split_cell(world)
+    history = roster_history(log, cell_max=12)
+    f, b, g = (world.members[n].key.member_id for n in "FBG")
+    assert history.tenures[f] == (Tenure(T1, None),)
+    assert history.tenures[b] == (Tenure(T1, TA + 50),)
+    assert history.tenures[g] == (Tenure(T1 + 5, TA + 50),)
+    (split,) = history.splits.values()
+    assert split.moved == {b, g} and split.event_id == log[-1].id
+    assert history.member_at(g, TA) and not history.member_at(g, TA + 51)
+    assert not history.member_at(g, T1)
+
+
+def test_a_former_member_counts_only_while_the_log_shows_them(world: World) -> None:
+    log, admission = _log_of_split_cell(world)
+    history = roster_history(log, cell_max=12)
+    f, b, g = (world.members[n] for n in "FBG")
+    former = [CellMember(m.key.member_id, frozenset()) for m in (b, g)]
+    in_time = [vouch(world, "G", admission, TA + 10)]
+    counted = former_members_for_vetting(admission, former, in_time, history)
+    # B issued the certificate while on the roster; G vouched while on it.
+    assert [m.member_id for m in counted] == [b.key.member_id, g.key.member_id]
+    too_late = [vouch(world, "G", admission, TA + 60)]
+    counted = former_members_for_vetting(admission, former, too_late, history)
+    assert [m.member_id for m in counted] == [b.key.member_id]
+    members = [CellMember(f.key.member_id, frozenset()), *counted]
+    with pytest.raises(RuleViolation) as info:
+        evaluate(world.policy, admission, too_late, members, TA + VETTING)
+    assert info.value.code == "not_in_cell"
+
+
+def test_a_member_the_log_never_shows_is_not_counted(world: World) -> None:
+    log, admission = _log_of_split_cell(world)
+    history = roster_history(log, cell_max=12)
+    d = world.members["D"].key.member_id  # admitted by certificate, never on the roster
+    stranger = CellMember(d, frozenset())
+    verdicts = [vouch(world, "D", admission, TA + 10)]
+    assert former_members_for_vetting(admission, [stranger], verdicts, history) == []
+    # Without the cell's log nobody who left counts.
+    b = CellMember(world.members["B"].key.member_id, frozenset())
+    assert former_members_for_vetting(admission, [b], [], history) == [b]
+    assert former_members_for_vetting(admission, [b], [], None) == []

@@ -252,3 +252,40 @@ def test_a_retired_epoch_is_replaced_by_the_sender(tmp_path: Path, served: tuple
     run(founder, "send", "cell", "second")
     assert run(founder, "cells")["groups"][0]["epoch"] == epoch + 1
     assert texts(run(b, "read", "cell")) == ["first", "second"]
+
+
+def test_statuses_still_verify_after_a_split_moves_the_vouchers(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, _ = served
+    founder, b, c = cell_of_three(tmp_path, url)
+    d, d_joined = join(tmp_path, "d", url, invite(founder))
+    admit(founder, d_joined, b, c)  # D's vetting needs B's and C's vouches
+    ids = {home: member_id(home) for home in (founder, b, c, d)}
+    run(founder, "send", "cell", "everyone on the roster")
+    before = {home: run(home, "status") for home in (d, c)}
+    assert before[d]["vouches"] == 3
+
+    split = run(founder, "cell", "split", "cell", "--member", ids[b], "--member", ids[c])
+    run(b, "sign", split["motion_id"])
+    assert run(c, "sign", split["motion_id"])["status"] == "done"
+
+    # D stayed; B and C, who vouched for D, left. D's status reads as before.
+    for viewer in (d, founder):
+        after = run(viewer, "status", ids[d])
+        assert after["verified"] is True
+        assert after == {**before[d], "verified": True}
+    # C moved: their certificate names the old cell, reached through the split.
+    for viewer in (c, b):
+        moved = run(viewer, "status", ids[c])
+        assert moved["verified"] is True and moved["status"] == before[c]["status"]
+        assert moved["cell_id"] == split["group_id"]
+        assert moved["admitted_at"] == before[c]["admitted_at"]
+
+    # A member of the new cell who was never in the old one sees C verified too
+    # (from the old cell's log up to the split only).
+    e, e_joined = join(tmp_path, "e", url, invite(b))
+    admit(b, e_joined, c)
+    run(b, "send", "cell", "E is on the roster")
+    seen = run(e, "status", ids[c])
+    assert seen["verified"] is True and seen["admitted_at"] == before[c]["admitted_at"]
