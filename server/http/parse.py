@@ -9,44 +9,24 @@ body two ways.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from crypto.encoding import b64d, b64e
 from server.errors import ApiError, ErrorCode, bad_request
 
 T = TypeVar("T")
 JsonObject = dict[str, Any]
 
 ID_BYTES = 32
-_B64_URLSAFE = re.compile(r"^[A-Za-z0-9_-]*={0,2}$")
 
 
-def b64(data: bytes) -> str:
-    """Encode bytes for the wire: URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64decode(text: str) -> bytes:
-    """Decode wire base64 (padding optional); raises ValueError if not canonical."""
-    if not _B64_URLSAFE.match(text):
-        raise ValueError("not URL-safe base64")
-    bare = text.rstrip("=")
-    if len(bare) % 4 == 1:
-        raise ValueError("impossible base64 length")
-    try:
-        data = base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
-    except binascii.Error as exc:
-        raise ValueError("not URL-safe base64") from exc
-    # Non-zero trailing bits would give one value several spellings.
-    if b64(data) != bare:
-        raise ValueError("non-canonical base64")
-    return data
+# One canonical base64 for the whole project: the wire form is crypto's.
+b64 = b64e
+b64decode = b64d
 
 
 async def read_json(request: web.Request, max_bytes: int | None = None) -> JsonObject:
