@@ -17,6 +17,7 @@ from typing import Any
 from client.cells import Cells
 from client.errors import ClientError, ServerError, VerificationFailed
 from client.groups import ReadMessage
+from client.motions import Motions
 from client.sdk import Client
 
 
@@ -92,7 +93,7 @@ def handlers(with_client: Callable[..., Awaitable[Any]], output: type) -> dict[s
         return {"messages": [asdict(m) for m in messages]}, "\n".join(lines) or "No new messages."
 
     async def motions(args: argparse.Namespace, c: Cells) -> tuple[dict[str, Any], str]:
-        views = await c.motions()
+        views = await Motions(c).motions()
         lines = [
             f"{v.motion_id}  {v.kind} of {v.group_id}: {v.signatures}/{v.needed} signatures"
             + (" (you signed)" if v.signed_by_me else "")
@@ -101,12 +102,12 @@ def handlers(with_client: Callable[..., Awaitable[Any]], output: type) -> dict[s
         return {"motions": [asdict(v) for v in views]}, "\n".join(lines) or "No open motions."
 
     async def sign(args: argparse.Namespace, c: Cells) -> tuple[dict[str, Any], str]:
-        data = await c.sign(args.motion)
+        data = await Motions(c).sign(args.motion)
         done = "it took effect" if data["status"] == "done" else "it needs more signatures"
         return data, f"Signed motion {data['motion_id']}; {done}."
 
     async def split(args: argparse.Namespace, c: Cells) -> tuple[dict[str, Any], str]:
-        data = await c.split(args.group, args.member)
+        data = await Motions(c).split(args.group, args.member)
         text = (
             f"Split motion {data['motion_id']} opened; the new cell will be {data['group_id']}.\n"
             "Each member who moves signs it with `spokes sign MOTION`."

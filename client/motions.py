@@ -1,0 +1,197 @@
+"""Motions for one member: listing, signing and opening them, and carrying out a split.
+
+The quorum is crypto.motions' to decide; this module verifies each motion
+against the roster log it replayed itself, signs, and, when its own
+signature completes a split that moves it, posts the split with the new
+cell's create event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from client import api, verify
+from client.cells import Cells
+from client.errors import ClientError, ServerError
+from client.groups import GroupRecord, bundle_of, lying
+from crypto import motions, roster
+from crypto.encoding import b32e
+from crypto.errors import CryptoError, RuleViolation
+from crypto.keys import member_id_text, parse_member_id
+from crypto.motions import Motion
+from crypto.network import GROUP_ID_BYTES
+from crypto.roster import RosterState
+from crypto.statements import Statement
+
+
+@dataclass(frozen=True)
+class MotionView:
+    motion_id: str
+    kind: str
+    group_id: str
+    signatures: int
+    needed: int
+    moved: list[str]
+    new_group: str
+    signed_by_me: bool
+
+
+class Motions:
+    def __init__(self, cells: Cells) -> None:
+        self.cells = cells
+
+    async def _verified_motion(
+        self, wire: api.MotionWire
+    ) -> tuple[Motion, list[Statement], RosterState, GroupRecord]:
+        network = self.cells._network_id()
+        group = verify.parse_id(wire.group_id, GROUP_ID_BYTES, "group id")
+        record, state = await self.cells.sync_roster(group)
+        with verify.checking("motion"):
+            motion = motions.parse_motion(verify.statement(wire.motion, "motion", network))
+            signatures = [verify.statement(w, "motion-sign", network) for w in wire.signatures]
+        if b32e(motion.id) != wire.motion_id.lower() or motion.group != group:
+            raise lying("the server listed a motion under another id or group")
+        mine = [
+            s
+            for s in signatures
+            if s.fields.get("motion") == motion.id and s.author in state.members
+        ]
+        return motion, mine, state, record
+
+    def _motion_view(
+        self, motion: Motion, signatures: list[Statement], state: RosterState
+    ) -> MotionView:
+        with verify.checking("motion"):
+            needed = motions.required_signers(state, motion)
+            signers = motions.valid_signers(motion, signatures, state)
+            moved, new_group = motions.split_terms(motion)
+        return MotionView(
+            motion_id=b32e(motion.id),
+            kind=motion.kind,
+            group_id=b32e(motion.group),
+            signatures=len(needed & signers),
+            needed=len(needed),
+            moved=[member_id_text(m) for m in sorted(moved)],
+            new_group=b32e(new_group),
+            signed_by_me=self.cells._me in signers,
+        )
+
+    async def motions(self) -> list[MotionView]:
+        views = []
+        for wire in api.parse_motions(await self.cells.client._call(api.open_motions())):
+            motion, signatures, state, _ = await self._verified_motion(wire)
+            views.append(self._motion_view(motion, signatures, state))
+        self.cells._save()
+        return views
+
+    async def sign(self, motion_text: str) -> dict[str, str]:
+        wanted = motion_text.strip().lower()
+        listed = [
+            w
+            for w in api.parse_motions(await self.cells.client._call(api.open_motions()))
+            if w.motion_id.lower() == wanted
+        ]
+        if not listed:
+            raise ClientError(
+                "not_found", "No open motion with that id in your groups; see `spokes motions`."
+            )
+        motion, signatures, state, record = await self._verified_motion(listed[0])
+        view = self._motion_view(motion, signatures, state)
+        if view.signed_by_me:
+            raise ClientError("already_signed", "You already signed this motion.")
+        network = self.cells._network_id()
+        signature = motions.sign_motion(
+            self.cells.client.state.identity, network, motion, self.cells._now()
+        )
+        await self.cells.client._call(api.sign_motion(motion.id, signature))
+        signatures.append(signature)
+        moved, new_group = motions.split_terms(motion)
+        if self.cells._me in moved:
+            splits = {**self.cells.client.state.splits, new_group: motion.group}
+            self.cells.client._save(replace(self.cells.client.state, splits=splits))
+        needed = motions.required_signers(state, motion)
+        if (
+            not needed <= motions.valid_signers(motion, signatures, state)
+            or self.cells._me not in moved
+        ):
+            return {"motion_id": view.motion_id, "status": "open"}
+        await self._carry_out_split(record, state, motion, signatures)
+        return {"motion_id": view.motion_id, "status": "done"}
+
+    async def _carry_out_split(
+        self,
+        record: GroupRecord,
+        state: RosterState,
+        motion: Motion,
+        signatures: list[Statement],
+    ) -> None:
+        """Post the split with the new cell's create event (I am one of the moved)."""
+        identity, network = self.cells.client.state.identity, self.cells._network_id()
+        moved, new_group = motions.split_terms(motion)
+        for attempt in range(2):
+            now = self.cells._now()
+            event = roster.sign_event(
+                identity,
+                network,
+                state,
+                "split",
+                now,
+                motions.split_event_fields(motion, signatures),
+            )
+            bundles = [bundle_of(record.events, m, network) for m in sorted(moved)]
+            create = roster.make_group(
+                identity,
+                network,
+                now,
+                bundles,
+                kind=state.kind,
+                level=state.level,
+                parent=state.parent,
+                origin=event.id,
+                group=new_group,
+                cell_max=self.cells._cell_max(),
+            )
+            try:
+                await self.cells.client._call(
+                    api.post_roster_event(state.group, event, create=create.statement)
+                )
+            except ServerError as exc:
+                if exc.code != "stale_head" or attempt == 1:
+                    raise
+                record, state = await self.cells.sync_roster(state.group)
+                continue
+            break
+        if state.group == self.cells.client.state.cell_id:
+            self.cells.client._save(replace(self.cells.client.state, cell_id=new_group))
+        await self.cells.sync_roster(new_group)
+        self.cells._save()
+
+    async def split(self, group_text: str, member_texts: list[str]) -> dict[str, str]:
+        group = await self.cells._group(group_text)
+        record, state = await self.cells.sync_roster(group)
+        moved = []
+        for text in member_texts:
+            try:
+                moved.append(parse_member_id(text))
+            except CryptoError:
+                raise ClientError(
+                    "invalid_member_id", f"{text!r} is not a member id; see `spokes members`."
+                ) from None
+        identity, network = self.cells.client.state.identity, self.cells._network_id()
+        motion = motions.make_split_motion(identity, network, state, moved, self.cells._now())
+        try:
+            needed = motions.required_signers(state, motion)
+        except RuleViolation as exc:
+            raise ClientError(
+                "invalid_motion", f"{exc}: name some, but not all, members of the group."
+            ) from None
+        opened = api.parse_motion_id(
+            await self.cells.client._call(api.open_motion(group, motion.statement))
+        )
+        _, new_group = motions.split_terms(motion)
+        if self.cells._me in moved:
+            splits = {**self.cells.client.state.splits, new_group: group}
+            self.cells.client._save(replace(self.cells.client.state, splits=splits))
+        if needed <= {self.cells._me}:
+            await self._carry_out_split(record, state, motion, [])
+        return {"motion_id": opened, "group_id": b32e(new_group)}
