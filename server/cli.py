@@ -14,9 +14,10 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -44,13 +45,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url=args.database_url,
         )
         if args.command == "serve":
-            asyncio.run(_serve(settings))
+            _run(_serve(settings))
         else:
             asyncio.run(_migrate(settings))
     except (SettingsError, MigrationError) as exc:
         print(f"spokes-server: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop where it is installed (Linux, macOS), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def _parser() -> argparse.ArgumentParser:
