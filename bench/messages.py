@@ -651,10 +651,11 @@ def main() -> None:
     )
     print(f"| server RSS after the load | {after_load / mib:.1f} |")
     print(f"| PostgreSQL RSS after the load (postmaster + backends) | {pg_after_load / mib:.1f} |")
-    print(
-        f"| {args.idle} idle sockets, extra server RSS | {(with_idle - with_sockets) / mib:.1f} "
-        f"({(with_idle - with_sockets) / args.idle:.1f} KiB each) |"
-    )
+    if args.idle:
+        print(
+            f"| {args.idle} idle sockets, extra server RSS | {(with_idle - with_sockets) / mib:.1f} "
+            f"({(with_idle - with_sockets) / args.idle:.1f} KiB each) |"
+        )
 
 
 if __name__ == "__main__":
