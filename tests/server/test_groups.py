@@ -284,3 +284,50 @@ async def test_an_epoch_is_retired_by_the_policys_age(server_factory, http) -> N
     clock.advance(3600)
     refused = await view.send("stale")
     assert (refused.status, refused.code) == (409, "rekey_required")
+
+
+async def test_motion_signatures_from_outsiders_and_bad_ones_are_refused(
+    founder: Actor, server, http, pool
+) -> None:
+    from crypto import motions
+
+    b = Actor(http, server.url)
+    await bring_in(founder, b)
+    view = GroupView(founder, founder.cell or b"")
+    await view.add(b, (await founder.admission_of(b)).statement.id)
+    state = await view.refresh()
+    motion = motions.make_split_motion(founder.key, founder.network, state, [b.id], founder.now())
+    opened = await founder.call(
+        "POST", f"/v1/groups/{b32e(state.group)}/motions", {"motion": motion.statement.to_wire()}
+    )
+    motion_id = opened.body["motion_id"]
+    outsider = Actor(http, server.url)
+    await bring_in(founder, outsider)  # admitted, but not on this roster
+    theirs = motions.sign_motion(outsider.key, founder.network, motion, outsider.now())
+    before = await table_counts(pool)
+    to_this = await outsider.call(
+        "POST", f"/v1/motions/{motion_id}/signatures", {"signature": theirs.to_wire()}
+    )
+    to_none = await outsider.call(
+        "POST", f"/v1/motions/{b32e(os.urandom(32))}/signatures", {"signature": theirs.to_wire()}
+    )
+    assert (to_this.status, to_this.body) == (to_none.status, to_none.body) == (404, to_none.body)
+    assert (await outsider.call("GET", "/v1/motions")).body["motions"] == []
+    forged = await b.call(
+        "POST", f"/v1/motions/{motion_id}/signatures", {"signature": theirs.to_wire()}
+    )
+    assert (forged.status, forged.code) == (400, "invalid_statement")  # not b's own signature
+    garbage = await b.call(
+        "POST", f"/v1/motions/{motion_id}/signatures", {"signature": {"body": "AA", "sig": "AA"}}
+    )
+    assert (garbage.status, garbage.code) == (400, "invalid_statement")
+    assert await table_counts(pool) == before
+    mine = motions.sign_motion(b.key, founder.network, motion, b.now())
+    first = await b.call(
+        "POST", f"/v1/motions/{motion_id}/signatures", {"signature": mine.to_wire()}
+    )
+    again = await b.call(
+        "POST", f"/v1/motions/{motion_id}/signatures", {"signature": mine.to_wire()}
+    )
+    assert first.status == 201
+    assert (again.status, again.code) == (409, "conflict")
