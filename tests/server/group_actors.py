@@ -77,7 +77,8 @@ class GroupView:
             self.keys[epoch] = epochs.derive_epoch_keys(secret, state.group, epoch, state.members)
         return reply
 
-    async def open_epoch(self) -> EpochKeys:
+    async def fetch_secret(self) -> tuple[RosterState, bytes]:
+        """Fetch and open my box of the current epoch, checked against its commitment."""
         state = await self.refresh()
         reply = await self.actor.call(
             "GET", f"/v1/groups/{b32e(self.group)}/epochs/{state.epoch}/secret"
@@ -93,6 +94,10 @@ class GroupView:
             self.actor.id,
             state.commitment,
         )
+        return state, secret
+
+    async def open_epoch(self) -> EpochKeys:
+        state, secret = await self.fetch_secret()
         self.keys[state.epoch] = epochs.derive_epoch_keys(
             secret, state.group, state.epoch, state.members
         )

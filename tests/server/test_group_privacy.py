@@ -138,21 +138,8 @@ class Hoard:
 
     async def open_box(self, view: GroupView) -> EpochKeys:
         """Fetch and open my box of the group's current epoch, keeping the secret itself."""
-        state = await view.refresh()
-        reply = await self.actor.call(
-            "GET", f"/v1/groups/{b32e(view.group)}/epochs/{state.epoch}/secret"
-        )
-        assert reply.status == 200, reply.body
-        assert state.commitment is not None
-        secret = epochs.open_secret(
-            self.actor.kem,
-            b64d(reply.body["sealed"]),
-            state.group,
-            state.epoch,
-            state.roster_hash,
-            self.actor.id,
-            state.commitment,
-        )
+        assert view.actor is self.actor
+        state, secret = await view.fetch_secret()
         self.secrets[(view.group, state.epoch)] = secret
         view.keys[state.epoch] = epochs.derive_epoch_keys(
             secret, state.group, state.epoch, state.members
