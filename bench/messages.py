@@ -247,26 +247,9 @@ async def commit_epoch(cell: Cell) -> None:
     state = cell.state
     secret = epochs.new_epoch_secret()
     epoch = state.epoch + 1
-    boxes = {
-        b32e(m.member_id): b64e(
-            epochs.seal_secret(
-                secret,
-                m.kem_suite,
-                m.kem_public,
-                state.group,
-                epoch,
-                state.roster_hash,
-                m.member_id,
-            )
-        )
-        for m in state.members.values()
-    }
-    fields = {
-        "epoch": epoch,
-        "roster": state.roster_hash,
-        "commitment": epochs.commitment(secret, state.group, epoch),
-    }
-    await post_event(cell, author, "epoch", fields, secrets=boxes)
+    commit = epochs.commit_next_epoch(secret, state)
+    boxes = {b32e(m): b64e(box) for m, box in commit.boxes.items()}
+    await post_event(cell, author, "epoch", commit.fields, secrets=boxes)
     for member in cell.members:
         path = f"/v1/groups/{b32e(cell.group)}/epochs/{epoch}/secret"
         sealed = b64d(ok(await member.call("GET", path), 200)["sealed"])

@@ -281,23 +281,13 @@ class Cells:
         identity = self.client.state.identity
         for attempt in range(2):
             secret = epochs.new_epoch_secret()
-            epoch, covered, group = state.epoch + 1, state.roster_hash, state.group
-            boxes = {
-                m.member_id: epochs.seal_secret(
-                    secret, m.kem_suite, m.kem_public, group, epoch, covered, m.member_id
-                )
-                for m in state.members.values()
-            }
-            fields: dict[str, Value] = {
-                "epoch": epoch,
-                "roster": covered,
-                "commitment": epochs.commitment(secret, group, epoch),
-            }
+            epoch, group = state.epoch + 1, state.group
+            commit = epochs.commit_next_epoch(secret, state)
             event = roster.sign_event(
-                identity, self._network_id(), state, "epoch", self._now(), fields
+                identity, self._network_id(), state, "epoch", self._now(), commit.fields
             )
             try:
-                await self.client._call(api.post_roster_event(group, event, boxes))
+                await self.client._call(api.post_roster_event(group, event, commit.boxes))
             except ServerError as exc:
                 if exc.code != "stale_head" or attempt == 1:
                     raise

@@ -26,7 +26,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crypto import labels
+from crypto.encoding import Value
 from crypto.errors import DecryptionFailed, RuleViolation
+from crypto.roster import RosterState
 from crypto.sealing import KemPrivateKey, KemPublicKey, KemSuite, open_sealed, seal
 
 SECRET_BYTES = 32
@@ -81,6 +83,31 @@ def open_secret(
     if not hmac.compare_digest(commitment(secret, group, epoch), expected_commitment):
         raise DecryptionFailed("the epoch secret does not match the signed commitment")
     return secret
+
+
+@dataclass(frozen=True)
+class EpochCommit:
+    """What a member posts to start the next epoch: the event's fields and one box per member."""
+
+    fields: dict[str, Value]
+    boxes: dict[bytes, bytes]
+
+
+def commit_next_epoch(secret: bytes, state: RosterState) -> EpochCommit:
+    """Seal `secret` as the epoch after `state`'s to every current member, with its commitment."""
+    epoch, covered, group = state.epoch + 1, state.roster_hash, state.group
+    boxes = {
+        m.member_id: seal_secret(
+            secret, m.kem_suite, m.kem_public, group, epoch, covered, m.member_id
+        )
+        for m in state.members.values()
+    }
+    fields: dict[str, Value] = {
+        "epoch": epoch,
+        "roster": covered,
+        "commitment": commitment(secret, group, epoch),
+    }
+    return EpochCommit(fields, boxes)
 
 
 @dataclass(frozen=True)

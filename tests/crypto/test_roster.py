@@ -9,7 +9,7 @@ import pytest
 
 from crypto.encoding import Value
 from crypto.epochs import commitment
-from crypto.errors import InvalidSignature, InvalidStatement, RuleViolation
+from crypto.errors import DecryptionFailed, InvalidSignature, InvalidStatement, RuleViolation
 from crypto.keys import IdentityKey
 from crypto.network import DAY, KeyBundle, make_key_bundle
 from crypto.roster import (
@@ -553,3 +553,37 @@ def test_event_of_another_network_fails_verification(history: History) -> None:
     event = history.events[1]
     with pytest.raises(InvalidStatement):
         verify_statement(event.body, event.signature, "roster", OTHER_NETWORK)
+
+
+def test_committing_the_next_epoch_seals_to_every_member_and_the_event_fits() -> None:
+    from crypto.epochs import commit_next_epoch, open_secret
+
+    state = found(A, B, C)
+    secret = fixed_bytes("epoch secret", 32)
+    commit = commit_next_epoch(secret, state)
+    assert set(commit.boxes) == set(state.members)
+    event = sign_event(A, NETWORK, state, "epoch", T0 + 1, commit.fields)
+    after = apply(state, event, cell_max=CELL_MAX)
+    assert after.epoch == 1 and not after.needs_rekey
+    for key in (A, B, C):
+        member = key.member_id
+        opened = open_secret(
+            kem_key(member.hex()),
+            commit.boxes[member],
+            state.group,
+            1,
+            state.roster_hash,
+            member,
+            after.commitment or b"",
+        )
+        assert opened == secret
+    with pytest.raises(DecryptionFailed):  # a box opens only for its own member
+        open_secret(
+            kem_key(A.member_id.hex()),
+            commit.boxes[B.member_id],
+            state.group,
+            1,
+            state.roster_hash,
+            A.member_id,
+            after.commitment or b"",
+        )

@@ -52,27 +52,9 @@ class GroupView:
         state = self.state or await self.refresh()
         secret = secret or epochs.new_epoch_secret()
         epoch = state.epoch + 1
-        boxes = {
-            b32e(m.member_id): b64e(
-                epochs.seal_secret(
-                    secret,
-                    m.kem_suite,
-                    m.kem_public,
-                    state.group,
-                    epoch,
-                    state.roster_hash,
-                    m.member_id,
-                )
-            )
-            for m in state.members.values()
-            if m.member_id != skip
-        }
-        fields = {
-            "epoch": epoch,
-            "roster": state.roster_hash,
-            "commitment": epochs.commitment(secret, state.group, epoch),
-        }
-        reply = await self.post("epoch", fields, secrets=boxes)
+        commit = epochs.commit_next_epoch(secret, state)
+        boxes = {b32e(m): b64e(box) for m, box in commit.boxes.items() if m != skip}
+        reply = await self.post("epoch", commit.fields, secrets=boxes)
         if reply.status == 201:
             self.keys[epoch] = epochs.derive_epoch_keys(secret, state.group, epoch, state.members)
         return reply
