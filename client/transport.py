@@ -9,6 +9,7 @@ JSON the API promises becomes "bad_response".
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 import aiohttp
@@ -81,6 +82,7 @@ class Feed:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, base_url: str) -> None:
         self._ws = ws
         self._base_url = base_url
+        self._pending: deque[dict[str, Any]] = deque()  # the rest of a batch frame
 
     async def send(self, message: dict[str, Any]) -> None:
         try:
@@ -89,13 +91,27 @@ class Feed:
             raise _unreachable(self._base_url, exc) from exc
 
     async def receive(self, wait_s: float) -> dict[str, Any] | None:
-        """The next JSON object, or None if nothing came within `wait_s` seconds."""
+        """The next JSON object, or None if nothing came within `wait_s` seconds.
+
+        A batch frame ({"type": "batch", "events": [...]}) comes out as its
+        events, one per call, in order.
+        """
+        if self._pending:
+            return self._pending.popleft()
         try:
             message = await self._ws.receive(timeout=wait_s)
         except TimeoutError:
             return None
         if message.type == aiohttp.WSMsgType.TEXT:
             data = _decode(message.data)
+            if isinstance(data, dict) and data.get("type") == "batch":
+                events = data.get("events")
+                if not events or not isinstance(events, list):
+                    raise _not_spokes(self._base_url, 101)
+                if not all(isinstance(e, dict) for e in events):
+                    raise _not_spokes(self._base_url, 101)
+                self._pending.extend(events)
+                return self._pending.popleft()
             if isinstance(data, dict):
                 return data
             raise _not_spokes(self._base_url, 101)

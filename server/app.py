@@ -16,10 +16,11 @@ from aiohttp import web
 
 from server.clock import Clock
 from server.clock import now as system_now
-from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
 from server.http.middleware import access_log_middleware, error_middleware
 from server.http.routes import add_routes
 from server.realtime import Hub
+from server.services.messages import MessageWriter
 from server.settings import Settings
 from server.store import ratelimit
 from server.store.db import Pool, create_pool
@@ -27,7 +28,7 @@ from server.store.db import Pool, create_pool
 # The keys live in server.http.appkeys so handlers can import them without
 # importing this module (which imports the routes). AppKeys compare by
 # identity: there must be exactly one definition of each.
-__all__ = ["CLOCK_KEY", "HUB_KEY", "POOL_KEY", "SETTINGS_KEY", "create_app"]
+__all__ = ["CLOCK_KEY", "HUB_KEY", "POOL_KEY", "SETTINGS_KEY", "WRITER_KEY", "create_app"]
 
 PRUNE_INTERVAL_S = 600
 
@@ -55,6 +56,7 @@ def create_app(
     app.cleanup_ctx.append(_prune_ctx)
     # After the pool (cleanup runs in reverse, so the hub stops first).
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_writer_ctx)
     # Open WebSockets would hold shutdown for its whole timeout; close them first.
     app.on_shutdown.append(_close_sockets)
     add_routes(app)
@@ -89,6 +91,15 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await hub.stop()
+
+
+async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    writer = MessageWriter(app[POOL_KEY], app[CLOCK_KEY])
+    app[WRITER_KEY] = writer
+    try:
+        yield
+    finally:
+        await writer.close()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -24,7 +24,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ SEND_TIMEOUT_S = 30.0  # a client that won't read for this long is dropped
 READ_LIMIT = 200  # events per database read
 CACHE_ROWS = 256  # per group
 CACHE_BYTES = 1 << 20  # per group, of serialised events
+FRAME_BYTES = 256 * 1024  # a batch frame's events, serialised (one larger event goes alone)
 BACKOFF_S = (0.2, 30.0)  # LISTEN reconnect: first and longest wait
 LIVENESS_TIMEOUT_S = 5.0
 
@@ -208,6 +209,18 @@ class Feed:
         # (tail unknown, or a cursor ahead of it: start over from the cursor).
         generation = self._generation
         page = await self._read(self.group_id, self.group_text, cursor)
+        self.absorb(cursor, generation, page)
+
+    def stale(self, seq: int) -> bool:
+        """Whether a notification of ``seq`` is news the hub should read ahead for this feed."""
+        return self._tail is not None and seq > self._tail
+
+    def mark(self) -> tuple[int | None, int]:
+        """Where a read-ahead starts: the cache's tail and the poke generation."""
+        return self._tail, self._generation
+
+    def absorb(self, cursor: int, generation: int, page: Page) -> None:
+        """Take in a page read after ``cursor`` (begun at poke ``generation``)."""
         self._reads += 1
         if self._tail != cursor:
             self._rows.clear()
@@ -234,6 +247,8 @@ class Hub:
         self._by_member: dict[bytes, set[Socket]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
+        self._stale: set[Feed] = set()  # feeds a notification announced news for
+        self._refresh = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -244,6 +259,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._listen_forever(self._url)),
             asyncio.create_task(self._tick_forever()),
+            asyncio.create_task(self._read_ahead_forever()),
         ]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), wait_s)
@@ -401,37 +417,80 @@ class Hub:
             if self._clock() >= socket.expires_at:
                 socket.close(CLOSE_SESSION_ENDED, "session expired", session_notice())
                 return
-            for seq, text in page.rows:
+            for last, text in frames(page.rows):
                 if socket.cursors.get(group_id) != cursor:
                     return  # unsubscribed meanwhile
                 await self._send(socket, text)
-                socket.cursors[group_id] = cursor = seq
+                socket.cursors[group_id] = cursor = last
 
     @staticmethod
     async def _send(socket: Socket, text: str) -> None:
         await asyncio.wait_for(socket.sink.send_str(text), SEND_TIMEOUT_S)
 
     async def _read(self, group_id: bytes, group_text: str, cursor: int) -> Page:
+        return (await self._read_many([(group_id, cursor)]))[group_id]
+
+    async def _read_many(self, cursors: list[tuple[bytes, int]]) -> dict[bytes, Page]:
         async with self._pool.acquire() as conn:
-            page = await store.event_page(conn, group_id, cursor, READ_LIMIT)
-        rows = [
-            (row.seq, _dumps({"type": "event", **event_wire(row, group_text)}))
-            for row in page.events
-        ]
-        return Page(rows, page.members)
+            pages = await store.event_pages(conn, cursors, READ_LIMIT)
+        result = {}
+        for group_id, page in pages.items():
+            group_text = b32e(group_id)
+            rows = [
+                (row.seq, _dumps({"type": "event", **event_wire(row, group_text)}))
+                for row in page.events
+            ]
+            result[group_id] = Page(rows, page.members)
+        return result
 
     # --- LISTEN and timers ----------------------------------------------------------
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        group_text, _, seq_text = payload.partition(":")
-        try:
-            group_id, seq = b32d(group_text), int(seq_text)
-        except ValueError:
-            log.warning("ignoring a malformed notification")
-            return
-        feed = self._feeds.get(group_id)
-        if feed is not None:
-            feed.poke(seq)
+        # A payload names one or more "<group>:<seq>" entries, space-separated.
+        for entry in payload.split():
+            group_text, _, seq_text = entry.partition(":")
+            try:
+                group_id, seq = b32d(group_text), int(seq_text)
+            except ValueError:
+                log.warning("ignoring a malformed notification")
+                continue
+            feed = self._feeds.get(group_id)
+            if feed is None:
+                continue
+            if feed.stale(seq):
+                self._stale.add(feed)
+                self._refresh.set()
+            else:
+                feed.poke(seq)
+
+    async def _read_ahead_forever(self) -> None:
+        """Read every announced feed's news in one query, then poke its sockets.
+
+        Without this each feed would read on its own when its sockets wake:
+        one query per group per notification. A feed that moved meanwhile (a
+        socket read it) keeps what it has; its sockets are poked all the same
+        and read as they would have.
+        """
+        while True:
+            await self._refresh.wait()
+            self._refresh.clear()
+            feeds = [f for f in self._stale if self._feeds.get(f.group_id) is f]
+            self._stale.clear()
+            marks = [(feed, *feed.mark()) for feed in feeds]
+            wanted = [(f.group_id, tail) for f, tail, _ in marks if tail is not None]
+            pages: dict[bytes, Page] = {}
+            if wanted:
+                try:
+                    pages = await self._read_many(wanted)
+                except _DB_ERRORS as exc:
+                    log.warning("reading group events failed: %s", type(exc).__name__)
+            for feed, tail, generation in marks:
+                page = pages.get(feed.group_id)
+                if page is not None and tail is not None and feed.mark()[0] == tail:
+                    feed.absorb(tail, generation, page)
+                    feed.poke(feed.mark()[0])  # news, already read: the cache stays fresh
+                else:
+                    feed.poke()
 
     async def _listen_forever(self, url: str) -> None:
         delay = BACKOFF_S[0]
@@ -497,6 +556,27 @@ class Hub:
         for socket in sockets:
             if socket.token_hash not in live or now >= socket.expires_at:
                 socket.close(CLOSE_SESSION_ENDED, "session ended", session_notice())
+
+
+def frames(rows: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    """Serialised events as WebSocket frames: one event alone, several as a batch.
+
+    A socket that is behind (a burst, a slow reader, a resume) gets its events
+    a batch per frame, up to FRAME_BYTES each, instead of a frame (and a
+    system call) per event. Yields each frame's last seq with its text.
+    """
+    start = 0
+    while start < len(rows):
+        end, size = start + 1, len(rows[start][1])
+        while end < len(rows) and size + len(rows[end][1]) + 1 <= FRAME_BYTES:
+            size += len(rows[end][1]) + 1
+            end += 1
+        if end - start == 1:
+            yield rows[start]
+        else:
+            texts = ",".join(text for _, text in rows[start:end])
+            yield rows[end - 1][0], '{"type":"batch","events":[' + texts + "]}"
+        start = end
 
 
 def not_found_notice(group_text: str) -> dict[str, Any]:

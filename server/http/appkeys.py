@@ -1,4 +1,4 @@
-"""The typed application keys handlers read: settings, database pool, clock, realtime hub."""
+"""The typed application keys handlers read: settings, database pool, clock, realtime hub, message writer."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from aiohttp import web
 
 from server.clock import Clock
 from server.realtime import Hub
+from server.services.messages import MessageWriter
 from server.settings import Settings
 from server.store.db import Pool
 
@@ -13,3 +14,4 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 POOL_KEY = web.AppKey("pool", Pool)
 CLOCK_KEY = web.AppKey("clock", Clock)
 HUB_KEY = web.AppKey("hub", Hub)
+WRITER_KEY = web.AppKey("message_writer", MessageWriter)

@@ -5,16 +5,18 @@ Authenticate → parse → one service call in one transaction → respond.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from crypto.encoding import b32e, b64e
 from crypto.messages import SealedMessage
 from crypto.statements import statement_id
 from server.errors import ApiError, ErrorCode
-from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, WRITER_KEY
 from server.http.common import authenticate, bearer_token, json_response, path_id
 from server.http.parse import get_b64, get_int, read_json
-from server.services import groups, motions
+from server.services import groups, messages, motions
 from server.services.common import load_genesis
 from server.store.db import transaction
 from server.store.membership import StoredStatement
@@ -91,17 +93,19 @@ async def post_message(request: web.Request) -> web.Response:
         raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in first")
     group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
-    message = SealedMessage(
+    message = sealed_message(body)
+    # Authentication happens in the message's batch (server/services/messages.py).
+    accepted = await request.app[WRITER_KEY].submit(messages.submission(token, group_id, message))
+    return json_response({"message_id": b32e(accepted.message_id), "cursor": accepted.seq}, 201)
+
+
+def sealed_message(body: dict[str, Any]) -> SealedMessage:
+    """The three parts of a message, sizes checked (shared with the WebSocket's send)."""
+    return SealedMessage(
         get_b64(body, "header", 1, 512),
         get_b64(body, "ciphertext", 16, MAX_CIPHERTEXT),
         get_b64(body, "signature", 64, 64),
     )
-    # Authentication happens inside the message's own transaction (one query).
-    async with transaction(request.app[POOL_KEY]) as conn:
-        message_id, seq = await groups.post_message(
-            conn, token, group_id, message, request.app[CLOCK_KEY]()
-        )
-    return json_response({"message_id": b32e(message_id), "cursor": seq}, 201)
 
 
 async def put_profile(request: web.Request) -> web.Response:

@@ -15,17 +15,16 @@ from typing import Any
 from crypto.encoding import b32d, b64d, decode, encode
 from crypto.errors import InvalidStatement
 from crypto.keys import IdentityPublicKey
-from crypto.messages import Header, SealedMessage, message_id, verify_message, verify_profile
+from crypto.messages import SealedMessage, verify_profile
 from crypto.motions import parse_motion, split_terms
 from crypto.network import Genesis
 from crypto.roster import GroupCreation, RosterState, apply, parse_group_creation, verify_log
 from crypto.statements import Statement, get_bytes, statement_id, unpack
-from server.services.auth import Session, check_expiry, not_logged_in, token_hash
+from server.services.auth import Session
 from server.services.common import (
     api_error,
     check_fresh,
     crypto_errors,
-    load_genesis,
     parse_stored,
     seconds,
     statement_from,
@@ -229,71 +228,6 @@ async def my_epoch_secret(conn: Connection, session: Session, group_id: bytes, e
     if sealed is None:
         raise api_error(404, "not_found", "no secret of that epoch for you")
     return sealed
-
-
-async def post_message(
-    conn: Connection, token: str, group_id: bytes, message: SealedMessage, now: datetime
-) -> tuple[bytes, int]:
-    """Authenticate, check and append one message: two statements in one transaction.
-
-    This is the hot path, so the session, the sender's key and membership and
-    the group's locked row come from one query, and the append from another.
-    """
-    sender = await store.lock_for_sender(conn, token_hash(token), group_id)
-    if sender is None or sender.revoked:
-        raise not_logged_in()
-    check_expiry(sender.session_expires_at, now)
-    group = sender.group
-    # Not there and not yours answer alike.
-    if group is None or not sender.in_group:
-        raise api_error(404, "not_found", "no such group")
-    genesis = await load_genesis(conn, group.network_id)
-    with crypto_errors():
-        header = Header.decode(message.header)
-    if header.group != group_id or header.sender != sender.member_id:
-        raise api_error(400, "invalid_statement", "the header names another group or sender")
-    if group.rekey_needed:
-        raise api_error(
-            409,
-            "rekey_required",
-            "the group's members changed: commit a new epoch before sending (your client does it)",
-        )
-    if _epoch_retired(group, genesis, now):
-        raise api_error(
-            409,
-            "rekey_required",
-            "this epoch has reached the policy's age or message limit: commit a new epoch (your client does it)",
-        )
-    if header.epoch != group.epoch:
-        raise api_error(
-            409, "stale_epoch", "this message is for another epoch than the group's current one"
-        )
-    with crypto_errors():
-        verify_message(message, IdentityPublicKey(sender.identity_key))
-    body = encode(
-        {"header": message.header, "ciphertext": message.ciphertext, "signature": message.signature}
-    )
-    seq = await store.append_message(
-        conn,
-        group_id,
-        header.epoch,
-        sender.member_id,
-        header.counter,
-        body,
-        now,
-        event_store.CHANNEL,
-    )
-    if seq is None:
-        raise api_error(409, "replayed_counter", "this message counter was already used")
-    return message_id(message.header), seq
-
-
-def _epoch_retired(group: store.GroupRow, genesis: Genesis, now: datetime) -> bool:
-    policy = genesis.policy
-    if group.epoch_messages >= policy.epoch_messages:
-        return True
-    started = group.epoch_started_at
-    return started is not None and seconds(now) - seconds(started) >= policy.epoch_seconds
 
 
 def parse_event_message(body: bytes) -> SealedMessage:

@@ -11,7 +11,7 @@ transaction and return frozen dataclasses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -124,26 +124,42 @@ async def events_since(
 
 
 async def event_page(conn: Connection, group_id: bytes, after_seq: int, limit: int) -> EventPage:
-    """events_since plus the group's members, read in one statement.
+    """events_since plus the group's members, read in one statement (see event_pages)."""
+    return (await event_pages(conn, [(group_id, after_seq)], limit))[group_id]
+
+
+async def event_pages(
+    conn: Connection, cursors: Sequence[tuple[bytes, int]], limit: int
+) -> dict[bytes, EventPage]:
+    """For each (group, after_seq): up to ``limit`` events after it, and the group's members.
 
     One statement means one snapshot: a member removed before an event was
     appended is already missing from ``members`` of any page that holds it.
     """
     rows = await conn.fetch(
-        """WITH m AS (
+        """SELECT c.g, m.ids, e.seq, e.kind, e.sender, e.body, e.created_at
+           FROM unnest($1::bytea[], $2::bigint[]) AS c(g, after)
+           CROSS JOIN LATERAL (
                SELECT coalesce(array_agg(member_id), '{}') AS ids
-               FROM group_members WHERE group_id = $1)
-           SELECT m.ids, e.seq, e.kind, e.sender, e.body, e.created_at
-           FROM m LEFT JOIN LATERAL (
+               FROM group_members WHERE group_id = c.g) m
+           LEFT JOIN LATERAL (
                SELECT seq, kind, sender, body, created_at FROM group_events
-               WHERE group_id = $1 AND seq > $2 ORDER BY seq LIMIT $3) e ON true
-           ORDER BY e.seq""",
-        group_id,
-        after_seq,
+               WHERE group_id = c.g AND seq > c.after ORDER BY seq LIMIT $3) e ON true
+           ORDER BY c.g, e.seq""",
+        [g for g, _ in cursors],
+        [after for _, after in cursors],
         limit,
     )
-    members = frozenset(rows[0]["ids"]) if rows else frozenset()
-    return EventPage(members, [_event(group_id, r) for r in rows if r["seq"] is not None])
+    members: dict[bytes, frozenset[bytes]] = {}
+    events: dict[bytes, list[EventRow]] = {}
+    for r in rows:
+        group_id = bytes(r["g"])
+        if group_id not in members:
+            members[group_id] = frozenset(bytes(m) for m in r["ids"])
+            events[group_id] = []
+        if r["seq"] is not None:
+            events[group_id].append(_event(group_id, r))
+    return {g: EventPage(members.get(g, frozenset()), events.get(g, [])) for g, _ in cursors}
 
 
 async def add_group_member(

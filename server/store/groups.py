@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from crypto.encoding import b32e
 from server.store.db import Connection
 from server.store.membership import StoredStatement
 
@@ -112,24 +111,6 @@ async def epoch_secret(
     return None if value is None else bytes(value)
 
 
-async def insert_message(
-    conn: Connection, group_id: bytes, epoch: int, sender: bytes, counter: int, event_seq: int
-) -> bool:
-    status = await conn.execute(
-        """WITH m AS (
-               INSERT INTO messages (group_id, epoch, sender, counter, event_seq)
-               VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING group_id)
-           UPDATE groups SET epoch_messages = epoch_messages + 1
-           WHERE group_id = (SELECT group_id FROM m)""",
-        group_id,
-        epoch,
-        sender,
-        counter,
-        event_seq,
-    )
-    return bool(status == "UPDATE 1")
-
-
 async def upsert_profile(
     conn: Connection, group_id: bytes, member_id: bytes, epoch: int, sealed: bytes, now: datetime
 ) -> None:
@@ -171,88 +152,3 @@ async def set_member_cell(conn: Connection, member_ids: list[bytes], cell_id: by
 async def identity_key(conn: Connection, member_id: bytes) -> bytes | None:
     value = await conn.fetchval("SELECT identity_key FROM members WHERE member_id = $1", member_id)
     return None if value is None else bytes(value)
-
-
-@dataclass(frozen=True)
-class SenderView:
-    """What one query tells about a message's sender and group (see lock_for_sender)."""
-
-    member_id: bytes
-    identity_key: bytes
-    session_expires_at: datetime
-    revoked: bool
-    in_group: bool
-    group: GroupRow | None
-
-
-async def lock_for_sender(
-    conn: Connection, token_hash: bytes, group_id: bytes
-) -> SenderView | None:
-    """The session's member, their key and membership, and the group row locked.
-
-    One round trip for what a message needs checked before it is appended.
-    """
-    row = await conn.fetchrow(
-        """SELECT s.member_id, m.identity_key, s.expires_at,
-                  (s.revoked_at IS NOT NULL OR m.revoked_at IS NOT NULL) AS revoked,
-                  EXISTS (SELECT 1 FROM group_members gm
-                          WHERE gm.group_id = $2 AND gm.member_id = s.member_id) AS in_group,
-                  g.group_id, g.network_id, g.kind, g.level, g.roster_seq, g.roster_head, g.epoch,
-                  g.rekey_needed, g.epoch_started_at, g.epoch_messages
-           FROM sessions s JOIN members m ON m.member_id = s.member_id
-           LEFT JOIN LATERAL (SELECT * FROM groups WHERE group_id = $2 FOR UPDATE) g ON true
-           WHERE s.token_hash = $1""",
-        token_hash,
-        group_id,
-    )
-    if row is None:
-        return None
-    group = None
-    if row["group_id"] is not None:
-        group = GroupRow(**{name: row[name] for name in GroupRow.__dataclass_fields__})
-    return SenderView(
-        row["member_id"],
-        row["identity_key"],
-        row["expires_at"],
-        row["revoked"],
-        row["in_group"],
-        group,
-    )
-
-
-async def append_message(
-    conn: Connection,
-    group_id: bytes,
-    epoch: int,
-    sender: bytes,
-    counter: int,
-    body: bytes,
-    now: datetime,
-    channel: str,
-) -> int | None:
-    """Append a message as the group's next event, count it in the epoch, and NOTIFY.
-
-    One statement. None if the (epoch, sender, counter) was used before; the
-    seq it took is then rolled back with the caller's transaction.
-    """
-    seq = await conn.fetchval(
-        """WITH g AS (
-               UPDATE groups SET last_seq = last_seq + 1, epoch_messages = epoch_messages + 1
-               WHERE group_id = $1 RETURNING last_seq),
-           m AS (
-               INSERT INTO messages (group_id, epoch, sender, counter, event_seq)
-               SELECT $1, $2, $3, $4, last_seq FROM g ON CONFLICT DO NOTHING RETURNING event_seq),
-           e AS (
-               INSERT INTO group_events (group_id, seq, kind, sender, body, created_at)
-               SELECT $1, event_seq, 'message', $3, $5, $6 FROM m RETURNING seq)
-           SELECT seq, pg_notify($7, $8 || ':' || seq::text) FROM e""",
-        group_id,
-        epoch,
-        sender,
-        counter,
-        body,
-        now,
-        channel,
-        b32e(group_id),
-    )
-    return None if seq is None else int(seq)

@@ -170,14 +170,15 @@ async def drain(
         message = await ws.receive(timeout=max(0.1, deadline - time.monotonic()))
         if message.type != aiohttp.WSMsgType.TEXT:
             return
-        value = json.loads(message.data)
-        if value["type"] == "event":
-            assert value["seq"] > member.cursor, "an event arrived twice or out of order"
-            member.cursor = value["seq"]
-            member.events.append(value)
-        else:
-            assert value["type"] in ("ready", "subscribed"), value
-            member.subscribed = member.subscribed or value["type"] == "subscribed"
+        frame = json.loads(message.data)
+        for value in frame["events"] if frame["type"] == "batch" else [frame]:
+            if value["type"] == "event":
+                assert value["seq"] > member.cursor, "an event arrived twice or out of order"
+                member.cursor = value["seq"]
+                member.events.append(value)
+            else:
+                assert value["type"] in ("ready", "subscribed"), value
+                member.subscribed = member.subscribed or value["type"] == "subscribed"
         async with progress:
             progress.notify_all()
 

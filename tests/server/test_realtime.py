@@ -58,12 +58,20 @@ class Stream:
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.events: list[dict[str, Any]] = []
+        self.pending: list[dict[str, Any]] = []  # the rest of a batch frame
+        self.frames = 0
 
     async def receive(self, wait: float = WAIT_S) -> dict[str, Any]:
-        message = await self.ws.receive(timeout=wait)
-        if message.type != aiohttp.WSMsgType.TEXT:
-            return {"type": "closed", "code": self.ws.close_code}
-        value: dict[str, Any] = json.loads(message.data)
+        """The next message; a batch frame's events come one per call."""
+        if not self.pending:
+            message = await self.ws.receive(timeout=wait)
+            if message.type != aiohttp.WSMsgType.TEXT:
+                return {"type": "closed", "code": self.ws.close_code}
+            value: dict[str, Any] = json.loads(message.data)
+            self.frames += 1
+            self.pending = value["events"] if value["type"] == "batch" else [value]
+            assert self.pending, "an empty batch"
+        value = self.pending.pop(0)
         if value["type"] == "event":
             self.events.append(value)
         return value

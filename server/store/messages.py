@@ -1,0 +1,187 @@
+"""SQL for appending messages in batches (group commit).
+
+One batch is one transaction: the senders' sessions, then the groups' rows
+locked in group-id order (so two batches, or a batch and a roster change,
+can never wait on each other in a cycle), then the membership and counter
+checks under those locks, then one statement that appends every accepted
+message, moves each group's counters and NOTIFYs once per batch.
+
+Like every store module: functions take the caller's connection and return
+frozen dataclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.store.db import Connection
+
+# A NOTIFY payload must stay under 8,000 bytes; entries are "<group b32>:<seq>".
+NOTIFY_PAYLOAD_BYTES = 7000
+
+
+@dataclass(frozen=True)
+class SenderSession:
+    token_hash: bytes
+    member_id: bytes
+    identity_key: bytes
+    expires_at: datetime
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class LockedGroup:
+    """What a message needs of its group, read under the row's lock."""
+
+    group_id: bytes
+    network_id: bytes
+    epoch: int
+    rekey_needed: bool
+    epoch_started_at: datetime | None
+    epoch_messages: int
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class SenderCheck:
+    """For one (group, member, epoch, counter): is the member in the group, was it used?"""
+
+    in_group: bool
+    used: bool
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    group_id: bytes
+    seq: int
+    epoch: int
+    sender: bytes
+    counter: int
+    body: bytes
+
+
+async def sessions(conn: Connection, token_hashes: Sequence[bytes]) -> dict[bytes, SenderSession]:
+    """The sessions among ``token_hashes`` that exist, with their members' keys."""
+    rows = await conn.fetch(
+        """SELECT s.token_hash, s.member_id, m.identity_key, s.expires_at,
+                  (s.revoked_at IS NOT NULL OR m.revoked_at IS NOT NULL) AS revoked
+           FROM sessions s JOIN members m ON m.member_id = s.member_id
+           WHERE s.token_hash = ANY($1::bytea[])""",
+        list(set(token_hashes)),
+    )
+    return {
+        bytes(r["token_hash"]): SenderSession(
+            bytes(r["token_hash"]),
+            bytes(r["member_id"]),
+            bytes(r["identity_key"]),
+            r["expires_at"],
+            r["revoked"],
+        )
+        for r in rows
+    }
+
+
+async def lock_groups(conn: Connection, group_ids: Sequence[bytes]) -> dict[bytes, LockedGroup]:
+    """The groups' rows, locked in group-id order until the transaction ends."""
+    rows = await conn.fetch(
+        """SELECT group_id, network_id, epoch, rekey_needed, epoch_started_at, epoch_messages,
+                  last_seq
+           FROM groups WHERE group_id = ANY($1::bytea[]) ORDER BY group_id FOR UPDATE""",
+        sorted(set(group_ids)),
+    )
+    return {bytes(r["group_id"]): LockedGroup(**dict(r)) for r in rows}
+
+
+async def check_senders(
+    conn: Connection, wanted: Sequence[tuple[bytes, bytes, int, int]]
+) -> list[SenderCheck]:
+    """For each (group, member, epoch, counter), in order: membership and counter reuse.
+
+    Run after lock_groups, so that this statement's snapshot already holds
+    every roster change and message committed before the locks were granted.
+    """
+    if not wanted:
+        return []
+    groups, members, epochs, counters = (list(column) for column in zip(*wanted, strict=True))
+    rows = await conn.fetch(
+        """SELECT i.n,
+                  EXISTS (SELECT 1 FROM group_members gm
+                          WHERE gm.group_id = i.g AND gm.member_id = i.m) AS in_group,
+                  EXISTS (SELECT 1 FROM messages x
+                          WHERE x.group_id = i.g AND x.epoch = i.e AND x.sender = i.m
+                            AND x.counter = i.c) AS used
+           FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[])
+                WITH ORDINALITY AS i(g, m, e, c, n)
+           ORDER BY i.n""",
+        groups,
+        members,
+        epochs,
+        counters,
+    )
+    return [SenderCheck(r["in_group"], r["used"]) for r in rows]
+
+
+async def append_messages(
+    conn: Connection,
+    messages: Sequence[NewMessage],
+    now: datetime,
+    channel: str,
+    notify: Sequence[str],
+) -> None:
+    """Append the batch's messages as their groups' next events, and announce them.
+
+    The caller numbered them from each locked group's last_seq; the groups'
+    last_seq and epoch_messages move to match in the same statement.
+    """
+    if not messages:
+        return
+    counts: dict[bytes, tuple[int, int]] = {}
+    for m in messages:
+        last, count = counts.get(m.group_id, (0, 0))
+        counts[m.group_id] = (max(last, m.seq), count + 1)
+    await conn.execute(
+        """WITH i AS (
+               SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bigint[], $4::bytea[],
+                                    $5::bigint[], $6::bytea[]) AS i(g, seq, e, s, c, body)),
+           m AS (
+               INSERT INTO messages (group_id, epoch, sender, counter, event_seq)
+               SELECT g, e, s, c, seq FROM i),
+           ev AS (
+               INSERT INTO group_events (group_id, seq, kind, sender, body, created_at)
+               SELECT g, seq, 'message', s, body, $7 FROM i),
+           u AS (
+               UPDATE groups SET last_seq = x.last, epoch_messages = epoch_messages + x.n
+               FROM unnest($8::bytea[], $9::bigint[], $10::bigint[]) AS x(g, last, n)
+               WHERE groups.group_id = x.g)
+           SELECT pg_notify($11, p) FROM unnest($12::text[]) AS p""",
+        [m.group_id for m in messages],
+        [m.seq for m in messages],
+        [m.epoch for m in messages],
+        [m.sender for m in messages],
+        [m.counter for m in messages],
+        [m.body for m in messages],
+        now,
+        list(counts),
+        [last for last, _ in counts.values()],
+        [n for _, n in counts.values()],
+        channel,
+        list(notify),
+    )
+
+
+def notify_payloads(entries: Sequence[str]) -> list[str]:
+    """Join ``<group>:<seq>`` entries into as few NOTIFY payloads as fit."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for entry in entries:
+        if current and size + len(entry) + 1 > NOTIFY_PAYLOAD_BYTES:
+            payloads.append(" ".join(current))
+            current, size = [], 0
+        current.append(entry)
+        size += len(entry) + 1
+    if current:
+        payloads.append(" ".join(current))
+    return payloads
