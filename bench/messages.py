@@ -376,9 +376,10 @@ async def _read(
 ) -> None:
     async for message in ws:
         at = time.monotonic()
-        event = json.loads(message.data)
-        if event.get("type") == "event" and event["kind"] == "message":
-            receipts[(event["group"], event["seq"])].append((member, at))
+        frame = json.loads(message.data)
+        for event in frame["events"] if frame.get("type") == "batch" else [frame]:
+            if event.get("type") == "event" and event["kind"] == "message":
+                receipts[(event["group"], event["seq"])].append((member, at))
 
 
 async def _post(http: aiohttp.ClientSession, url: str, member: MemberPlan, body: bytes) -> Any:

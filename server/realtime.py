@@ -97,6 +97,7 @@ class Socket:
         "wake",
         "closing",
         "task",
+        "unanswered",
     )
 
     def __init__(self, sink: Sink, session: FeedSession) -> None:
@@ -110,6 +111,7 @@ class Socket:
         self.wake = asyncio.Event()
         self.closing: tuple[int, str] | None = None
         self.task: asyncio.Task[None] | None = None
+        self.unanswered = 0  # messages sent over this socket and not yet answered
 
     def poke(self, group_id: bytes) -> None:
         self.dirty.add(group_id)

@@ -9,6 +9,7 @@ interleave out of order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -17,21 +18,26 @@ from aiohttp import WSMsgType, web
 
 from crypto.encoding import b32d, b32e
 from server.errors import ApiError, bad_request
-from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
 from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token
+from server.http.groups import sealed_message
 from server.realtime import Hub, Socket, not_found_notice
 from server.services import events as service
+from server.services import messages
+from server.services.messages import Accepted
 from server.store.db import transaction
 
 log = logging.getLogger("spokes.realtime")
 
 AUTH_TIMEOUT_S = 10.0
 HEARTBEAT_S = 30.0
-MAX_INBOUND_BYTES = 64 * 1024
+MAX_UNANSWERED = 64  # sends over one socket still waiting for their answer
 MAX_SUBSCRIPTIONS = 256
 MAX_SEQ = 2**63 - 1
 DEFAULT_PAGE = 100
 GROUP_ID_BYTES = (16, 64)
+
+MAX_REF_CHARS = 64
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_UNSUPPORTED = 1003
@@ -100,8 +106,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     → {"type": "ready", "member_id": "…"}
     ← {"type": "subscribe", "cursors": {"<group>": 40}}
     → {"type": "subscribed", "cursors": {"<group>": 40}}
-    → {"type": "event", "group": "…", "seq": 41, "kind": "message", ...}"""
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_INBOUND_BYTES)
+    → {"type": "event", "group": "…", "seq": 41, "kind": "message", ...}
+    → {"type": "batch", "events": [{"type": "event", ...}, ...]}
+    ← {"type": "send", "ref": "7", "group": "…", "header": "b64", "ciphertext": "b64",
+       "signature": "b64"}
+    → {"type": "sent", "ref": "7", "group": "…", "message_id": "…", "cursor": 42}
+      (or {"type": "error", "ref": "7", "code": "stale_epoch", "message": "…"})"""
+    max_size = request.app[SETTINGS_KEY].max_body_bytes  # the largest message fits, as over HTTP
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=max_size)
     if not ws.can_prepare(request).ok:
         raise bad_request("this endpoint speaks WebSocket: send an Upgrade request")
     token = bearer_token(request)
@@ -166,7 +178,9 @@ async def _auth_by_message(
 async def _on_message(request: web.Request, hub: Hub, socket: Socket, text: str) -> None:
     data = _load(text)
     kind = data.get("type") if data is not None else None
-    if kind == "subscribe":
+    if kind == "send":
+        _send_message(request, socket, data or {})
+    elif kind == "subscribe":
         await _subscribe(request, hub, socket, data or {})
     elif kind == "unsubscribe":
         groups = (data or {}).get("groups")
@@ -180,7 +194,7 @@ async def _on_message(request: web.Request, hub: Hub, socket: Socket, text: str)
     elif kind == "auth":
         socket.say(_error("bad_request", "this socket is already logged in"))
     else:
-        socket.say(_error("bad_request", "expected a JSON object with type 'subscribe'"))
+        socket.say(_error("bad_request", "expected a JSON object with type 'subscribe' or 'send'"))
 
 
 async def _subscribe(request: web.Request, hub: Hub, socket: Socket, data: dict[str, Any]) -> None:
@@ -205,6 +219,67 @@ async def _subscribe(request: web.Request, hub: Hub, socket: Socket, data: dict[
         socket.say(not_found_notice(b32e(group_id)))
     effective = hub.subscribe(socket, accepted)
     socket.say({"type": "subscribed", "cursors": {b32e(g): c for g, c in effective.items()}})
+
+
+def _send_message(request: web.Request, socket: Socket, data: dict[str, Any]) -> None:
+    """A message sent over the socket: the same checks and batch as POST .../messages.
+
+    The answer comes back on the socket, tagged with the client's ``ref``;
+    sends over one socket are appended in the order they arrived.
+    """
+    ref = data.get("ref")
+    if not isinstance(ref, str) or len(ref) > MAX_REF_CHARS:
+        socket.say(
+            _error("bad_request", f"'ref' must be a string of at most {MAX_REF_CHARS} characters")
+        )
+        return
+    group_text = data.get("group")
+    try:
+        group_id = _group_id(group_text)
+        if group_id is None:
+            raise bad_request("'group' is not a group id")
+        item = messages.submission(socket.token_hash, group_id, sealed_message(data))
+    except ApiError as exc:
+        socket.say({**_error(exc.code.value, exc.message), "ref": ref})
+        return
+    if socket.unanswered >= MAX_UNANSWERED:
+        socket.say(
+            {
+                **_error(
+                    "rate_limited", f"wait for answers: at most {MAX_UNANSWERED} unanswered sends"
+                ),
+                "ref": ref,
+            }
+        )
+        return
+    socket.unanswered += 1
+    future = request.app[WRITER_KEY].submit(item)
+    future.add_done_callback(lambda done: _answer(socket, ref, str(group_text), done))
+
+
+def _answer(socket: Socket, ref: str, group_text: str, done: asyncio.Future[Accepted]) -> None:
+    socket.unanswered -= 1
+    if done.cancelled():
+        return
+    exc = done.exception()
+    if isinstance(exc, ApiError):
+        socket.say({**_error(exc.code.value, exc.message), "ref": ref})
+    elif exc is not None:
+        log.warning("a message batch failed: %s", type(exc).__name__)
+        socket.say(
+            {**_error("unavailable", "the message was not stored: send it again"), "ref": ref}
+        )
+    else:
+        accepted = done.result()
+        socket.say(
+            {
+                "type": "sent",
+                "ref": ref,
+                "group": group_text,
+                "message_id": b32e(accepted.message_id),
+                "cursor": accepted.seq,
+            }
+        )
 
 
 def _load(text: str) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from crypto.epochs import EpochKeys
 from crypto.messages import Header, SealedMessage, open_message, seal_message, verify_message
 from crypto.roster import RosterState
 from crypto.statements import Statement, from_wire, pack
-from tests.server.actors import Actor, Reply
+from tests.server.actors import TABLES, Actor, Reply
 
 
 @dataclass
@@ -131,3 +131,30 @@ class GroupView:
 
 def creation_event(reply: Reply, network: bytes) -> Statement:
     return from_wire(reply.body["events"][0], "roster", network)
+
+
+GROUP_TABLES = (
+    *TABLES,
+    "group_members",
+    "group_events",
+    "roster_events",
+    "epoch_secrets",
+    "messages",
+    "profiles",
+    "motions",
+    "motion_signatures",
+)
+
+
+async def all_counts(pool: Any) -> dict[str, Any]:
+    """Row counts of every table a message could touch, and each group's counters."""
+    async with pool.acquire() as conn:
+        counts: dict[str, Any] = {
+            t: await conn.fetchval(f"SELECT count(*) FROM {t}")  # noqa: S608
+            for t in GROUP_TABLES
+        }
+        rows = await conn.fetch(
+            "SELECT group_id, last_seq, epoch, epoch_messages, roster_seq FROM groups"
+        )
+    counts["groups_state"] = sorted(tuple(r) for r in rows)
+    return counts

@@ -24,34 +24,8 @@ from crypto.messages import Header, SealedMessage, open_message, open_profile, s
 from crypto.network import DAY, Policy
 from crypto.sealing import open_sealed
 from crypto.statements import from_wire, sign_statement
-from tests.server.actors import TABLES, Actor, bring_in
-from tests.server.group_actors import GroupView
-
-GROUP_TABLES = (
-    *TABLES,
-    "group_members",
-    "group_events",
-    "roster_events",
-    "epoch_secrets",
-    "messages",
-    "profiles",
-    "motions",
-    "motion_signatures",
-)
-
-
-async def all_counts(pool: Any) -> dict[str, Any]:
-    """Row counts of every table a message could touch, and each group's counters."""
-    async with pool.acquire() as conn:
-        counts: dict[str, Any] = {
-            t: await conn.fetchval(f"SELECT count(*) FROM {t}")  # noqa: S608
-            for t in GROUP_TABLES
-        }
-        rows = await conn.fetch(
-            "SELECT group_id, last_seq, epoch, epoch_messages, roster_seq FROM groups"
-        )
-    counts["groups_state"] = sorted(tuple(r) for r in rows)
-    return counts
+from tests.server.actors import Actor, bring_in
+from tests.server.group_actors import GroupView, all_counts
 
 
 @pytest.fixture
