@@ -73,6 +73,15 @@ class Server:
     process: subprocess.Popen[str]
     data_dir: Path
 
+    def server_rss_kib(self) -> int:
+        """The server's RSS: its own process and each worker it spawned (serve --workers)."""
+        workers = [
+            pid
+            for pid in _all_pids()
+            if _ppid(pid) == self.process.pid and "spawn_main" in _cmdline(pid)
+        ]
+        return sum(rss_kib(pid) for pid in [self.process.pid, *workers])
+
     def postgres_pids(self) -> list[int]:
         """The embedded cluster's postmaster and every backend it forked."""
         pidfile = self.data_dir / "pg" / "postmaster.pid"
@@ -82,7 +91,7 @@ class Server:
 
 
 @contextmanager
-def running_server() -> Iterator[Server]:
+def running_server(workers: int = 1) -> Iterator[Server]:
     folder = Path(tempfile.mkdtemp(prefix="spokes-bench-"))
     folder.chmod(0o755)  # run as root, pgserver's postgres user must reach the folder
     env = {**os.environ}
@@ -90,6 +99,7 @@ def running_server() -> Iterator[Server]:
         env[f"SPOKES_RATE_{name}"] = UNLIMITED  # every member comes from 127.0.0.1
     env["SPOKES_RATE_LOGIN_PER_MEMBER"] = UNLIMITED
     command = [str(Path(sys.executable).parent / "spokes-server"), "serve", "--port", "0"]
+    command += ["--workers", str(workers)]
     process = subprocess.Popen(  # noqa: S603
         [*command, "--data-dir", str(folder / "data")],
         stdout=subprocess.PIPE,
@@ -121,6 +131,13 @@ def _ppid(pid: int) -> int:
     except OSError:
         return -1
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
 
 
 def rss_kib(pid: int) -> int:
@@ -303,8 +320,10 @@ class MemberPlan:
     member: str
     group: str
     cursor: int
-    offered: list[bytes]  # pre-sealed JSON bodies for the fixed-rate phase
-    flat: list[bytes]  # ... and for the flat-out phase
+    offered: list[str]  # pre-sealed messages, serialised for the fixed-rate phase
+    flat: list[str]  # ... and for the flat-out phase
+    socket: Any = None  # this member's WebSocket, once the worker opened it
+    waiting: dict[str, asyncio.Future[int | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -313,6 +332,7 @@ class WorkerPlan:
     members: list[MemberPlan]
     rate: float  # this worker's share of the offered load, messages/s
     duration: float
+    send: str  # "ws": over each member's socket; "http": POST /v1/groups/{g}/messages
 
 
 @dataclass
@@ -331,11 +351,9 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         receipts: dict[tuple[str, int], list[tuple[str, float]]] = defaultdict(list)
-        sockets = [await _open_socket(http, plan.url, m) for m in plan.members]
-        readers = [
-            asyncio.create_task(_read(ws, m.member, receipts))
-            for ws, m in zip(sockets, plan.members, strict=True)
-        ]
+        for m in plan.members:
+            m.socket = await _open_socket(http, plan.url, m)
+        readers = [asyncio.create_task(_read(m, receipts)) for m in plan.members]
         pipe.send("ready")
         results: dict[str, Any] = {}
         loop = asyncio.get_running_loop()
@@ -352,15 +370,18 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         await loop.run_in_executor(None, pipe.recv)  # done
         for task in readers:
             task.cancel()
-        for ws in sockets:
-            await ws.close()
+        for m in plan.members:
+            await m.socket.close()
 
 
 async def _open_socket(
     http: aiohttp.ClientSession, url: str, member: MemberPlan
 ) -> aiohttp.ClientWebSocketResponse:
     ws = await http.ws_connect(
-        url + "/v1/ws", headers={"Authorization": f"Bearer {member.token}"}, heartbeat=None
+        url + "/v1/ws",
+        headers={"Authorization": f"Bearer {member.token}"},
+        heartbeat=None,
+        max_msg_size=0,
     )
     await ws.receive_json()  # ready
     await ws.send_json({"type": "subscribe", "cursors": {member.group: member.cursor}})
@@ -370,23 +391,36 @@ async def _open_socket(
 
 
 async def _read(
-    ws: aiohttp.ClientWebSocketResponse,
-    member: str,
-    receipts: dict[tuple[str, int], list[tuple[str, float]]],
+    member: MemberPlan, receipts: dict[tuple[str, int], list[tuple[str, float]]]
 ) -> None:
-    async for message in ws:
+    async for message in member.socket:
         at = time.monotonic()
         frame = json.loads(message.data)
-        for event in frame["events"] if frame.get("type") == "batch" else [frame]:
+        kind = frame.get("type")
+        if kind in ("sent", "error") and "ref" in frame:
+            waiting = member.waiting.pop(frame["ref"], None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(frame.get("cursor") if kind == "sent" else None)
+            continue
+        for event in frame["events"] if kind == "batch" else [frame]:
             if event.get("type") == "event" and event["kind"] == "message":
-                receipts[(event["group"], event["seq"])].append((member, at))
+                receipts[(event["group"], event["seq"])].append((member.member, at))
 
 
-async def _post(http: aiohttp.ClientSession, url: str, member: MemberPlan, body: bytes) -> Any:
-    headers = {"Authorization": f"Bearer {member.token}", "Content-Type": "application/json"}
-    path = f"{url}/v1/groups/{member.group}/messages"
+async def _post(
+    http: aiohttp.ClientSession, plan: WorkerPlan, member: MemberPlan, body: str
+) -> Sent | None:
     started = time.monotonic()
-    async with http.post(path, data=body, headers=headers) as resp:
+    if plan.send == "ws":
+        ref = body[body.index('"ref":"') + 7 :].split('"', 1)[0]
+        answer = asyncio.get_running_loop().create_future()
+        member.waiting[ref] = answer
+        await member.socket.send_str(body)
+        cursor = await answer
+        return None if cursor is None else Sent(member.group, cursor, member.member, started)
+    headers = {"Authorization": f"Bearer {member.token}", "Content-Type": "application/json"}
+    path = f"{plan.url}/v1/groups/{member.group}/messages"
+    async with http.post(path, data=body.encode(), headers=headers) as resp:
         if resp.status != 201:
             return None
         cursor = (await resp.json())["cursor"]
@@ -408,7 +442,7 @@ async def _offered(http: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[list[
         if delay > 0:
             await asyncio.sleep(delay)
         member, body = queue[i]
-        tasks.append(asyncio.create_task(_post(http, plan.url, member, body)))
+        tasks.append(asyncio.create_task(_post(http, plan, member, body)))
     done = await asyncio.gather(*tasks)
     elapsed = time.monotonic() - begin
     sent = [s for s in done if s is not None]
@@ -427,7 +461,7 @@ async def _flat(http: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[list[Sen
         for body in member.flat:
             if time.monotonic() >= stop:
                 return
-            result = await _post(http, plan.url, member, body)
+            result = await _post(http, plan, member, body)
             if result is None:
                 refused += 1
             else:
@@ -474,7 +508,8 @@ def _latencies(
 # --- The run ----------------------------------------------------------------------------
 
 
-def seal_all(cell: Cell, member_index: int, count: int) -> list[bytes]:
+def seal_all(cell: Cell, member_index: int, count: int, send: str) -> list[str]:
+    """``count`` messages of one member, sealed, signed and serialised for ``send``."""
     member = cell.members[member_index]
     chain = cell.keys[member.id].chains[member.id]
     bodies = []
@@ -482,15 +517,14 @@ def seal_all(cell: Cell, member_index: int, count: int) -> list[bytes]:
         counter, key = chain.next_for_sending()
         header = Header(cell.group, cell.state.epoch, member.id, counter)
         message = seal_message(member.key, header, key, {"text": f"bench {counter}"})
-        bodies.append(
-            json.dumps(
-                {
-                    "header": b64e(message.header),
-                    "ciphertext": b64e(message.ciphertext),
-                    "signature": b64e(message.signature),
-                }
-            ).encode()
-        )
+        parts = {
+            "header": b64e(message.header),
+            "ciphertext": b64e(message.ciphertext),
+            "signature": b64e(message.signature),
+        }
+        if send == "ws":
+            parts = {"type": "send", "ref": str(counter), "group": b32e(cell.group), **parts}
+        bodies.append(json.dumps(parts, separators=(",", ":")))
     return bodies
 
 
@@ -542,13 +576,21 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds per phase")
     parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
     parser.add_argument("--idle", type=int, default=1000, help="idle sockets for the memory test")
+    parser.add_argument(
+        "--send",
+        choices=("ws", "http"),
+        default="ws",
+        help="send over each member's WebSocket (default) or by POST /v1/groups/{g}/messages",
+    )
+    parser.add_argument(
+        "--server-workers", type=int, default=1, help="spokes-server processes (serve --workers)"
+    )
     args = parser.parse_args()
     if args.members < 2 * CELL or args.members % CELL:
         parser.error(f"--members must be a multiple of {CELL}, at least {2 * CELL}")
 
-    with running_server() as server:
-        server_pid = server.process.pid
-        base_server = rss_kib(server_pid)
+    with running_server(args.server_workers) as server:
+        base_server = server.server_rss_kib()
         print(f"server at {server.url}; building {args.members} members...", file=sys.stderr)
         cells, setup_s = asyncio.run(setup(server, args.members))
         print(f"  built in {setup_s:.0f}s; sealing messages...", file=sys.stderr)
@@ -558,7 +600,7 @@ def main() -> None:
         plans: list[list[MemberPlan]] = [[] for _ in range(args.workers)]
         for index, cell in enumerate(cells):  # whole cells per worker
             for i, member in enumerate(cell.members):
-                bodies = seal_all(cell, i, per_member_offered + per_member_flat)
+                bodies = seal_all(cell, i, per_member_offered + per_member_flat, args.send)
                 plans[index % args.workers].append(
                     MemberPlan(
                         member.token or "",
@@ -574,7 +616,7 @@ def main() -> None:
         processes = []
         for share in plans:
             mine, theirs = context.Pipe()
-            plan = WorkerPlan(server.url, share, args.rate / args.workers, args.duration)
+            plan = WorkerPlan(server.url, share, args.rate / args.workers, args.duration, args.send)
             process = context.Process(target=worker_main, args=(plan, theirs), daemon=True)
             process.start()
             pipes.append(mine)
@@ -582,12 +624,12 @@ def main() -> None:
         for pipe in pipes:
             assert pipe.recv() == "ready"
         time.sleep(1)
-        with_sockets = rss_kib(server_pid)
+        with_sockets = server.server_rss_kib()
         # Idle sockets before any load, so that freed request memory can't hide them.
         held = asyncio.new_event_loop()
         idle = held.run_until_complete(open_idle_sockets(server.url, cells, args.idle))
         time.sleep(2)
-        with_idle = rss_kib(server_pid)
+        with_idle = server.server_rss_kib()
         pg_with_idle = sum(rss_kib(p) for p in server.postgres_pids())
         for ws in idle[1:]:
             held.run_until_complete(ws.close())
@@ -601,7 +643,7 @@ def main() -> None:
                 pipe.send(start_at)
             parts = [pipe.recv() for pipe in pipes]
             rows += summarise(phase, parts, offered)
-        after_load = rss_kib(server_pid)
+        after_load = server.server_rss_kib()
         pg_after_load = sum(rss_kib(p) for p in server.postgres_pids())
         for pipe in pipes:
             pipe.send("done")
@@ -615,6 +657,10 @@ def main() -> None:
     print(
         f"network: {args.members} members in {len(cells)} cells of {CELL}, one WebSocket each "
         f"({args.workers} load processes); setup took {setup_s:.0f}s"
+    )
+    print(
+        f"server: {args.server_workers} process(es) (serve --workers); messages sent "
+        + ("over each member's WebSocket" if args.send == "ws" else "by HTTP POST")
     )
     print()
     print("| phase | accepted msg/s | p50 ms | p95 ms | p99 ms | accepted | refused | late |")

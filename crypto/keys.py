@@ -41,7 +41,7 @@ _SMALL_ORDER = frozenset(
 class IdentityPublicKey:
     """An Ed25519 public key that verifies a member's statements."""
 
-    __slots__ = ("_key", "_raw")
+    __slots__ = ("_id", "_key", "_raw")
 
     def __init__(self, raw: bytes) -> None:
         if not isinstance(raw, bytes) or len(raw) != PUBLIC_KEY_BYTES:
@@ -53,6 +53,7 @@ class IdentityPublicKey:
         except ValueError as exc:
             raise InvalidStatement("not an Ed25519 public key") from exc
         self._raw = raw
+        self._id: bytes | None = None
 
     @property
     def raw(self) -> bytes:
@@ -60,7 +61,9 @@ class IdentityPublicKey:
 
     @property
     def member_id(self) -> bytes:
-        return member_id_of(self._raw)
+        if self._id is None:
+            self._id = member_id_of(self._raw)
+        return self._id
 
     def verify(self, context: bytes, data: bytes, signature: bytes) -> None:
         """Raise InvalidSignature unless `signature` signs context + data."""

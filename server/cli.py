@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,11 @@ from server.pg import EmbeddedPostgres, ensure_database, start_embedded
 from server.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("spokes.server")
+
+MAX_WORKERS = 64
+WORKER_START_S = 60.0
+WORKER_STOP_S = 30.0
+CHILD_CHECK_S = 1.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             database_url=args.database_url,
         )
         if args.command == "serve":
-            _run(_serve(settings))
+            if not 1 <= args.workers <= MAX_WORKERS:
+                raise SettingsError(f"--workers must be 1 to {MAX_WORKERS}")
+            _run(_serve(settings, args.workers))
         else:
             asyncio.run(_migrate(settings))
     except (SettingsError, MigrationError) as exc:
@@ -79,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to bind (default 127.0.0.1, or SPOKES_HOST)")
     serve.add_argument(
         "--port", type=int, help="port to bind; 0 picks a free one (default 8080, or SPOKES_PORT)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT), e.g. one per core (default 1)",
     )
     migrate = commands.add_parser(
         "migrate",
@@ -126,26 +143,105 @@ async def _migrate(settings: Settings) -> None:
     print(json.dumps({"applied": list(report.applied), "current": report.current}), flush=True)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, workers: int = 1) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with _database(settings) as (url, _):
-        app = create_app(_with_url(settings, url))
-        # access_log=None: aiohttp's access log would record client addresses;
-        # our middleware logs method, route template, status and duration.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
+        effective = _with_url(settings, url)
+        runner = await _start_site(effective, reuse_port=workers > 1)
+        children: list[BaseProcess] = []
         try:
-            site = web.TCPSite(runner, settings.host, settings.port)
-            await site.start()
             host, port = _bound_address(runner)
+            # The other workers are instances like any other (the app keeps no
+            # state another instance needs), bound to the same port: the
+            # kernel spreads connections over them.
+            children = await asyncio.to_thread(
+                _start_workers, effective.with_changes(host=host, port=port), workers - 1
+            )
             print(f"listening on http://{host}:{port}", flush=True)
-            await stop.wait()
+            await _until_stopped(stop, children)
             log.info("stopping")
         finally:
+            await asyncio.to_thread(_stop_workers, children)
             await runner.cleanup()
+
+
+async def _start_site(settings: Settings, *, reuse_port: bool) -> web.AppRunner:
+    app = create_app(settings)
+    # access_log=None: aiohttp's access log would record client addresses;
+    # our middleware logs method, route template, status and duration.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def _until_stopped(stop: asyncio.Event, children: list[BaseProcess]) -> None:
+    """Until SIGTERM/SIGINT, or until a worker dies (then stop all: a supervisor restarts)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CHILD_CHECK_S)
+        dead = [c for c in children if not c.is_alive()]
+        if dead:
+            log.error("a server worker exited (code %s); stopping", dead[0].exitcode)
+            return
+
+
+def _start_workers(settings: Settings, count: int) -> list[BaseProcess]:
+    context = multiprocessing.get_context("spawn")
+    started: list[BaseProcess] = []
+    try:
+        for _ in range(count):
+            ready = context.Event()
+            child = context.Process(target=_worker_main, args=(settings, ready), daemon=True)
+            child.start()
+            started.append(child)
+            if not ready.wait(WORKER_START_S) or not child.is_alive():
+                raise RuntimeError("a server worker did not start")
+    except BaseException:
+        _stop_workers(started)
+        raise
+    return started
+
+
+def _stop_workers(children: list[BaseProcess]) -> None:
+    for child in children:
+        if child.is_alive() and child.pid is not None:
+            os.kill(child.pid, signal.SIGTERM)
+    for child in children:
+        child.join(WORKER_STOP_S)
+        if child.is_alive():
+            child.kill()
+
+
+def _worker_main(settings: Settings, ready: Any) -> None:
+    """One extra server process: the app on the parent's port, until SIGTERM."""
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _run(_serve_worker(settings, ready))
+
+
+async def _serve_worker(settings: Settings, ready: Any) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = await _start_site(settings, reuse_port=True)
+    try:
+        ready.set()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def _with_url(settings: Settings, url: str) -> Settings:

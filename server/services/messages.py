@@ -22,6 +22,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +41,12 @@ from server.store.db import Pool, transaction
 log = logging.getLogger("spokes.messages")
 
 MAX_BATCH = 256
+KEY_CACHE_SIZE = 100_000
+VERIFY_THREADS = 2
+
+# Parsed identity keys by their bytes. Only keys that verified a session's
+# member are ever put here, and a key's bytes fully determine it.
+_KEYS: dict[bytes, IdentityPublicKey] = {}
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class MessageWriter:
         self._max_batch = max_batch
         self._queue: deque[tuple[Submission, asyncio.Future[Accepted]]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._verifier = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
         self.batches = 0
         self.messages = 0
 
@@ -100,13 +108,16 @@ class MessageWriter:
         if self._task is not None:
             with contextlib.suppress(Exception):
                 await self._task
+        self._verifier.shutdown(wait=False)
 
     async def _drain(self) -> None:
         while self._queue:
             count = min(len(self._queue), self._max_batch)
             batch = [self._queue.popleft() for _ in range(count)]
             try:
-                results = await commit_batch(self._pool, [item for item, _ in batch], self._clock())
+                results = await commit_batch(
+                    self._pool, [item for item, _ in batch], self._clock(), self._verifier
+                )
             except Exception as exc:  # the whole batch rolled back: each request says so
                 for _, future in batch:
                     if not future.done():
@@ -124,7 +135,7 @@ class MessageWriter:
 
 
 async def commit_batch(
-    pool: Pool, items: Sequence[Submission], now: datetime
+    pool: Pool, items: Sequence[Submission], now: datetime, executor: Executor | None = None
 ) -> list[Accepted | ApiError]:
     """Check and append a batch in one transaction; one result per item, in order."""
     results: list[Accepted | ApiError | None] = [None] * len(items)
@@ -136,6 +147,18 @@ async def commit_batch(
                 senders[n] = _check_sender(item, sessions.get(item.token_hash), now)
             except ApiError as exc:
                 results[n] = exc
+        # Signatures are checked off the event loop (the library releases the
+        # GIL while it verifies), before any group is locked.
+        signed = list(senders)
+        failures = await asyncio.get_running_loop().run_in_executor(
+            executor,
+            verify_all,
+            [(items[n].message, senders[n].identity_key) for n in signed],
+        )
+        for n, failure in zip(signed, failures, strict=True):
+            if failure is not None:
+                results[n] = failure
+                del senders[n]
         groups = await store.lock_groups(conn, [items[n].group_id for n in senders])
         pending = list(senders)
         checks = await store.check_senders(
@@ -200,9 +223,31 @@ def _check_sender(
     check_expiry(session.expires_at, now)
     if item.header.sender != session.member_id:
         raise api_error(400, "invalid_statement", "the header names another group or sender")
-    with crypto_errors():
-        verify_message(item.message, IdentityPublicKey(session.identity_key))
     return session
+
+
+def verify_all(signed: Sequence[tuple[SealedMessage, bytes]]) -> list[ApiError | None]:
+    """Each message's signature under its sender's identity key: None, or why not."""
+    failures: list[ApiError | None] = []
+    for message, raw_key in signed:
+        try:
+            with crypto_errors():
+                verify_message(message, _public_key(raw_key))
+        except ApiError as exc:
+            failures.append(exc)
+        else:
+            failures.append(None)
+    return failures
+
+
+def _public_key(raw: bytes) -> IdentityPublicKey:
+    """A sender's key, parsed once: a member id names exactly one key, for good."""
+    key = _KEYS.get(raw)
+    if key is None:
+        if len(_KEYS) >= KEY_CACHE_SIZE:
+            _KEYS.clear()
+        key = _KEYS[raw] = IdentityPublicKey(raw)
+    return key
 
 
 def _check_epoch(
