@@ -94,7 +94,7 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = MessageWriter(app[POOL_KEY], app[CLOCK_KEY])
+    writer = MessageWriter(app[POOL_KEY], app[CLOCK_KEY], on_commit=app[HUB_KEY].committed)
     app[WRITER_KEY] = writer
     try:
         yield

@@ -213,6 +213,21 @@ class Feed:
         page = await self._read(self.group_id, self.group_text, cursor)
         self.absorb(cursor, generation, page)
 
+    def extend(self, seq: int, text: str) -> bool:
+        """Append an event this instance just committed, if it is the cache's next one.
+
+        Only the very next seq: the cache stays contiguous, so every roster
+        change before it has been read (with the roster it brought) already.
+        """
+        if self._tail is None or seq != self._tail + 1 or self._more:
+            return False
+        self._rows.append((seq, text))
+        self._bytes += len(text)
+        while len(self._rows) > CACHE_ROWS or (self._bytes > CACHE_BYTES and len(self._rows) > 1):
+            self._bytes -= len(self._rows.popleft()[1])
+        self._tail = seq
+        return True
+
     def stale(self, seq: int) -> bool:
         """Whether a notification of ``seq`` is news the hub should read ahead for this feed."""
         return self._tail is not None and seq > self._tail
@@ -347,6 +362,13 @@ class Hub:
             if group_id in socket.cursors:
                 self._refuse(socket, group_id)
 
+    def committed(self, rows: list[store.EventRow]) -> None:
+        """Events this instance just committed: into the feeds' caches, and out to the sockets."""
+        for row in rows:
+            feed = self._feeds.get(row.group_id)
+            if feed is not None and feed.extend(row.seq, _wire_text(row, feed.group_text)):
+                feed.poke(row.seq)
+
     def poke_all(self) -> None:
         for feed in list(self._feeds.values()):
             feed.poke()
@@ -438,10 +460,7 @@ class Hub:
         result = {}
         for group_id, page in pages.items():
             group_text = b32e(group_id)
-            rows = [
-                (row.seq, _dumps({"type": "event", **event_wire(row, group_text)}))
-                for row in page.events
-            ]
+            rows = [(row.seq, _wire_text(row, group_text)) for row in page.events]
             result[group_id] = Page(rows, page.members)
         return result
 
@@ -558,6 +577,10 @@ class Hub:
         for socket in sockets:
             if socket.token_hash not in live or now >= socket.expires_at:
                 socket.close(CLOSE_SESSION_ENDED, "session ended", session_notice())
+
+
+def _wire_text(row: store.EventRow, group_text: str) -> str:
+    return _dumps({"type": "event", **event_wire(row, group_text)})
 
 
 def frames(rows: list[tuple[int, str]]) -> Iterator[tuple[int, str]]:

@@ -21,9 +21,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from crypto.encoding import b32e, encode
@@ -41,12 +40,12 @@ from server.store.db import Pool, transaction
 log = logging.getLogger("spokes.messages")
 
 MAX_BATCH = 256
-KEY_CACHE_SIZE = 100_000
-VERIFY_THREADS = 2
+CACHE_SIZE = 100_000
 
-# Parsed identity keys by their bytes. Only keys that verified a session's
-# member are ever put here, and a key's bytes fully determine it.
+# Parsed identity keys by their bytes (a key's bytes fully determine it), and
+# each session's member and key by token hash (a session never changes hands).
 _KEYS: dict[bytes, IdentityPublicKey] = {}
+_SENDERS: dict[bytes, tuple[bytes, IdentityPublicKey]] = {}
 
 
 @dataclass(frozen=True)
@@ -79,94 +78,161 @@ def submission(token: str | bytes, group_id: bytes, message: SealedMessage) -> S
 
 
 class MessageWriter:
-    """Group commit for one instance: one batch in flight, the next one filling.
+    """Group commit for one instance, in two stages that overlap.
+
+    *Prepare* finds each message's sender and checks its signature (no
+    lock); *commit* takes the groups' locks and appends. While one batch
+    commits, the next is prepared. Both stages take batches in arrival order,
+    so an instance appends messages in the order they were submitted.
 
     ``submit`` returns a future that ends with :class:`Accepted` or with the
     ApiError the message was refused with (or the database error that failed
     its whole batch, which rolled back every message in it).
     """
 
-    def __init__(self, pool: Pool, clock: Clock, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        clock: Clock,
+        *,
+        max_batch: int = MAX_BATCH,
+        on_commit: Callable[[list[event_store.EventRow]], None] | None = None,
+    ) -> None:
         self._pool = pool
+        self._on_commit = on_commit
         self._clock = clock
         self._max_batch = max_batch
         self._queue: deque[tuple[Submission, asyncio.Future[Accepted]]] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._verifier = ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="verify")
+        self._ready: deque[Prepared] = deque()
+        self._preparing: asyncio.Task[None] | None = None
+        self._committing: asyncio.Task[None] | None = None
         self.batches = 0
         self.messages = 0
 
     def submit(self, item: Submission) -> asyncio.Future[Accepted]:
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
+        if self._preparing is None or self._preparing.done():
+            self._preparing = asyncio.create_task(self._prepare_all())
         return future
 
     async def close(self) -> None:
         """Finish what was submitted (shutdown)."""
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
-        self._verifier.shutdown(wait=False)
+        for task in (self._preparing, self._committing):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
 
-    async def _drain(self) -> None:
+    async def _prepare_all(self) -> None:
         while self._queue:
             count = min(len(self._queue), self._max_batch)
             batch = [self._queue.popleft() for _ in range(count)]
+            futures = [future for _, future in batch]
             try:
-                results = await commit_batch(
-                    self._pool, [item for item, _ in batch], self._clock(), self._verifier
-                )
+                prepared = await prepare(self._pool, [item for item, _ in batch], self._clock())
+            except Exception as exc:
+                _fail(futures, exc)
+                continue
+            prepared.futures = futures
+            self._ready.append(prepared)
+            if self._committing is None or self._committing.done():
+                self._committing = asyncio.create_task(self._commit_all())
+
+    async def _commit_all(self) -> None:
+        while self._ready:
+            batch = Prepared.join([self._ready.popleft() for _ in range(len(self._ready))])
+            try:
+                rows = await commit(self._pool, batch, self._clock())
             except Exception as exc:  # the whole batch rolled back: each request says so
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(batch.futures, exc)
                 continue
             self.batches += 1
-            for (_, future), result in zip(batch, results, strict=True):
+            if self._on_commit is not None and rows:
+                self._on_commit(rows)  # committed: this instance's sockets needn't read them
+            for future, result in zip(batch.futures, batch.results, strict=True):
                 if future.done():
                     continue  # the request went away; its message stands (or not) all the same
                 if isinstance(result, Accepted):
                     self.messages += 1
                     future.set_result(result)
                 else:
-                    future.set_exception(result)
+                    future.set_exception(result or api_error(500, "internal", "unchecked"))
+
+
+def _fail(futures: list[asyncio.Future[Accepted]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
+
+
+@dataclass
+class Prepared:
+    """A batch whose senders are known and whose signatures verified (or not)."""
+
+    items: list[Submission]
+    senders: list[bytes | None]  # member id; None once the message is refused
+    results: list[Accepted | ApiError | None]
+    futures: list[asyncio.Future[Accepted]] = field(default_factory=list)
+
+    @staticmethod
+    def join(batches: list[Prepared]) -> Prepared:
+        if len(batches) == 1:
+            return batches[0]
+        joined = Prepared([], [], [], [])
+        for b in batches:
+            joined.items += b.items
+            joined.senders += b.senders
+            joined.results += b.results
+            joined.futures += b.futures
+        return joined
 
 
 async def commit_batch(
-    pool: Pool, items: Sequence[Submission], now: datetime, executor: Executor | None = None
+    pool: Pool, items: Sequence[Submission], now: datetime
 ) -> list[Accepted | ApiError]:
-    """Check and append a batch in one transaction; one result per item, in order."""
-    results: list[Accepted | ApiError | None] = [None] * len(items)
+    """Check and append a batch; one result per item, in order (both stages at once)."""
+    batch = await prepare(pool, items, now)
+    await commit(pool, batch, now)
+    return [r if r is not None else api_error(500, "internal", "unchecked") for r in batch.results]
+
+
+async def prepare(pool: Pool, items: Sequence[Submission], now: datetime) -> Prepared:
+    """Who sent each message (by session), and does its signature verify? No locks taken.
+
+    A session's member and key never change, so they are remembered; whether
+    the session is still live is checked again under the lock, in commit.
+    """
+    unknown = [i.token_hash for i in items if i.token_hash not in _SENDERS]
+    if unknown:
+        async with pool.acquire() as conn:
+            found = await store.sessions(conn, unknown)
+        for digest, session in found.items():
+            if len(_SENDERS) >= CACHE_SIZE:
+                _SENDERS.clear()
+            _SENDERS[digest] = (session.member_id, _public_key(session.identity_key))
+    batch = Prepared(list(items), [None] * len(items), [None] * len(items))
+    for n, item in enumerate(items):
+        try:
+            batch.senders[n] = _check_sender(item, _SENDERS.get(item.token_hash))
+        except ApiError as exc:
+            batch.results[n] = exc
+    return batch
+
+
+async def commit(pool: Pool, batch: Prepared, now: datetime) -> list[event_store.EventRow]:
+    """Under the groups' locks: the rest of the rules, then one append; sets batch.results."""
+    items = batch.items
+    pending = [n for n, sender in enumerate(batch.senders) if sender is not None]
+    appended: list[store.NewMessage] = []
     async with transaction(pool) as conn:
-        sessions = await store.sessions(conn, [i.token_hash for i in items])
-        senders: dict[int, store.SenderSession] = {}
-        for n, item in enumerate(items):
-            try:
-                senders[n] = _check_sender(item, sessions.get(item.token_hash), now)
-            except ApiError as exc:
-                results[n] = exc
-        # Signatures are checked off the event loop (the library releases the
-        # GIL while it verifies), before any group is locked.
-        signed = list(senders)
-        failures = await asyncio.get_running_loop().run_in_executor(
-            executor,
-            verify_all,
-            [(items[n].message, senders[n].identity_key) for n in signed],
-        )
-        for n, failure in zip(signed, failures, strict=True):
-            if failure is not None:
-                results[n] = failure
-                del senders[n]
-        groups = await store.lock_groups(conn, [items[n].group_id for n in senders])
-        pending = list(senders)
+        groups = await store.lock_groups(conn, [items[n].group_id for n in pending])
         checks = await store.check_senders(
             conn,
             [
                 (
+                    items[n].token_hash,
                     items[n].group_id,
-                    senders[n].member_id,
+                    items[n].header.sender,
                     items[n].header.epoch,
                     items[n].header.counter,
                 )
@@ -175,23 +241,25 @@ async def commit_batch(
         )
         taken: dict[bytes, int] = {}  # group -> messages accepted in this batch
         used: set[tuple[bytes, int, bytes, int]] = set()
-        appended: list[store.NewMessage] = []
         for n, check in zip(pending, checks, strict=True):
             item = items[n]
             group = groups.get(item.group_id)
+            key = (item.group_id, item.header.epoch, item.header.sender, item.header.counter)
             try:
+                if not check.live or check.expires_at is None:
+                    raise not_logged_in()
+                check_expiry(check.expires_at, now)
                 if group is None or not check.in_group:
                     raise api_error(404, "not_found", "no such group")  # not there ≡ not yours
                 genesis = await load_genesis(conn, group.network_id)
                 count = taken.get(item.group_id, 0)
                 _check_epoch(item.header, group, count, genesis.policy, now)
-                key = (item.group_id, item.header.epoch, item.header.sender, item.header.counter)
                 if check.used or key in used:
                     raise api_error(
                         409, "replayed_counter", "this message counter was already used"
                     )
             except ApiError as exc:
-                results[n] = exc
+                batch.results[n] = exc
                 continue
             used.add(key)
             taken[item.group_id] = count + 1
@@ -206,45 +274,33 @@ async def commit_batch(
                     _body(item.message),
                 )
             )
-            results[n] = Accepted(message_id(item.message.header), seq)
+            batch.results[n] = Accepted(message_id(item.message.header), seq)
         entries = [f"{b32e(g)}:{groups[g].last_seq + count}" for g, count in taken.items()]
         await store.append_messages(
             conn, appended, now, event_store.CHANNEL, store.notify_payloads(entries)
         )
-    return [r if r is not None else api_error(500, "internal", "unchecked") for r in results]
+    return [
+        event_store.EventRow(m.group_id, m.seq, "message", m.sender, m.body, now) for m in appended
+    ]
 
 
-def _check_sender(
-    item: Submission, session: store.SenderSession | None, now: datetime
-) -> store.SenderSession:
-    """Session, sender and signature: all that needs no lock."""
-    if session is None or session.revoked:
+def _check_sender(item: Submission, sender: tuple[bytes, IdentityPublicKey] | None) -> bytes:
+    """The session's member sent it, and signed it: all that needs no lock."""
+    if sender is None:
         raise not_logged_in()
-    check_expiry(session.expires_at, now)
-    if item.header.sender != session.member_id:
+    member_id, key = sender
+    if item.header.sender != member_id:
         raise api_error(400, "invalid_statement", "the header names another group or sender")
-    return session
-
-
-def verify_all(signed: Sequence[tuple[SealedMessage, bytes]]) -> list[ApiError | None]:
-    """Each message's signature under its sender's identity key: None, or why not."""
-    failures: list[ApiError | None] = []
-    for message, raw_key in signed:
-        try:
-            with crypto_errors():
-                verify_message(message, _public_key(raw_key))
-        except ApiError as exc:
-            failures.append(exc)
-        else:
-            failures.append(None)
-    return failures
+    with crypto_errors():
+        verify_message(item.message, key)
+    return member_id
 
 
 def _public_key(raw: bytes) -> IdentityPublicKey:
     """A sender's key, parsed once: a member id names exactly one key, for good."""
     key = _KEYS.get(raw)
     if key is None:
-        if len(_KEYS) >= KEY_CACHE_SIZE:
+        if len(_KEYS) >= CACHE_SIZE:
             _KEYS.clear()
         key = _KEYS[raw] = IdentityPublicKey(raw)
     return key

@@ -46,8 +46,10 @@ class LockedGroup:
 
 @dataclass(frozen=True)
 class SenderCheck:
-    """For one (group, member, epoch, counter): is the member in the group, was it used?"""
+    """For one message: is its session live, its sender in the group, its counter used?"""
 
+    live: bool  # the session exists and neither it nor its member is revoked
+    expires_at: datetime | None
     in_group: bool
     used: bool
 
@@ -95,32 +97,37 @@ async def lock_groups(conn: Connection, group_ids: Sequence[bytes]) -> dict[byte
 
 
 async def check_senders(
-    conn: Connection, wanted: Sequence[tuple[bytes, bytes, int, int]]
+    conn: Connection, wanted: Sequence[tuple[bytes, bytes, bytes, int, int]]
 ) -> list[SenderCheck]:
-    """For each (group, member, epoch, counter), in order: membership and counter reuse.
+    """For each (token hash, group, member, epoch, counter), in order: see SenderCheck.
 
     Run after lock_groups, so that this statement's snapshot already holds
     every roster change and message committed before the locks were granted.
     """
     if not wanted:
         return []
-    groups, members, epochs, counters = (list(column) for column in zip(*wanted, strict=True))
+    tokens, groups, members, epochs, counters = (list(c) for c in zip(*wanted, strict=True))
     rows = await conn.fetch(
-        """SELECT i.n,
+        """SELECT i.n, s.expires_at,
+                  (s.token_hash IS NOT NULL AND s.revoked_at IS NULL AND m.revoked_at IS NULL
+                   AND s.member_id = i.m) AS live,
                   EXISTS (SELECT 1 FROM group_members gm
                           WHERE gm.group_id = i.g AND gm.member_id = i.m) AS in_group,
                   EXISTS (SELECT 1 FROM messages x
                           WHERE x.group_id = i.g AND x.epoch = i.e AND x.sender = i.m
                             AND x.counter = i.c) AS used
-           FROM unnest($1::bytea[], $2::bytea[], $3::bigint[], $4::bigint[])
-                WITH ORDINALITY AS i(g, m, e, c, n)
+           FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[])
+                WITH ORDINALITY AS i(t, g, m, e, c, n)
+           LEFT JOIN sessions s ON s.token_hash = i.t
+           LEFT JOIN members m ON m.member_id = s.member_id
            ORDER BY i.n""",
+        tokens,
         groups,
         members,
         epochs,
         counters,
     )
-    return [SenderCheck(r["in_group"], r["used"]) for r in rows]
+    return [SenderCheck(bool(r["live"]), r["expires_at"], r["in_group"], r["used"]) for r in rows]
 
 
 async def append_messages(
