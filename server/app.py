@@ -24,6 +24,7 @@ from server.services.messages import MessageWriter
 from server.settings import Settings
 from server.store import ratelimit
 from server.store.db import Pool, create_pool
+from server.verifier import Verifier
 
 # The keys live in server.http.appkeys so handlers can import them without
 # importing this module (which imports the routes). AppKeys compare by
@@ -94,12 +95,18 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = MessageWriter(app[POOL_KEY], app[CLOCK_KEY], on_commit=app[HUB_KEY].committed)
+    verifier = Verifier()
+    if app[SETTINGS_KEY].signature_helper:
+        await verifier.start()
+    writer = MessageWriter(
+        app[POOL_KEY], app[CLOCK_KEY], on_commit=app[HUB_KEY].committed, verifier=verifier
+    )
     app[WRITER_KEY] = writer
     try:
         yield
     finally:
         await writer.close()
+        await verifier.stop()
 
 
 async def _close_sockets(app: web.Application) -> None:

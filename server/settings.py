@@ -50,6 +50,9 @@ class Settings:
     # Behind a reverse proxy every request comes from the proxy; when set, the
     # client address is the last hop of X-Forwarded-For (the one our proxy added).
     trust_forwarded_for: bool = False
+    # Check message signatures in a helper process, on another core than the
+    # event loop (SPOKES_SIGNATURE_HELPER=0 checks them in-process).
+    signature_helper: bool = True
     rate_redeem_per_source: RateLimit = RateLimit(10, 3600)
     rate_redeem_per_lookup: RateLimit = RateLimit(5, 3600)
     rate_invite_fetch_per_source: RateLimit = RateLimit(30, 3600)
@@ -99,6 +102,7 @@ def load_settings(
     if env.get("SPOKES_CHALLENGE_TTL"):  # seconds
         values["challenge_ttl"] = timedelta(seconds=_env_int(env, "SPOKES_CHALLENGE_TTL", 0))
     values["trust_forwarded_for"] = env.get("SPOKES_TRUST_FORWARDED_FOR", "") in ("1", "true")
+    values["signature_helper"] = env.get("SPOKES_SIGNATURE_HELPER", "1") not in ("0", "false")
     for f in fields(Settings):
         if f.name.startswith("rate_"):
             variable = "SPOKES_" + f.name.upper()  # e.g. SPOKES_RATE_LOGIN_PER_SOURCE=60/600

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from server.settings import Settings
 from server.store.db import Pool, create_pool
 
 T = TypeVar("T")
+POOL_CLOSE_S = 20.0
 
 TEMPLATE_DB = "spokes_template"
 _db_counter = itertools.count(1)
@@ -161,7 +163,13 @@ async def pool(database_url: str) -> AsyncIterator[Pool]:
     try:
         yield p
     finally:
-        await p.close()
+        # close() waits for every connection to come back, without end; a
+        # connection a finished test's task never returned must not hang the suite.
+        try:
+            await asyncio.wait_for(p.close(), POOL_CLOSE_S)
+        except TimeoutError:
+            p.terminate()
+            warnings.warn("a test left a pooled connection in use", stacklevel=1)
 
 
 # --- Settings and the in-process server --------------------------------------
@@ -170,7 +178,9 @@ async def pool(database_url: str) -> AsyncIterator[Pool]:
 @pytest.fixture
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings with a random secret and a temp data dir; see the spokes_settings marker."""
-    changes: dict[str, Any] = {}
+    # In-process servers check signatures in-process unless a test asks for the
+    # helper process (tests/server/test_verifier.py): one spawn per test is slow.
+    changes: dict[str, Any] = {"signature_helper": False}
     for marker in reversed(list(request.node.iter_markers("spokes_settings"))):
         changes.update(marker.kwargs)
     return Settings(server_secret=os.urandom(32), data_dir=tmp_path / "data", **changes)

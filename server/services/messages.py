@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from crypto.encoding import b32e, encode
-from crypto.keys import IdentityPublicKey
-from crypto.messages import Header, SealedMessage, message_id, verify_message
+from crypto.messages import Header, SealedMessage, message_id
 from crypto.network import Policy
 from server.clock import Clock
 from server.errors import ApiError
@@ -36,16 +35,16 @@ from server.services.common import api_error, crypto_errors, load_genesis, secon
 from server.store import events as event_store
 from server.store import messages as store
 from server.store.db import Pool, transaction
+from server.verifier import Verifier, verify_batch
 
 log = logging.getLogger("spokes.messages")
 
 MAX_BATCH = 256
 CACHE_SIZE = 100_000
 
-# Parsed identity keys by their bytes (a key's bytes fully determine it), and
-# each session's member and key by token hash (a session never changes hands).
-_KEYS: dict[bytes, IdentityPublicKey] = {}
-_SENDERS: dict[bytes, tuple[bytes, IdentityPublicKey]] = {}
+# Each session's member and identity key by token hash: a session never
+# changes hands, and a member id names one key for good.
+_SENDERS: dict[bytes, tuple[bytes, bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class MessageWriter:
     """Group commit for one instance, in two stages that overlap.
 
     *Prepare* finds each message's sender and checks its signature (no
-    lock); *commit* takes the groups' locks and appends. While one batch
+    lock; in the signature helper process when there is one); *commit* takes the groups' locks and appends. While one batch
     commits, the next is prepared. Both stages take batches in arrival order,
     so an instance appends messages in the order they were submitted.
 
@@ -97,8 +96,10 @@ class MessageWriter:
         *,
         max_batch: int = MAX_BATCH,
         on_commit: Callable[[list[event_store.EventRow]], None] | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self._pool = pool
+        self._verifier = verifier
         self._on_commit = on_commit
         self._clock = clock
         self._max_batch = max_batch
@@ -129,7 +130,9 @@ class MessageWriter:
             batch = [self._queue.popleft() for _ in range(count)]
             futures = [future for _, future in batch]
             try:
-                prepared = await prepare(self._pool, [item for item, _ in batch], self._clock())
+                prepared = await prepare(
+                    self._pool, [item for item, _ in batch], self._clock(), self._verifier
+                )
             except Exception as exc:
                 _fail(futures, exc)
                 continue
@@ -196,7 +199,9 @@ async def commit_batch(
     return [r if r is not None else api_error(500, "internal", "unchecked") for r in batch.results]
 
 
-async def prepare(pool: Pool, items: Sequence[Submission], now: datetime) -> Prepared:
+async def prepare(
+    pool: Pool, items: Sequence[Submission], now: datetime, verifier: Verifier | None = None
+) -> Prepared:
     """Who sent each message (by session), and does its signature verify? No locks taken.
 
     A session's member and key never change, so they are remembered; whether
@@ -209,13 +214,22 @@ async def prepare(pool: Pool, items: Sequence[Submission], now: datetime) -> Pre
         for digest, session in found.items():
             if len(_SENDERS) >= CACHE_SIZE:
                 _SENDERS.clear()
-            _SENDERS[digest] = (session.member_id, _public_key(session.identity_key))
+            _SENDERS[digest] = (session.member_id, session.identity_key)
     batch = Prepared(list(items), [None] * len(items), [None] * len(items))
+    signed: list[int] = []
     for n, item in enumerate(items):
         try:
             batch.senders[n] = _check_sender(item, _SENDERS.get(item.token_hash))
+            signed.append(n)
         except ApiError as exc:
             batch.results[n] = exc
+    request = [(items[n].message, _SENDERS[items[n].token_hash][1]) for n in signed]
+    answers = await verifier.verify(request) if verifier is not None else verify_batch(request)
+    for n, answer in zip(signed, answers, strict=True):
+        if answer is not None:
+            code, reason = answer
+            batch.results[n] = api_error(400, code, reason)
+            batch.senders[n] = None
     return batch
 
 
@@ -284,26 +298,14 @@ async def commit(pool: Pool, batch: Prepared, now: datetime) -> list[event_store
     ]
 
 
-def _check_sender(item: Submission, sender: tuple[bytes, IdentityPublicKey] | None) -> bytes:
-    """The session's member sent it, and signed it: all that needs no lock."""
+def _check_sender(item: Submission, sender: tuple[bytes, bytes] | None) -> bytes:
+    """The session's member is the header's sender: the signature is checked next."""
     if sender is None:
         raise not_logged_in()
-    member_id, key = sender
+    member_id, _ = sender
     if item.header.sender != member_id:
         raise api_error(400, "invalid_statement", "the header names another group or sender")
-    with crypto_errors():
-        verify_message(item.message, key)
     return member_id
-
-
-def _public_key(raw: bytes) -> IdentityPublicKey:
-    """A sender's key, parsed once: a member id names exactly one key, for good."""
-    key = _KEYS.get(raw)
-    if key is None:
-        if len(_KEYS) >= CACHE_SIZE:
-            _KEYS.clear()
-        key = _KEYS[raw] = IdentityPublicKey(raw)
-    return key
 
 
 def _check_epoch(

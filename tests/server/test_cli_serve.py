@@ -102,3 +102,82 @@ def test_help_describes_each_command(server_command: list[str]) -> None:
     ).stdout
     for option in ("--host", "--port", "--data-dir", "--database-url"):
         assert option in serve_help
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The server processes `serve --workers` spawned under ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat_text = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if int(stat_text.rsplit(")", 1)[1].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _tcp_connections(pid: int, port: int) -> int:
+    """Established TCP connections of ``pid`` on local ``port`` (from /proc/<pid>/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        if str(target).startswith("socket:["):
+            inodes.add(str(target)[8:-1])
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].split(":")[1], 16)
+        if local_port == port and fields[3] == "01" and fields[9] in inodes:
+            count += 1
+    return count
+
+
+def test_serve_with_workers_shares_the_port_and_stops_them_all(
+    spawn_server: Any, database_url: str
+) -> None:
+    import http.client
+
+    running = spawn_server("--database-url", database_url, "--workers", "2")
+    (worker,) = _workers_of(running.process.pid)
+    port = int(running.url.rsplit(":", 1)[1])
+    # Held connections, each hashed by the kernel to one of the two listeners.
+    connections = []
+    for _ in range(24):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())) == (200, {"status": "ok"})
+        connections.append(conn)
+    time.sleep(0.2)
+    served = [_tcp_connections(p, port) for p in (running.process.pid, worker)]
+    assert all(n > 0 for n in served), served
+    assert sum(served) == 24
+    for conn in connections:
+        conn.close()
+    assert running.stop() == 0, running.stderr()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists() or "zombie" in (
+        Path(f"/proc/{worker}/status").read_text().lower()
+    )
+    assert "Traceback" not in running.stderr()
+
+
+def test_serve_refuses_a_bad_worker_count(server_command: list[str]) -> None:
+    done = subprocess.run(
+        [*server_command, "serve", "--workers", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--workers must be 1 to 64" in done.stderr
