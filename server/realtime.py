@@ -264,7 +264,7 @@ class Hub:
         self._by_member: dict[bytes, set[Socket]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._listening = asyncio.Event()
-        self._stale: set[Feed] = set()  # feeds a notification announced news for
+        self._stale: dict[Feed, int] = {}  # feeds a notification announced news for: newest seq
         self._refresh = asyncio.Event()
 
     # --- lifecycle -----------------------------------------------------------
@@ -479,7 +479,7 @@ class Hub:
             if feed is None:
                 continue
             if feed.stale(seq):
-                self._stale.add(feed)
+                self._stale[feed] = max(seq, self._stale.get(feed, 0))
                 self._refresh.set()
             else:
                 feed.poke(seq)
@@ -495,9 +495,16 @@ class Hub:
         while True:
             await self._refresh.wait()
             self._refresh.clear()
-            feeds = [f for f in self._stale if self._feeds.get(f.group_id) is f]
+            announced = {
+                f: seq for f, seq in self._stale.items() if self._feeds.get(f.group_id) is f
+            }
             self._stale.clear()
-            marks = [(feed, *feed.mark()) for feed in feeds]
+            marks = []
+            for feed, seq in announced.items():
+                if feed.stale(seq):
+                    marks.append((feed, *feed.mark()))
+                else:
+                    feed.poke(seq)  # this instance committed it and cached it meanwhile
             wanted = [(f.group_id, tail) for f, tail, _ in marks if tail is not None]
             pages: dict[bytes, Page] = {}
             if wanted:
@@ -510,6 +517,8 @@ class Hub:
                 if page is not None and tail is not None and feed.mark()[0] == tail:
                     feed.absorb(tail, generation, page)
                     feed.poke(feed.mark()[0])  # news, already read: the cache stays fresh
+                elif not feed.stale(announced[feed]):
+                    feed.poke(announced[feed])  # the cache moved past it meanwhile
                 else:
                     feed.poke()
 
