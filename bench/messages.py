@@ -75,13 +75,11 @@ class Server:
     data_dir: Path
 
     def server_rss_kib(self) -> int:
-        """The server's RSS: its own process and each worker it spawned (serve --workers)."""
-        workers = [
-            pid
-            for pid in _all_pids()
-            if _ppid(pid) == self.process.pid and "spawn_main" in _cmdline(pid)
-        ]
-        return sum(rss_kib(pid) for pid in [self.process.pid, *workers])
+        """The server's RSS: its process and every process it spawned (workers, helpers)."""
+        pids = [self.process.pid]
+        for pid in pids:  # grows as it goes: children, then theirs
+            pids += [p for p in _all_pids() if _ppid(p) == pid and "spawn_main" in _cmdline(p)]
+        return sum(rss_kib(pid) for pid in pids)
 
     def postgres_pids(self) -> list[int]:
         """The embedded cluster's postmaster and every backend it forked."""

@@ -19,6 +19,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ MAX_WORKERS = 64
 WORKER_START_S = 60.0
 WORKER_STOP_S = 30.0
 CHILD_CHECK_S = 1.0
+
+# The parent's ends of its workers' lifelines: held open until the parent exits.
+_LIFELINES: list[Connection] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,8 +204,17 @@ def _start_workers(settings: Settings, count: int) -> list[BaseProcess]:
     try:
         for _ in range(count):
             ready = context.Event()
-            child = context.Process(target=_worker_main, args=(settings, ready), daemon=True)
+            # The worker holds one end of a pipe and stops when it reads EOF:
+            # the parent died, however it died (a SIGKILL runs no clean-up).
+            lifeline, theirs = context.Pipe(duplex=False)
+            # Not daemonic: a worker starts a signature helper of its own. The
+            # parent stops every worker itself (_stop_workers).
+            child = context.Process(
+                target=_worker_main, args=(settings, ready, lifeline), daemon=False
+            )
             child.start()
+            lifeline.close()
+            _LIFELINES.append(theirs)
             started.append(child)
             if not ready.wait(WORKER_START_S) or not child.is_alive():
                 raise RuntimeError("a server worker did not start")
@@ -221,21 +234,22 @@ def _stop_workers(children: list[BaseProcess]) -> None:
             child.kill()
 
 
-def _worker_main(settings: Settings, ready: Any) -> None:
+def _worker_main(settings: Settings, ready: Any, lifeline: Connection) -> None:
     """One extra server process: the app on the parent's port, until SIGTERM."""
     logging.basicConfig(
         level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    _run(_serve_worker(settings, ready))
+    _run(_serve_worker(settings, ready, lifeline))
 
 
-async def _serve_worker(settings: Settings, ready: Any) -> None:
+async def _serve_worker(settings: Settings, ready: Any, lifeline: Connection) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_reader(lifeline.fileno(), stop.set)  # readable only at EOF: the parent is gone
     runner = await _start_site(settings, reuse_port=True)
     try:
         ready.set()

@@ -144,7 +144,10 @@ def test_serve_with_workers_shares_the_port_and_stops_them_all(
 ) -> None:
     import http.client
 
-    running = spawn_server("--database-url", database_url, "--workers", "2")
+    # Without signature helpers, the only processes the server spawns are its workers.
+    running = spawn_server(
+        "--database-url", database_url, "--workers", "2", env={"SPOKES_SIGNATURE_HELPER": "0"}
+    )
     (worker,) = _workers_of(running.process.pid)
     port = int(running.url.rsplit(":", 1)[1])
     # Held connections, each hashed by the kernel to one of the two listeners.
@@ -163,12 +166,36 @@ def test_serve_with_workers_shares_the_port_and_stops_them_all(
         conn.close()
     assert running.stop() == 0, running.stderr()
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+    while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not Path(f"/proc/{worker}").exists() or "zombie" in (
-        Path(f"/proc/{worker}/status").read_text().lower()
-    )
+    assert not _alive(worker)
     assert "Traceback" not in running.stderr()
+
+
+def test_workers_and_helpers_stop_when_the_server_is_killed(
+    spawn_server: Any, database_url: str
+) -> None:
+    running = spawn_server("--database-url", database_url, "--workers", "2")
+    spawned = _descendants(running.process.pid)
+    assert len(spawned) == 3, spawned  # a worker, and a signature helper for each process
+    running.process.kill()  # no clean-up runs in the server itself
+    running.process.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in spawned) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in spawned)
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _workers_of(pid)
+    return children + [g for c in children for g in _descendants(c)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
 
 
 def test_serve_refuses_a_bad_worker_count(server_command: list[str]) -> None:
