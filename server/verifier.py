@@ -134,6 +134,10 @@ class Verifier:
 
     def _lost(self) -> None:
         log.warning("signature helper exited; checking in-process from now on")
+        self._disconnect("signature helper exited")
+
+    def _disconnect(self, why: str) -> None:
+        """Close the pipe; every batch still waiting is checked in-process instead."""
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 asyncio.get_running_loop().remove_reader(self._conn.fileno())
@@ -142,18 +146,10 @@ class Verifier:
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
-                future.set_exception(ConnectionError("signature helper exited"))
+                future.set_exception(ConnectionError(why))
 
     async def stop(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._conn.fileno())
-            self._conn.close()
-            self._conn = None
-        while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(ConnectionError("shutting down"))
+        self._disconnect("shutting down")
         if self._process is not None:
             process, self._process = self._process, None
             await asyncio.to_thread(process.join, 5)
