@@ -221,12 +221,17 @@ class Feed:
         """
         if self._tail is None or seq != self._tail + 1 or self._more:
             return False
-        self._rows.append((seq, text))
-        self._bytes += len(text)
-        while len(self._rows) > CACHE_ROWS or (self._bytes > CACHE_BYTES and len(self._rows) > 1):
-            self._bytes -= len(self._rows.popleft()[1])
+        self._keep([(seq, text)])
         self._tail = seq
         return True
+
+    def _keep(self, rows: list[tuple[int, str]]) -> None:
+        """Append rows to the cache, dropping the oldest past CACHE_ROWS or CACHE_BYTES."""
+        for row in rows:
+            self._rows.append(row)
+            self._bytes += len(row[1])
+        while len(self._rows) > CACHE_ROWS or (self._bytes > CACHE_BYTES and len(self._rows) > 1):
+            self._bytes -= len(self._rows.popleft()[1])
 
     def stale(self, seq: int) -> bool:
         """Whether a notification of ``seq`` is news the hub should read ahead for this feed."""
@@ -242,11 +247,7 @@ class Feed:
         if self._tail != cursor:
             self._rows.clear()
             self._bytes = 0
-        for row in page.rows:
-            self._rows.append(row)
-            self._bytes += len(row[1])
-        while len(self._rows) > CACHE_ROWS or (self._bytes > CACHE_BYTES and len(self._rows) > 1):
-            self._bytes -= len(self._rows.popleft()[1])
+        self._keep(page.rows)
         self._tail = page.rows[-1][0] if page.rows else cursor
         self._members = page.members
         self._read_generation = generation

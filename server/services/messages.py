@@ -130,9 +130,7 @@ class MessageWriter:
             batch = [self._queue.popleft() for _ in range(count)]
             futures = [future for _, future in batch]
             try:
-                prepared = await prepare(
-                    self._pool, [item for item, _ in batch], self._clock(), self._verifier
-                )
+                prepared = await prepare(self._pool, [item for item, _ in batch], self._verifier)
             except Exception as exc:
                 _fail(futures, exc)
                 continue
@@ -194,36 +192,38 @@ async def commit_batch(
     pool: Pool, items: Sequence[Submission], now: datetime
 ) -> list[Accepted | ApiError]:
     """Check and append a batch; one result per item, in order (both stages at once)."""
-    batch = await prepare(pool, items, now)
+    batch = await prepare(pool, items)
     await commit(pool, batch, now)
     return [r if r is not None else api_error(500, "internal", "unchecked") for r in batch.results]
 
 
 async def prepare(
-    pool: Pool, items: Sequence[Submission], now: datetime, verifier: Verifier | None = None
+    pool: Pool, items: Sequence[Submission], verifier: Verifier | None = None
 ) -> Prepared:
     """Who sent each message (by session), and does its signature verify? No locks taken.
 
     A session's member and key never change, so they are remembered; whether
     the session is still live is checked again under the lock, in commit.
     """
-    unknown = [i.token_hash for i in items if i.token_hash not in _SENDERS]
+    senders = {i.token_hash: _SENDERS[i.token_hash] for i in items if i.token_hash in _SENDERS}
+    unknown = [i.token_hash for i in items if i.token_hash not in senders]
     if unknown:
         async with pool.acquire() as conn:
             found = await store.sessions(conn, unknown)
         for digest, session in found.items():
+            senders[digest] = (session.member_id, session.identity_key)
             if len(_SENDERS) >= CACHE_SIZE:
                 _SENDERS.clear()
-            _SENDERS[digest] = (session.member_id, session.identity_key)
+            _SENDERS[digest] = senders[digest]
     batch = Prepared(list(items), [None] * len(items), [None] * len(items))
     signed: list[int] = []
     for n, item in enumerate(items):
         try:
-            batch.senders[n] = _check_sender(item, _SENDERS.get(item.token_hash))
+            batch.senders[n] = _check_sender(item, senders.get(item.token_hash))
             signed.append(n)
         except ApiError as exc:
             batch.results[n] = exc
-    request = [(items[n].message, _SENDERS[items[n].token_hash][1]) for n in signed]
+    request = [(items[n].message, senders[items[n].token_hash][1]) for n in signed]
     answers = await verifier.verify(request) if verifier is not None else verify_batch(request)
     for n, answer in zip(signed, answers, strict=True):
         if answer is not None:

@@ -23,12 +23,11 @@ NOTIFY_PAYLOAD_BYTES = 7000
 
 
 @dataclass(frozen=True)
-class SenderSession:
-    token_hash: bytes
+class SessionMember:
+    """Whose a session is (never changes): their member id and identity key."""
+
     member_id: bytes
     identity_key: bytes
-    expires_at: datetime
-    revoked: bool
 
 
 @dataclass(frozen=True)
@@ -64,23 +63,16 @@ class NewMessage:
     body: bytes
 
 
-async def sessions(conn: Connection, token_hashes: Sequence[bytes]) -> dict[bytes, SenderSession]:
-    """The sessions among ``token_hashes`` that exist, with their members' keys."""
+async def sessions(conn: Connection, token_hashes: Sequence[bytes]) -> dict[bytes, SessionMember]:
+    """The members of those of ``token_hashes`` that are sessions (live or not: see check_senders)."""
     rows = await conn.fetch(
-        """SELECT s.token_hash, s.member_id, m.identity_key, s.expires_at,
-                  (s.revoked_at IS NOT NULL OR m.revoked_at IS NOT NULL) AS revoked
+        """SELECT s.token_hash, s.member_id, m.identity_key
            FROM sessions s JOIN members m ON m.member_id = s.member_id
            WHERE s.token_hash = ANY($1::bytea[])""",
         list(set(token_hashes)),
     )
     return {
-        bytes(r["token_hash"]): SenderSession(
-            bytes(r["token_hash"]),
-            bytes(r["member_id"]),
-            bytes(r["identity_key"]),
-            r["expires_at"],
-            r["revoked"],
-        )
+        bytes(r["token_hash"]): SessionMember(bytes(r["member_id"]), bytes(r["identity_key"]))
         for r in rows
     }
 

@@ -228,6 +228,6 @@ TABLES = (
 )
 
 
-async def table_counts(pool: Any) -> dict[str, int]:
+async def table_counts(pool: Any, tables: tuple[str, ...] = TABLES) -> dict[str, int]:
     async with pool.acquire() as conn:
-        return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}  # noqa: S608
+        return {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in tables}  # noqa: S608

@@ -11,7 +11,7 @@ from crypto.epochs import EpochKeys
 from crypto.messages import Header, SealedMessage, open_message, seal_message, verify_message
 from crypto.roster import RosterState
 from crypto.statements import Statement, from_wire, pack
-from tests.server.actors import TABLES, Actor, Reply
+from tests.server.actors import TABLES, Actor, Reply, table_counts
 
 
 @dataclass
@@ -148,11 +148,8 @@ GROUP_TABLES = (
 
 async def all_counts(pool: Any) -> dict[str, Any]:
     """Row counts of every table a message could touch, and each group's counters."""
+    counts: dict[str, Any] = await table_counts(pool, GROUP_TABLES)
     async with pool.acquire() as conn:
-        counts: dict[str, Any] = {
-            t: await conn.fetchval(f"SELECT count(*) FROM {t}")  # noqa: S608
-            for t in GROUP_TABLES
-        }
         rows = await conn.fetch(
             "SELECT group_id, last_seq, epoch, epoch_messages, roster_seq FROM groups"
         )
