@@ -86,10 +86,15 @@ async def session(request: web.Request) -> web.Response:
     await rate_limit(request, "login_per_source")
     await rate_limit(request, "login_per_member", member_id)
     settings = request.app[SETTINGS_KEY]
-    async with transaction(request.app[POOL_KEY]) as conn:
-        token, expires = await auth.open_session(
-            conn, member_id, value, signature, request.app[CLOCK_KEY](), settings.session_ttl
-        )
+    # open_session runs its own transactions: the challenge is spent even if the login fails.
+    token, expires = await auth.open_session(
+        request.app[POOL_KEY],
+        member_id,
+        value,
+        signature,
+        request.app[CLOCK_KEY](),
+        settings.session_ttl,
+    )
     return json_response({"token": token, "expires_at": seconds(expires)})
 
 

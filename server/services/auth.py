@@ -20,7 +20,7 @@ from crypto.keys import IdentityPublicKey
 from server.errors import ApiError, ErrorCode
 from server.store import auth as auth_store
 from server.store import membership as store
-from server.store.db import Connection
+from server.store.db import Connection, Pool, transaction
 
 CHALLENGE_BYTES = 32
 TOKEN_BYTES = 32
@@ -58,28 +58,33 @@ def _login_failed() -> ApiError:
 
 
 async def open_session(
-    conn: Connection,
+    pool: Pool,
     member_id: bytes,
     challenge: bytes,
     signature: bytes,
     now: datetime,
     ttl: timedelta,
 ) -> tuple[str, datetime]:
-    # Deleting the challenge first makes it single-use even if the signature is wrong.
-    if not await auth_store.take_challenge(conn, challenge, member_id, now):
+    # The challenge is taken in its own transaction, committed before anything
+    # is checked: a failed attempt's rollback can't bring it back, so each
+    # challenge gets exactly one try whatever the outcome.
+    async with transaction(pool) as conn:
+        taken = await auth_store.take_challenge(conn, challenge, member_id, now)
+    if not taken:
         raise _login_failed()
-    member = await store.get_member(conn, member_id)
-    if member is None or member.revoked_at is not None:
-        raise _login_failed()
-    try:
-        IdentityPublicKey(member.identity_key).verify(
-            labels.LOGIN, login_message(challenge, member_id), signature
-        )
-    except CryptoError:
-        raise _login_failed() from None
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    expires = now + ttl
-    await auth_store.insert_session(conn, token_hash(token), member_id, now, expires)
+    async with transaction(pool) as conn:
+        member = await store.get_member(conn, member_id)
+        if member is None or member.revoked_at is not None:
+            raise _login_failed()
+        try:
+            IdentityPublicKey(member.identity_key).verify(
+                labels.LOGIN, login_message(challenge, member_id), signature
+            )
+        except CryptoError:
+            raise _login_failed() from None
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        expires = now + ttl
+        await auth_store.insert_session(conn, token_hash(token), member_id, now, expires)
     return token, expires
 
 

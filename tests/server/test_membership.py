@@ -111,6 +111,36 @@ async def test_replayed_login_answer_is_refused(founder: Actor) -> None:
     assert (second.status, second.code) == (401, "login_failed")
 
 
+async def test_a_challenge_spent_on_a_wrong_signature_cannot_be_retried(
+    founder: Actor, pool
+) -> None:
+    from crypto import labels
+    from crypto.encoding import b64d, b64e, encode
+
+    challenge = await founder.call("POST", "/v1/auth/challenge", {"member_id": founder.id_text})
+    raw = b64d(challenge.body["challenge"])
+    right = founder.key.sign(labels.LOGIN, encode({"challenge": raw, "member": founder.id}))
+    wrong = bytearray(right)
+    wrong[7] ^= 1
+
+    def answer(signature: bytes) -> dict[str, str]:
+        return {
+            "member_id": founder.id_text,
+            "challenge": challenge.body["challenge"],
+            "signature": b64e(signature),
+        }
+
+    first = await founder.call("POST", "/v1/auth/session", answer(bytes(wrong)))
+    assert (first.status, first.code) == (401, "login_failed")
+    async with pool.acquire() as conn:
+        left = await conn.fetchval(
+            "SELECT count(*) FROM login_challenges WHERE challenge = $1", raw
+        )
+    assert left == 0
+    second = await founder.call("POST", "/v1/auth/session", answer(right))
+    assert (second.status, second.code) == (401, "login_failed")
+
+
 async def test_login_signature_for_another_context_is_refused(founder: Actor) -> None:
     from crypto.encoding import b64d, b64e, encode
 
