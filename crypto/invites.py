@@ -6,7 +6,8 @@ HKDF-SHA256 derives three unrelated values under separate labels:
 
 - the lookup id, which the server indexes the invite by;
 - the payload key, which seals the payload (genesis, inviter chain, note)
-  so the server can't read it;
+  so the server can't read it, padded to a size bucket so its length says
+  little about the note;
 - the proof key, an Ed25519 seed. The server stores only its public half,
   and a newcomer signs their join statement with it: the server can check
   the proof, but neither the server nor a database thief can make one.
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from crypto import labels
+from crypto import labels, padding
 from crypto.encoding import Value, b32d, b32e, decode, encode
 from crypto.errors import DecryptionFailed, InvalidCode, InvalidStatement
 from crypto.keys import IdentityKey, IdentityPublicKey
@@ -38,6 +39,12 @@ SECRET_BYTES = 17
 CHECKSUM_BYTES = 3
 LOOKUP_ID_BYTES = 16
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
+# A sealed payload is at most this long (the server's limit); the plaintext is
+# padded to one of these sizes, the last filling that limit exactly, so the
+# payload's length does not give away the note's (or the name's).
+MAX_SEALED_PAYLOAD = 48 * 1024
+PAYLOAD_BUCKETS = (1024, 4096, 16384, MAX_SEALED_PAYLOAD - _NONCE_BYTES - _TAG_BYTES)
 # Letters people confuse with base32 ones, mapped to what they meant.
 _LOOKALIKES = str.maketrans({"0": "o", "1": "l", "8": "b"})
 
@@ -102,7 +109,8 @@ class InviteCode:
     def seal_payload(self, payload: dict[str, Value], *, _nonce: bytes | None = None) -> bytes:
         nonce = _nonce if _nonce is not None else os.urandom(_NONCE_BYTES)
         aad = labels.INVITE_PAYLOAD_AAD + self.lookup_id
-        return nonce + AESGCM(self.payload_key).encrypt(nonce, encode(payload), aad)
+        plain = padding.pad(encode(payload), PAYLOAD_BUCKETS)
+        return nonce + AESGCM(self.payload_key).encrypt(nonce, plain, aad)
 
     def open_payload(self, sealed: bytes) -> dict[str, Value]:
         aad = labels.INVITE_PAYLOAD_AAD + self.lookup_id
@@ -110,8 +118,8 @@ class InviteCode:
             plain = AESGCM(self.payload_key).decrypt(
                 sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad
             )
-            payload = decode(plain)
-        except (InvalidTag, ValueError, InvalidStatement) as exc:
+            payload = decode(padding.unpad(plain, PAYLOAD_BUCKETS))
+        except (InvalidTag, ValueError, InvalidStatement, DecryptionFailed) as exc:
             raise DecryptionFailed("the invite payload does not open with this code") from exc
         if not isinstance(payload, dict):
             raise DecryptionFailed("the invite payload does not open with this code")

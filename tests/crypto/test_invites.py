@@ -12,12 +12,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from crypto import labels
+from crypto import labels, padding
 from crypto.encoding import Value, encode
 from crypto.errors import DecryptionFailed, InvalidCode, InvalidSignature, InvalidStatement
 from crypto.invites import (
     CHECKSUM_BYTES,
     LOOKUP_ID_BYTES,
+    MAX_SEALED_PAYLOAD,
+    PAYLOAD_BUCKETS,
     SECRET_BYTES,
     InviteCode,
     make_invite,
@@ -204,7 +206,7 @@ def test_payload_with_a_fixed_nonce_is_reproducible() -> None:
     sealed = CODE.seal_payload(PAYLOAD, _nonce=nonce)
     assert sealed == CODE.seal_payload(PAYLOAD, _nonce=nonce)
     assert sealed[:12] == nonce
-    assert len(sealed) == 12 + len(encode(PAYLOAD)) + 16
+    assert len(sealed) == 12 + PAYLOAD_BUCKETS[0] + 16
 
 
 def test_payload_does_not_open_with_another_code() -> None:
@@ -249,22 +251,85 @@ def test_payload_sealed_without_the_invite_context_is_refused() -> None:
         CODE.open_payload(bare)
 
 
-@pytest.mark.parametrize("value", [None, [1, 2], "text", b"bytes"])
-def test_payload_that_is_not_a_record_is_refused(value: Value) -> None:
+def _seal_plain(plain: bytes) -> bytes:
+    """Seal chosen plaintext bytes (padded or not) exactly as seal_payload does."""
     nonce = b"\x01" * 12
     aad = labels.INVITE_PAYLOAD_AAD + CODE.lookup_id
-    sealed = nonce + AESGCM(CODE.payload_key).encrypt(nonce, encode(value), aad)
+    return nonce + AESGCM(CODE.payload_key).encrypt(nonce, plain, aad)
+
+
+def test_hand_sealed_padded_payload_opens() -> None:
+    # The helper below seals like seal_payload, so the refusals that use it are about content.
+    assert CODE.open_payload(_seal_plain(padding.pad(encode(PAYLOAD), PAYLOAD_BUCKETS))) == PAYLOAD
+
+
+@pytest.mark.parametrize("value", [None, [1, 2], "text", b"bytes"])
+def test_payload_that_is_not_a_record_is_refused(value: Value) -> None:
     with pytest.raises(DecryptionFailed):
-        CODE.open_payload(sealed)
+        CODE.open_payload(_seal_plain(padding.pad(encode(value), PAYLOAD_BUCKETS)))
 
 
 def test_payload_with_non_canonical_plaintext_is_refused() -> None:
-    nonce = b"\x01" * 12
-    aad = labels.INVITE_PAYLOAD_AAD + CODE.lookup_id
-    plain = encode(PAYLOAD) + b"\x00"
-    sealed = nonce + AESGCM(CODE.payload_key).encrypt(nonce, plain, aad)
+    plain = padding.pad(encode(PAYLOAD) + b"\x00", PAYLOAD_BUCKETS)
     with pytest.raises(DecryptionFailed):
-        CODE.open_payload(sealed)
+        CODE.open_payload(_seal_plain(plain))
+
+
+# Padding: the sealed length hides the note's length
+
+
+def test_payloads_with_short_and_long_notes_seal_to_the_same_length() -> None:
+    lengths = {
+        len(CODE.seal_payload({**PAYLOAD, "note": "x" * size})) for size in (0, 1, 17, 300, 900)
+    }
+    assert lengths == {12 + PAYLOAD_BUCKETS[0] + 16}
+
+
+def test_every_payload_seals_to_a_bucket_within_the_server_limit() -> None:
+    for size in (0, 1_000, 4_000, 16_000, 40_000):
+        sealed = CODE.seal_payload({**PAYLOAD, "note": "x" * size})
+        assert len(sealed) - 12 - 16 in PAYLOAD_BUCKETS
+        assert CODE.open_payload(sealed)["note"] == "x" * size
+    assert 12 + PAYLOAD_BUCKETS[-1] + 16 == MAX_SEALED_PAYLOAD
+
+
+def test_payload_too_large_for_the_last_bucket_is_refused() -> None:
+    with pytest.raises(ValueError):
+        CODE.seal_payload({**PAYLOAD, "note": "x" * PAYLOAD_BUCKETS[-1]})
+
+
+def _bad_paddings() -> list[bytes]:
+    body = encode(PAYLOAD)
+    first = PAYLOAD_BUCKETS[0]
+    return [
+        body,  # not padded at all
+        body + b"\x80",  # marker but no bucket
+        body + bytes(first - len(body)),  # a bucket of zeros, no marker
+        body + b"\x80" + bytes(first - len(body) - 2) + b"\x01",  # non-zero after the marker
+        body + b"\x81" + bytes(first - len(body) - 1),  # the wrong marker
+        body + b"\x80" + bytes(first - len(body)),  # one byte past a bucket
+        body + b"\x80" + bytes(PAYLOAD_BUCKETS[1] - len(body) - 1),  # a bigger bucket than needed
+        bytes(first),  # all zeros
+    ]
+
+
+@pytest.mark.parametrize("plain", _bad_paddings())
+def test_payload_with_bad_padding_is_refused(plain: bytes) -> None:
+    with pytest.raises(DecryptionFailed, match="does not open with this code"):
+        CODE.open_payload(_seal_plain(plain))
+    with pytest.raises(DecryptionFailed):
+        padding.unpad(plain, PAYLOAD_BUCKETS)
+
+
+def test_padding_round_trips_at_every_bucket_edge() -> None:
+    for bucket in PAYLOAD_BUCKETS:
+        for size in (bucket - 1, bucket):
+            if size >= PAYLOAD_BUCKETS[-1]:
+                continue
+            data = bytes(range(256)) * (size // 256) + b"\x80" * (size % 256)
+            padded = padding.pad(data, PAYLOAD_BUCKETS)
+            assert len(padded) in PAYLOAD_BUCKETS and len(padded) > size
+            assert padding.unpad(padded, PAYLOAD_BUCKETS) == data
 
 
 # Redemption proofs

@@ -34,7 +34,7 @@ from crypto.keys import (  # noqa: E402
 from crypto.network import Policy, make_key_bundle, verify_genesis  # noqa: E402
 from crypto.statements import sign_statement  # noqa: E402
 
-DATE = "2026-11-22"
+DATE = "2026-12-02"
 OUT = Path(__file__).with_name("statements.json")
 
 FOUNDER_KEY = "aefa8d4cdacefafa3db2460a4ba73316b6e6241fa6617b888080671907fd5e9c"
