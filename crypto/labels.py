@@ -3,12 +3,20 @@
 A label never appears twice with two meanings: each signature, hash and key
 derivation starts with its own label, so bytes made for one purpose are
 useless for another.
+
+Statement signatures take their context from the statement's type, which is
+open-ended, so they live in a namespace of their own,
+`spokes/v1/statement/<type>` NUL: no other label starts with
+STATEMENT_SIGNATURE, so no statement type (not even "login" or "message")
+can share a context with a login, message or profile signature. Every
+signature context ends with its only NUL, so none is a prefix of another.
 """
 
 PREFIX = b"spokes/v1/"
 
-# Signatures over statements: PREFIX + type + NUL + canonical body.
-STATEMENT_SIGNATURE = PREFIX  # followed by the statement type and b"\x00"
+# Signatures over statements: STATEMENT_SIGNATURE + type + NUL + canonical body.
+# Only statement contexts start with this (tests/crypto/test_labels.py checks).
+STATEMENT_SIGNATURE = b"spokes/v1/statement/"  # followed by the statement type and b"\x00"
 
 # Hashes that name things.
 MEMBER_ID = b"spokes/v1/member-id\x00"
@@ -48,3 +56,6 @@ MESSAGE_SIGNATURE = b"spokes/v1/message\x00"
 MESSAGE_ID = b"spokes/v1/message-id\x00"
 PROFILE_AAD = b"spokes/v1/profile\x00"
 PROFILE_SIGNATURE = b"spokes/v1/profile-signature\x00"
+
+# Every signature context that is not a statement's.
+OTHER_SIGNATURE_CONTEXTS = (LOGIN, INVITE_PROOF, MESSAGE_SIGNATURE, PROFILE_SIGNATURE)

@@ -1,7 +1,7 @@
 """Signed statements: the membership facts of a network.
 
 A statement is canonical bytes (a dict, see encoding.py) and an Ed25519
-signature over `spokes/v1/<type>` NUL body. Every body names its type, the
+signature over `spokes/v1/statement/<type>` NUL body. Every body names its type, the
 protocol version, the network (except the genesis, which defines it), the
 author's member id and public key, and a time in Unix seconds.
 
@@ -78,6 +78,14 @@ def statement_id(body: bytes) -> bytes:
 
 
 def signing_context(statement_type: str) -> bytes:
+    """`spokes/v1/statement/<type>` NUL: a namespace no other signature uses.
+
+    Types are lowercase letters and dashes, so a context has no NUL but its
+    last byte and no slash after the prefix: one type, one context, and no
+    context is a prefix of another signature's.
+    """
+    if not _TYPE_RE.fullmatch(statement_type):
+        raise ValueError("bad statement type")
     return labels.STATEMENT_SIGNATURE + statement_type.encode("ascii") + b"\x00"
 
 
@@ -89,7 +97,7 @@ def sign_statement(
     fields: dict[str, Value],
 ) -> Statement:
     """Build and sign a statement of `statement_type` with `fields`."""
-    if not _TYPE_RE.match(statement_type):
+    if not _TYPE_RE.fullmatch(statement_type):
         raise ValueError("bad statement type")
     clash = set(fields) & {*_COMMON, "network"}
     if clash:

@@ -67,8 +67,8 @@ def test_body_is_the_canonical_encoding_of_header_and_fields() -> None:
 
 def test_signature_covers_the_labelled_type_and_body() -> None:
     made = vouch()
-    assert signing_context("vouch") == b"spokes/v1/vouch\x00"
-    ALICE.public_key().verify(b"spokes/v1/vouch\x00", made.body, made.signature)
+    assert signing_context("vouch") == b"spokes/v1/statement/vouch\x00"
+    ALICE.public_key().verify(b"spokes/v1/statement/vouch\x00", made.body, made.signature)
 
 
 def test_wire_form_round_trips() -> None:

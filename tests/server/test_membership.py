@@ -143,11 +143,14 @@ async def test_a_challenge_spent_on_a_wrong_signature_cannot_be_retried(
 
 async def test_login_signature_for_another_context_is_refused(founder: Actor) -> None:
     from crypto.encoding import b64d, b64e, encode
+    from crypto.statements import signing_context
+
+    # A statement of type "login" over the same bytes must not pass for a login.
 
     challenge = await founder.call("POST", "/v1/auth/challenge", {"member_id": founder.id_text})
     raw = b64d(challenge.body["challenge"])
     wrong = founder.key.sign(
-        b"spokes/v1/vouch\x00", encode({"challenge": raw, "member": founder.id})
+        signing_context("login"), encode({"challenge": raw, "member": founder.id})
     )
     reply = await founder.call(
         "POST",
