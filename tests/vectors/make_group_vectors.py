@@ -33,7 +33,7 @@ from crypto.roster import create_fields, sign_event, verify_log  # noqa: E402
 from crypto.sealing import KemPrivateKey, KemSuite  # noqa: E402
 from crypto.statements import pack  # noqa: E402
 
-DATE = "2026-11-22"
+DATE = "2026-12-02"
 OUT = Path(__file__).with_name("groups.json")
 
 NETWORK = "9d2a6f51c3e0b7a48f16d95e2c70b3a1e4f8d02b6c95a1e7f3d40b8c26e19a57"
