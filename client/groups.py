@@ -255,6 +255,8 @@ class GroupRecord:
     heads_seen: dict[int, set[bytes]] = field(default_factory=dict)
     history: list[ReadMessage] = field(default_factory=list)
     profile_epoch: int = 0
+    # The highest profile version seen per member: an older one is a replay.
+    profile_versions: dict[bytes, int] = field(default_factory=dict)
     # My last accepted counter per epoch, named in my next message as "prev".
     sent: dict[str, int] = field(default_factory=dict)
 
@@ -281,6 +283,7 @@ class GroupRecord:
                 for m in self.history
             ],
             "profile_epoch": self.profile_epoch,
+            "profile_versions": {m.hex(): v for m, v in self.profile_versions.items()},
             "sent": dict[str, Value](self.sent),
         }
 
@@ -307,6 +310,10 @@ class GroupRecord:
                 for m in cast(list[Value], raw["history"])
             ],
             profile_epoch=cast(int, raw["profile_epoch"]),
+            profile_versions={
+                bytes.fromhex(m): cast(int, v)
+                for m, v in cast(dict[str, Value], raw.get("profile_versions") or {}).items()
+            },
             sent=dict(cast(dict[str, int], raw.get("sent", {}))),
         )
 

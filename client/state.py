@@ -74,6 +74,8 @@ class State:
     groups: dict[bytes, GroupRecord] = field(default_factory=dict)
     # My profile as I set it; sealed per group under each epoch's profile key.
     profile: dict[str, str | None] | None = None
+    # How many times I changed it: sealed with it, so readers refuse an older one.
+    profile_version: int = 0
     # Splits I signed: new cell id -> the cell it splits from.
     splits: dict[bytes, bytes] = field(default_factory=dict)
 
@@ -108,6 +110,7 @@ class State:
             },
             "groups": {g.hex(): record.to_value() for g, record in self.groups.items()},
             "profile": None if self.profile is None else dict[str, Value](self.profile),
+            "profile_version": self.profile_version,
             "splits": {new.hex(): old for new, old in self.splits.items()},
         }
 
@@ -152,6 +155,7 @@ class State:
         return cls(
             groups=groups,
             profile=cast("dict[str, str | None] | None", value.get("profile")),
+            profile_version=cast(int, value.get("profile_version", 0)),
             splits=splits,
             identity=identity,
             kem=kem,

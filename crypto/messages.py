@@ -130,6 +130,9 @@ def open_message(message: SealedMessage, message_key: MessageKey) -> dict[str, V
     return content
 
 
+PROFILE_VERSION = "version"  # the field, sealed with the profile, that counts its changes
+
+
 def _profile_aad(group: bytes, epoch: int, member: bytes) -> bytes:
     return labels.PROFILE_AAD + encode({"group": group, "epoch": epoch, "member": member})
 
@@ -141,16 +144,25 @@ def seal_profile(
     member: IdentityKey,
     profile: dict[str, Value],
     *,
+    version: int,
     _nonce: bytes | None = None,
 ) -> bytes:
     """A member's profile for one group and epoch: nonce ‖ AES-256-GCM (padded) ‖ signature.
 
     Every member holds the profile key, so the member's signature is what stops
-    one member from sealing a profile that opens as another's.
+    one member from sealing a profile that opens as another's. `version` counts
+    the member's profile changes (1, 2, …; re-sealing the same profile for a new
+    epoch keeps it): it is sealed inside, next to the fields, so readers can
+    refuse an older profile served as current, and the server can't see it.
     """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError("a profile version is a positive integer")
+    if PROFILE_VERSION in profile:
+        raise ValueError(f"{PROFILE_VERSION!r} is not a profile field")
     nonce = _nonce if _nonce is not None else os.urandom(12)
     aad = _profile_aad(group, epoch, member.member_id)
-    sealed = nonce + AESGCM(profile_key).encrypt(nonce, pad(encode(profile)), aad)
+    content = encode({**profile, PROFILE_VERSION: version})
+    sealed = nonce + AESGCM(profile_key).encrypt(nonce, pad(content), aad)
     return sealed + member.sign(labels.PROFILE_SIGNATURE, aad + sealed)
 
 
@@ -164,7 +176,8 @@ def verify_profile(group: bytes, epoch: int, member: IdentityPublicKey, sealed: 
 
 def open_profile(
     profile_key: bytes, group: bytes, epoch: int, member: IdentityPublicKey, sealed: bytes
-) -> dict[str, Value]:
+) -> tuple[dict[str, Value], int]:
+    """The profile's fields and its version; DecryptionFailed if anything does not check."""
     aad = _profile_aad(group, epoch, member.member_id)
     body = sealed[:-64]
     try:
@@ -174,4 +187,7 @@ def open_profile(
         raise DecryptionFailed("profile does not open with this key") from exc
     if not isinstance(content, dict):
         raise DecryptionFailed("profile is not a record")
-    return content
+    version = content.pop(PROFILE_VERSION, None)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DecryptionFailed("profile carries no valid version")
+    return content, version

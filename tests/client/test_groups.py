@@ -150,9 +150,11 @@ def test_a_group_record_round_trips_with_its_chains(log) -> None:  # type: ignor
     record.counters["2:ab"] = 3
     record.heads_seen[2] = {events[3].id}
     record.unreadable.add(1)
+    record.profile_versions[founder.member_id] = 4
     record.remember(ReadMessage("id", "sender", "hi", NOW, 9))
     again = GroupRecord.from_value(group, record.to_value(), NETWORK)
     assert again.to_value() == record.to_value()
+    assert again.profile_versions == {founder.member_id: 4}
     assert [e.id for e in again.events] == [e.id for e in events]
     assert again.epochs[2].sending is not None and again.epochs[2].sending.counter == 1
     assert sorted(again.epochs[2].keys.chains[founder.member_id].skipped) == [0, 1, 2]

@@ -222,7 +222,14 @@ def test_profile_vector() -> None:
     profile_key = bytes.fromhex(VECTORS["chain"]["profile_key"])
     profile: dict[str, Value] = dict(vector["profile"])
     made = seal_profile(
-        profile_key, GROUP, EPOCH["number"], member, profile, _nonce=bytes.fromhex(vector["nonce"])
+        profile_key,
+        GROUP,
+        EPOCH["number"],
+        member,
+        profile,
+        version=vector["version"],
+        _nonce=bytes.fromhex(vector["nonce"]),
     )
     assert made.hex() == vector["sealed"]
-    assert open_profile(profile_key, GROUP, EPOCH["number"], member.public_key(), made) == profile
+    opened = open_profile(profile_key, GROUP, EPOCH["number"], member.public_key(), made)
+    assert opened == (profile, vector["version"])

@@ -243,14 +243,14 @@ def test_content_that_is_not_a_record_is_refused() -> None:
 
 
 def test_profile_round_trips() -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=1)
     assert len(box) == 12 + 256 + TAG_BYTES + 64  # nonce, padded bucket, tag, signature
-    assert open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), box) == PROFILE
+    assert open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), box) == (PROFILE, 1)
 
 
 def test_profiles_draw_fresh_nonces() -> None:
-    one = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
-    two = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    one = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=1)
+    two = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=1)
     assert one[:12] != two[:12]
 
 
@@ -265,20 +265,20 @@ def test_profiles_draw_fresh_nonces() -> None:
     ids=["another member", "next epoch", "old epoch", "another group"],
 )
 def test_profile_moved_elsewhere_fails(group: bytes, epoch: int, member: IdentityPublicKey) -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=1)
     with pytest.raises(DecryptionFailed):
         open_profile(PROFILE_KEY, group, epoch, member, box)
 
 
 def test_profile_does_not_open_with_another_key() -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=1)
     with pytest.raises(DecryptionFailed):
         open_profile(fixed_bytes("other profile key", 32), GROUP, EPOCH, ALICE.public_key(), box)
 
 
 @pytest.mark.parametrize("cut", [0, 5, 12, 27, 100])
 def test_truncated_or_damaged_profile_fails(cut: int) -> None:
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=1)
     with pytest.raises(DecryptionFailed):
         open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), box[:cut])
     with pytest.raises(DecryptionFailed):
@@ -287,12 +287,12 @@ def test_truncated_or_damaged_profile_fails(cut: int) -> None:
 
 def test_profile_too_long_is_refused() -> None:
     with pytest.raises(ValueError):
-        seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, {"notes": "n" * MAX_PLAINTEXT})
+        seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, {"notes": "n" * MAX_PLAINTEXT}, version=1)
 
 
 def test_a_profile_sealed_by_another_member_does_not_open_as_theirs() -> None:
     # Bob holds the profile key too, but can't make a profile that opens as Alice's.
-    forged = seal_profile(PROFILE_KEY, GROUP, EPOCH, BOB, PROFILE)
+    forged = seal_profile(PROFILE_KEY, GROUP, EPOCH, BOB, PROFILE, version=1)
     with pytest.raises(DecryptionFailed):
         open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), forged)
 
@@ -301,9 +301,76 @@ def test_the_server_can_check_who_sealed_a_profile_without_opening_it() -> None:
     from crypto.errors import InvalidSignature
     from crypto.messages import verify_profile
 
-    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE)
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=1)
     verify_profile(GROUP, EPOCH, ALICE.public_key(), box)
     with pytest.raises(InvalidSignature):
         verify_profile(GROUP, EPOCH, BOB.public_key(), box)
     with pytest.raises(InvalidSignature):
         verify_profile(GROUP, EPOCH + 1, ALICE.public_key(), box)
+
+
+# Profile versions: each change counts up, sealed inside, so an old one can't pass as current.
+
+
+def test_a_profile_carries_its_version_and_a_new_epoch_keeps_it() -> None:
+    next_key = derive_epoch_keys(
+        fixed_bytes("next epoch secret", 32), GROUP, EPOCH + 1, []
+    ).profile_key
+    now = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=7)
+    again = seal_profile(next_key, GROUP, EPOCH + 1, ALICE, PROFILE, version=7)
+    assert open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), now) == (PROFILE, 7)
+    assert open_profile(next_key, GROUP, EPOCH + 1, ALICE.public_key(), again) == (PROFILE, 7)
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "2", None, 1.5])
+def test_a_profile_without_a_positive_version_is_not_sealed(version: object) -> None:
+    with pytest.raises(ValueError):
+        seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=version)  # type: ignore[arg-type]
+
+
+def test_a_profile_field_named_version_is_refused() -> None:
+    with pytest.raises(ValueError):
+        seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, {**PROFILE, "version": 9}, version=1)
+
+
+def _sealed_by_hand(content: Value) -> bytes:
+    """A profile a faulty client sealed and signed itself, with whatever content it chose."""
+    nonce = fixed_bytes("hand nonce", 12)
+    aad = labels.PROFILE_AAD + encode({"group": GROUP, "epoch": EPOCH, "member": ALICE.member_id})
+    sealed = nonce + AESGCM(PROFILE_KEY).encrypt(nonce, pad(encode(content)), aad)
+    return sealed + ALICE.sign(labels.PROFILE_SIGNATURE, aad + sealed)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [PROFILE, {**PROFILE, "version": 0}, {**PROFILE, "version": -3}, {**PROFILE, "version": "4"}],
+    ids=["no version", "zero", "negative", "text"],
+)
+def test_a_profile_without_a_valid_version_does_not_open(content: Value) -> None:
+    box = _sealed_by_hand(content)
+    with pytest.raises(DecryptionFailed):
+        open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), box)
+    # The same route with a good version opens: the refusal is the version's.
+    good = _sealed_by_hand({**PROFILE, "version": 2})
+    assert open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), good) == (PROFILE, 2)
+
+
+@pytest.mark.parametrize("where", ["nonce", "ciphertext", "tag", "signature"])
+def test_a_versioned_profile_with_any_bit_flipped_does_not_open(where: str) -> None:
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=5)
+    at = {"nonce": 3, "ciphertext": 40, "tag": len(box) - 64 - 3, "signature": len(box) - 10}[where]
+    with pytest.raises(DecryptionFailed):
+        open_profile(PROFILE_KEY, GROUP, EPOCH, ALICE.public_key(), flip(box, at))
+
+
+def test_a_versioned_profile_does_not_open_in_another_context_or_key() -> None:
+    box = seal_profile(PROFILE_KEY, GROUP, EPOCH, ALICE, PROFILE, version=5)
+    for group, epoch, member in (
+        (OTHER_GROUP, EPOCH, ALICE.public_key()),
+        (GROUP, EPOCH + 1, ALICE.public_key()),
+        (GROUP, EPOCH, BOB.public_key()),
+    ):
+        with pytest.raises(DecryptionFailed):
+            open_profile(PROFILE_KEY, group, epoch, member, box)
+    with pytest.raises(DecryptionFailed):
+        open_profile(fixed_bytes("wrong key", 32), GROUP, EPOCH, ALICE.public_key(), box)

@@ -23,7 +23,7 @@ import pytest
 from client.state import StateFile
 from crypto import roster
 from crypto.encoding import encode
-from crypto.keys import IdentityKey
+from crypto.keys import IdentityKey, member_id_text
 from crypto.network import make_key_bundle
 from crypto.roster import RosterState
 from crypto.sealing import KemPrivateKey
@@ -391,3 +391,51 @@ def test_a_dropped_message_is_caught(tmp_path: Path, served: tuple[str, str]) ->
 
     Operator(database_url).do(drop)
     caught(b, "read", "cell", because="events were dropped", tries=2)
+
+
+# --- (e) an old profile served as current -----------------------------------------------
+
+
+def names(home: Path) -> dict[str, str | None]:
+    return {m["member_id"]: m["name"] for m in run(home, "members", "cell")["members"]}
+
+
+@pytest.mark.parametrize("new_epoch", [False, True], ids=["same epoch", "across epochs"])
+def test_an_older_profile_restored_is_caught(
+    tmp_path: Path, served: tuple[str, str], new_epoch: bool
+) -> None:
+    url, database_url = served
+    founder, b = pair(tmp_path, url)
+    group, author = cell_id(founder), member_of(founder)
+    run(founder, "profile", "set", "--name", "Old Name", "--contact", "old@x")
+    assert names(b)[member_id_text(author)] == "Old Name"  # B has seen version 1
+
+    async def keep(conn: Any) -> Any:
+        return await conn.fetchrow(
+            "SELECT epoch, sealed FROM profiles WHERE group_id = $1 AND member_id = $2",
+            group,
+            author,
+        )
+
+    old = Operator(database_url).do(keep)
+    if new_epoch:  # the founder's next message commits epoch 2, and re-seals version 1 there
+        Operator(database_url).do(
+            lambda conn: conn.execute("UPDATE groups SET epoch_messages = 100")
+        )
+        run(founder, "send", "cell", "in epoch 2")
+    run(founder, "profile", "set", "--name", "New Name", "--contact", "new@x")
+    assert names(b)[member_id_text(author)] == "New Name"  # version 2
+
+    async def restore(conn: Any) -> None:
+        # The genuine, correctly signed row of version 1, back in place.
+        await conn.execute(
+            """UPDATE profiles SET epoch = $3, sealed = $4
+               WHERE group_id = $1 AND member_id = $2""",
+            group,
+            author,
+            old["epoch"],
+            old["sealed"],
+        )
+
+    Operator(database_url).do(restore)
+    caught(b, "members", "cell", because="older than version 2", tries=2)

@@ -77,6 +77,7 @@ async def test_a_database_dump_contains_no_secret_in_any_encoding(
         keys.epoch,
         founder.key,
         {"name": SECRETS[2], "contact": SECRETS[3]},
+        version=1,
     )
     put = await founder.call(
         "PUT",

@@ -225,7 +225,7 @@ def well_formed_requests(actor: Actor, group: bytes) -> list[tuple[str, str, Any
         "ciphertext": b64e(ciphertext),
         "signature": b64e(actor.key.sign(labels.MESSAGE_SIGNATURE, header + ciphertext)),
     }
-    profile = seal_profile(os.urandom(32), group, 1, actor.key, {"name": "Ana"})
+    profile = seal_profile(os.urandom(32), group, 1, actor.key, {"name": "Ana"}, version=1)
     motion = sign_statement(
         actor.key,
         "motion",
@@ -287,7 +287,7 @@ async def test_another_cell_answers_exactly_like_no_cell(
     theirs = GroupView(b, cell_b)
     assert (await theirs.commit_epoch()).status == 201
     assert (await theirs.send("only for B")).status == 201
-    profile = seal_profile(theirs.keys[1].profile_key, cell_b, 1, b.key, {"name": "Bo"})
+    profile = seal_profile(theirs.keys[1].profile_key, cell_b, 1, b.key, {"name": "Bo"}, version=1)
     put = await b.call(
         "PUT", f"/v1/groups/{b32e(cell_b)}/profile", {"epoch": 1, "sealed": b64e(profile)}
     )
@@ -634,7 +634,9 @@ async def test_a_profile_of_the_largest_bucket_is_accepted(founder: Actor) -> No
     assert (await view.commit_epoch()).status == 201
     cell = founder.cell or b""
     notes = "n" * 40_000  # pads to the 64 KiB bucket
-    sealed = seal_profile(view.keys[1].profile_key, cell, 1, founder.key, {"notes": notes})
+    sealed = seal_profile(
+        view.keys[1].profile_key, cell, 1, founder.key, {"notes": notes}, version=1
+    )
     reply = await founder.call(
         "PUT", f"/v1/groups/{b32e(cell)}/profile", {"epoch": 1, "sealed": b64e(sealed)}
     )

@@ -68,6 +68,7 @@ SENDER = "B"
 MESSAGE_TEXT = "Tuesday, 7pm, the back room"
 PROFILE: dict[str, Value] = {"name": "Bea", "contact": "signal: bea.07", "notes": "no calls"}
 PROFILE_NONCE = "b0b1b2b3b4b5b6b7b8b9babb"
+PROFILE_VERSION = 3  # the member's third profile change
 
 
 def identity(name: str) -> IdentityKey:
@@ -182,6 +183,7 @@ def main() -> None:
         EPOCH,
         sender,
         PROFILE,
+        version=PROFILE_VERSION,
         _nonce=bytes.fromhex(PROFILE_NONCE),
     )
 
@@ -221,6 +223,7 @@ def main() -> None:
         "profile": {
             "member": SENDER,
             "profile": PROFILE,
+            "version": PROFILE_VERSION,
             "nonce": PROFILE_NONCE,
             "sealed": profile.hex(),
         },
