@@ -1,9 +1,12 @@
 """Invites: creation within quota, fetching the sealed payload, single-use redemption.
 
 Rules kept here: only an admitted member past probation invites, into their
-own cell, within the policy's quota and expiry. Redemption checks the proof
-before anything else, so a wrong proof looks exactly like an unknown invite:
-nobody without the code learns whether a lookup id exists.
+own cell, within the policy's quota and expiry. Redemption first checks all
+it can without the invite (the join and key bundle, their signatures and
+times), so a malformed request gets the same answer for every lookup id; then
+the proof, before anything about the invite, so a wrong proof looks exactly
+like an unknown invite: nobody without the code learns whether a lookup id
+exists.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crypto.errors import CryptoError
-from crypto.invites import parse_invite, parse_join, verify_proof
+from crypto.encoding import b64d, decode
+from crypto.errors import CryptoError, InvalidStatement
+from crypto.invites import MAX_SEALED_PAYLOAD, parse_invite, parse_join, verify_proof
 from crypto.network import parse_key_bundle
 from server.services.auth import Session
 from server.services.common import (
@@ -29,7 +33,7 @@ from server.services.common import (
 from server.store import membership as store
 from server.store.db import Connection
 
-MAX_PAYLOAD_BYTES = 48 * 1024
+MAX_PAYLOAD_BYTES = MAX_SEALED_PAYLOAD
 
 
 @dataclass(frozen=True)
@@ -126,23 +130,35 @@ def _check_open(invite: store.InviteRow, now: datetime) -> None:
         )
 
 
+def _network_named(body: dict[str, Any], field: str) -> bytes:
+    """The network a statement in the body names, read before it is verified.
+
+    The statement is then verified against it, and after the proof the server
+    checks it is the invite's network.
+    """
+    with crypto_errors():
+        if field not in body:
+            raise InvalidStatement(f"field {field!r} is required")
+        try:
+            fields = decode(b64d(body[field]["body"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidStatement("a statement is an object with body and sig") from exc
+        network = fields.get("network") if isinstance(fields, dict) else None
+        if not isinstance(network, bytes):
+            raise InvalidStatement(f"the {field} statement names no network")
+        return network
+
+
 async def redeem(
     conn: Connection, lookup_id: bytes, body: dict[str, Any], proof: bytes, now: datetime
 ) -> Redeemed:
-    invite = await store.get_invite(conn, lookup_id, for_update=True)
-    if invite is None:
-        raise _not_found()
-    network = invite.network_id
+    # Everything that doesn't depend on the invite is checked before the lookup,
+    # so a malformed request gets the same answer whether the lookup id exists
+    # or not; after the lookup, the proof comes first.
+    network = _network_named(body, "join")
     join_statement = statement_from(body, "join", "join", network)
     with crypto_errors():
         join = parse_join(join_statement)
-    try:
-        verify_proof(invite.proof_public_key, join_statement, proof)
-    except CryptoError:
-        raise _not_found() from None
-    if join.lookup_id != lookup_id:
-        raise _not_found()
-    _check_open(invite, now)
     bundle_statement = statement_from(body, "key_bundle", "key-bundle", network)
     with crypto_errors():
         parse_key_bundle(bundle_statement, seconds(now))
@@ -155,6 +171,18 @@ async def redeem(
         )
     for statement in (join_statement, bundle_statement):
         check_fresh(statement, now)
+    invite = await store.get_invite(conn, lookup_id, for_update=True)
+    if invite is None:
+        raise _not_found()
+    try:
+        verify_proof(invite.proof_public_key, join_statement, proof)
+    except CryptoError:
+        raise _not_found() from None
+    if join.lookup_id != lookup_id:
+        raise _not_found()
+    if network != invite.network_id:
+        raise api_error(400, "invalid_statement", "the join belongs to another network")
+    _check_open(invite, now)
     newcomer = join_statement.author
     if await store.member_exists_with_key(conn, join_statement.author_key.raw):
         raise api_error(409, "already_member", "this key already belongs to a member")

@@ -237,6 +237,59 @@ async def test_wrong_proof_looks_exactly_like_an_unknown_invite(
     assert await table_counts(pool) == before
 
 
+@pytest.mark.spokes_settings(
+    rate_redeem_per_source=RateLimit(100, 3600), rate_redeem_per_lookup=RateLimit(100, 3600)
+)
+async def test_malformed_redemption_looks_the_same_for_real_and_unknown_lookup_ids(
+    founder: Actor, server, http, pool
+) -> None:
+    from crypto.encoding import b64e
+    from crypto.invites import make_join
+
+    code, _ = await founder.invite()
+    newcomer = Actor(http, server.url)
+    newcomer.genesis = founder.genesis
+    bundle = newcomer.bundle()
+    join = make_join(newcomer.key, newcomer.network, code.lookup_id, bundle, newcomer.now())
+    stale = make_join(newcomer.key, newcomer.network, code.lookup_id, bundle, newcomer.now() - 900)
+    other_bundle = Actor(http, server.url)
+    other_bundle.genesis = founder.genesis
+    proof = b64e(code.prove(join.statement))
+    flipped = bytearray(join.statement.signature)
+    flipped[3] ^= 1
+    good_join, good_bundle = join.statement.to_wire(), bundle.statement.to_wire()
+    cases = [
+        {"key_bundle": good_bundle, "proof": proof},
+        {"join": 7, "key_bundle": good_bundle, "proof": proof},
+        {"join": {"body": "!!", "sig": "AA"}, "key_bundle": good_bundle, "proof": proof},
+        {
+            "join": {**good_join, "sig": b64e(bytes(flipped))},
+            "key_bundle": good_bundle,
+            "proof": proof,
+        },
+        {"join": good_join, "proof": proof},
+        {"join": good_join, "key_bundle": good_join, "proof": proof},
+        {
+            "join": good_join,
+            "key_bundle": other_bundle.bundle().statement.to_wire(),
+            "proof": proof,
+        },
+        {"join": stale.statement.to_wire(), "key_bundle": good_bundle, "proof": proof},
+        {"join": good_join, "key_bundle": good_bundle},
+        {"join": good_join, "key_bundle": good_bundle, "proof": "AA"},
+    ]
+    before = await table_counts(pool)
+    real, unknown = b32e(code.lookup_id), b32e(os.urandom(16))
+    for body in cases:
+        to_real = await newcomer.call("POST", f"/v1/invites/{real}/redeem", body, auth=False)
+        to_unknown = await newcomer.call("POST", f"/v1/invites/{unknown}/redeem", body, auth=False)
+        assert to_real.status == 400, (to_real.body, body)
+        assert (to_real.status, to_real.body) == (to_unknown.status, to_unknown.body), body
+    assert await table_counts(pool) == before
+    # The invite is still there for a well-formed redemption.
+    assert (await newcomer.join(code, founder)).status == 201
+
+
 async def test_concurrent_redemptions_of_one_invite_admit_exactly_one(
     founder: Actor, server, http
 ) -> None:
