@@ -63,8 +63,14 @@ def handlers(with_client: Callable[..., Awaitable[Any]], output: type) -> dict[s
         lines = [
             f"{v.group_id}  {v.kind} level {v.level}, {v.members} members, epoch {v.epoch}"
             + ("  (your cell)" if v.current_cell else "")
+            + f"\n    roster {v.roster_seq}, fingerprint {v.fingerprint}"
             for v in views
         ]
+        if lines:
+            lines.append(
+                "Compare fingerprints when you meet: the same roster seq with another "
+                "fingerprint means the server is showing you different rosters."
+            )
         return {"groups": [asdict(v) for v in views]}, "\n".join(
             lines
         ) or "You are in no group yet."

@@ -158,3 +158,17 @@ def fingerprint(key: IdentityPublicKey) -> str:
     """One key's own number (6 groups of 5 digits), for showing a key alone."""
     digest = hashlib.sha512(labels.FINGERPRINT + key.raw).digest()
     return _digit_groups(digest, 6)
+
+
+def roster_fingerprint(group: bytes, head: bytes) -> str:
+    """A group's roster as members compare it when they meet: 4 groups of 5 digits.
+
+    From the group id and the id of the log's last event, which chains back
+    over every event before it: two members who see the same number hold the
+    same log; different numbers at the same roster seq mean the server showed
+    them two forks of it.
+    """
+    if len(group) != 16 or len(head) != 32:
+        raise ValueError("a roster fingerprint is of a 16-byte group id and a 32-byte head")
+    digest = hashlib.sha512(labels.ROSTER_FINGERPRINT + group + head).digest()
+    return _digit_groups(digest, 4)

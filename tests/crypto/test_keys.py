@@ -17,6 +17,7 @@ from crypto.keys import (
     member_id_of,
     member_id_text,
     parse_member_id,
+    roster_fingerprint,
     safety_number,
 )
 from crypto.statements import signing_context
@@ -204,6 +205,30 @@ def test_fingerprint_is_stable_and_distinct_per_key() -> None:
 def test_fingerprint_is_not_a_safety_number() -> None:
     a = ALICE.public_key()
     assert fingerprint(a) != safety_number(a, a)
+
+
+def test_roster_fingerprint_known_answer() -> None:
+    group, head = bytes(range(16)), bytes(range(32))
+    expected = hashlib.sha512(labels.ROSTER_FINGERPRINT + group + head).digest()
+    assert roster_fingerprint(group, head) == "40627 57981 71922 73711"
+    assert int.from_bytes(expected[:5], "big") % 100_000 == 40627
+
+
+def test_roster_fingerprint_changes_with_group_and_head() -> None:
+    group, head = bytes(16), bytes(32)
+    seen = {
+        roster_fingerprint(group, head),
+        roster_fingerprint(flip(group, 0), head),
+        roster_fingerprint(group, flip(head, 31)),
+    }
+    assert len(seen) == 3
+    assert all(re.fullmatch(r"\d{5}( \d{5}){3}", f) for f in seen)
+
+
+@pytest.mark.parametrize(("group", "head"), [(bytes(15), bytes(32)), (bytes(16), bytes(31))])
+def test_roster_fingerprint_refuses_wrong_sizes(group: bytes, head: bytes) -> None:
+    with pytest.raises(ValueError):
+        roster_fingerprint(group, head)
 
 
 @pytest.mark.parametrize(

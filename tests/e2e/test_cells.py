@@ -289,3 +289,34 @@ def test_statuses_still_verify_after_a_split_moves_the_vouchers(
     run(b, "send", "cell", "E is on the roster")
     seen = run(e, "status", ids[c])
     assert seen["verified"] is True and seen["admitted_at"] == before[c]["admitted_at"]
+
+
+def fingerprint_of(home: Path) -> tuple[int, str]:
+    (group,) = run(home, "cells")["groups"]
+    return group["roster_seq"], group["fingerprint"]
+
+
+def test_cellmates_compare_the_same_roster_fingerprint(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, _ = served
+    founder = found(tmp_path, url, "--vouches", "1", "--probation-days", "0")
+    b, b_joined = join(tmp_path, "b", url, invite(founder))
+    admit(founder, b_joined)
+    fingerprint_of(founder)  # the founder's client adds B to the roster
+    seq, number = fingerprint_of(b)
+    assert fingerprint_of(founder) == (seq, number)
+    assert len(number.split()) == 4 and all(len(g) == 5 for g in number.split())
+
+    plain = subprocess.run(
+        [*COMMAND, "cells", "--home", str(b)], env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert f"roster {seq}, fingerprint {number}" in plain.stdout
+
+    c, c_joined = join(tmp_path, "c", url, invite(founder))
+    admit(founder, c_joined, b)
+    fingerprint_of(founder)  # adds C: the roster changes
+    after = fingerprint_of(b)
+    assert after == fingerprint_of(founder) == fingerprint_of(c)
+    assert after[0] > seq and after[1] != number
