@@ -270,7 +270,9 @@ class Evidence:
     admission: Wire | None
     chain: tuple[Wire, ...]
     verdicts: tuple[Wire, ...]
-    cell_group: Wire
+    # None (and no members) when the server shows a member not yet admitted
+    # only their own statements: nothing of the cell before vetting completes.
+    cell_group: Wire | None
     cell_members: tuple[CellMemberWire, ...]
     revocations: tuple[Wire, ...]
     # Verdict authors and the issuer no longer in the cell, and the roster
@@ -305,7 +307,7 @@ def _logs(data: Any, name: str) -> tuple[tuple[Wire, ...], ...]:
 
 
 def parse_evidence(data: Any) -> Evidence:
-    cell = field(data, "cell", dict)
+    cell = field(data, "cell", (dict, type(None)))  # null: a pending member's own view
     return Evidence(
         member_id=field(data, "member_id", str),
         network_id=field(data, "network_id", str),
@@ -319,8 +321,8 @@ def parse_evidence(data: Any) -> Evidence:
         admission=optional(data, "admission", dict),
         chain=_wires(data, "chain"),
         verdicts=_wires(data, "verdicts"),
-        cell_group=field(cell, "group", dict),
-        cell_members=_member_wires(cell, "members"),
+        cell_group=None if cell is None else field(cell, "group", dict),
+        cell_members=() if cell is None else _member_wires(cell, "members"),
         revocations=_wires(data, "revocations"),
         former_members=_member_wires(data, "former_members"),
         cell_history=_logs(data, "cell_history"),

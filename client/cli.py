@@ -229,6 +229,14 @@ async def cmd_status(args: argparse.Namespace) -> Output:
             f"{view.member_id}: {view.status} (verified by this client)\n"
             f"cell {view.cell_id}, vouches {view.vouches}/{view.needed}"
         )
+        if view.limited:
+            signed = "signed" if view.certified else "not signed yet"
+            text = (
+                f"{view.member_id}: {view.status} (verified by this client)\n"
+                f"cell {view.cell_id}; your inviter's certificate: {signed}.\n"
+                "Until you are admitted the server shows you nothing of your cell, so the "
+                f"vouches can't be counted here (the server says, unverified: {view.server_status})."
+            )
         if view.probation_ends_at is not None and view.status == "probation":
             text += f"\nprobation ends {_when(view.probation_ends_at)}"
         return Output(asdict(view), text)

@@ -30,7 +30,8 @@ async def run_duties(client: Client) -> None:
     except ClientError as exc:
         if exc.code == "equivocation":
             raise
-        if not isinstance(exc, ServerError) and exc.code != "not_found":
+        # not_admitted: the server shows a pending member no cell to look after.
+        if not isinstance(exc, ServerError) and exc.code not in ("not_found", "not_admitted"):
             raise
 
 

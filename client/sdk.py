@@ -92,9 +92,14 @@ class MemberStatusView:
     network_id: str
     admitted_at: int | None
     probation_ends_at: int | None
-    vouches: int
-    needed: int
+    vouches: int | None  # None: not countable, the server shows you no cell yet
+    needed: int | None
     verified: bool
+    # Your own standing before admission: the server shows you only your own
+    # statements, so the certificate is checked and the vouches are not.
+    limited: bool = False
+    certified: bool | None = None  # your inviter's certificate is signed (verified)
+    server_status: str | None = None  # what the server says, unverified (limited only)
 
 
 class Client:
@@ -500,7 +505,30 @@ class Client:
 
     async def status(self, member_text: str | None = None) -> MemberStatusView:
         genesis, _ = self._network()
-        report = await self._evidence(member_text)
+        me = self.state.member_id
+        if member_text is None or _parse_member(member_text) == me:
+            evidence = api.parse_evidence(await self._call(api.member_evidence(me)))
+            if evidence.cell_group is None:
+                own = verify.own_pending(genesis, evidence, me)
+                return MemberStatusView(
+                    member_id=member_id_text(me),
+                    status="pending",
+                    cell_id=b32e(own.cell_id),
+                    network_id=b32e(genesis.network_id),
+                    admitted_at=None,
+                    probation_ends_at=None,
+                    vouches=None,
+                    needed=None,
+                    verified=True,
+                    limited=True,
+                    certified=own.admission is not None,
+                    server_status=evidence.server_status,
+                )
+            if evidence.member_id.lower() != member_id_text(me):
+                raise verify.fail("the server sent evidence about another member")
+            report = verify.evaluate_member(genesis, evidence, self._clock())
+        else:
+            report = await self._evidence(member_text)
         return MemberStatusView(
             member_id=member_id_text(report.member_id),
             status=report.status,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from client.api import CellMemberWire, Evidence, Wire
-from client.errors import VerificationFailed
+from client.errors import ClientError, VerificationFailed
 from crypto.chains import (
     Admission,
     parse_admission,
@@ -147,6 +147,12 @@ def revoked_map(genesis: Genesis, evidence: Evidence) -> dict[bytes, int]:
 
 def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int]) -> VerifiedCell:
     network = genesis.network_id
+    if evidence.cell_group is None:
+        raise ClientError(
+            "not_admitted",
+            "The server shows nothing of your cell until your vetting completes (or it is "
+            "withholding it). Run `spokes status` to see where you stand.",
+        )
     with checking("cell"):
         group = parse_group_creation(
             statement(evidence.cell_group, "roster", network), cell_max=genesis.policy.cell_max
@@ -432,3 +438,49 @@ def _vetting_members(
     ]
     spoke = [member for member, _ in current if member.member_id in voters]
     return quiet + former_members_for_vetting(admission, spoke + leavers, verdicts, history)
+
+
+@dataclass(frozen=True)
+class OwnPending:
+    """What a member not yet admitted can check of their own standing.
+
+    The server shows them only their own statements (docs/PROTOCOL.md §10):
+    nothing of the cell, its members, their chains or their verdicts. So the
+    vouches can't be counted; what is checked is that the join, key bundle,
+    invite and proof belong together, and, once signed, that the certificate
+    is the inviter's, over this member's key, for this invite.
+    """
+
+    member_id: bytes
+    cell_id: bytes
+    newcomer: Newcomer
+    admission: Admission | None
+
+
+def own_pending(genesis: Genesis, evidence: Evidence, me: bytes) -> OwnPending:
+    """Verify the statements a not-yet-admitted member gets about themself."""
+    if evidence.network_id.lower() != b32e(genesis.network_id):
+        raise fail("the server's evidence is about another network")
+    member_id = parse_id(evidence.member_id, 32, "member id")
+    if member_id != me:
+        raise fail("the server sent evidence about another member")
+    bundle = verify_key_bundle(genesis, evidence, member_id)
+    newcomer = verify_newcomer(genesis, evidence, bundle)
+    cell_id = parse_id(evidence.cell_id, len(newcomer.invite.cell), "cell id")
+    if cell_id != newcomer.invite.cell:
+        raise fail("the invite was for another cell")
+    admission = None
+    if evidence.admission is not None:
+        with checking("admission certificate"):
+            admission = parse_admission(
+                statement(evidence.admission, "admission", genesis.network_id)
+            )
+        if admission.subject_key != newcomer.key or admission.cell != newcomer.invite.cell:
+            raise fail("the admission certificate is for another member or cell")
+        if (
+            admission.invite != newcomer.invite.lookup_id
+            or admission.join != newcomer.join.statement.id
+            or admission.issuer != newcomer.inviter
+        ):
+            raise fail("the admission certificate is not the inviter's, for this invite")
+    return OwnPending(member_id, cell_id, newcomer, admission)

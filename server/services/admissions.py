@@ -290,8 +290,10 @@ async def evidence(
     """Every signed statement a client needs to decide a member's standing itself.
 
     `viewer` is who asks: the subject or an admitted member of their cell
-    (`visible_member`). Former members and roster logs go only to an admitted
-    viewer; see `_cell_history` for how much of each log.
+    (`visible_member`). A subject not yet admitted, asking about themself, gets
+    only their own statements (`"cell": null`, no chains, verdicts, former
+    members, roster logs or revocations). Former members and roster logs go
+    only to an admitted viewer; see `_cell_history` for how much of each log.
     """
     status = await settle(conn, genesis, subject, now)
     network = genesis.network_id
@@ -301,6 +303,30 @@ async def evidence(
         row = await store.get_invite(conn, subject.invite_lookup)
         invite = None if row is None else await store.get_statement(conn, row.statement_id)
     admission = await store.admission_of(conn, subject.member_id)
+    asker = await store.get_member(conn, viewer)
+    if asker is None or asker.admitted_at is None:
+        # Only the subject themself gets here unadmitted (visible_member). Until
+        # vetting completes they learn nothing of the cell: no member id, chain,
+        # verdict (their authors are members), roster or revocation; only their
+        # own statements, and their certificate, whose issuer invited them.
+        return {
+            "member_id": b32e(subject.member_id),
+            "network_id": b32e(network),
+            "cell_id": b32e(_cell_of(subject)),
+            "joined_at": seconds(subject.joined_at),
+            "status": status,
+            "key_bundle": _wire(bundle),
+            "join": _wire(join),
+            "proof": None if proof is None else b64e(proof),
+            "invite": _wire(invite),
+            "admission": _wire(admission),
+            "chain": [],
+            "verdicts": [],
+            "cell": None,
+            "former_members": [],
+            "cell_history": [],
+            "revocations": [],
+        }
     chain = [] if subject.inviter_id is None else await store.chain_of(conn, subject.inviter_id)
     cell_id = _cell_of(subject)
     group = await store.group_statement(conn, cell_id)
@@ -316,7 +342,6 @@ async def evidence(
         )
     former: list[dict[str, Any]] = []
     history: list[list[dict[str, str] | None]] = []
-    asker = await store.get_member(conn, viewer)
     if admission is not None and asker is not None and asker.admitted_at is not None:
         with crypto_errors():
             certificate = parse_admission(parse_stored(admission, "admission", network))

@@ -107,7 +107,14 @@ def test_newcomer_is_admitted_after_safety_numbers_match_and_the_cell_vouches(
     assert run(founder, "status")["status"] == "active"
 
     b, b_joined = join(tmp_path, "b", server_url, invite(founder))
-    assert run(b, "status")["status"] == "pending"
+    pending = run(b, "status")
+    # A newcomer's own view: the server shows them nothing of the cell yet.
+    assert (pending["status"], pending["limited"], pending["certified"]) == ("pending", True, False)
+    assert pending["vouches"] is None and pending["server_status"] == "pending"
+    plain = subprocess.run(
+        [*COMMAND, "status", "--home", str(b)], env=ENV, capture_output=True, text=True, timeout=60
+    )
+    assert plain.returncode == 0 and "certificate: not signed yet" in plain.stdout
     seen = pending_entry(founder, b_joined["member_id"])
     assert seen["safety_number"] == b_joined["safety_number"]
     assert seen["invited_by"] == founder_id
@@ -131,8 +138,13 @@ def test_newcomer_is_admitted_after_safety_numbers_match_and_the_cell_vouches(
 
     dashed = c_joined["safety_number"].replace(" ", "-")
     assert run(founder, "admit", c_id, "--safety-number", dashed)["status"] == "pending"
-    c_status = run(c, "status")
-    assert (c_status["status"], c_status["vouches"], c_status["needed"]) == ("pending", 1, 2)
+    c_status = run(c, "status")  # C's certificate is signed, checked by C; vouches are not shown
+    assert (c_status["status"], c_status["certified"], c_status["vouches"]) == (
+        "pending",
+        True,
+        None,
+    )
+    assert pending_entry(founder, c_id)["vouches"] == 1  # the cell counts them
     assert run(b, "vouch", c_id) == {"member_id": c_id, "status": "probation"}
     assert run(c, "status")["status"] == "probation"
     assert run(b, "status", c_id)["status"] == "probation"
@@ -160,8 +172,9 @@ def test_branch_diversity_needs_a_vouch_from_outside_the_inviters_subtree(
     run(b, "admit", e_id, "--safety-number", e_joined["safety_number"])
     # B and the person B brought in can't admit a third on their own.
     assert run(d, "vouch", e_id)["status"] == "pending"
-    e_status = run(e, "status")
+    e_status = run(b, "status", e_id)  # the cell counts E's vouches; E can't yet
     assert (e_status["status"], e_status["vouches"], e_status["needed"]) == ("pending", 2, 2)
+    assert run(e, "status")["limited"] is True
     assert run(founder, "vouch", e_id)["status"] == "active"
     assert run(e, "status")["status"] == "active"
 

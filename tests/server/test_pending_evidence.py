@@ -1,0 +1,100 @@
+"""A newcomer learns nothing about the cell they are joining until they are admitted.
+
+Their own evidence (GET /v1/members/{self}/evidence) holds only their own
+statements and their certificate (whose issuer invited them): no cell member's
+id, chain, verdict, roster or revocation. Once admitted they get it all.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from typing import Any
+
+import pytest
+
+from crypto.encoding import b32e, b64d
+from crypto.network import Policy
+from tests.server.actors import Actor, bring_in
+
+
+def mentions(data: Any, member: bytes) -> bool:
+    """Whether `member`'s id appears anywhere in `data`: as text, or inside base64 or hex."""
+    text = json.dumps(data).lower()
+    if b32e(member).lower() in text or member.hex() in text:
+        return True
+    strings: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(data)
+    for value in strings:
+        try:
+            if member in b64d(value):
+                return True
+        except (ValueError, binascii.Error):
+            pass
+    return False
+
+
+@pytest.fixture
+async def cell(server, http) -> tuple[Actor, Actor, Actor]:
+    """A founder, B and X in one cell; everyone active at once."""
+    founder, b, x = Actor(http, server.url), Actor(http, server.url), Actor(http, server.url)
+    assert (await founder.found(Policy(vouches=2, probation_seconds=0))).status == 201
+    await bring_in(founder, b)
+    await bring_in(founder, x, b)
+    for member in (b, x):
+        assert await member.status() == "active"
+    return founder, b, x
+
+
+async def test_a_pending_newcomer_sees_no_cellmate_until_admitted(
+    server, http, cell: tuple[Actor, Actor, Actor]
+) -> None:
+    founder, b, x = cell
+    c = Actor(http, server.url)
+    code, reply = await b.invite()
+    assert reply.status == 201
+    assert (await c.join(code, b)).status == 201
+    others = (founder.id, x.id)  # B invited C, so C knows B already
+
+    async def own() -> dict[str, Any]:
+        reply = await c.call("GET", f"/v1/members/{c.id_text}/evidence")
+        assert reply.status == 200, reply.body
+        return dict(reply.body)
+
+    joined = await own()
+    assert joined["cell"] is None and joined["status"] == "pending"
+    assert joined["key_bundle"] and joined["join"] and joined["invite"] and joined["proof"]
+    assert joined["admission"] is None
+    for empty in ("chain", "verdicts", "former_members", "cell_history", "revocations"):
+        assert joined[empty] == []
+    assert not any(mentions(joined, member) for member in others)
+
+    assert (await b.admit(c, code)).status == 201
+    assert (await founder.verdict("vouch", c)).status == 201  # X has not spoken: still pending
+    vetting = await own()
+    assert vetting["status"] == "pending" and vetting["admission"] is not None
+    assert vetting["cell"] is None and vetting["verdicts"] == [] and vetting["chain"] == []
+    assert not any(mentions(vetting, member) for member in others)
+
+    # The cell still sees everything about C, and C's vetting, as before.
+    seen = await x.call("GET", f"/v1/members/{c.id_text}/evidence")
+    assert seen.status == 200 and seen.body["cell"] is not None
+    assert len(seen.body["verdicts"]) == 1 and mentions(seen.body, founder.id)
+
+    assert (await x.verdict("vouch", c)).status == 201  # every member has vouched
+    admitted = await own()
+    assert admitted["status"] == "active"
+    listed = {m["member_id"] for m in admitted["cell"]["members"]}
+    assert {founder.id_text, b.id_text, x.id_text} <= listed
+    assert len(admitted["verdicts"]) == 2 and admitted["chain"]
