@@ -10,11 +10,13 @@ admission completed adds them to the roster; the first sender after the
 roster changed commits the new epoch; after a new epoch, it seals its
 profile again under the new key. Secrets are forgotten as soon as the keys
 they yield are derived; a message counter is saved as used before the
-message leaves, so no key is ever used twice.
+message is sealed, so no key is ever used twice (DESIGN §7: the caller
+holds the home's lock; `watch` takes it, and re-reads, per batch of events).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -41,6 +43,7 @@ from client.groups import (
     previous_counter,
 )
 from client.sdk import Client
+from client.state import Outgoing
 from crypto import epochs, roster
 from crypto.encoding import Value, b32d, b32e, decode
 from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
@@ -59,6 +62,8 @@ from crypto.roster import RosterState
 from crypto.statements import pack, verify_statement
 
 PAGE = 500
+RESEND_TRIES = 3
+RESEND_DELAY_SECONDS = 0.5
 CELL_WORD = "cell"
 
 
@@ -469,6 +474,15 @@ class Cells:
     # Sending.
 
     async def send(self, group_text: str, text: str) -> dict[str, Any]:
+        """Seal and post one message (the caller holds the home's lock throughout).
+
+        The order is what makes a key never serve twice: the chain's advance
+        is saved, then the message is sealed, put in the outbox and saved,
+        then posted; a post whose answer is lost is retried with the same
+        bytes (the server answers it as stored), and what is still unanswered
+        is posted again by the next send, before anything new is sealed.
+        """
+        await self.flush_outbox()
         group = await self._group(group_text)
         record, state = await self.sync_roster(group)
         state = await self.ready_to_send(record, state)
@@ -476,6 +490,7 @@ class Cells:
         for attempt in range(2):
             epoch_record = record.epochs[state.epoch]
             counter, message_key = epoch_record.next_for_sending()
+            self._save()  # this counter is spent on disk before its key seals anything
             header = Header(group, state.epoch, self._me, counter)
             content: dict[str, Value] = {
                 "text": text,
@@ -483,15 +498,13 @@ class Cells:
                 "sent_at": self._now(),
                 "prev": record.sent.get(str(state.epoch), -1),
             }
-            sealed = seal_message(identity, header, message_key, content)
-            self._save()  # this counter is spent, whatever happens to the message
+            outgoing = Outgoing(group, seal_message(identity, header, message_key, content))
+            del message_key
+            self._set_outbox((*self.client.state.outbox, outgoing))
             try:
-                posted = api.parse_message_posted(
-                    await self.client._call(
-                        api.post_message(group, sealed.header, sealed.ciphertext, sealed.signature)
-                    )
-                )
+                posted = await self._post(outgoing)
             except ServerError as exc:
+                self._unqueue(outgoing)  # refused: it was not stored and never will be
                 if exc.code not in ("rekey_required", "stale_epoch") or attempt == 1:
                     raise
                 refused_epoch = state.epoch
@@ -500,12 +513,67 @@ class Cells:
                 retire = refused_epoch if exc.code == "rekey_required" else None
                 state = await self.ready_to_send(record, state, retire=retire)
                 continue
+            return self._delivered(outgoing, posted)
+        raise AssertionError("unreachable")
+
+    async def flush_outbox(self) -> None:
+        """Post again, byte for byte and oldest first, what earlier sends left unanswered.
+
+        The server answers a message it already stored with its id and cursor,
+        so the cell reads it once and my next message names it as `prev`;
+        a message it refuses was never stored, and is dropped.
+        """
+        for outgoing in self.client.state.outbox:
+            try:
+                posted = await self._post(outgoing)
+            except ServerError:
+                self._unqueue(outgoing)
+                continue
+            self._delivered(outgoing, posted)
+
+    async def _post(self, outgoing: Outgoing) -> api.MessagePosted:
+        """Post a sealed message, retrying a lost answer with the very same bytes.
+
+        Raises the server's refusal (a non-transient ServerError), or
+        `send_unconfirmed` when no answer came: the message stays in the outbox.
+        """
+        sealed = outgoing.message
+        request = api.post_message(
+            outgoing.group_id, sealed.header, sealed.ciphertext, sealed.signature
+        )
+        for attempt in range(RESEND_TRIES):
+            try:
+                posted = api.parse_message_posted(await self.client._call(request))
+            except ClientError as exc:
+                if not _transient(exc):
+                    raise
+                if attempt + 1 == RESEND_TRIES:
+                    raise ClientError(
+                        "send_unconfirmed",
+                        f"No answer from the server ({exc.code}): the message may or may not "
+                        "have arrived. It is kept, sealed, and your next `spokes send` from "
+                        "this home posts it again first; your cell will read it once.",
+                    ) from None
+                await asyncio.sleep(RESEND_DELAY_SECONDS * (attempt + 1))
+                continue
             if posted.message_id != b32e(message_id(sealed.header)):
                 raise lying("the server acknowledged another message than the one sent")
-            record.sent[str(state.epoch)] = counter
-            self._save()
-            return {"message_id": posted.message_id, "cursor": posted.cursor}
+            return posted
         raise AssertionError("unreachable")
+
+    def _delivered(self, outgoing: Outgoing, posted: api.MessagePosted) -> dict[str, Any]:
+        header = outgoing.header
+        record = self._record(outgoing.group_id)
+        epoch = str(header.epoch)
+        record.sent[epoch] = max(record.sent.get(epoch, -1), header.counter)
+        self._unqueue(outgoing)
+        return {"message_id": posted.message_id, "cursor": posted.cursor}
+
+    def _unqueue(self, outgoing: Outgoing) -> None:
+        self._set_outbox(tuple(o for o in self.client.state.outbox if o != outgoing))
+
+    def _set_outbox(self, outbox: tuple[Outgoing, ...]) -> None:
+        self.client._save(replace(self.client.state, outbox=outbox))
 
     # Groups, members, profiles.
 
@@ -587,17 +655,24 @@ class Cells:
     async def watch(
         self, count: int | None, seconds: float, emit: Callable[[str, ReadMessage], None]
     ) -> int:
-        """Print messages as they arrive on the socket, resuming from the stored cursors."""
-        await self.sync_cell()
+        """Print messages as they arrive on the socket, resuming from the stored cursors.
+
+        The home's lock is not held while the socket is waited on: each batch
+        of events is read under the lock against the keystore re-read from
+        disk, and saved before the lock is let go, so other commands from this
+        home (a send) can run meanwhile and nothing stale is written back.
+        """
         deadline = time.monotonic() + seconds
-        infos: dict[bytes, dict[int, EpochInfo]] = {}
-        cursors = {}
-        for summary in api.parse_groups(await self.client._call(api.my_groups())):
-            group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
-            record, _ = await self.sync_roster(group)
-            infos[group] = epoch_infos(record.events, cell_max=self._cell_max())
-            cursors[b32e(group)] = record.cursor
-        feed = await self._open_feed()
+        async with self.client.fresh():
+            await self.sync_cell()
+            cursors = {}
+            for summary in api.parse_groups(await self.client._call(api.my_groups())):
+                group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+                record, _ = await self.sync_roster(group)
+                cursors[b32e(group)] = record.cursor
+            self._save()
+            feed = await self._open_feed()
+        infos: dict[bytes, tuple[int, dict[int, EpochInfo]]] = {}
         received = 0
         try:
             await feed.send({"type": "subscribe", "cursors": cursors})
@@ -608,31 +683,54 @@ class Cells:
                 data = await feed.receive(left)
                 if data is None:
                     break
-                kind = data.get("type")
-                if kind == "error":
-                    raise ClientError(
-                        str(data.get("code") or "feed_error"),
-                        f"The live feed refused: {data.get('message')}",
-                    )
-                if kind != "event":
-                    continue
-                event = api.parse_event(data)
-                group = verify.parse_id(event.group, GROUP_ID_BYTES, "group id")
-                record = self._record(group)
-                check_seqs(record.cursor, [event.seq])
-                if event.kind == "roster":
-                    record, _ = await self.sync_roster(group)
-                    infos[group] = epoch_infos(record.events, cell_max=self._cell_max())
-                message = await self.absorb(record, infos[group], event)
-                record.cursor = event.seq
-                if message is not None:
+                batch = [data]
+                while feed.buffered:  # the rest of a batch frame, already here
+                    more = await feed.receive(0)
+                    if more is not None:
+                        batch.append(more)
+                read: list[tuple[str, ReadMessage]] = []
+                async with self.client.fresh():
+                    for item in batch:
+                        if count is not None and received + len(read) >= count:
+                            break
+                        found = await self._live_event(item, infos)
+                        if found is not None:
+                            read.append(found)
                     self._save()
-                    emit(b32e(group), message)
-                    received += 1
+                for group_text, message in read:
+                    emit(group_text, message)
+                received += len(read)
         finally:
-            self._save()
             await feed.close()
         return received
+
+    async def _live_event(
+        self, data: dict[str, Any], infos: dict[bytes, tuple[int, dict[int, EpochInfo]]]
+    ) -> tuple[str, ReadMessage] | None:
+        """One event from the live feed, against the keystore just re-read (lock held)."""
+        kind = data.get("type")
+        if kind == "error":
+            raise ClientError(
+                str(data.get("code") or "feed_error"),
+                f"The live feed refused: {data.get('message')}",
+            )
+        if kind != "event":
+            return None
+        event = api.parse_event(data)
+        group = verify.parse_id(event.group, GROUP_ID_BYTES, "group id")
+        record = self._record(group)
+        if event.seq <= record.cursor:
+            return None  # another command from this home read it meanwhile
+        check_seqs(record.cursor, [event.seq])
+        if event.kind == "roster":
+            record, _ = await self.sync_roster(group)
+        known = infos.get(group)
+        if known is None or known[0] != len(record.events):
+            known = (len(record.events), epoch_infos(record.events, cell_max=self._cell_max()))
+            infos[group] = known
+        message = await self.absorb(record, known[1], event)
+        record.cursor = event.seq
+        return None if message is None else (b32e(group), message)
 
     async def _open_feed(self) -> Any:
         transport = self.client._transport
@@ -642,6 +740,13 @@ class Cells:
             if exc.status != 401:
                 raise
         return await transport.open_feed("/v1/ws", await self.client.login())
+
+
+def _transient(exc: ClientError) -> bool:
+    """No answer, or the server failed: the same bytes may be posted again."""
+    if isinstance(exc, ServerError):
+        return exc.status >= 500 or exc.status == 429
+    return exc.code in ("server_unreachable", "bad_response")
 
 
 def _text(value: Value | None) -> str | None:

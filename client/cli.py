@@ -88,9 +88,25 @@ def store_for(args: argparse.Namespace) -> StateFile:
 
 
 async def with_client(
-    args: argparse.Namespace, action: Callable[[Client], Awaitable[Output]]
+    args: argparse.Namespace,
+    action: Callable[[Client], Awaitable[Output]],
+    *,
+    hold_lock: bool = True,
 ) -> Output:
-    client = Client.open(store_for(args), passphrase(confirm=False))
+    """Run `action` with the home's keystore lock held from the read until it ends.
+
+    With hold_lock=False (watch) the keystore is only opened under the lock;
+    the action takes the lock again, and re-reads, for each change it makes.
+    """
+    store = store_for(args)
+    secret = passphrase(confirm=False)
+    with store.lock():
+        client = Client.open(store, secret)
+        if hold_lock:
+            try:
+                return await action(client)
+            finally:
+                await client.close()
     try:
         return await action(client)
     finally:
@@ -108,7 +124,9 @@ async def cmd_init(args: argparse.Namespace) -> Output:
             f"{store.home} already holds a keystore; nothing was changed. "
             "Use another --home for a second identity.",
         )
-    client = Client.init(store, passphrase(confirm=True), args.server, kdf_params())
+    secret = passphrase(confirm=True)
+    with store.lock(create=True):
+        client = Client.init(store, secret, args.server, kdf_params())
     me = client.whoami()
     data = {"member_id": me["member_id"], "safety_number": me["safety_number"]}
     text = (
@@ -168,8 +186,9 @@ async def cmd_join(args: argparse.Namespace) -> Output:
     store = store_for(args)
     secret = passphrase(confirm=not store.exists())
     params = None if store.exists() else kdf_params()
-    client, joined = await Client.join(store, secret, args.code, args.server, params)
-    await client.close()
+    with store.lock(create=True):
+        client, joined = await Client.join(store, secret, args.code, args.server, params)
+        await client.close()
     data = asdict(joined)
     text = (
         f"You asked to join {joined.network_name!r}. Your member id: {joined.member_id}\n"

@@ -132,7 +132,7 @@ def handlers(with_client: Callable[..., Awaitable[Any]], output: type) -> dict[s
             count = await Cells(client).watch(args.count, args.timeout, emit)
             return output({"received": count}, "", streamed=True)
 
-        return await with_client(args, inner)
+        return await with_client(args, inner, hold_lock=False)
 
     return {
         "cells": wrap(cells),

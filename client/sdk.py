@@ -9,7 +9,8 @@ computed here from signed statements, never copied from the server.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -152,6 +153,17 @@ class Client:
     def _save(self, state: State) -> None:
         self.store.write(state, self._passphrase)
         self.state = state
+
+    def reread(self) -> None:
+        """Take the keystore as it is on disk now (under the lock, before changing it)."""
+        self.state = self.store.read(self._passphrase)
+
+    @asynccontextmanager
+    async def fresh(self) -> AsyncIterator[None]:
+        """Take the home's lock and re-read the keystore: a unit of work for a long command."""
+        async with self.store.lock_async():
+            self.reread()
+            yield
 
     # Sending, with automatic login.
 

@@ -6,6 +6,11 @@ sealed with crypto.keystore, and the file is only ever replaced whole: a
 temporary file is written, synced and renamed over it, so a crash leaves
 the old keystore or the new one, never half of each. The file is mode 0600.
 
+One writer at a time (DESIGN §7): the keystore is written only while this
+process holds the home's exclusive lock (flock on `lock`, mode 0600), and
+only after it read the keystore under that same hold, so no process ever
+writes back state another one has since changed. A stale write raises.
+
 What is stored is re-verified when it is read (statements go through
 crypto/ again), so a tampered file can't smuggle in a statement that a
 fresh one could not.
@@ -13,8 +18,12 @@ fresh one could not.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import os
 import secrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -25,12 +34,22 @@ from crypto.chains import Admission, parse_admission
 from crypto.encoding import Value, decode, encode
 from crypto.errors import CryptoError, KeystoreError
 from crypto.keys import IdentityKey
-from crypto.keystore import KdfParams, open_keystore, read_params, seal_keystore
+from crypto.keystore import (
+    KdfParams,
+    KeystoreKey,
+    derive_key,
+    new_key,
+    open_with_key,
+    seal_with_key,
+)
+from crypto.messages import Header, SealedMessage
 from crypto.network import Genesis, KeyBundle, parse_key_bundle, verify_genesis
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import pack, unpack
 
 KEYSTORE_FILE = "keystore"
+LOCK_FILE = "lock"
+LOCK_POLL_SECONDS = 0.02
 FORMAT = 1
 
 
@@ -52,6 +71,40 @@ class InviteRecord:
 
     note: str
     expires_at: int
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A sealed message that may have reached the server (its answer did not come back).
+
+    It is re-posted byte for byte until the server answers: the server takes
+    the same bytes again as the message it stored, so no one reads it twice.
+    """
+
+    group_id: bytes
+    message: SealedMessage
+
+    @property
+    def header(self) -> Header:
+        return Header.decode(self.message.header)
+
+    def to_value(self) -> dict[str, Value]:
+        m = self.message
+        return {
+            "group": self.group_id,
+            "header": m.header,
+            "ciphertext": m.ciphertext,
+            "signature": m.signature,
+        }
+
+    @classmethod
+    def from_value(cls, value: Value) -> Outgoing:
+        raw = cast(dict[str, bytes], value)
+        message = SealedMessage(raw["header"], raw["ciphertext"], raw["signature"])
+        outgoing = cls(raw["group"], message)
+        if outgoing.header.group != outgoing.group_id:
+            raise ValueError("an outbox message names another group")
+        return outgoing
 
 
 @dataclass(frozen=True)
@@ -78,6 +131,8 @@ class State:
     profile_version: int = 0
     # Splits I signed: new cell id -> the cell it splits from.
     splits: dict[bytes, bytes] = field(default_factory=dict)
+    # Sealed messages posted but not acknowledged, oldest first (client/cells.py).
+    outbox: tuple[Outgoing, ...] = ()
 
     @property
     def member_id(self) -> bytes:
@@ -112,6 +167,7 @@ class State:
             "profile": None if self.profile is None else dict[str, Value](self.profile),
             "profile_version": self.profile_version,
             "splits": {new.hex(): old for new, old in self.splits.items()},
+            "outbox": [o.to_value() for o in self.outbox],
         }
 
     @classmethod
@@ -152,7 +208,11 @@ class State:
             bytes.fromhex(new): cast(bytes, old)
             for new, old in cast(dict[str, Value], value.get("splits") or {}).items()
         }
+        outbox = tuple(
+            Outgoing.from_value(item) for item in cast(list[Value], value.get("outbox") or [])
+        )
         return cls(
+            outbox=outbox,
             groups=groups,
             profile=cast("dict[str, str | None] | None", value.get("profile")),
             profile_version=cast(int, value.get("profile_version", 0)),
@@ -171,50 +231,138 @@ class State:
 
 
 class StateFile:
-    """The sealed keystore file in one home folder."""
+    """The sealed keystore file in one home folder, and the lock that guards it.
+
+    The Argon2id key is derived once per process and kept in memory, so that
+    re-reading under each new hold of the lock (`spokes watch`) is cheap.
+    """
 
     def __init__(self, home: Path) -> None:
         self.home = home
         self.path = home / KEYSTORE_FILE
-        self._params: KdfParams | None = None
+        self.lock_path = home / LOCK_FILE
+        self._key: KeystoreKey | None = None
+        self._key_passphrase: str | None = None
+        self._lock_fd: int | None = None
+        self._fresh = False  # read or written since this hold of the lock began
 
     def exists(self) -> bool:
         return self.path.exists()
 
+    @property
+    def locked(self) -> bool:
+        return self._lock_fd is not None
+
+    @contextmanager
+    def lock(self, *, create: bool = False) -> Iterator[None]:
+        """Hold the home's exclusive lock, waiting while another process holds it.
+
+        `create` makes the home folder if it is missing (init, join); without
+        it a missing home is reported as a missing keystore.
+        """
+        fd = self._open_lock(create)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._held(fd)
+            yield
+        finally:
+            self._release(fd)
+
+    @asynccontextmanager
+    async def lock_async(self) -> AsyncIterator[None]:
+        """As `lock`, waiting without blocking the event loop (a live feed stays served)."""
+        fd = self._open_lock(False)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(LOCK_POLL_SECONDS)
+            self._held(fd)
+            yield
+        finally:
+            self._release(fd)
+
+    def _open_lock(self, create: bool) -> int:
+        if self._lock_fd is not None:
+            raise RuntimeError("this process already holds the keystore lock")
+        if create:
+            self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        elif not self.home.is_dir():
+            raise self._missing()
+        return os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _held(self, fd: int) -> None:
+        self._lock_fd = fd
+        self._fresh = False
+
+    def _release(self, fd: int) -> None:
+        if self._lock_fd == fd:
+            self._lock_fd = None
+            self._fresh = False
+        os.close(fd)  # closing the descriptor releases the flock
+
+    def _missing(self) -> ClientError:
+        return ClientError(
+            "not_initialized",
+            f"There is no keystore in {self.home}. Run `spokes init --server URL` "
+            "or `spokes join CODE --server URL` first, or pass the right --home.",
+        )
+
     def read(self, passphrase: str) -> State:
+        """Open the keystore; under the lock, this is what a later write may replace."""
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:
-            raise ClientError(
-                "not_initialized",
-                f"There is no keystore in {self.home}. Run `spokes init --server URL` "
-                "or `spokes join CODE --server URL` first, or pass the right --home.",
-            ) from None
+            raise self._missing() from None
+        plain = None
+        if self._key is not None and self._key_passphrase == passphrase:
+            try:
+                plain = open_with_key(self._key, blob)
+            except KeystoreError:
+                plain = None  # re-created under another salt: derive its key again
+        if plain is None:
+            try:
+                key = derive_key(passphrase, blob)
+                plain = open_with_key(key, blob)
+            except KeystoreError:
+                raise ClientError(
+                    "wrong_passphrase",
+                    f"The passphrase does not open the keystore in {self.home}. "
+                    "Type it again (or set SPOKES_PASSPHRASE), and check --home.",
+                ) from None
+            self._key, self._key_passphrase = key, passphrase
         try:
-            plain = open_keystore(passphrase, blob)
-            self._params = read_params(blob)
-        except KeystoreError:
-            raise ClientError(
-                "wrong_passphrase",
-                f"The passphrase does not open the keystore in {self.home}. "
-                "Type it again (or set SPOKES_PASSPHRASE), and check --home.",
-            ) from None
-        try:
-            return State.from_value(decode(plain))
+            state = State.from_value(decode(plain))
         except (CryptoError, ValueError, KeyError, TypeError) as exc:
             raise ClientError(
                 "damaged_keystore",
                 f"The keystore in {self.home} opened but its contents do not verify ({exc}). "
                 "Restore it from a backup.",
             ) from None
+        if self.locked:
+            self._fresh = True
+        return state
 
     def write(self, state: State, passphrase: str, params: KdfParams | None = None) -> None:
-        """Seal `state` and replace the file atomically (tmp + fsync + rename)."""
-        params = params or self._params
-        if params is None:
+        """Seal `state` and replace the file atomically (tmp + fsync + rename).
+
+        Only under the lock, and only over a keystore read (or written) under
+        this same hold: otherwise another process's changes would be lost and
+        a spent message counter could be used again. `params` makes a new salt
+        and key (a new keystore); without it the kept key seals again under
+        the same salt and cost, with a fresh nonce.
+        """
+        if not self.locked:
+            raise RuntimeError("the keystore is written only under its lock")
+        if not self._fresh and self.path.exists():
+            raise RuntimeError("refusing a stale write: read the keystore under this lock first")
+        if params is not None:
+            self._key, self._key_passphrase = new_key(passphrase, params), passphrase
+        elif self._key is None or self._key_passphrase != passphrase:
             raise ValueError("no KDF parameters: read the keystore or pass params")
-        self._params = params
-        blob = seal_keystore(passphrase, encode(state.to_value()), params)
+        blob = seal_with_key(self._key, encode(state.to_value()))
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.home / f".{KEYSTORE_FILE}.{secrets.token_hex(8)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -228,6 +376,7 @@ class StateFile:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(self.home)
+        self._fresh = True
 
 
 def _fsync_dir(path: Path) -> None:

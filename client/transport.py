@@ -84,6 +84,11 @@ class Feed:
         self._base_url = base_url
         self._pending: deque[dict[str, Any]] = deque()  # the rest of a batch frame
 
+    @property
+    def buffered(self) -> bool:
+        """Whether events of a batch frame are waiting (receive returns them at once)."""
+        return bool(self._pending)
+
     async def send(self, message: dict[str, Any]) -> None:
         try:
             await self._ws.send_str(json.dumps(message))

@@ -19,6 +19,12 @@ Blob layout (all integers big-endian)::
 The AES key is Argon2id (v1.3, 32-byte output) over the NFC-normalised UTF-8
 passphrase and the salt. This module reads no clock: calibrating the cost is
 done by the caller's ``measure`` function.
+
+A client that re-reads and re-writes its keystore often derives the key once
+(``derive_key`` from an existing blob, ``new_key`` for a new one) and keeps
+the ``KeystoreKey``: ``seal_with_key`` re-seals under the same salt and cost
+with a fresh random nonce, and ``open_with_key`` opens only a blob whose
+header carries that same salt and cost.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import os
 import struct
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from argon2.exceptions import HashingError
 from argon2.low_level import Type, hash_secret_raw
@@ -41,10 +47,15 @@ __all__ = [
     "DEFAULT_PARAMS",
     "MAX_CALIBRATED_MEMORY_KIB",
     "KdfParams",
+    "KeystoreKey",
     "calibrate",
+    "derive_key",
+    "new_key",
     "open_keystore",
+    "open_with_key",
     "read_params",
     "seal_keystore",
+    "seal_with_key",
 ]
 
 _MAGIC = b"SPKS"
@@ -131,6 +142,81 @@ def _next_time_cost(params: KdfParams, elapsed: float, target: float) -> int:
     return min(estimate, _MAX_TIME)
 
 
+@dataclass(frozen=True)
+class KeystoreKey:
+    """An Argon2id-derived keystore key with the salt and cost it was derived for.
+
+    The key is left out of repr so that it can't end up in a log or traceback.
+    """
+
+    params: KdfParams
+    salt: bytes
+    key: bytes = field(repr=False)
+
+
+def new_key(passphrase: str, params: KdfParams, *, _salt: bytes | None = None) -> KeystoreKey:
+    """Derive the key of a new keystore under a fresh random salt.
+
+    ``_salt`` exists only for known-answer vectors.
+    """
+    salt = os.urandom(_SALT_LEN) if _salt is None else _salt
+    if len(salt) != _SALT_LEN:
+        raise ValueError("salt must be 16 bytes and nonce 12 bytes")
+    return KeystoreKey(params, salt, _derive_key(passphrase, salt, params))
+
+
+def derive_key(passphrase: str, blob: bytes) -> KeystoreKey:
+    """Derive the key for an existing blob from its header's salt and cost.
+
+    Raises KeystoreError if the header is malformed (or the cost can't be
+    paid). A wrong passphrase shows only when ``open_with_key`` fails.
+    """
+    _, params, salt, _ = _parse_header(blob)
+    try:
+        return KeystoreKey(params, salt, _derive_key(passphrase, salt, params))
+    except HashingError:
+        raise KeystoreError(_OPEN_FAILED) from None
+
+
+def seal_with_key(key: KeystoreKey, plaintext: bytes, *, _nonce: bytes | None = None) -> bytes:
+    """Seal ``plaintext`` under an already-derived key, with a fresh random nonce.
+
+    The salt and cost in the header are the key's own. ``_nonce`` exists only
+    for known-answer vectors.
+    """
+    nonce = os.urandom(_NONCE_LEN) if _nonce is None else _nonce
+    if len(key.salt) != _SALT_LEN or len(nonce) != _NONCE_LEN:
+        raise ValueError("salt must be 16 bytes and nonce 12 bytes")
+    if len(key.key) != _KEY_LEN:
+        raise ValueError("a keystore key is 32 bytes")
+    params = key.params
+    header = _HEADER.pack(
+        _MAGIC,
+        _FORMAT_VERSION,
+        params.time_cost,
+        params.memory_kib,
+        params.parallelism,
+        key.salt,
+        nonce,
+    )
+    return header + AESGCM(key.key).encrypt(nonce, plaintext, header)
+
+
+def open_with_key(key: KeystoreKey, blob: bytes) -> bytes:
+    """Open a blob sealed under ``key``'s salt and cost; raise KeystoreError on any failure.
+
+    A blob sealed under another salt or cost (the file was re-created) is
+    refused like a damaged one: derive its key again with ``derive_key``.
+    """
+    header, params, salt, nonce = _parse_header(blob)
+    if len(blob) < _HEADER.size + _TAG_LEN or params != key.params or salt != key.salt:
+        raise KeystoreError(_OPEN_FAILED)
+    try:
+        return AESGCM(key.key).decrypt(nonce, blob[_HEADER.size :], header)
+    except (InvalidTag, ValueError):
+        raise KeystoreError(_OPEN_FAILED) from None
+
+
 def seal_keystore(
     passphrase: str,
     plaintext: bytes,
@@ -143,33 +229,19 @@ def seal_keystore(
 
     ``_salt`` and ``_nonce`` exist only for known-answer vectors.
     """
-    salt = os.urandom(_SALT_LEN) if _salt is None else _salt
-    nonce = os.urandom(_NONCE_LEN) if _nonce is None else _nonce
-    if len(salt) != _SALT_LEN or len(nonce) != _NONCE_LEN:
+    if (_salt is not None and len(_salt) != _SALT_LEN) or (
+        _nonce is not None and len(_nonce) != _NONCE_LEN
+    ):
         raise ValueError("salt must be 16 bytes and nonce 12 bytes")
-    header = _HEADER.pack(
-        _MAGIC,
-        _FORMAT_VERSION,
-        params.time_cost,
-        params.memory_kib,
-        params.parallelism,
-        salt,
-        nonce,
-    )
-    key = _derive_key(passphrase, salt, params)
-    return header + AESGCM(key).encrypt(nonce, plaintext, header)
+    return seal_with_key(new_key(passphrase, params, _salt=_salt), plaintext, _nonce=_nonce)
 
 
 def open_keystore(passphrase: str, blob: bytes) -> bytes:
     """Open a blob made by ``seal_keystore``; raise KeystoreError on any failure."""
-    header, params, salt, nonce = _parse_header(blob)
+    _parse_header(blob)
     if len(blob) < _HEADER.size + _TAG_LEN:
         raise KeystoreError(_OPEN_FAILED)
-    try:
-        key = _derive_key(passphrase, salt, params)
-        return AESGCM(key).decrypt(nonce, blob[_HEADER.size :], header)
-    except (InvalidTag, HashingError):
-        raise KeystoreError(_OPEN_FAILED) from None
+    return open_with_key(derive_key(passphrase, blob), blob)
 
 
 def read_params(blob: bytes) -> KdfParams:

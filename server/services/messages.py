@@ -4,7 +4,10 @@ The rule this module keeps: a message is appended only if, under its group's
 row lock, its sender's session is live, the sender is in the group's roster
 index, the group's current epoch covers its current members and has not
 been retired by policy, the header names that epoch, the counter is unused
-and the signature verifies under the sender's identity key. Each message of
+and the signature verifies under the sender's identity key. A message whose
+counter is used by the byte-identical message (a resend after a lost answer)
+is answered with what was stored, its id and seq, and nothing is written;
+any other message under a used counter is refused. Each message of
 a batch passes or fails on its own; a refused one writes nothing and gets
 the same 4xx it would get alone.
 
@@ -254,30 +257,32 @@ async def commit(pool: Pool, batch: Prepared, now: datetime) -> list[event_store
             ],
         )
         taken: dict[bytes, int] = {}  # group -> messages accepted in this batch
-        used: set[tuple[bytes, int, bytes, int]] = set()
+        # (group, epoch, sender, counter) -> (seq, body) of those accepted in this batch
+        used: dict[tuple[bytes, int, bytes, int], tuple[int, bytes]] = {}
         for n, check in zip(pending, checks, strict=True):
             item = items[n]
             group = groups.get(item.group_id)
             key = (item.group_id, item.header.epoch, item.header.sender, item.header.counter)
+            body = _body(item.message)
             try:
                 if not check.live or check.expires_at is None:
                     raise not_logged_in()
                 check_expiry(check.expires_at, now)
                 if group is None or not check.in_group:
                     raise api_error(404, "not_found", "no such group")  # not there ≡ not yours
+                stored = used.get(key) if key in used else _stored(check)
+                if stored is not None or check.used:
+                    batch.results[n] = _resent(item, body, stored)
+                    continue
                 genesis = await load_genesis(conn, group.network_id)
                 count = taken.get(item.group_id, 0)
                 _check_epoch(item.header, group, count, genesis.policy, now)
-                if check.used or key in used:
-                    raise api_error(
-                        409, "replayed_counter", "this message counter was already used"
-                    )
             except ApiError as exc:
                 batch.results[n] = exc
                 continue
-            used.add(key)
             taken[item.group_id] = count + 1
             seq = group.last_seq + count + 1
+            used[key] = (seq, body)
             appended.append(
                 store.NewMessage(
                     item.group_id,
@@ -285,7 +290,7 @@ async def commit(pool: Pool, batch: Prepared, now: datetime) -> list[event_store
                     item.header.epoch,
                     item.header.sender,
                     item.header.counter,
-                    _body(item.message),
+                    body,
                 )
             )
             batch.results[n] = Accepted(message_id(item.message.header), seq)
@@ -296,6 +301,23 @@ async def commit(pool: Pool, batch: Prepared, now: datetime) -> list[event_store
     return [
         event_store.EventRow(m.group_id, m.seq, "message", m.sender, m.body, now) for m in appended
     ]
+
+
+def _stored(check: store.SenderCheck) -> tuple[int, bytes] | None:
+    if not check.used or check.stored_seq is None or check.stored_body is None:
+        return None
+    return check.stored_seq, check.stored_body
+
+
+def _resent(item: Submission, body: bytes, stored: tuple[int, bytes] | None) -> Accepted:
+    """A used counter: the same message again is answered as stored; another is refused.
+
+    A client whose answer was lost resends the same bytes (its outbox), so
+    it learns the message id and cursor without the cell reading it twice.
+    """
+    if stored is None or stored[1] != body:
+        raise api_error(409, "replayed_counter", "this message counter was already used")
+    return Accepted(message_id(item.message.header), stored[0])
 
 
 def _check_sender(item: Submission, sender: tuple[bytes, bytes] | None) -> bytes:

@@ -51,6 +51,9 @@ class SenderCheck:
     expires_at: datetime | None
     in_group: bool
     used: bool
+    # When used: the event seq and body stored under that counter (None if gone).
+    stored_seq: int | None = None
+    stored_body: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ async def check_senders(
 ) -> list[SenderCheck]:
     """For each (token hash, group, member, epoch, counter), in order: see SenderCheck.
 
+    A used counter comes with what is stored under it, so that a byte-identical
+    resend (its answer was lost) can be answered with the stored message.
+
     Run after lock_groups, so that this statement's snapshot already holds
     every roster change and message committed before the locks were granted.
     """
@@ -105,13 +111,14 @@ async def check_senders(
                    AND s.member_id = i.m) AS live,
                   EXISTS (SELECT 1 FROM group_members gm
                           WHERE gm.group_id = i.g AND gm.member_id = i.m) AS in_group,
-                  EXISTS (SELECT 1 FROM messages x
-                          WHERE x.group_id = i.g AND x.epoch = i.e AND x.sender = i.m
-                            AND x.counter = i.c) AS used
+                  x.group_id IS NOT NULL AS used, x.event_seq, ev.body
            FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[], $5::bigint[])
                 WITH ORDINALITY AS i(t, g, m, e, c, n)
            LEFT JOIN sessions s ON s.token_hash = i.t
            LEFT JOIN members m ON m.member_id = s.member_id
+           LEFT JOIN messages x
+                  ON x.group_id = i.g AND x.epoch = i.e AND x.sender = i.m AND x.counter = i.c
+           LEFT JOIN group_events ev ON ev.group_id = x.group_id AND ev.seq = x.event_seq
            ORDER BY i.n""",
         tokens,
         groups,
@@ -119,7 +126,17 @@ async def check_senders(
         epochs,
         counters,
     )
-    return [SenderCheck(bool(r["live"]), r["expires_at"], r["in_group"], r["used"]) for r in rows]
+    return [
+        SenderCheck(
+            bool(r["live"]),
+            r["expires_at"],
+            r["in_group"],
+            r["used"],
+            r["event_seq"],
+            None if r["body"] is None else bytes(r["body"]),
+        )
+        for r in rows
+    ]
 
 
 async def append_messages(

@@ -20,10 +20,15 @@ from crypto.keystore import (
     DEFAULT_PARAMS,
     MAX_CALIBRATED_MEMORY_KIB,
     KdfParams,
+    KeystoreKey,
     calibrate,
+    derive_key,
+    new_key,
     open_keystore,
+    open_with_key,
     read_params,
     seal_keystore,
+    seal_with_key,
 )
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "keystore.json"
@@ -328,3 +333,94 @@ def test_known_answer_vector(vector: dict[str, Any]) -> None:
     assert sealed == blob
     assert read_params(blob) == params
     assert open_keystore(vector["passphrase"], blob) == plaintext
+
+
+@pytest.mark.parametrize("vector", _vectors(), ids=lambda v: v["name"])
+def test_known_answer_vector_through_a_kept_key(vector: dict[str, Any]) -> None:
+    blob = bytes.fromhex(vector["blob"])
+    plaintext = bytes.fromhex(vector["plaintext"])
+    key = derive_key(vector["passphrase"], blob)
+    assert (key.params, key.salt) == (KdfParams(**vector["params"]), bytes.fromhex(vector["salt"]))
+    assert open_with_key(key, blob) == plaintext
+    nonce = bytes.fromhex(vector["nonce"])
+    assert seal_with_key(key, plaintext, _nonce=nonce) == blob
+    made = new_key(vector["passphrase"], key.params, _salt=key.salt)
+    assert made == key
+
+
+# A key derived once and kept (a client re-reading its keystore under its lock)
+
+
+def test_a_kept_key_reseals_under_the_same_salt_and_cost_with_a_fresh_nonce(blob: bytes) -> None:
+    key = derive_key("hunter2 but longer", blob)
+    again = seal_with_key(key, b"changed state")
+    assert again[: HEADER_LEN - 12] == blob[: HEADER_LEN - 12]
+    assert again[HEADER_LEN - 12 : HEADER_LEN] != blob[HEADER_LEN - 12 : HEADER_LEN]
+    assert (
+        seal_with_key(key, b"x")[HEADER_LEN - 12 : HEADER_LEN]
+        != again[HEADER_LEN - 12 : HEADER_LEN]
+    )
+    assert open_with_key(key, again) == b"changed state"
+    assert open_keystore("hunter2 but longer", again) == b"changed state"
+
+
+def test_a_new_key_seals_what_the_passphrase_opens() -> None:
+    key = new_key("p", FAST)
+    assert open_keystore("p", seal_with_key(key, b"state")) == b"state"
+    assert new_key("p", FAST).salt != key.salt
+
+
+def test_the_key_never_shows_in_its_repr(blob: bytes) -> None:
+    key = derive_key("hunter2 but longer", blob)
+    assert key.key.hex() not in repr(key) and repr(key.key) not in repr(key)
+
+
+def _refused_with_key(key: KeystoreKey, blob: bytes) -> None:
+    with pytest.raises(KeystoreError) as caught:
+        open_with_key(key, blob)
+    assert str(caught.value) == "wrong passphrase or damaged keystore"
+
+
+def test_a_key_from_the_wrong_passphrase_opens_nothing(blob: bytes) -> None:
+    _refused_with_key(derive_key("hunter3 but longer", blob), blob)
+
+
+def test_a_kept_key_refuses_a_blob_of_another_salt_or_cost(blob: bytes) -> None:
+    key = derive_key("hunter2 but longer", blob)
+    _refused_with_key(key, seal_keystore("hunter2 but longer", b"other salt", FAST))
+    costlier = seal_keystore("hunter2 but longer", b"", KdfParams(2, 8, 1), _salt=key.salt)
+    _refused_with_key(key, costlier)
+    # Same key bytes claimed for other parameters: the header no longer matches.
+    _refused_with_key(dataclasses.replace(key, params=KdfParams(2, 8, 1)), blob)
+
+
+@given(st.integers(min_value=0, max_value=200))
+@settings(max_examples=60, deadline=None)
+def test_a_kept_key_refuses_any_flipped_bit(position: int) -> None:
+    key = new_key("p", FAST, _salt=SALT)
+    sealed = seal_with_key(key, b"chain keys", _nonce=NONCE)
+    _refused_with_key(key, _flip(sealed, position % len(sealed)))
+
+
+def test_a_kept_key_refuses_truncations_and_other_formats(blob: bytes) -> None:
+    key = derive_key("hunter2 but longer", blob)
+    for cut in (0, 4, HEADER_LEN - 1, HEADER_LEN, HEADER_LEN + 15, len(blob) - 1):
+        _refused_with_key(key, blob[:cut])
+    _refused_with_key(key, blob[:4] + b"\x02" + blob[5:])
+    _refused_with_key(key, blob + b"\x00")
+
+
+def test_deriving_from_a_malformed_header_is_refused() -> None:
+    for junk in (b"", b"SPKS", b"NOPE" + bytes(60)):
+        with pytest.raises(KeystoreError):
+            derive_key("p", junk)
+
+
+def test_a_kept_key_of_the_wrong_size_or_a_bad_nonce_is_refused_when_sealing() -> None:
+    key = new_key("p", FAST)
+    with pytest.raises(ValueError):
+        seal_with_key(dataclasses.replace(key, key=bytes(16)), b"")
+    with pytest.raises(ValueError):
+        seal_with_key(key, b"", _nonce=bytes(11))
+    with pytest.raises(ValueError):
+        new_key("p", FAST, _salt=bytes(15))

@@ -20,7 +20,14 @@ from crypto import epochs, labels, motions, roster
 from crypto.encoding import b32e, b64d, b64e, decode
 from crypto.epochs import EpochKeys, MessageKey
 from crypto.errors import CryptoError
-from crypto.messages import Header, SealedMessage, open_message, open_profile, seal_profile
+from crypto.messages import (
+    Header,
+    SealedMessage,
+    open_message,
+    open_profile,
+    seal_message,
+    seal_profile,
+)
 from crypto.network import DAY, Policy
 from crypto.sealing import open_sealed
 from crypto.statements import from_wire, sign_statement
@@ -613,10 +620,15 @@ async def test_bad_messages_get_a_4xx_with_a_code_and_write_nothing(
         assert await post_raw(founder, cell, data) == (400, code), what
         assert await all_counts(pool) == before, what
 
-    assert (await view.send_sealed(good)).status == 201
+    first = await view.send_sealed(good)
+    assert first.status == 201
     after_one = await all_counts(pool)
-    again = await view.send_sealed(good)
-    assert (again.status, again.code) == (409, "replayed_counter")
+    again = await view.send_sealed(good)  # the same bytes: answered as stored, not kept twice
+    assert (again.status, again.body) == (201, first.body)
+    key = MessageKey(os.urandom(32), os.urandom(12))
+    other = seal_message(founder.key, Header.decode(good.header), key, {"text": "other"})
+    replay = await view.send_sealed(other)
+    assert (replay.status, replay.code) == (409, "replayed_counter")
     assert await all_counts(pool) == after_one
 
 

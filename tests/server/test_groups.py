@@ -7,7 +7,9 @@ import os
 import pytest
 
 from crypto.encoding import b32e, b64e
+from crypto.epochs import MessageKey
 from crypto.errors import DecryptionFailed
+from crypto.messages import Header, seal_message
 from crypto.network import DAY, Policy
 from tests.server.actors import Actor, bring_in, table_counts
 from tests.server.group_actors import GroupView
@@ -146,9 +148,14 @@ async def test_bad_messages_are_refused_and_write_nothing(founder: Actor, pool) 
         reply = await founder.call("POST", path, body)
         assert (reply.status, reply.code) == (400, code), body
     assert await table_counts(pool) == before
-    assert (await view.send_sealed(good)).status == 201
-    again = await view.send_sealed(good)
-    assert (again.status, again.code) == (409, "replayed_counter")
+    first = await view.send_sealed(good)
+    assert first.status == 201
+    again = await view.send_sealed(good)  # the same bytes: a resend whose answer was lost
+    assert (again.status, again.body) == (201, first.body)
+    key = MessageKey(os.urandom(32), os.urandom(12))
+    other = seal_message(founder.key, Header.decode(good.header), key, {"text": "other"})
+    replay = await view.send_sealed(other)
+    assert (replay.status, replay.code) == (409, "replayed_counter")
     stale = view.seal("old epoch")
     await view.commit_epoch()
     reply = await view.send_sealed(stale)

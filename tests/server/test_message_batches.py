@@ -49,6 +49,11 @@ def codes(results: list[Accepted | ApiError]) -> list[str]:
     return ["ok" if isinstance(r, Accepted) else r.code.value for r in results]
 
 
+def other_under(founder: Actor, message: SealedMessage, text: str = "other") -> SealedMessage:
+    """Another message, properly signed, under the same header (so the same counter)."""
+    return seal_message(founder.key, Header.decode(message.header), any_key(), {"text": text})
+
+
 async def test_a_batch_is_judged_message_by_message_and_writes_only_the_good(cell, pool) -> None:
     founder, view = cell
     group = view.group
@@ -62,9 +67,10 @@ async def test_a_batch_is_judged_message_by_message_and_writes_only_the_good(cel
         submission(founder.token or "", group, first),
         submission("not a token", group, third),
         submission(founder.token or "", group, forged),
-        submission(founder.token or "", group, first),  # the same counter again
+        submission(founder.token or "", group, other_under(founder, first)),  # its counter again
         submission(founder.token or "", stranger_group, to_nowhere),
         submission(founder.token or "", group, third),
+        submission(founder.token or "", group, first),  # the same bytes again: a resend
     ]
     results = await commit_batch(pool, items, now())
     assert codes(results) == [
@@ -74,15 +80,20 @@ async def test_a_batch_is_judged_message_by_message_and_writes_only_the_good(cel
         "replayed_counter",
         "not_found",
         "ok",
+        "ok",
     ]
-    a, b = results[0], results[5]
+    a, b, resent = results[0], results[5], results[6]
     assert isinstance(a, Accepted) and isinstance(b, Accepted)
     assert b.seq == a.seq + 1, "one group's messages take consecutive seqs"
+    assert resent == a, "a resend in the same batch is answered as the stored message"
     after = await all_counts(pool)
     assert after["messages"] == before["messages"] + 2
     assert after["group_events"] == before["group_events"] + 2
+    # In a later batch, too: the same bytes get what was stored; others are refused.
+    assert (await commit_batch(pool, [items[0]], now()))[0] == a
+    assert codes(await commit_batch(pool, [items[3]], now())) == ["replayed_counter"]
+    assert await all_counts(pool) == after
     # The second message's counter was never used: sent properly, it is accepted.
-    assert isinstance((await commit_batch(pool, [items[0]], now()))[0], ApiError)
     assert codes(
         await commit_batch(pool, [submission(founder.token or "", group, second)], now())
     ) == ["ok"]
@@ -125,12 +136,47 @@ async def test_concurrent_sends_share_batches_and_each_gets_its_own_answer(cell,
     sealed = [view.seal(f"m{n}") for n in range(8)]
     writer = server.app[WRITER_KEY]
     batches_before = writer.batches
-    replies = await asyncio.gather(*(view.send_sealed(m) for m in sealed + sealed[:2]))
+    others = [other_under(founder, m) for m in sealed[2:4]]
+    replies = await asyncio.gather(*(view.send_sealed(m) for m in sealed + sealed[:2] + others))
     statuses = sorted((r.status, r.code) for r in replies)
-    assert statuses == [(201, None)] * 8 + [(409, "replayed_counter")] * 2
-    cursors = sorted(r.body["cursor"] for r in replies if r.status == 201)
+    assert statuses == [(201, None)] * 10 + [(409, "replayed_counter")] * 2
+    cursors = sorted({r.body["cursor"] for r in replies if r.status == 201})
     assert cursors == list(range(cursors[0], cursors[0] + 8))
+    for first, again in ((replies[0], replies[8]), (replies[1], replies[9])):
+        assert again.body == first.body, "a resend is answered with the stored id and cursor"
     assert writer.batches - batches_before < 10, "ten sends at once took ten transactions"
+
+
+async def test_a_resend_whose_answer_was_lost_gets_what_was_stored(cell, pool) -> None:
+    """The client's outbox posts the same bytes again: one message, one answer, any time."""
+    founder, view = cell
+    message = view.seal("did this arrive?")
+    first = await view.send_sealed(message)
+    assert first.status == 201
+    stored = await all_counts(pool)
+    again = await view.send_sealed(message)
+    assert (again.status, again.body) == (201, first.body)
+    # Even after the group moved to a new epoch, which refuses new messages of the old one.
+    assert (await view.commit_epoch()).status == 201
+    moved = await all_counts(pool)
+    later = await view.send_sealed(message)
+    assert (later.status, later.body) == (201, first.body)
+    assert await all_counts(pool) == moved
+    # Anything else under that counter is still a replay, and writes nothing.
+    refused = await view.send_sealed(other_under(founder, message))
+    assert (refused.status, refused.code) == (409, "replayed_counter")
+    flipped = message.ciphertext[:-1] + bytes([message.ciphertext[-1] ^ 1])
+    tampered = SealedMessage(message.header, flipped, message.signature)
+    reply = await view.send_sealed(tampered)
+    assert (reply.status, reply.code) == (400, "invalid_signature")
+    assert await all_counts(pool) == moved
+    async with pool.acquire() as conn:
+        rows = await conn.fetchval(
+            "SELECT count(*) FROM group_events WHERE group_id = $1 AND kind = 'message'",
+            view.group,
+        )
+    assert rows == 1, "the cell reads the message once"
+    assert stored["messages"] == moved["messages"]
 
 
 def test_notify_payloads_fit_the_limit_and_keep_every_entry() -> None:
@@ -229,9 +275,15 @@ async def test_bad_sends_over_the_socket_get_a_code_and_write_nothing(
         assert await all_counts(pool) == before
         await ws.send_json(send_frame("g", view.group, good))
         await ws.send_json(send_frame("h", view.group, good))
-        found = await answers(ws, 2)
+        await ws.send_json(send_frame("j", view.group, other_under(founder, good)))
+        found = await answers(ws, 3)
         assert found["g"]["type"] == "sent"
-        assert (found["h"]["type"], found["h"]["code"]) == ("error", "replayed_counter")
+        assert found["h"]["type"] == "sent", "the same bytes again: answered as stored"
+        assert (found["h"]["message_id"], found["h"]["cursor"]) == (
+            found["g"]["message_id"],
+            found["g"]["cursor"],
+        )
+        assert (found["j"]["type"], found["j"]["code"]) == ("error", "replayed_counter")
         assert (await view.commit_epoch()).status == 201
         await ws.send_json(send_frame("i", view.group, stale_epoch))
         found = await answers(ws, 1)
