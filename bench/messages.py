@@ -47,7 +47,7 @@ from crypto.epochs import EpochKeys  # noqa: E402
 from crypto.messages import Header, seal_message  # noqa: E402
 from crypto.network import KeyBundle, Policy  # noqa: E402
 from crypto.roster import RosterState  # noqa: E402
-from crypto.statements import from_wire, pack  # noqa: E402
+from crypto.statements import from_wire  # noqa: E402
 from tests.server.actors import Actor, Reply  # noqa: E402
 
 CELL = 10
@@ -185,7 +185,12 @@ async def post_event(cell: Cell, author: Actor, op: str, fields: Any, **extra: A
     event = roster.sign_event(author.key, author.network, cell.state, op, author.now(), fields)
     path = f"/v1/groups/{b32e(cell.group)}/roster"
     ok(await author.call("POST", path, {"event": event.to_wire(), **extra}))
-    cell.state = roster.apply(cell.state, event, cell_max=POLICY.cell_max)
+    cell.state = roster.apply(cell.state, event, rules=rules_of(author))
+
+
+def rules_of(actor: Actor) -> roster.GroupRules:
+    assert actor.genesis is not None
+    return roster.GroupRules.of(actor.genesis)
 
 
 async def grow(cell: Cell, http: aiohttp.ClientSession, url: str, count: int) -> list[Actor]:
@@ -204,7 +209,8 @@ async def grow(cell: Cell, http: aiohttp.ClientSession, url: str, count: int) ->
         admission = await inviter.admission_of(newcomer)
         bundle = newcomer.bundle()
         cell.bundles[newcomer.id] = bundle
-        fields = {"bundle": pack(bundle.statement), "admission": admission.statement.id}
+        # The policy asks for one vouch: the inviter's certificate is it.
+        fields = roster.add_fields(bundle, admission, [])
         await post_event(cell, inviter, "add", fields)
         cell.members.append(newcomer)
         added.append(newcomer)
@@ -245,11 +251,11 @@ async def split(cell: Cell, moved: list[Actor]) -> Cell:
         [cell.bundles[m.id] for m in moved],
         origin=event.id,
         group=new_group,
-        cell_max=POLICY.cell_max,
+        rules=rules_of(carrier),
     )
     body = {"event": event.to_wire(), "create": creation.statement.to_wire()}
     ok(await carrier.call("POST", f"/v1/groups/{b32e(cell.group)}/roster", body))
-    cell.state = roster.apply(cell.state, event, cell_max=POLICY.cell_max)
+    cell.state = roster.apply(cell.state, event, rules=rules_of(carrier))
     cell.members = [m for m in cell.members if m not in moved]
     for member in moved:
         member.cell = new_group  # their invites now bring newcomers to the new cell
@@ -290,7 +296,7 @@ async def build_network(http: aiohttp.ClientSession, url: str, members: int) -> 
     reply = await founder.call("GET", f"/v1/groups/{b32e(founder.cell)}/roster")
     first = roster.verify_log(
         [from_wire(w, "roster", founder.network) for w in ok(reply, 200)["events"]],
-        cell_max=POLICY.cell_max,
+        rules=rules_of(founder),
     )
     cells = [Cell(first, [founder], {founder.id: founder.bundle()})]
     await grow(cells[0], http, url, CELL - 1)

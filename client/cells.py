@@ -45,9 +45,10 @@ from client.groups import (
 from client.sdk import Client
 from client.state import Outgoing
 from crypto import epochs, roster
+from crypto.chains import Revocation
 from crypto.encoding import Value, b32d, b32e, decode
 from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
-from crypto.keys import member_id_text
+from crypto.keys import member_id_text, roster_fingerprint
 from crypto.messages import (
     Header,
     message_id,
@@ -77,6 +78,10 @@ class GroupView:
     needs_rekey: bool
     current_cell: bool
     unread_events: int
+    # What members compare when they meet (crypto.keys.roster_fingerprint): the
+    # same number is the same roster log; another at the same seq is a fork.
+    roster_seq: int
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,9 @@ class Cells:
         genesis, _ = self.client._network()
         return genesis.network_id
 
-    def _cell_max(self) -> int:
+    def _rules(self) -> roster.GroupRules:
         genesis, _ = self.client._network()
-        return genesis.policy.cell_max
+        return roster.GroupRules.of(genesis)
 
     def _now(self) -> int:
         return self.client._clock()
@@ -151,9 +156,14 @@ class Cells:
         network = self._network_id()
         events = [verify.statement(w, "roster", network) for w in api.parse_roster(data)]
         record = self._record(group)
-        state = extend_log(record.events, events, cell_max=self._cell_max())
+        state = extend_log(record.events, events, rules=self._rules())
         if state.group != group:
             raise lying("the server answered with the roster log of another group")
+        # An add's vetting window is judged by the event's signed time; one
+        # from the future would let a member add a newcomer before it closed.
+        late = self._now() + roster.MAX_FUTURE_SECONDS
+        if any(event.time > late for event in events[len(record.events) :]):
+            raise lying("the group's roster log holds an event signed in the future")
         record.events = list(events)
         return record, state
 
@@ -162,7 +172,7 @@ class Cells:
     async def sync_cell(self) -> None:
         """Follow my cell (across a split) and add members whose vetting completed."""
         genesis, cell_id = self.client._network()
-        cell = await self._my_cell_evidence()
+        cell, revocations = await self._my_cell_evidence()
         server_cell = cell.group.group_id
         if server_cell != cell_id:
             await self._follow_split(server_cell)
@@ -173,24 +183,73 @@ class Cells:
             if exc.code == "not_found":
                 return  # not on the roster yet: someone else's client adds me
             raise
-        self._check_chains(record, state, cell)
         if self._me not in state.members:
             return
+        for member_id in [m for m in state.members if m in revocations]:
+            state = await self._remove_revoked(state, revocations[member_id])
+            record = self._record(cell_id)
+        self._check_chains(record, state, cell)
         for member in cell.members:
             if member not in state.members:
                 state = await self._add_member(record, state, member)
         self._save()
 
     async def _follow_split(self, new_cell: bytes) -> None:
-        """The server says I am in another cell: believe it only from a verified log."""
+        """The server says I am in another cell: believe it only through a verified split.
+
+        The new cell's create event must name, as its origin, a split event in
+        the verified log of my current cell that moved me and made exactly
+        this cell (crypto.roster.check_split_creation); anything else, such as
+        a cell an informant founded around me, is refused.
+        """
+        _, old_cell = self.client._network()
+        old_record, _ = await self.sync_roster(old_cell)
         record, state = await self.sync_roster(new_cell)
-        origin = record.events[0].fields.get("origin")
-        if self._me not in state.members or origin is None:
-            raise lying("the server moved you to a cell whose roster was not founded by a split")
+        creation = roster.GroupCreation(
+            record.events[0], roster.apply(None, record.events[0], rules=self._rules())
+        )
+        try:
+            roster.find_split_creation(old_record.events, creation, rules=self._rules())
+        except RuleViolation as exc:
+            raise lying(
+                f"the server moved you to a cell that no split of your cell made ({exc})"
+            ) from None
+        if self._me not in creation.state.members:
+            raise lying("the server moved you to a cell whose founding roster lacks you")
         state_now = self.client.state
         self.client._save(replace(state_now, cell_id=new_cell))
 
-    async def _my_cell_evidence(self) -> verify.VerifiedCell:
+    async def _remove_revoked(self, state: RosterState, revocation: Revocation) -> RosterState:
+        """Take a revoked member off the roster, the steward's revocation as the reason.
+
+        Any member may post it (crypto.roster checks the revocation); the
+        removal makes the epoch stale, so nothing more is sent that the
+        revoked member could read.
+        """
+        fields: dict[str, Value] = {
+            "member": revocation.subject,
+            "reason": "revoked",
+            "revocation": pack(revocation.statement),
+        }
+        event = roster.sign_event(
+            self.client.state.identity, self._network_id(), state, "remove", self._now(), fields
+        )
+        try:
+            await self.client._call(api.post_roster_event(state.group, event))
+        except ServerError as exc:
+            if exc.code not in ("stale_head", "not_in_group"):
+                raise
+            # Another cellmate's client was first, or the log moved on: look again.
+        _, state = await self.sync_roster(state.group)
+        if revocation.subject in state.members:
+            raise ClientError(
+                "revocation_pending",
+                f"{member_id_text(revocation.subject)} is revoked but still on the roster; "
+                "nothing was sent. Run the command again.",
+            )
+        return state
+
+    async def _my_cell_evidence(self) -> tuple[verify.VerifiedCell, dict[bytes, Revocation]]:
         """My cell's members as the server lists them, each with a verified chain.
 
         Only the chains are checked here, not my own vetting: a finished
@@ -202,8 +261,9 @@ class Cells:
         )
         if evidence.network_id.lower() != b32e(genesis.network_id):
             raise lying("the server's evidence is about another network")
-        revoked = verify.revoked_map(genesis, evidence)
-        return verify.verify_cell(genesis, evidence, revoked)
+        revocations = verify.revocations(genesis, evidence)
+        revoked = {m: r.statement.time for m, r in revocations.items()}
+        return verify.verify_cell(genesis, evidence, revoked), revocations
 
     def _check_chains(
         self, record: GroupRecord, state: RosterState, cell: verify.VerifiedCell
@@ -238,14 +298,28 @@ class Cells:
             return state
         if report.admission is None:
             return state
-        fields: dict[str, Value] = {
-            "bundle": pack(report.newcomer.key_bundle.statement),
-            "admission": report.admission.statement.id,
-        }
+        vouches = [
+            v.statement
+            for v in report.verdicts
+            if v.statement.type == "vouch" and v.author in state.members
+        ]
+        fields = roster.add_fields(report.newcomer.key_bundle, report.admission, vouches)
         for attempt in range(2):
             event = roster.sign_event(
                 self.client.state.identity, self._network_id(), state, "add", self._now(), fields
             )
+            try:
+                # The rule book judges the add against this log's own members
+                # before anything is signed away: the server's word that this
+                # member belongs here counts for nothing.
+                roster.apply(state, event, rules=self._rules())
+            except RuleViolation as exc:
+                if exc.code == "not_vetted":
+                    return state  # vetting not complete by this log's members yet
+                raise lying(
+                    f"the server lists {member_id_text(member)} as a member of your cell, "
+                    f"but their admission does not hold in its roster log ({exc})"
+                ) from None
             try:
                 await self.client._call(api.post_roster_event(state.group, event))
             except ServerError as exc:
@@ -277,7 +351,7 @@ class Cells:
             raise ClientError(
                 "rekey_failed", "The group's new epoch could not be committed; try again."
             )
-        infos = epoch_infos(record.events, cell_max=self._cell_max())
+        infos = epoch_infos(record.events, rules=self._rules())
         await self._open_epoch(record, state.epoch, infos[state.epoch])
         await self._reseal_profile(record, state)
         return state
@@ -360,7 +434,12 @@ class Cells:
             return False
         content: dict[str, Value] = {k: v for k, v in profile.items()}
         sealed = seal_profile(
-            keys.keys.profile_key, state.group, state.epoch, self.client.state.identity, content
+            keys.keys.profile_key,
+            state.group,
+            state.epoch,
+            self.client.state.identity,
+            content,
+            version=max(1, self.client.state.profile_version),  # the same profile keeps it
         )
         await self.client._call(api.put_profile(state.group, state.epoch, sealed))
         record.profile_epoch = state.epoch
@@ -383,7 +462,7 @@ class Cells:
         # The log is fetched after the events, so it holds every roster event among them.
         record, state = await self.sync_roster(group)
         check_seqs(record.cursor, [e.seq for e in fetched])
-        infos = epoch_infos(record.events, cell_max=self._cell_max())
+        infos = epoch_infos(record.events, rules=self._rules())
         read = []
         for event in fetched:
             message = await self.absorb(record, infos, event)
@@ -594,6 +673,8 @@ class Cells:
                     needs_rekey=state.needs_rekey,
                     current_cell=group == cell_id,
                     unread_events=max(0, summary.last_seq - record.cursor),
+                    roster_seq=state.seq,
+                    fingerprint=roster_fingerprint(group, state.head),
                 )
             )
         self._save()
@@ -602,7 +683,7 @@ class Cells:
     async def members(self, group_text: str) -> list[MemberView]:
         group = await self._group(group_text)
         record, state = await self.sync_roster(group)
-        infos = epoch_infos(record.events, cell_max=self._cell_max())
+        infos = epoch_infos(record.events, rules=self._rules())
         sealed = {
             p.member_id.lower(): p
             for p in api.parse_profiles(await self.client._call(api.group_profiles(group)))
@@ -616,7 +697,7 @@ class Cells:
                 keys = await self._open_epoch(record, found.epoch, info)
                 if keys is not None:
                     try:
-                        profile = open_profile(
+                        profile, version = open_profile(
                             keys.keys.profile_key,
                             group,
                             found.epoch,
@@ -625,6 +706,8 @@ class Cells:
                         )
                     except DecryptionFailed:
                         profile = {}
+                    else:
+                        self._check_profile_version(record, member, version)
             views.append(
                 MemberView(
                     member_id=member_id_text(member),
@@ -636,9 +719,28 @@ class Cells:
         self._save()
         return views
 
+    @staticmethod
+    def _check_profile_version(record: GroupRecord, member: bytes, version: int) -> None:
+        """Refuse a profile older than one already seen from this member in this group.
+
+        A member's client seals every change with a higher version and re-seals
+        the same profile for a new epoch with the same one, and the server keeps
+        one profile per member and group: an older version served is a replay,
+        and raises the alarm rather than being shown as current.
+        """
+        seen = record.profile_versions.get(member, 0)
+        if version < seen:
+            raise lying(
+                f"the server served version {version} of {member_id_text(member)}'s profile, "
+                f"older than version {seen} this client already saw"
+            )
+        record.profile_versions[member] = version
+
     async def set_profile(self, name: str, contact: str | None, notes: str | None) -> int:
         profile: dict[str, str | None] = {"name": name, "contact": contact, "notes": notes}
-        self.client._save(replace(self.client.state, profile=profile))
+        # A new version for every change, saved before anything is sealed with it.
+        version = max(1, self.client.state.profile_version + 1)
+        self.client._save(replace(self.client.state, profile=profile, profile_version=version))
         await self.sync_cell()
         uploaded = 0
         for summary in api.parse_groups(await self.client._call(api.my_groups())):
@@ -726,7 +828,7 @@ class Cells:
             record, _ = await self.sync_roster(group)
         known = infos.get(group)
         if known is None or known[0] != len(record.events):
-            known = (len(record.events), epoch_infos(record.events, cell_max=self._cell_max()))
+            known = (len(record.events), epoch_infos(record.events, rules=self._rules()))
             infos[group] = known
         message = await self.absorb(record, known[1], event)
         record.cursor = event.seq

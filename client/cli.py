@@ -13,6 +13,7 @@ import asyncio
 import getpass
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -186,9 +187,16 @@ async def cmd_join(args: argparse.Namespace) -> Output:
     store = store_for(args)
     secret = passphrase(confirm=not store.exists())
     params = None if store.exists() else kdf_params()
-    with store.lock(create=True):
-        client, joined = await Client.join(store, secret, args.code, args.server, params)
-        await client.close()
+    made_home = not store.home.exists()
+    try:
+        with store.lock(create=True):
+            client, joined = await Client.join(store, secret, args.code, args.server, params)
+            await client.close()
+    except BaseException:
+        if made_home and not store.exists():
+            # A refused join leaves no trace: not even the folder its lock made.
+            shutil.rmtree(store.home, ignore_errors=True)
+        raise
     data = asdict(joined)
     text = (
         f"You asked to join {joined.network_name!r}. Your member id: {joined.member_id}\n"

@@ -49,7 +49,7 @@ def lying(message: str) -> VerificationFailed:
 
 
 def extend_log(
-    known: Sequence[Statement], fetched: Sequence[Statement], *, cell_max: int
+    known: Sequence[Statement], fetched: Sequence[Statement], *, rules: roster.GroupRules
 ) -> RosterState:
     """Replay `fetched` from its create event, after checking it extends `known`.
 
@@ -65,7 +65,7 @@ def extend_log(
         if mine.id != theirs.id:
             raise lying(f"the server's roster log changed its event {position}, which was verified")
     try:
-        return roster.verify_log(fetched, cell_max=cell_max)
+        return roster.verify_log(fetched, rules=rules)
     except CryptoError as exc:
         raise lying(f"the server's roster log does not verify ({exc})") from exc
 
@@ -81,12 +81,12 @@ class EpochInfo:
     heads: frozenset[bytes]  # every head the log had while this epoch was current
 
 
-def epoch_infos(events: Sequence[Statement], *, cell_max: int) -> dict[int, EpochInfo]:
+def epoch_infos(events: Sequence[Statement], *, rules: roster.GroupRules) -> dict[int, EpochInfo]:
     """Each epoch of a verified log, with the roster heads valid while it was current."""
     infos: dict[int, EpochInfo] = {}
     state: RosterState | None = None
     for event in events:
-        state = roster.apply(state, event, cell_max=cell_max)
+        state = roster.apply(state, event, rules=rules)
         if state.epoch == 0 or state.commitment is None or state.epoch_roster is None:
             continue
         current = infos.get(state.epoch)
@@ -137,12 +137,12 @@ def bundle_of(events: Sequence[Statement], member: bytes, network: bytes) -> Key
 
 
 def admission_ids(events: Sequence[Statement], network: bytes) -> dict[bytes, bytes]:
-    """Member id -> the admission certificate id their `add` event named."""
+    """Member id -> the id of the admission certificate their `add` event carried."""
     found: dict[bytes, bytes] = {}
     for event in events:
         if event.fields.get("op") == "add":
             bundle = unpack(event.fields["bundle"], "key-bundle", network)
-            found[bundle.author] = get_bytes(event.fields, "admission", 32)
+            found[bundle.author] = unpack(event.fields["certificate"], "admission", network).id
     return found
 
 

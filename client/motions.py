@@ -20,7 +20,7 @@ from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import member_id_text, parse_member_id
 from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES
-from crypto.roster import RosterState
+from crypto.roster import RosterState, check_split_sizes
 from crypto.statements import Statement
 
 
@@ -149,7 +149,7 @@ class Motions:
                 parent=state.parent,
                 origin=event.id,
                 group=new_group,
-                cell_max=self.cells._cell_max(),
+                rules=self.cells._rules(),
             )
             try:
                 await self.cells.client._call(
@@ -184,6 +184,13 @@ class Motions:
         except RuleViolation as exc:
             raise ClientError(
                 "invalid_motion", f"{exc}: name some, but not all, members of the group."
+            ) from None
+        try:
+            check_split_sizes(self.cells._rules(), len(state.members) - len(needed), len(needed))
+        except RuleViolation as exc:
+            raise ClientError(
+                "below_minimum",
+                f"{exc}. Nothing was signed; a smaller cell waits until it has grown.",
             ) from None
         opened = api.parse_motion_id(
             await self.cells.client._call(api.open_motion(group, motion.statement))

@@ -17,9 +17,10 @@ from typing import Any, Literal
 from client import api, verify
 from client.api import Request
 from client.errors import ClientError, ServerError
+from client.groups import extend_log
 from client.state import InviteRecord, Session, State, StateFile
 from client.transport import Transport
-from crypto.chains import Admission, make_admission, parse_admission, verify_chain
+from crypto.chains import Admission, make_admission, make_verdict, parse_admission, verify_chain
 from crypto.encoding import Value, b32e
 from crypto.errors import DecryptionFailed, InvalidCode, InvalidStatement
 from crypto.invites import Invite, InviteCode, make_invite, make_join, parse_invite
@@ -35,10 +36,9 @@ from crypto.network import (
     make_key_bundle,
     verify_genesis,
 )
-from crypto.roster import make_group
+from crypto.roster import GroupRules, make_group
 from crypto.sealing import KemPrivateKey
 from crypto.statements import pack, unpack
-from crypto.vetting import make_verdict
 
 Clock = Callable[[], int]
 KEY_BUNDLE_LIFETIME = 365 * DAY
@@ -234,7 +234,7 @@ class Client:
         genesis = make_genesis(identity, policy, now)
         network = genesis.network_id
         bundle = self._key_bundle(network, now)
-        cell = make_group(identity, network, now, [bundle], cell_max=policy.cell_max)
+        cell = make_group(identity, network, now, [bundle], rules=GroupRules.of(genesis))
         created = api.parse_network_created(
             await self._call(
                 api.create_network(genesis.statement, cell.statement, bundle.statement)
@@ -408,7 +408,33 @@ class Client:
         evidence = api.parse_evidence(await self._call(api.member_evidence(member_id)))
         if evidence.member_id.lower() != member_id_text(member_id):
             raise verify.fail("the server sent evidence about another member")
-        return verify.evaluate_member(genesis, evidence, self._clock())
+        report = verify.evaluate_member(genesis, evidence, self._clock())
+        await self._check_listed(report, verify.revoked_map(genesis, evidence))
+        return report
+
+    async def _check_listed(self, report: verify.MemberReport, revoked: dict[bytes, int]) -> None:
+        """The cellmates a vetting is counted against include everyone my cell's log shows.
+
+        The server lists the cell's members in the evidence; a server that
+        leaves some out would have a vetting counted against too few members
+        (so fewer vouches, no outsider needed). The signed roster log, which
+        this client verified, names them all: any missing is a lie.
+        """
+        genesis, cell_id = self._network()
+        record = self.state.groups.get(cell_id)
+        if report.cell.group.group_id != cell_id or record is None or not record.events:
+            return  # not my cell, or I hold no verified log of it yet
+        fetched = [
+            verify.statement(w, "roster", genesis.network_id)
+            for w in api.parse_roster(await self._call(api.group_roster(cell_id)))
+        ]
+        state = extend_log(record.events, fetched, rules=GroupRules.of(genesis))
+        hidden = set(state.members) - set(report.cell.members) - set(revoked)
+        if hidden:
+            raise verify.fail(
+                f"the server's list of your cell leaves out {len(hidden)} member(s) that its "
+                "signed roster log shows, so a vetting would be counted against too few"
+            )
 
     def _check_newcomer(self, report: verify.MemberReport) -> verify.Newcomer:
         """A newcomer of my cell, invited by a member of my cell."""

@@ -32,6 +32,7 @@ from client.api import CellMemberWire, Evidence, Wire
 from client.errors import ClientError, VerificationFailed
 from crypto.chains import (
     Admission,
+    Revocation,
     parse_admission,
     parse_revocation,
     revocation_times,
@@ -46,7 +47,7 @@ from crypto.network import (
     KeyBundle,
     parse_key_bundle,
 )
-from crypto.roster import GroupCreation, parse_group_creation
+from crypto.roster import GroupCreation, GroupRules, parse_group_creation
 from crypto.statements import Statement, from_wire
 from crypto.vetting import (
     CellMember,
@@ -134,6 +135,19 @@ class VerifiedCell:
     members: dict[bytes, VerifiedMember]
 
 
+def revocations(genesis: Genesis, evidence: Evidence) -> dict[bytes, Revocation]:
+    """Each revoked member's earliest verified revocation (a steward's signed statement)."""
+    network = genesis.network_id
+    found: dict[bytes, Revocation] = {}
+    with checking("revocation list"):
+        for wire in evidence.revocations:
+            revocation = parse_revocation(statement(wire, "revocation", network), genesis)
+            known = found.get(revocation.subject)
+            if known is None or revocation.statement.time < known.statement.time:
+                found[revocation.subject] = revocation
+    return found
+
+
 def revoked_map(genesis: Genesis, evidence: Evidence) -> dict[bytes, int]:
     network = genesis.network_id
     with checking("revocation list"):
@@ -155,7 +169,7 @@ def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int])
         )
     with checking("cell"):
         group = parse_group_creation(
-            statement(evidence.cell_group, "roster", network), cell_max=genesis.policy.cell_max
+            statement(evidence.cell_group, "roster", network), rules=GroupRules.of(genesis)
         )
     if b32e(group.group_id) != evidence.cell_id.lower() or group.state.kind != "cell":
         raise fail("the server's cell record names another cell")
@@ -195,7 +209,7 @@ def verify_history(genesis: Genesis, evidence: Evidence) -> dict[bytes, RosterHi
     for log in evidence.cell_history:
         with checking("roster log of a cell"):
             events = [statement(w, "roster", network) for w in log]
-            history = roster_history(events, cell_max=genesis.policy.cell_max)
+            history = roster_history(events, rules=GroupRules.of(genesis))
         if history.group in histories:
             raise fail("the server sent two roster logs for one cell")
         histories[history.group] = history
@@ -305,6 +319,8 @@ class MemberReport:
     outcome: Outcome | None
     admitted_at: int | None
     probation_ends_at: int | None
+    # The verified vouch statements (not blocks), which an `add` carries.
+    verdicts: tuple[Verdict, ...] = ()
 
     @property
     def vouches(self) -> int:
@@ -381,7 +397,16 @@ def evaluate_member(genesis: Genesis, evidence: Evidence, now: int) -> MemberRep
     else:
         status = "pending"
     return MemberReport(
-        member_id, key, status, cell, newcomer, admission, outcome, admitted_at, probation_ends
+        member_id,
+        key,
+        status,
+        cell,
+        newcomer,
+        admission,
+        outcome,
+        admitted_at,
+        probation_ends,
+        tuple(verdicts),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from crypto.errors import ChainError, InvalidStatement
 from crypto.invites import LOOKUP_ID_BYTES
@@ -164,3 +165,46 @@ def _check_issuer_link(genesis: Genesis, link: Admission, upper: Admission) -> N
         raise ChainError("certificate chain is broken: an issuer is not the next subject")
     if link.statement.time < upper.statement.time + genesis.policy.probation_seconds:
         raise ChainError("a certificate was signed by a member still in probation")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A vouch or a block: one cell member's signed word on one admission."""
+
+    statement: Statement
+    subject: bytes
+    cell: bytes
+    admission: bytes
+
+    @property
+    def author(self) -> bytes:
+        return self.statement.author
+
+
+def make_verdict(
+    kind: Literal["vouch", "block"],
+    member: IdentityKey,
+    network: bytes,
+    admission: Admission,
+    time: int,
+) -> Verdict:
+    statement = sign_statement(
+        member,
+        kind,
+        network,
+        time,
+        {"subject": admission.subject, "cell": admission.cell, "admission": admission.statement.id},
+    )
+    return parse_verdict(statement)
+
+
+def parse_verdict(statement: Statement) -> Verdict:
+    if statement.type not in ("vouch", "block"):
+        raise InvalidStatement("not a vouch or a block")
+    fields = statement.fields
+    return Verdict(
+        statement,
+        get_bytes(fields, "subject", 32),
+        get_bytes(fields, "cell", GROUP_ID_BYTES),
+        get_bytes(fields, "admission", 32),
+    )

@@ -2,21 +2,32 @@
 
 A group's roster log is a hash chain of `roster` statements: event n names
 event n-1's id as `prev` and carries `seq` n. The rule this module keeps:
-`apply(state, event)` returns the next state or raises RuleViolation, and a
-state only comes from applying every event from `create` on. The server runs
-it before appending (under a compare-and-swap on the head); clients run it
-over the whole log they receive, so a server that drops, reorders, forges or
-replays an event is caught.
+`apply(state, event, rules=...)` returns the next state or raises
+RuleViolation, and a state only comes from applying every event from
+`create` on. The server runs it before appending (under a compare-and-swap
+on the head); clients run it over the whole log they receive, so a server
+that drops, reorders, forges or replays an event is caught. Every fact the
+rules need is in the log itself or in the genesis (`GroupRules`): never in a
+list the server keeps.
 
 Operations:
 - `create` (seq 0): kind, level, parent, the founding members' key bundles,
-  and `origin` (the split event it came from, or null).
-- `add`: a vetted newcomer's key bundle and admission certificate id.
-- `remove`: a member and a reason: `left` (only by themself) or `revoked`.
+  and `origin` (the split event it came from, or null). A cell with no
+  origin is a founding cell: only stewards found one. A cell with an
+  origin is believed only through `check_split_creation` against the log
+  of the cell it split from.
+- `add`: a newcomer's key bundle with the evidence of their vetting: their
+  admission certificate (issued by a member, for this group) and the
+  vouches of other members, reaching the policy's count (a founding cell
+  smaller than the count needs every member), and the vetting window passed
+  unless every member vouched.
+- `remove`: a member and a reason: `left` (only by themself) or `revoked`
+  (by any member, carrying a steward's revocation of that member).
 - `epoch`: the next epoch number, the roster hash it covers, and the
   commitment to its secret (epochs.py).
 - `split`: a motion and the signatures that carry it (motions.py); the moved
-  members leave this group for the new one.
+  members leave this group for the new one; both sides keep at least the
+  policy's `cell_min` members.
 Any change to the members makes the current epoch stale: until an `epoch`
 event covers the new roster, no message may be sent in the group.
 """
@@ -29,10 +40,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from crypto import labels
+from crypto.chains import Admission, parse_admission, parse_revocation, parse_verdict
 from crypto.encoding import Value, encode
 from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import IdentityKey, IdentityPublicKey
-from crypto.network import GROUP_ID_BYTES, KeyBundle, parse_key_bundle
+from crypto.network import GROUP_ID_BYTES, Genesis, KeyBundle, Policy, parse_key_bundle
 from crypto.statements import (
     Statement,
     get_bytes,
@@ -44,9 +56,24 @@ from crypto.statements import (
 )
 
 ZERO_HEAD = bytes(32)
-# Removal by others (expulsion, revocation) needs a quorum or a steward and
-# comes with exclusion (part 4); until then a member can only leave.
-REMOVE_REASONS = ("left",)
+# How far ahead of a reader's clock a roster event's signed time may be (the
+# server refuses statements more than this far from its own clock, too).
+MAX_FUTURE_SECONDS = 300
+# `left`: by the member themself. `revoked`: by any member, carrying a
+# steward's revocation of the member removed. Expulsion by quorum is part 4.
+REMOVE_REASONS = ("left", "revoked")
+
+
+@dataclass(frozen=True)
+class GroupRules:
+    """What the genesis fixes for every group: the policy and who the stewards are."""
+
+    policy: Policy
+    stewards: frozenset[bytes]
+
+    @classmethod
+    def of(cls, genesis: Genesis) -> GroupRules:
+        return cls(genesis.policy, genesis.steward_ids)
 
 
 @dataclass(frozen=True)
@@ -73,6 +100,9 @@ class RosterState:
     # removed again still leaves the group needing a new epoch.
     changed_since_epoch: bool = True
     motions_done: frozenset[bytes] = frozenset()
+    # A cell created with the genesis (no split origin): its members are
+    # stewards, and it may admit on fewer vouches than the policy while small.
+    founding: bool = False
 
     @property
     def roster_hash(self) -> bytes:
@@ -140,12 +170,12 @@ def apply(
     state: RosterState | None,
     event: Statement,
     *,
-    cell_max: int,
+    rules: GroupRules,
     now: int | None = None,
 ) -> RosterState:
     """The state after `event`, or RuleViolation if the event may not extend `state`."""
     try:
-        return _apply(state, event, cell_max, now)
+        return _apply(state, event, rules, now)
     except RuleViolation:
         raise
     except CryptoError as exc:
@@ -153,7 +183,7 @@ def apply(
 
 
 def _apply(
-    state: RosterState | None, event: Statement, cell_max: int, now: int | None
+    state: RosterState | None, event: Statement, rules: GroupRules, now: int | None
 ) -> RosterState:
     if event.type != "roster":
         raise RuleViolation("invalid_event", "not a roster event")
@@ -168,7 +198,7 @@ def _apply(
     if state is None:
         if op != "create" or seq != 0 or prev != ZERO_HEAD:
             raise RuleViolation("invalid_event", "a roster log starts with a create event")
-        return _create(event, group, network, cell_max, now)
+        return _create(event, group, network, rules, now)
     if group != state.group:
         raise RuleViolation("wrong_group", "this event belongs to another group")
     if seq != state.seq + 1 or prev != state.head:
@@ -178,18 +208,18 @@ def _apply(
     after = _OPS.get(op)
     if after is None:
         raise RuleViolation("invalid_event", f"unknown roster operation {op!r}")
-    changed = after(state, event, network, cell_max, now)
+    changed = after(state, event, network, rules, now)
     return replace(changed, seq=seq, head=event.id)
 
 
 def _create(
-    event: Statement, group: bytes, network: bytes, cell_max: int, now: int | None
+    event: Statement, group: bytes, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     fields = event.fields
     kind = get_str(fields, "kind", 16)
     level = get_int(fields, "level")
-    if kind not in ("cell", "council") or (kind == "cell") != (level == 0):
-        raise RuleViolation("invalid_event", "cells are level 0 and councils above it")
+    if kind != "cell" or level != 0:
+        raise RuleViolation("invalid_event", "only cells (level 0) exist yet; councils are part 3")
     parent = fields.get("parent")
     if parent is not None and (not isinstance(parent, bytes) or len(parent) != GROUP_ID_BYTES):
         raise RuleViolation("invalid_event", "bad parent group id")
@@ -197,6 +227,7 @@ def _create(
     if origin is not None and (not isinstance(origin, bytes) or len(origin) != 32):
         raise RuleViolation("invalid_event", "bad origin event id")
     raw = fields.get("members")
+    cell_max = rules.policy.cell_max
     if not isinstance(raw, list) or not 1 <= len(raw) <= cell_max:
         raise RuleViolation("group_full", f"a group is created with 1 to {cell_max} members")
     members: dict[bytes, RosterMember] = {}
@@ -207,6 +238,14 @@ def _create(
         raise RuleViolation("invalid_event", "a member is listed twice")
     if event.author not in members:
         raise RuleViolation("not_in_group", "the creator of a group is one of its members")
+    founding = origin is None
+    if founding and not set(members) <= rules.stewards:
+        # Anyone can sign a create event; only the genesis' stewards found a
+        # cell from nothing. Every other cell comes from a split, checked by
+        # check_split_creation against the log it split from.
+        raise RuleViolation(
+            "invalid_origin", "a cell that no split created can only be the stewards' founding cell"
+        )
     return RosterState(
         group,
         kind,
@@ -218,26 +257,90 @@ def _create(
         0,
         None,
         None,
+        founding=founding,
     )
 
 
+def add_fields(
+    bundle: KeyBundle, admission: Admission, vouches: Sequence[Statement]
+) -> dict[str, Value]:
+    """An `add` event's fields: the newcomer's keys and the evidence of their vetting."""
+    return {
+        "bundle": pack(bundle.statement),
+        "certificate": pack(admission.statement),
+        "vouches": [pack(v) for v in vouches],
+    }
+
+
+def required_vouches(rules: GroupRules, state: RosterState) -> int:
+    """Vouches (the certificate counts as one) an admission to this group needs.
+
+    Only a founding cell smaller than the policy's count gets by with every
+    member's vouch instead: a cell made by a split always meets the count.
+    """
+    needed = rules.policy.vouches
+    if state.founding:
+        needed = min(needed, len(state.members))
+    return max(1, needed)
+
+
 def _add(
-    state: RosterState, event: Statement, network: bytes, cell_max: int, now: int | None
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     bundle = parse_key_bundle(unpack(event.fields.get("bundle"), "key-bundle", network), now)
-    get_bytes(event.fields, "admission", 32)
     member = _member_from_bundle(bundle)
     if member.member_id in state.members:
         raise RuleViolation("already_in_group", "this member is already in the group")
-    if len(state.members) >= cell_max:
+    if len(state.members) >= rules.policy.cell_max:
         raise RuleViolation("group_full", "the group is full: it must split before it can grow")
+    _check_vetting(state, event, network, rules, member)
     return replace(
         state, members={**state.members, member.member_id: member}, changed_since_epoch=True
     )
 
 
+def _check_vetting(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, member: RosterMember
+) -> None:
+    """The vetting an `add` carries is complete against this log's own members."""
+    admission = parse_admission(unpack(event.fields.get("certificate"), "admission", network))
+    if admission.subject != member.member_id or admission.subject_key != member.key:
+        raise RuleViolation("key_mismatch", "the certificate admits another key than the bundle's")
+    if admission.cell != state.group:
+        raise RuleViolation("wrong_cell", "the certificate admits the newcomer to another cell")
+    if admission.issuer not in state.members:
+        raise RuleViolation("not_in_cell", "the certificate's issuer is not a member of the group")
+    raw = event.fields.get("vouches")
+    if not isinstance(raw, list) or len(raw) > rules.policy.cell_max:
+        raise RuleViolation("invalid_event", "an add carries the list of its vouches")
+    vouchers = {admission.issuer}
+    for packed in raw:
+        vouch = parse_verdict(unpack(packed, "vouch", network))
+        if (
+            vouch.subject != admission.subject
+            or vouch.admission != admission.statement.id
+            or vouch.cell != state.group
+        ):
+            raise RuleViolation("wrong_admission", "a vouch is about another admission")
+        if vouch.author not in state.members:
+            raise RuleViolation("not_in_cell", "a vouch comes from outside the group")
+        if vouch.author in vouchers:
+            raise RuleViolation("already_vouched", "a member's vouch is counted twice")
+        vouchers.add(vouch.author)
+    needed = required_vouches(rules, state)
+    if len(vouchers) < needed:
+        raise RuleViolation(
+            "not_vetted", f"the add carries {len(vouchers)} of the {needed} vouches needed"
+        )
+    window_ends = admission.statement.time + rules.policy.vetting_seconds
+    if vouchers != set(state.members) and event.time < window_ends:
+        raise RuleViolation(
+            "not_vetted", "the vetting window is still open and not every member has vouched"
+        )
+
+
 def _remove(
-    state: RosterState, event: Statement, network: bytes, cell_max: int, now: int | None
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     member_id = get_bytes(event.fields, "member", 32)
     reason = get_str(event.fields, "reason", 16)
@@ -246,6 +349,12 @@ def _remove(
         raise RuleViolation("invalid_event", f"unknown removal reason {reason!r}")
     if reason == "left" and event.author != member_id:
         raise RuleViolation("not_allowed", "only a member themself can leave")
+    if reason == "revoked":
+        revocation = parse_revocation(unpack(event.fields.get("revocation"), "revocation", network))
+        if revocation.statement.author not in rules.stewards:
+            raise RuleViolation("not_allowed", "only a steward's revocation removes a member")
+        if revocation.subject != member_id:
+            raise RuleViolation("wrong_member", "the revocation is of another member")
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
     remaining = {k: v for k, v in state.members.items() if k != member_id}
@@ -253,7 +362,7 @@ def _remove(
 
 
 def _epoch(
-    state: RosterState, event: Statement, network: bytes, cell_max: int, now: int | None
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     epoch = get_int(event.fields, "epoch")
     covered = get_bytes(event.fields, "roster", 32)
@@ -267,8 +376,19 @@ def _epoch(
     )
 
 
+def check_split_sizes(rules: GroupRules, staying: int, moving: int) -> None:
+    """Both cells a split leaves meet the policy's minimum, or the split is refused."""
+    cell_min = rules.policy.cell_min
+    if staying < cell_min or moving < cell_min:
+        raise RuleViolation(
+            "below_minimum",
+            f"a split leaving {staying} and moving {moving} member(s) is refused: both cells "
+            f"need at least {cell_min} members",
+        )
+
+
 def _split(
-    state: RosterState, event: Statement, network: bytes, cell_max: int, now: int | None
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     from crypto.motions import check_split
 
@@ -276,6 +396,7 @@ def _split(
     if motion_id in state.motions_done:
         raise RuleViolation("stale_motion", "this motion has already been carried out")
     remaining = {k: v for k, v in state.members.items() if k not in moved}
+    check_split_sizes(rules, len(remaining), len(moved))
     return replace(
         state,
         members=remaining,
@@ -310,7 +431,7 @@ def make_group(
     parent: bytes | None = None,
     origin: bytes | None = None,
     group: bytes | None = None,
-    cell_max: int = 100,
+    rules: GroupRules,
 ) -> GroupCreation:
     """Sign the create event of a new group (a fresh random id unless `group` is given)."""
     group_id = group if group is not None else os.urandom(GROUP_ID_BYTES)
@@ -323,22 +444,74 @@ def make_group(
         create_fields(kind, level, parent, bundles, origin),
         group=group_id,
     )
-    return parse_group_creation(event, cell_max=cell_max)
+    return parse_group_creation(event, rules=rules)
 
 
 def parse_group_creation(
-    event: Statement, *, cell_max: int, now: int | None = None
+    event: Statement, *, rules: GroupRules, now: int | None = None
 ) -> GroupCreation:
-    return GroupCreation(event, apply(None, event, cell_max=cell_max, now=now))
+    return GroupCreation(event, apply(None, event, rules=rules, now=now))
 
 
 def verify_log(
-    events: Sequence[Statement], *, cell_max: int, now: int | None = None
+    events: Sequence[Statement], *, rules: GroupRules, now: int | None = None
 ) -> RosterState:
     """Replay a whole log from its create event; raise RuleViolation at the first bad event."""
     state: RosterState | None = None
     for event in events:
-        state = apply(state, event, cell_max=cell_max, now=now)
+        state = apply(state, event, rules=rules, now=now)
     if state is None:
         raise RuleViolation("invalid_event", "an empty roster log")
+    return state
+
+
+def check_split_creation(
+    before: RosterState, split: Statement, creation: GroupCreation, *, rules: GroupRules
+) -> None:
+    """Raise RuleViolation unless `creation` founds exactly the cell `split` made.
+
+    `before` is the splitting group's state just before the `split` event
+    (which must extend it). The new cell holds the moved members, with the
+    keys the old roster had for them, is of the same kind and level, names
+    the split event as its origin and the motion's new group as its id.
+    """
+    from crypto.motions import parse_motion, split_terms
+
+    after = apply(before, split, rules=rules)
+    if split.fields.get("op") != "split":
+        raise RuleViolation("invalid_origin", "the origin of a cell must be a split event")
+    network = split.network or b""
+    moved, new_group = split_terms(
+        parse_motion(unpack(split.fields.get("motion"), "motion", network))
+    )
+    state = creation.state
+    if (
+        creation.statement.fields.get("origin") != split.id
+        or state.group != new_group
+        or set(state.members) != set(moved)
+        or any(state.members[m] != before.members[m] for m in moved)
+        or creation.statement.author not in moved
+        or (state.kind, state.level, state.parent) != (before.kind, before.level, before.parent)
+        or after.seq != split.fields.get("seq")
+    ):
+        raise RuleViolation(
+            "invalid_origin",
+            "the new cell is not the split's: its id, members, keys or kind differ",
+        )
+
+
+def find_split_creation(
+    log: Sequence[Statement], creation: GroupCreation, *, rules: GroupRules
+) -> RosterState:
+    """Check `creation` against the split event in `log` it names; return the log's state."""
+    origin = creation.statement.fields.get("origin")
+    state: RosterState | None = None
+    found = False
+    for event in log:
+        if state is not None and event.id == origin:
+            check_split_creation(state, event, creation, rules=rules)
+            found = True
+        state = apply(state, event, rules=rules)
+    if state is None or not found:
+        raise RuleViolation("invalid_origin", "no split in the cell's log created this cell")
     return state

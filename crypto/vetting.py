@@ -25,58 +25,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+# Vouches and blocks live in crypto.chains (the roster rules check them too); re-exported.
 from crypto.chains import Admission
-from crypto.errors import InvalidStatement, RuleViolation
-from crypto.keys import IdentityKey
+from crypto.chains import Verdict as Verdict
+from crypto.chains import make_verdict as make_verdict
+from crypto.chains import parse_verdict as parse_verdict
+from crypto.errors import RuleViolation
 from crypto.motions import parse_motion, split_terms
-from crypto.network import GROUP_ID_BYTES, Policy
-from crypto.roster import RosterState, apply
-from crypto.statements import Statement, get_bytes, sign_statement, unpack
+from crypto.network import Policy
+from crypto.roster import GroupRules, RosterState, apply
+from crypto.statements import Statement, unpack
 
 VettingStatus = Literal["awaiting-admission", "vetting", "admitted", "blocked"]
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A vouch or a block: one cell member's signed word on one admission."""
-
-    statement: Statement
-    subject: bytes
-    cell: bytes
-    admission: bytes
-
-    @property
-    def author(self) -> bytes:
-        return self.statement.author
-
-
-def make_verdict(
-    kind: Literal["vouch", "block"],
-    member: IdentityKey,
-    network: bytes,
-    admission: Admission,
-    time: int,
-) -> Verdict:
-    statement = sign_statement(
-        member,
-        kind,
-        network,
-        time,
-        {"subject": admission.subject, "cell": admission.cell, "admission": admission.statement.id},
-    )
-    return parse_verdict(statement)
-
-
-def parse_verdict(statement: Statement) -> Verdict:
-    if statement.type not in ("vouch", "block"):
-        raise InvalidStatement("not a vouch or a block")
-    fields = statement.fields
-    return Verdict(
-        statement,
-        get_bytes(fields, "subject", 32),
-        get_bytes(fields, "cell", GROUP_ID_BYTES),
-        get_bytes(fields, "admission", 32),
-    )
 
 
 @dataclass(frozen=True)
@@ -163,7 +123,7 @@ class RosterHistory:
         return any(t.covers(time) for t in self.tenures.get(member_id, ()))
 
 
-def roster_history(events: Sequence[Statement], *, cell_max: int) -> RosterHistory:
+def roster_history(events: Sequence[Statement], *, rules: GroupRules) -> RosterHistory:
     """Replay a roster log with crypto.roster's rules, event by event, noting tenures.
 
     Raises RuleViolation at the first event that may not extend the log. A
@@ -176,7 +136,7 @@ def roster_history(events: Sequence[Statement], *, cell_max: int) -> RosterHisto
     splits: dict[bytes, Split] = {}
     for event in events:
         before = frozenset(() if state is None else state.members)
-        state = apply(state, event, cell_max=cell_max)
+        state = apply(state, event, rules=rules)
         after = frozenset(state.members)
         for member in after - before:
             spans.setdefault(member, []).append(Tenure(event.time, None))

@@ -67,6 +67,12 @@ class ErrorCode(str, Enum):  # noqa: UP042
     REPLAYED_COUNTER = "replayed_counter"
     INVALID_MOTION = "invalid_motion"
     QUORUM_NOT_REACHED = "quorum_not_reached"
+    # Roster rules that every add, split and cell must keep (issue 7).
+    NOT_VETTED = "not_vetted"
+    WRONG_CELL = "wrong_cell"
+    BELOW_MINIMUM = "below_minimum"
+    INVALID_ORIGIN = "invalid_origin"
+    WRONG_MEMBER = "wrong_member"
 
 
 class ApiError(Exception):

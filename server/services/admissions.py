@@ -22,6 +22,7 @@ from typing import Any
 from crypto.chains import Admission, parse_admission, parse_revocation
 from crypto.encoding import b32e, b64e, decode
 from crypto.network import Genesis
+from crypto.roster import GroupRules
 from crypto.statements import Statement, statement_id
 from crypto.vetting import (
     CellMember,
@@ -129,7 +130,7 @@ async def _former_for_vetting(
     ]
     if not events:
         return []
-    history = roster_history(events, cell_max=genesis.policy.cell_max)
+    history = roster_history(events, rules=GroupRules.of(genesis))
     return former_members_for_vetting(admission, leavers, verdicts, history)
 
 

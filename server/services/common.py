@@ -43,6 +43,12 @@ _RULE_STATUS = {
     "already_in_group": 409,
     "group_full": 409,
     "quorum_not_reached": 409,
+    "not_vetted": 403,
+    "wrong_cell": 400,
+    "below_minimum": 409,
+    "invalid_origin": 400,
+    "wrong_member": 400,
+    "key_mismatch": 400,
 }
 
 

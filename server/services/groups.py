@@ -18,7 +18,15 @@ from crypto.keys import IdentityPublicKey
 from crypto.messages import SealedMessage, verify_profile
 from crypto.motions import parse_motion, split_terms
 from crypto.network import Genesis
-from crypto.roster import GroupCreation, RosterState, apply, parse_group_creation, verify_log
+from crypto.roster import (
+    GroupCreation,
+    GroupRules,
+    RosterState,
+    apply,
+    check_split_creation,
+    parse_group_creation,
+    verify_log,
+)
 from crypto.statements import Statement, get_bytes, statement_id, unpack
 from server.services.auth import Session
 from server.services.common import (
@@ -94,7 +102,7 @@ async def load_state(conn: Connection, genesis: Genesis, group_id: bytes) -> Ros
         for s in await store.roster_log(conn, group_id)
     ]
     with crypto_errors():
-        return verify_log(events, cell_max=genesis.policy.cell_max)
+        return verify_log(events, rules=GroupRules.of(genesis))
 
 
 async def roster(
@@ -119,7 +127,7 @@ async def append_roster_event(
     if event.author != session.member_id:
         raise api_error(400, "invalid_statement", "sign roster events with your own key")
     with crypto_errors():
-        after = apply(state, event, cell_max=genesis.policy.cell_max, now=seconds(now))
+        after = apply(state, event, rules=GroupRules.of(genesis), now=seconds(now))
     op = str(event.fields["op"])
     await members_store.insert_statement(
         conn,
@@ -163,9 +171,10 @@ async def _check_vetted(
         raise api_error(
             403, "not_admitted", "only a member whose vetting is complete joins the roster"
         )
-    if get_bytes(event.fields, "admission", 32) != statement_id(certificate.body):
+    carried = unpack(event.fields.get("certificate"), "admission", event.network)
+    if carried.id != statement_id(certificate.body):
         raise api_error(
-            400, "invalid_statement", "the add event names another admission certificate"
+            400, "invalid_statement", "the add event carries another admission certificate"
         )
     if after.members[newcomer].key.raw != member.identity_key:
         raise api_error(400, "key_mismatch", "the add event carries another key than the member's")
@@ -201,21 +210,8 @@ async def _split(
         moved, new_group = split_terms(motion)
     create = statement_from(body, "create", "roster", genesis.network_id)
     with crypto_errors():
-        creation = parse_group_creation(create, cell_max=genesis.policy.cell_max)
-    state = creation.state
-    if (
-        state.group != new_group
-        or create.fields.get("origin") != event.id
-        or set(state.members) != set(moved)
-        or any(state.members[m] != before.members[m] for m in moved)
-        or create.author not in moved
-        or state.kind != before.kind
-    ):
-        raise api_error(
-            400,
-            "invalid_statement",
-            "the new cell must be the motion's, with the moved members' keys",
-        )
+        creation = parse_group_creation(create, rules=GroupRules.of(genesis))
+        check_split_creation(before, event, creation, rules=GroupRules.of(genesis))
     await record_creation(conn, genesis.network_id, creation, now)
     await store.set_member_cell(conn, list(moved), new_group)
     await add_founding_members(conn, creation, now)

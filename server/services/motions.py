@@ -15,6 +15,7 @@ from typing import Any
 from crypto.encoding import encode
 from crypto.motions import parse_motion, required_signers
 from crypto.network import Genesis
+from crypto.roster import GroupRules, check_split_sizes
 from crypto.statements import Statement, get_bytes
 from server.services.auth import Session
 from server.services.common import api_error, check_fresh, crypto_errors, statement_from
@@ -43,7 +44,10 @@ async def open_motion(
     state = await load_state(conn, genesis, group_id)
     with crypto_errors():
         motion = parse_motion(statement)
-        required_signers(state, motion)
+        moving = required_signers(state, motion)
+        # Refused now rather than when its last signature arrives: nobody
+        # signs a split that could never be carried out.
+        check_split_sizes(GroupRules.of(genesis), len(state.members) - len(moving), len(moving))
     await _store(conn, genesis, statement, group_id)
     await conn.execute(
         "INSERT INTO motions (motion_id, group_id, kind) VALUES ($1, $2, $3)",

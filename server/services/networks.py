@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from crypto.network import parse_genesis, parse_key_bundle
-from crypto.roster import parse_group_creation
+from crypto.roster import GroupRules, parse_group_creation
 from crypto.statements import from_wire
 from server.services.common import api_error, check_fresh, crypto_errors, seconds, statement_from
 from server.services.groups import add_founding_members, record_creation
@@ -33,9 +33,7 @@ async def create_network(
     cell_statement = statement_from(body, "cell", "roster", network)
     bundle_statement = statement_from(body, "key_bundle", "key-bundle", network)
     with crypto_errors():
-        cell = parse_group_creation(
-            cell_statement, cell_max=genesis.policy.cell_max, now=seconds(now)
-        )
+        cell = parse_group_creation(cell_statement, rules=GroupRules.of(genesis), now=seconds(now))
         parse_key_bundle(bundle_statement, seconds(now))
     for statement in (genesis.statement, cell_statement, bundle_statement):
         check_fresh(statement, now)

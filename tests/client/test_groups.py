@@ -22,10 +22,13 @@ from crypto import epochs, roster
 from crypto.keys import IdentityKey
 from crypto.network import KeyBundle, make_key_bundle
 from crypto.sealing import KemPrivateKey, KemSuite
-from crypto.statements import Statement, pack
+from crypto.statements import Statement
+from tests.crypto.helpers import certified_add, group_rules
 
 NETWORK = os.urandom(32)
 NOW = 1_700_000_000
+FOUNDER = IdentityKey.generate()
+RULES = group_rules(FOUNDER)
 
 
 def bundle(key: IdentityKey) -> KeyBundle:
@@ -34,12 +37,12 @@ def bundle(key: IdentityKey) -> KeyBundle:
 
 
 def grow(events: list[Statement], key: IdentityKey, op: str, fields: dict) -> list[Statement]:  # type: ignore[type-arg]
-    state = roster.verify_log(events, cell_max=12)
+    state = roster.verify_log(events, rules=RULES)
     return [*events, roster.sign_event(key, NETWORK, state, op, NOW, fields)]
 
 
 def epoch_fields(events: list[Statement]) -> dict:  # type: ignore[type-arg]
-    state = roster.verify_log(events, cell_max=12)
+    state = roster.verify_log(events, rules=RULES)
     secret = epochs.new_epoch_secret()
     number = state.epoch + 1
     return {
@@ -52,19 +55,19 @@ def epoch_fields(events: list[Statement]) -> dict:  # type: ignore[type-arg]
 @pytest.fixture
 def log() -> tuple[IdentityKey, list[Statement]]:
     """A log of four events: create, epoch 1, add B, epoch 2."""
-    founder, b = IdentityKey.generate(), IdentityKey.generate()
-    events = [roster.make_group(founder, NETWORK, NOW, [bundle(founder)]).statement]
+    founder, b = FOUNDER, IdentityKey.generate()
+    events = [roster.make_group(founder, NETWORK, NOW, [bundle(founder)], rules=RULES).statement]
     events = grow(events, founder, "epoch", epoch_fields(events))
-    events = grow(
-        events, founder, "add", {"bundle": pack(bundle(b).statement), "admission": bytes(32)}
-    )
+    group = events[0].fields["group"]
+    assert isinstance(group, bytes)
+    events = grow(events, founder, "add", certified_add(founder, NETWORK, group, bundle(b), NOW))
     events = grow(events, founder, "epoch", epoch_fields(events))
     return founder, events
 
 
 def test_a_log_that_extends_what_was_verified_is_accepted(log) -> None:  # type: ignore[no-untyped-def]
     _, events = log
-    state = extend_log(events[:2], events, cell_max=12)
+    state = extend_log(events[:2], events, rules=RULES)
     assert (state.seq, state.epoch, len(state.members)) == (3, 2, 2)
 
 
@@ -79,26 +82,26 @@ def test_a_log_that_extends_what_was_verified_is_accepted(log) -> None:  # type:
 def test_a_log_that_does_not_extend_what_was_verified_is_refused(log, tamper) -> None:  # type: ignore[no-untyped-def]
     _, events = log
     with pytest.raises(VerificationFailed):
-        extend_log(events, tamper(events), cell_max=12)
+        extend_log(events, tamper(events), rules=RULES)
 
 
 def test_a_forked_log_is_refused_even_when_it_verifies(log) -> None:  # type: ignore[no-untyped-def]
     founder, events = log
     fork = grow(events[:2], founder, "epoch", epoch_fields(events[:2]))  # another epoch 2
-    assert roster.verify_log(fork, cell_max=12).seq == 2
+    assert roster.verify_log(fork, rules=RULES).seq == 2
     with pytest.raises(VerificationFailed):
-        extend_log(events[:3], fork, cell_max=12)
+        extend_log(events[:3], fork, rules=RULES)
 
 
 def test_a_fresh_client_refuses_a_log_with_a_gap(log) -> None:  # type: ignore[no-untyped-def]
     _, events = log
     with pytest.raises(VerificationFailed):
-        extend_log([], [events[0], events[1], events[3]], cell_max=12)
+        extend_log([], [events[0], events[1], events[3]], rules=RULES)
 
 
 def test_a_head_unknown_for_its_epoch_is_equivocation(log) -> None:  # type: ignore[no-untyped-def]
     founder, events = log
-    infos = epoch_infos(events, cell_max=12)
+    infos = epoch_infos(events, rules=RULES)
     check_head(infos, 1, events[1].id)
     check_head(infos, 2, events[3].id)
     with pytest.raises(Equivocation) as caught:
@@ -112,7 +115,7 @@ def test_a_head_unknown_for_its_epoch_is_equivocation(log) -> None:  # type: ign
 
 def test_epoch_infos_record_who_each_epoch_covers(log) -> None:  # type: ignore[no-untyped-def]
     founder, events = log
-    infos = epoch_infos(events, cell_max=12)
+    infos = epoch_infos(events, rules=RULES)
     assert sorted(infos) == [1, 2]
     assert list(infos[1].members) == [founder.member_id]
     assert len(infos[2].members) == 2
@@ -141,7 +144,7 @@ def test_events_must_follow_the_cursor_without_gaps() -> None:
 
 def test_a_group_record_round_trips_with_its_chains(log) -> None:  # type: ignore[no-untyped-def]
     founder, events = log
-    group = roster.verify_log(events, cell_max=12).group
+    group = roster.verify_log(events, rules=RULES).group
     keys = epochs.derive_epoch_keys(os.urandom(32), group, 2, [founder.member_id])
     record = GroupRecord(group, events, cursor=9, profile_epoch=2)
     record.epochs[2] = new_epoch_record(keys, founder.member_id)

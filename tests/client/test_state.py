@@ -19,7 +19,7 @@ from crypto.chains import make_admission
 from crypto.keys import IdentityKey
 from crypto.keystore import KdfParams
 from crypto.network import Policy, make_genesis, make_key_bundle
-from crypto.roster import make_group
+from crypto.roster import GroupRules, make_group
 from crypto.sealing import KemPrivateKey, KemSuite
 
 FAST = KdfParams(time_cost=1, memory_kib=8, parallelism=1)
@@ -39,6 +39,7 @@ def _full_state() -> State:
                 founder, network, "X25519/HKDF_SHA256/AES_256_GCM", bytes(32), 1000, 9000
             )
         ],
+        rules=GroupRules.of(genesis),
     )
     kem = KemPrivateKey.generate(KemSuite.X25519)
     bundle = make_key_bundle(

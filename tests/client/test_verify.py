@@ -21,7 +21,15 @@ from crypto.invites import Invite, InviteCode, Join, make_invite, make_join
 from crypto.keys import IdentityKey
 from crypto.motions import make_split_motion, sign_motion, split_event_fields, split_terms
 from crypto.network import DAY, Genesis, KeyBundle, Policy, make_genesis, make_key_bundle
-from crypto.roster import GroupCreation, RosterState, apply, make_group, sign_event
+from crypto.roster import (
+    GroupCreation,
+    GroupRules,
+    RosterState,
+    add_fields,
+    apply,
+    make_group,
+    sign_event,
+)
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import Statement, pack
 from crypto.vetting import Verdict, make_verdict
@@ -55,7 +63,10 @@ class World:
         self.genesis: Genesis = make_genesis(self.founder_key, policy, T0)
         self.network = self.genesis.network_id
         self.founder = Person(self.founder_key, self._bundle(self.founder_key, T0))
-        self.cell = make_group(self.founder_key, self.network, T0, [self.founder.bundle])
+        self.rules = GroupRules.of(self.genesis)
+        self.cell = make_group(
+            self.founder_key, self.network, T0, [self.founder.bundle], rules=self.rules
+        )
         self.members = [self.founder]
         self.revocations: list[Any] = []
         self.log: list[Statement] = [self.cell.statement]
@@ -94,16 +105,14 @@ class World:
         )
 
     def _event(self, event: Statement) -> None:
-        self.roster = apply(self.roster, event, cell_max=100)
+        self.roster = apply(self.roster, event, rules=self.rules)
         self.log.append(event)
 
     def add_to_roster(self, person: Person, by: Person, t: int) -> None:
         """What the adding member's client signs once the person's vetting is complete."""
         assert person.admission is not None
-        fields = {
-            "bundle": pack(person.bundle.statement),
-            "admission": person.admission.statement.id,
-        }
+        vouches = [v.statement for v in person.verdicts if v.statement.type == "vouch"]
+        fields = add_fields(person.bundle, person.admission, vouches)
         self._event(sign_event(by.key, self.network, self.roster, "add", t, fields))
 
     def split(self, moved: list[Person], t: int) -> GroupCreation:
@@ -123,6 +132,7 @@ class World:
             [p.bundle for p in moved],
             origin=event.id,
             group=new_group,
+            rules=self.rules,
         )
 
     def evidence(
@@ -391,7 +401,7 @@ def test_login_message_binds_challenge_and_member() -> None:
 
 def _split_cell() -> tuple[World, dict[str, Person], GroupCreation]:
     """F, B, C and D on one roster (D vouched by B and C); then B and C split away."""
-    world = World(Policy(vouches=3, probation_seconds=0))
+    world = World(Policy(cell_min=2, vouches=3, probation_seconds=0))
     f = world.founder
     b = world.newcomer(f, T0 + 10)
     world.admit(b, f, T0 + 20)
@@ -466,7 +476,12 @@ def test_a_moved_member_without_the_split_in_the_log_is_refused() -> None:
     _refused_at(world, p["C"], **kw)
     # A create event naming an origin, signed by a cellmate, is not a split on its own.
     forged = make_group(
-        p["B"].key, world.network, T0 + 100, [p["B"].bundle, p["C"].bundle], origin=bytes(32)
+        p["B"].key,
+        world.network,
+        T0 + 100,
+        [p["B"].bundle, p["C"].bundle],
+        origin=bytes(32),
+        rules=world.rules,
     )
     _refused_at(world, p["C"], **{**kw, "cell": forged, "history": (world.log,)})
 

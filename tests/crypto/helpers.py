@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from crypto.chains import Admission, make_admission
+from crypto.chains import Admission, make_admission, make_verdict
 from crypto.encoding import Value, encode
+from crypto.invites import LOOKUP_ID_BYTES
 from crypto.keys import IdentityKey, IdentityPublicKey
-from crypto.network import DAY, GROUP_ID_BYTES, HOUR, Genesis, Policy, make_genesis
+from crypto.network import DAY, GROUP_ID_BYTES, HOUR, Genesis, KeyBundle, Policy, make_genesis
+from crypto.roster import GroupRules, add_fields
 from crypto.statements import Statement, signing_context, verify_statement
 from crypto.vetting import CellMember
 
@@ -138,3 +140,34 @@ class World:
 
     def cell_members(self, *names: str) -> list[CellMember]:
         return [self.members[name].as_cell_member() for name in names]
+
+
+def group_rules(
+    *stewards: IdentityKey, cell_min: int = 2, cell_max: int = 12, vouches: int = 1
+) -> GroupRules:
+    """Roster rules for tests: these stewards may found cells; the vetting window is closed."""
+    policy = Policy(cell_min=cell_min, cell_max=cell_max, vouches=vouches, vetting_seconds=0)
+    return GroupRules(policy, frozenset(k.member_id for k in stewards))
+
+
+def certified_add(
+    by: IdentityKey,
+    network: bytes,
+    group: bytes,
+    newcomer: KeyBundle,
+    time: int,
+    vouchers: tuple[IdentityKey, ...] = (),
+) -> dict[str, Value]:
+    """The fields of an `add` of `newcomer` to `group`, certified by `by`, vouched by `vouchers`."""
+    subject = newcomer.statement.author.hex()
+    admission = make_admission(
+        by,
+        network,
+        newcomer.statement.author_key,
+        group,
+        fixed_bytes(f"invite {subject}", LOOKUP_ID_BYTES),
+        fixed_bytes(f"join {subject}", 32),
+        time,
+    )
+    vouches = [make_verdict("vouch", v, network, admission, time).statement for v in vouchers]
+    return add_fields(newcomer, admission, vouches)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from crypto.chains import make_admission, make_verdict
 from crypto.encoding import Value
 from crypto.epochs import commitment, derive_epoch_keys, open_secret
 from crypto.keys import IdentityKey
@@ -26,10 +27,10 @@ from crypto.messages import (
     seal_profile,
     verify_message,
 )
-from crypto.network import KeyBundle, make_key_bundle
-from crypto.roster import RosterState, create_fields, sign_event, verify_log
+from crypto.network import KeyBundle, Policy, make_key_bundle
+from crypto.roster import GroupRules, RosterState, add_fields, create_fields, sign_event, verify_log
 from crypto.sealing import KemPrivateKey, KemSuite
-from crypto.statements import Statement, pack, verify_statement
+from crypto.statements import Statement, verify_statement
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[1] / "vectors" / "groups.json").read_text("utf-8")
@@ -41,6 +42,7 @@ MEMBERS = {m["name"]: m for m in VECTORS["members"]}
 EVENTS = VECTORS["events"]
 EPOCH = VECTORS["epoch"]
 SECRET = bytes.fromhex(EPOCH["secret"])
+CERTIFICATE = VECTORS["certificate"]
 
 
 def identity(name: str) -> IdentityKey:
@@ -66,6 +68,13 @@ def bundle(name: str) -> KeyBundle:
     )
 
 
+def rules() -> GroupRules:
+    return GroupRules(
+        Policy(cell_min=2, cell_max=CELL_MAX, vouches=VECTORS["vouches"]),
+        frozenset(identity(n).member_id for n in VECTORS["stewards"]),
+    )
+
+
 def stored_events() -> list[Statement]:
     return [
         verify_statement(bytes.fromhex(e["body"]), bytes.fromhex(e["signature"]), "roster", NETWORK)
@@ -75,7 +84,7 @@ def stored_events() -> list[Statement]:
 
 @pytest.fixture(scope="module")
 def state() -> RosterState:
-    return verify_log(stored_events(), cell_max=CELL_MAX)
+    return verify_log(stored_events(), rules=rules())
 
 
 def test_vectors_record_their_origin() -> None:
@@ -114,15 +123,22 @@ def test_roster_event_chain_vector() -> None:
         create_fields("cell", 0, None, [bundle("A"), bundle("B")], None),
         group=GROUP,
     )
-    after_create = verify_log([create], cell_max=CELL_MAX)
-    add_fields: dict[str, Value] = {
-        "bundle": pack(bundle("C").statement),
-        "admission": bytes.fromhex(VECTORS["admission"]),
-    }
-    add = sign_event(
-        identity(add_vector["author"]), NETWORK, after_create, "add", add_vector["time"], add_fields
+    after_create = verify_log([create], rules=rules())
+    certificate = make_admission(
+        identity("A"),
+        NETWORK,
+        identity("C").public_key(),
+        GROUP,
+        bytes.fromhex(CERTIFICATE["invite"]),
+        bytes.fromhex(CERTIFICATE["join"]),
+        CERTIFICATE["time"],
     )
-    after_add = verify_log([create, add], cell_max=CELL_MAX)
+    vouch = make_verdict("vouch", identity("B"), NETWORK, certificate, CERTIFICATE["vouched_at"])
+    fields = add_fields(bundle("C"), certificate, [vouch.statement])
+    add = sign_event(
+        identity(add_vector["author"]), NETWORK, after_create, "add", add_vector["time"], fields
+    )
+    after_add = verify_log([create, add], rules=rules())
     epoch_fields: dict[str, Value] = {
         "epoch": EPOCH["number"],
         "roster": after_add.roster_hash,

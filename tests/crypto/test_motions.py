@@ -24,7 +24,7 @@ from crypto.network import DAY, KeyBundle, make_key_bundle
 from crypto.roster import RosterState, apply, make_group, sign_event
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import Statement, pack, sign_statement
-from tests.crypto.helpers import T0, fixed_bytes, fixed_key, reverify
+from tests.crypto.helpers import T0, certified_add, fixed_bytes, fixed_key, group_rules, reverify
 
 NETWORK = fixed_bytes("network", 32)
 GROUP = fixed_bytes("group", 16)
@@ -33,6 +33,7 @@ CELL_MAX = 6
 
 A, B, C, D = (fixed_key(name) for name in "ABCD")
 MALLORY = fixed_key("mallory")
+RULES = group_rules(A, B, C, D, cell_max=CELL_MAX)
 
 
 @functools.cache
@@ -46,7 +47,7 @@ def bundle(key: IdentityKey) -> KeyBundle:
 
 def cell(*keys: IdentityKey, group: bytes = GROUP) -> RosterState:
     return make_group(
-        keys[0], NETWORK, T0, [bundle(k) for k in keys], group=group, cell_max=CELL_MAX
+        keys[0], NETWORK, T0, [bundle(k) for k in keys], group=group, rules=RULES
     ).state
 
 
@@ -64,7 +65,7 @@ def split(
 ) -> RosterState:
     fields = split_event_fields(motion, list(signatures))
     event = sign_event(by, NETWORK, state, "split", T0 + 10, fields)
-    return apply(state, event, cell_max=CELL_MAX)
+    return apply(state, event, rules=RULES)
 
 
 def split_refused(
@@ -97,21 +98,21 @@ def test_opening_a_motion_counts_as_signing_it(state: RosterState) -> None:
 
 
 def test_members_who_stay_need_not_sign(state: RosterState) -> None:
-    motion = make_split_motion(A, NETWORK, state, ids(D), T0)
-    assert required_signers(state, motion) == frozenset(ids(D))
-    after = split(state, motion, signed(motion, D))
+    motion = make_split_motion(A, NETWORK, state, ids(C, D), T0)
+    assert required_signers(state, motion) == frozenset(ids(C, D))
+    after = split(state, motion, signed(motion, C, D))
     assert D.member_id not in after.members
 
 
 def test_signatures_of_members_who_stay_are_accepted_but_not_needed(state: RosterState) -> None:
-    motion = make_split_motion(A, NETWORK, state, ids(D), T0)
-    after = split(state, motion, signed(motion, B, D))
-    assert set(after.members) == {A.member_id, B.member_id, C.member_id}
+    motion = make_split_motion(A, NETWORK, state, ids(C, D), T0)
+    after = split(state, motion, signed(motion, B, C, D))
+    assert set(after.members) == {A.member_id, B.member_id}
 
 
 def test_split_leaves_the_group_needing_a_rekey(state: RosterState) -> None:
-    motion = make_split_motion(A, NETWORK, state, ids(D), T0)
-    assert split(state, motion, signed(motion, D)).needs_rekey
+    motion = make_split_motion(A, NETWORK, state, ids(C, D), T0)
+    assert split(state, motion, signed(motion, C, D)).needs_rekey
 
 
 def test_split_terms_name_the_moved_members_and_a_new_group(state: RosterState) -> None:
@@ -192,7 +193,7 @@ def test_split_event_carrying_signatures_of_another_type_is_malformed(state: Ros
     fields: dict[str, Value] = {"motion": pack(motion.statement), "signatures": [pack(vouch)]}
     event = sign_event(A, NETWORK, state, "split", T0, fields)
     with pytest.raises(RuleViolation) as info:
-        apply(state, event, cell_max=CELL_MAX)
+        apply(state, event, rules=RULES)
     assert info.value.code == "invalid_event"
 
 
@@ -246,13 +247,8 @@ def test_carried_out_motion_cannot_be_carried_out_again_after_members_rejoin(
     signatures = signed(motion, C, D)
     after = split(state, motion, signatures)
     for newcomer in (C, D):
-        fields: dict[str, Value] = {
-            "bundle": pack(bundle(newcomer).statement),
-            "admission": fixed_bytes(f"readmission {newcomer.member_id.hex()}", 32),
-        }
-        after = apply(
-            after, sign_event(A, NETWORK, after, "add", T0 + 20, fields), cell_max=CELL_MAX
-        )
+        fields = certified_add(A, NETWORK, GROUP, bundle(newcomer), T0 + 20, (B,))
+        after = apply(after, sign_event(A, NETWORK, after, "add", T0 + 20, fields), rules=RULES)
     assert set(after.members) == set(state.members)
     with pytest.raises(RuleViolation):
         split(after, motion, signatures, by=B)

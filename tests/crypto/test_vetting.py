@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import pytest
@@ -11,9 +12,9 @@ from crypto.encoding import Value
 from crypto.errors import InvalidStatement, RuleViolation
 from crypto.motions import make_split_motion, sign_motion, split_event_fields
 from crypto.network import KeyBundle, Policy, make_key_bundle
-from crypto.roster import apply, make_group, sign_event
+from crypto.roster import GroupRules, apply, make_group, sign_event
 from crypto.sealing import KemPrivateKey, KemSuite
-from crypto.statements import Statement, pack, sign_statement
+from crypto.statements import Statement, sign_statement
 from crypto.vetting import (
     CellMember,
     Tenure,
@@ -32,7 +33,9 @@ from tests.crypto.helpers import (
     T0,
     VETTING,
     World,
+    certified_add,
     fixed_bytes,
+    fixed_key,
     reverify,
 )
 
@@ -375,24 +378,32 @@ def test_members_who_joined_after_the_certificate_do_not_count_unless_they_spoke
 # Members who have left the cell: counted only as its roster log shows.
 
 
+def small_cells(world: World) -> GroupRules:
+    """The world's rules with cells of two allowed, so that four members can split."""
+    return GroupRules(replace(world.policy, cell_min=2), world.genesis.steward_ids)
+
+
 def _log_of_split_cell(world: World) -> tuple[list[Statement], Admission]:
-    """F's cell: created with F and B, G added at T1 + 5, then B and G split away at TA + 50.
+    """F's cell: F, then B added at T1, G and K at T1 + 5; B and G split away at TA + 50.
 
     E's certificate (by B) is signed at TA, between the add and the split.
     """
 
     def bundle(name: str) -> KeyBundle:
         kem = KemPrivateKey.generate(KemSuite.X25519).public_key().public_bytes()
-        key = world.members[name].key
+        key = fixed_key(name)
         return make_key_bundle(key, world.network, KemSuite.X25519.value, kem, T0, T0 + 10**8)
 
-    f, b, g = (world.members[n].key for n in "FBG")
-    creation = make_group(f, world.network, T1, [bundle("F"), bundle("B")], group=world.cell)
+    f, b, g, k = (fixed_key(n) for n in "FBGK")
+    rules = small_cells(world)
+    creation = make_group(f, world.network, T1, [bundle("F")], group=world.cell, rules=rules)
     log = [creation.statement]
     state = creation.state
-    add = {"bundle": pack(bundle("G").statement), "admission": fixed_bytes("cert G", 32)}
-    log.append(sign_event(f, world.network, state, "add", T1 + 5, add))
-    state = apply(state, log[-1], cell_max=12)
+    # B joins at T1, G and K (who stays with F) at T1 + 5, each vouched by every member.
+    for name, at, vouchers in (("B", T1, ()), ("G", T1 + 5, (b,)), ("K", T1 + 5, (b, g))):
+        fields = certified_add(f, world.network, world.cell, bundle(name), at, vouchers)
+        log.append(sign_event(f, world.network, state, "add", at, fields))
+        state = apply(state, log[-1], rules=rules)
     motion = make_split_motion(b, world.network, state, [b.member_id, g.member_id], TA + 40)
     fields = split_event_fields(motion, [sign_motion(g, world.network, motion, TA + 45)])
     log.append(sign_event(g, world.network, state, "split", TA + 50, fields))
@@ -401,7 +412,7 @@ def _log_of_split_cell(world: World) -> tuple[list[Statement], Admission]:
 
 def test_roster_history_notes_each_members_tenure_and_the_split(world: World) -> None:
     log, _ = _log_of_split_cell(world)
-    history = roster_history(log, cell_max=12)
+    history = roster_history(log, rules=small_cells(world))
     f, b, g = (world.members[n].key.member_id for n in "FBG")
     assert history.tenures[f] == (Tenure(T1, None),)
     assert history.tenures[b] == (Tenure(T1, TA + 50),)
@@ -414,7 +425,7 @@ def test_roster_history_notes_each_members_tenure_and_the_split(world: World) ->
 
 def test_a_former_member_counts_only_while_the_log_shows_them(world: World) -> None:
     log, admission = _log_of_split_cell(world)
-    history = roster_history(log, cell_max=12)
+    history = roster_history(log, rules=small_cells(world))
     f, b, g = (world.members[n] for n in "FBG")
     former = [CellMember(m.key.member_id, frozenset()) for m in (b, g)]
     in_time = [vouch(world, "G", admission, TA + 10)]
@@ -432,7 +443,7 @@ def test_a_former_member_counts_only_while_the_log_shows_them(world: World) -> N
 
 def test_a_member_the_log_never_shows_is_not_counted(world: World) -> None:
     log, admission = _log_of_split_cell(world)
-    history = roster_history(log, cell_max=12)
+    history = roster_history(log, rules=small_cells(world))
     d = world.members["D"].key.member_id  # admitted by certificate, never on the roster
     stranger = CellMember(d, frozenset())
     verdicts = [vouch(world, "D", admission, TA + 10)]

@@ -40,7 +40,7 @@ def admit(inviter: Path, newcomer_joined: dict[str, Any], *vouchers: Path) -> No
 
 def cell_of_three(tmp_path: Path, url: str) -> tuple[Path, Path, Path]:
     """A founder and two members; vouches 1 (the certificate), but C needs B's as well."""
-    founder = found(tmp_path, url, "--vouches", "1", "--probation-days", "0")
+    founder = found(tmp_path, url, "--vouches", "1", "--probation-days", "0", "--cell-min", "2")
     b, b_joined = join(tmp_path, "b", url, invite(founder))
     admit(founder, b_joined)
     c, c_joined = join(tmp_path, "c", url, invite(founder))
@@ -189,7 +189,7 @@ def test_a_box_sealed_by_the_server_is_caught(tmp_path: Path, served: tuple[str,
     from client.state import StateFile
     from crypto import epochs
     from crypto.encoding import b32d
-    from crypto.roster import verify_log
+    from crypto.roster import GroupRules, verify_log
     from tests.e2e.test_member_flow import ENV as env
 
     url, database_url = served
@@ -200,7 +200,9 @@ def test_a_box_sealed_by_the_server_is_caught(tmp_path: Path, served: tuple[str,
     cell_id = state.cell_id
     assert cell_id is not None
     founder_state = StateFile(founder).read(env["SPOKES_PASSPHRASE"])
-    log = verify_log(founder_state.groups[cell_id].events, cell_max=12)
+    assert founder_state.genesis is not None
+    rules = GroupRules.of(founder_state.genesis)
+    log = verify_log(founder_state.groups[cell_id].events, rules=rules)
     me = log.members[state.member_id]
     forged = epochs.seal_secret(
         bytes(32),

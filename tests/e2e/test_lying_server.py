@@ -24,7 +24,7 @@ from client.state import StateFile
 from crypto import roster
 from crypto.encoding import encode
 from crypto.keys import IdentityKey, member_id_text
-from crypto.network import make_key_bundle
+from crypto.network import make_key_bundle, verify_genesis
 from crypto.roster import RosterState
 from crypto.sealing import KemPrivateKey
 from crypto.statements import Statement, pack, verify_statement
@@ -101,10 +101,17 @@ async def roster_log(conn: Any, group: bytes) -> list[tuple[int, Statement, str]
     ]
 
 
-def replay(log: list[tuple[int, Statement, str]]) -> RosterState:
+async def rules_of(conn: Any) -> roster.GroupRules:
+    """The roster rules of the network's genesis, as the database holds it."""
+    row = await conn.fetchrow("SELECT network_id, genesis_body, genesis_sig FROM networks")
+    genesis = verify_genesis(bytes(row["genesis_body"]), bytes(row["genesis_sig"]))
+    return roster.GroupRules.of(genesis)
+
+
+def replay(log: list[tuple[int, Statement, str]], rules: roster.GroupRules) -> RosterState:
     state = None
     for _, event, _ in log:
-        state = roster.apply(state, event, cell_max=12)
+        state = roster.apply(state, event, rules=rules)
     assert state is not None
     return state
 
@@ -173,7 +180,7 @@ def test_a_key_the_server_adds_to_a_roster_is_caught(
 
     async def add_outsider(conn: Any) -> None:
         log = await roster_log(conn, group)
-        state = replay(log)
+        state = replay(log, await rules_of(conn))
         network = await network_of(conn)
         now = int(time.time())
         bundle = make_key_bundle(
@@ -186,7 +193,7 @@ def test_a_key_the_server_adds_to_a_roster_is_caught(
             state,
             "add",
             now,
-            {"bundle": pack(bundle.statement), "admission": os.urandom(32)},
+            {"bundle": pack(bundle.statement), "certificate": [], "vouches": []},
         )
         await append_roster(conn, group, state.seq + 1, event, "add", statement_id=event.id)
         await conn.execute("UPDATE groups SET rekey_needed = true WHERE group_id = $1", group)
@@ -253,7 +260,7 @@ def test_a_log_rolled_back_to_an_old_epoch_is_caught(
         await conn.execute("DELETE FROM roster_events WHERE group_id = $1 AND seq = $2", group, seq)
         await conn.execute("DELETE FROM messages WHERE group_id = $1 AND epoch = 2", group)
         await conn.execute("DELETE FROM epoch_secrets WHERE group_id = $1 AND epoch = 2", group)
-        before = replay(log[:-1])
+        before = replay(log[:-1], await rules_of(conn))
         await conn.execute(
             """UPDATE groups SET last_seq = $2, roster_seq = $3, roster_head = $4, epoch = 1,
                       rekey_needed = false, epoch_messages = 0 WHERE group_id = $1""",

@@ -9,15 +9,14 @@ from typing import Any
 import aiohttp
 
 from crypto import labels
-from crypto.chains import Admission, make_admission, make_revocation, parse_admission
+from crypto.chains import Admission, make_admission, make_revocation, make_verdict, parse_admission
 from crypto.encoding import b32e, b64e, encode
 from crypto.invites import InviteCode, make_invite, make_join
 from crypto.keys import IdentityKey
 from crypto.network import Genesis, Policy, make_genesis, make_key_bundle
-from crypto.roster import make_group
+from crypto.roster import GroupRules, make_group
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import from_wire, pack
-from crypto.vetting import make_verdict
 
 
 @dataclass
@@ -79,7 +78,9 @@ class Actor:
     async def found(self, policy: Policy | None = None) -> Reply:
         self.genesis = make_genesis(self.key, policy or Policy(), self.now())
         bundle = self.bundle()
-        cell = make_group(self.key, self.network, self.now(), [bundle])
+        cell = make_group(
+            self.key, self.network, self.now(), [bundle], rules=GroupRules.of(self.genesis)
+        )
         self.cell = cell.group_id
         reply = await self.call(
             "POST",

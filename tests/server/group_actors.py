@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crypto import epochs, roster
+from crypto.chains import Admission
 from crypto.encoding import b32e, b64d, b64e, decode
 from crypto.epochs import EpochKeys
 from crypto.messages import Header, SealedMessage, open_message, seal_message, verify_message
 from crypto.roster import RosterState
-from crypto.statements import Statement, from_wire, pack
+from crypto.statements import Statement, from_wire, verify_statement
 from tests.server.actors import TABLES, Actor, Reply, table_counts
 
 
@@ -23,11 +24,16 @@ class GroupView:
     state: RosterState | None = None
     keys: dict[int, EpochKeys] = field(default_factory=dict)
 
+    @property
+    def rules(self) -> roster.GroupRules:
+        assert self.actor.genesis is not None
+        return roster.GroupRules.of(self.actor.genesis)
+
     async def refresh(self) -> RosterState:
         reply = await self.actor.call("GET", f"/v1/groups/{b32e(self.group)}/roster")
         assert reply.status == 200, reply.body
         events = [from_wire(w, "roster", self.actor.network) for w in reply.body["events"]]
-        self.state = roster.verify_log(events, cell_max=12)
+        self.state = roster.verify_log(events, rules=self.rules)
         return self.state
 
     async def post(self, op: str, fields: dict[str, Any], **extra: Any) -> Reply:
@@ -39,12 +45,22 @@ class GroupView:
             "POST", f"/v1/groups/{b32e(self.group)}/roster", {"event": event.to_wire(), **extra}
         )
         if reply.status == 201:
-            self.state = roster.apply(state, event, cell_max=12)
+            self.state = roster.apply(state, event, rules=self.rules)
         return reply
 
-    async def add(self, newcomer: Actor, admission_id: bytes) -> Reply:
-        bundle = newcomer.bundle()
-        return await self.post("add", {"bundle": pack(bundle.statement), "admission": admission_id})
+    async def add(self, newcomer: Actor, admission: Admission) -> Reply:
+        """Add `newcomer` with the evidence an honest client carries: the
+        certificate and the vouches, as this member reads them from the server."""
+        state = self.state or await self.refresh()
+        reply = await self.actor.call("GET", f"/v1/members/{newcomer.id_text}/evidence")
+        assert reply.status == 200, reply.body
+        vouches = [
+            statement
+            for statement in (verdict_of(w, self.actor.network) for w in reply.body["verdicts"])
+            if statement.type == "vouch" and statement.author in state.members
+        ]
+        fields = roster.add_fields(newcomer.bundle(), admission, vouches)
+        return await self.post("add", fields)
 
     async def commit_epoch(
         self, *, skip: bytes | None = None, secret: bytes | None = None
@@ -155,3 +171,11 @@ async def all_counts(pool: Any) -> dict[str, Any]:
         )
     counts["groups_state"] = sorted(tuple(r) for r in rows)
     return counts
+
+
+def verdict_of(wire: dict[str, str], network: bytes) -> Statement:
+    """A vouch or a block from its wire form (its type is read from the body)."""
+    body = b64d(wire["body"])
+    kind = decode(body)
+    assert isinstance(kind, dict)
+    return verify_statement(body, b64d(wire["sig"]), str(kind["type"]), network)

@@ -112,7 +112,7 @@ async def form_cell(http: aiohttp.ClientSession, steady: Instance) -> list[Membe
         newcomer = Actor(http, steady.url)
         await bring_in(founder, newcomer)
         admission = await founder.admission_of(newcomer)
-        reply = await view.add(newcomer, admission.statement.id)
+        reply = await view.add(newcomer, admission)
         assert reply.status == 201, reply.body
         actors.append(newcomer)
     assert (await view.commit_epoch()).status == 201

@@ -68,7 +68,7 @@ async def test_a_database_dump_contains_no_secret_in_any_encoding(
     member = Actor(http, server.url)
     await bring_in(founder, member)
     view = GroupView(founder, founder.cell or b"")
-    await view.add(member, (await founder.admission_of(member)).statement.id)
+    await view.add(member, await founder.admission_of(member))
     await view.commit_epoch()
     keys = view.keys[view.state.epoch if view.state else 1]
     profile = seal_profile(

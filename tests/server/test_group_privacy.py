@@ -38,7 +38,9 @@ from tests.server.group_actors import GroupView, all_counts
 @pytest.fixture
 async def founder(server, http) -> Actor:
     actor = Actor(http, server.url)
-    assert (await actor.found(Policy(vouches=2, probation_seconds=30 * DAY))).status == 201
+    assert (
+        await actor.found(Policy(cell_min=2, vouches=2, probation_seconds=30 * DAY))
+    ).status == 201
     return actor
 
 
@@ -50,7 +52,7 @@ async def cell_with(founder: Actor, server: Any, http: Any, count: int) -> list[
         newcomer = Actor(http, server.url)
         await bring_in(founder, newcomer, *others)
         await view.refresh()
-        reply = await view.add(newcomer, (await founder.admission_of(newcomer)).statement.id)
+        reply = await view.add(newcomer, await founder.admission_of(newcomer))
         assert reply.status == 201, reply.body
         others.append(newcomer)
     return others
@@ -95,6 +97,7 @@ async def split_off(founder: Actor, moved: list[Actor]) -> bytes:
         [m.bundle() for m in moved],
         origin=split.id,
         group=new_group,
+        rules=roster.GroupRules.of(founder.genesis),
     )
     reply = await poster.call(
         "POST",
@@ -191,7 +194,8 @@ async def epoch_roster_hash(reader: Actor, group: bytes, epoch: int) -> bytes:
     assert reply.status == 200, reply.body
     state = None
     for wire in reply.body["events"]:
-        state = roster.apply(state, from_wire(wire, "roster", reader.network), cell_max=12)
+        event = from_wire(wire, "roster", reader.network)
+        state = roster.apply(state, event, rules=roster.GroupRules.of(reader.genesis))
         if state.epoch == epoch and state.epoch_roster is not None:
             return state.epoch_roster
     raise AssertionError(f"no epoch {epoch} in the log")
@@ -287,7 +291,7 @@ def without_group(messages: list[dict[str, Any]], group: bytes) -> str:
 async def test_another_cell_answers_exactly_like_no_cell(
     founder: Actor, server, http, pool
 ) -> None:
-    b, c = await cell_with(founder, server, http, 2)
+    b, c, _ = await cell_with(founder, server, http, 3)
     cell_a = founder.cell or b""
     cell_b = await split_off(founder, [b, c])
     # Cell B is alive: an epoch, a message and a profile to hide.
@@ -439,7 +443,7 @@ async def test_a_member_added_later_reads_nothing_sent_before(
     late = Actor(http, server.url)
     await bring_in(founder, late, b)
     await view.refresh()
-    assert (await view.add(late, (await founder.admission_of(late)).statement.id)).status == 201
+    assert (await view.add(late, await founder.admission_of(late))).status == 201
     assert (await view.commit_epoch()).status == 201
     hoard = Hoard(late)
     await hoard.open_box(GroupView(late, cell))

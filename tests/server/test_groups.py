@@ -18,7 +18,8 @@ from tests.server.group_actors import GroupView
 @pytest.fixture
 async def founder(server, http) -> Actor:
     actor = Actor(http, server.url)
-    assert (await actor.found(Policy(vouches=2, probation_seconds=30 * DAY))).status == 201
+    policy = Policy(cell_min=2, vouches=2, probation_seconds=30 * DAY)
+    assert (await actor.found(policy)).status == 201
     return actor
 
 
@@ -44,7 +45,7 @@ async def test_added_member_reads_only_after_the_new_epoch(founder: Actor, serve
     newcomer = Actor(http, server.url)
     await bring_in(founder, newcomer)
     admission = await founder.admission_of(newcomer)
-    assert (await view.add(newcomer, admission.statement.id)).status == 201
+    assert (await view.add(newcomer, admission)).status == 201
     refused = await view.send("while the roster is stale")
     assert (refused.status, refused.code) == (409, "rekey_required")
     assert (await view.commit_epoch()).status == 201
@@ -68,7 +69,7 @@ async def test_only_vetted_members_join_the_roster(founder: Actor, server, http,
     view = GroupView(founder, founder.cell or b"")
     await view.refresh()
     before = await table_counts(pool)
-    reply = await view.add(pending, (await founder.admission_of(pending)).statement.id)
+    reply = await view.add(pending, await founder.admission_of(pending))
     assert (reply.status, reply.code) == (403, "not_admitted")
     assert await table_counts(pool) == before
 
@@ -88,7 +89,7 @@ async def test_epoch_without_a_box_for_every_member_is_refused(
     newcomer = Actor(http, server.url)
     await bring_in(founder, newcomer)
     view = GroupView(founder, founder.cell or b"")
-    await view.add(newcomer, (await founder.admission_of(newcomer)).statement.id)
+    await view.add(newcomer, await founder.admission_of(newcomer))
     before = await table_counts(pool)
     reply = await view.commit_epoch(skip=newcomer.id)
     assert (reply.status, reply.code) == (400, "bad_request")
@@ -191,16 +192,30 @@ async def test_a_box_sealed_by_the_server_fails_the_signed_commitment(founder: A
         )
 
 
-async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http) -> None:
+async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http, pool) -> None:
     from crypto import motions, roster
 
-    b, c = Actor(http, server.url), Actor(http, server.url)
+    b, c, d = (Actor(http, server.url) for _ in range(3))
     await bring_in(founder, b)
     view = GroupView(founder, founder.cell or b"")
-    await view.add(b, (await founder.admission_of(b)).statement.id)
+    await view.add(b, await founder.admission_of(b))
     await bring_in(founder, c, b)
-    await view.add(c, (await founder.admission_of(c)).statement.id)
+    await view.add(c, await founder.admission_of(c))
+    await bring_in(founder, d, b, c)
+    await view.add(d, await founder.admission_of(d))
     state = await view.refresh()
+    # A split that would leave the founder alone is refused, and writes nothing.
+    lonely = motions.make_split_motion(b.key, founder.network, state, [b.id, c.id, d.id], b.now())
+    fields = motions.split_event_fields(
+        lonely, [motions.sign_motion(k.key, founder.network, lonely, b.now()) for k in (c, d)]
+    )
+    event = roster.sign_event(b.key, founder.network, state, "split", b.now(), fields)
+    before = await table_counts(pool)
+    reply = await b.call(
+        "POST", f"/v1/groups/{b32e(state.group)}/roster", {"event": event.to_wire()}
+    )
+    assert (reply.status, reply.code) == (409, "below_minimum")
+    assert await table_counts(pool) == before
     motion = motions.make_split_motion(
         founder.key, founder.network, state, [b.id, c.id], founder.now()
     )
@@ -231,7 +246,13 @@ async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http
         motions.split_event_fields(motion, signatures[:1]),
     )
     create_early = roster.make_group(
-        b.key, founder.network, b.now(), [b.bundle(), c.bundle()], origin=early.id, group=new_group
+        b.key,
+        founder.network,
+        b.now(),
+        [b.bundle(), c.bundle()],
+        origin=early.id,
+        group=new_group,
+        rules=roster.GroupRules.of(founder.genesis),
     )
     reply = await b.call(
         "POST",
@@ -249,7 +270,13 @@ async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http
         motions.split_event_fields(motion, signatures),
     )
     create = roster.make_group(
-        b.key, founder.network, b.now(), [b.bundle(), c.bundle()], origin=split.id, group=new_group
+        b.key,
+        founder.network,
+        b.now(),
+        [b.bundle(), c.bundle()],
+        origin=split.id,
+        group=new_group,
+        rules=roster.GroupRules.of(founder.genesis),
     )
     reply = await b.call(
         "POST",
@@ -257,7 +284,7 @@ async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http
         {"event": split.to_wire(), "create": create.statement.to_wire()},
     )
     assert reply.status == 201, reply.body
-    assert list((await view.refresh()).members) == [founder.id]
+    assert set((await view.refresh()).members) == {founder.id, d.id}
     new_view = GroupView(c, new_group)
     assert set((await new_view.refresh()).members) == {b.id, c.id}
     assert (await b.call("GET", "/v1/motions")).body["motions"] == []
@@ -301,7 +328,7 @@ async def test_motion_signatures_from_outsiders_and_bad_ones_are_refused(
     b = Actor(http, server.url)
     await bring_in(founder, b)
     view = GroupView(founder, founder.cell or b"")
-    await view.add(b, (await founder.admission_of(b)).statement.id)
+    await view.add(b, await founder.admission_of(b))
     state = await view.refresh()
     motion = motions.make_split_motion(founder.key, founder.network, state, [b.id], founder.now())
     opened = await founder.call(

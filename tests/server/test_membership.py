@@ -12,7 +12,7 @@ from crypto.encoding import b32e
 from crypto.invites import InviteCode
 from crypto.keys import IdentityKey
 from crypto.network import DAY, Policy
-from crypto.roster import make_group
+from crypto.roster import GroupRules, make_group
 from server.clock import FixedClock
 from server.settings import RateLimit
 from tests.server.actors import Actor, bring_in, table_counts
@@ -55,7 +55,9 @@ async def test_genesis_with_a_flipped_bit_is_refused_and_writes_nothing(server, 
     from crypto.encoding import b64e
 
     wire["sig"] = b64e(bytes(sig))
-    cell = make_group(actor.key, actor.network, actor.now(), [actor.bundle()])
+    cell = make_group(
+        actor.key, actor.network, actor.now(), [actor.bundle()], rules=GroupRules.of(actor.genesis)
+    )
     reply = await actor.call(
         "POST",
         "/v1/networks",

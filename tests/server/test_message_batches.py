@@ -118,7 +118,7 @@ async def test_a_member_removed_before_the_batch_is_refused_in_it(cell, pool, se
     newcomer = Actor(http, server.url)
     await bring_in(founder, newcomer)
     admission = await founder.admission_of(newcomer)
-    assert (await view.add(newcomer, admission.statement.id)).status == 201
+    assert (await view.add(newcomer, admission)).status == 201
     assert (await view.commit_epoch()).status == 201
     theirs = GroupView(newcomer, view.group)
     await theirs.open_epoch()

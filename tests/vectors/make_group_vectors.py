@@ -9,8 +9,9 @@ come from the sender chain, so everything but the HPKE boxes is reproducible
 byte for byte. HPKE sealing is randomized, so the epoch boxes are stored with
 the recipients' fixed KEM private keys and a test checks that they open.
 
-The log: A (hybrid ML-KEM-768+X25519 KEM key) creates a cell with B (X25519);
-A adds C (X25519); C commits epoch 1 over the roster {A, B, C}. B then sends
+The log: A (hybrid ML-KEM-768+X25519 KEM key) founds a cell with B (X25519;
+both are stewards); A adds C (X25519), carrying A's admission certificate and
+B's vouch; C commits epoch 1 over the roster {A, B, C}. B then sends
 message 0 of epoch 1 and seals their profile.
 """
 
@@ -24,14 +25,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from crypto.chains import make_admission, make_verdict  # noqa: E402
 from crypto.encoding import Value  # noqa: E402
 from crypto.epochs import commitment, derive_epoch_keys, seal_secret  # noqa: E402
 from crypto.keys import IdentityKey  # noqa: E402
 from crypto.messages import Header, seal_message, seal_profile  # noqa: E402
-from crypto.network import KeyBundle, make_key_bundle  # noqa: E402
-from crypto.roster import create_fields, sign_event, verify_log  # noqa: E402
+from crypto.network import KeyBundle, Policy, make_key_bundle  # noqa: E402
+from crypto.roster import GroupRules, add_fields, create_fields, sign_event, verify_log  # noqa: E402
 from crypto.sealing import KemPrivateKey, KemSuite  # noqa: E402
-from crypto.statements import pack  # noqa: E402
 
 DATE = "2026-12-02"
 OUT = Path(__file__).with_name("groups.json")
@@ -60,7 +61,11 @@ MEMBERS = {
         "7e23a35603e8f0665675a5f23b3a9c2fee8b3793a331be4b808a19b6571125af",
     ),
 }
-ADMISSION = "a1" * 32
+INVITE = "1a" * 16
+JOIN = "a1" * 32
+CERTIFIED_AT = T0 + 15
+STEWARDS = ("A", "B")
+VOUCHES = 2
 EPOCH = 1
 EPOCH_SECRET = "e5ec4e7a0f3b9d6c21587a4e0b9c3d6f8a1e5b7c9d2f4a6e8b0c1d3f5a7e9b2c"
 CHAIN_STEPS = 3
@@ -122,13 +127,24 @@ def main() -> None:
         create_fields("cell", 0, None, [bundle("A"), bundle("B")], None),
         group=group,
     )
-    after_create = verify_log([create], cell_max=CELL_MAX)
-    add_fields: dict[str, Value] = {
-        "bundle": pack(bundle("C").statement),
-        "admission": bytes.fromhex(ADMISSION),
-    }
-    add = sign_event(identity("A"), network, after_create, "add", T0 + 20, add_fields)
-    after_add = verify_log([create, add], cell_max=CELL_MAX)
+    rules = GroupRules(
+        Policy(cell_min=2, cell_max=CELL_MAX, vouches=VOUCHES),
+        frozenset(identity(n).member_id for n in STEWARDS),
+    )
+    after_create = verify_log([create], rules=rules)
+    certificate = make_admission(
+        identity("A"),
+        network,
+        identity("C").public_key(),
+        group,
+        bytes.fromhex(INVITE),
+        bytes.fromhex(JOIN),
+        CERTIFIED_AT,
+    )
+    vouch = make_verdict("vouch", identity("B"), network, certificate, CERTIFIED_AT + 1)
+    fields = add_fields(bundle("C"), certificate, [vouch.statement])
+    add = sign_event(identity("A"), network, after_create, "add", T0 + 20, fields)
+    after_add = verify_log([create, add], rules=rules)
     roster = after_add.roster_hash
     epoch_fields: dict[str, Value] = {
         "epoch": EPOCH,
@@ -136,7 +152,7 @@ def main() -> None:
         "commitment": commitment(secret, group, EPOCH),
     }
     epoch = sign_event(identity("C"), network, after_add, "epoch", T0 + 30, epoch_fields)
-    final = verify_log([create, add, epoch], cell_max=CELL_MAX)
+    final = verify_log([create, add, epoch], rules=rules)
     assert not final.needs_rekey
 
     events = [
@@ -195,7 +211,14 @@ def main() -> None:
         "bundle_time": T0,
         "bundle_expires": BUNDLE_EXPIRES,
         "members": members,
-        "admission": ADMISSION,
+        "stewards": list(STEWARDS),
+        "vouches": VOUCHES,
+        "certificate": {
+            "invite": INVITE,
+            "join": JOIN,
+            "time": CERTIFIED_AT,
+            "vouched_at": CERTIFIED_AT + 1,
+        },
         "events": events,
         "roster_hash": roster.hex(),
         "head": final.head.hex(),
