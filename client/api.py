@@ -96,6 +96,18 @@ def post_verdict(verdict: Statement) -> Request:
     return Request("POST", "/v1/blocks", {"block": verdict.to_wire()})
 
 
+def revocation_list() -> Request:
+    return Request("GET", "/v1/revocations")
+
+
+def post_revocation(revocation: Statement) -> Request:
+    return Request("POST", "/v1/revocations", {"revocation": revocation.to_wire()})
+
+
+def parse_revocation_list(data: Any) -> tuple[Wire, ...]:
+    return _wires(data, "revocations")
+
+
 # Groups, roster logs, epochs, messages, profiles and motions (part 2).
 
 

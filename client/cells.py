@@ -45,7 +45,7 @@ from client.groups import (
 from client.sdk import Client
 from client.state import Outgoing
 from crypto import epochs, roster
-from crypto.chains import Revocation
+from crypto.chains import Revocation, RevocationHead
 from crypto.encoding import Value, b32d, b32e, decode
 from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
 from crypto.keys import member_id_text, roster_fingerprint
@@ -261,7 +261,10 @@ class Cells:
         )
         if evidence.network_id.lower() != b32e(genesis.network_id):
             raise lying("the server's evidence is about another network")
-        revocations = verify.revocations(genesis, evidence)
+        # The chain must extend the one this client verified before (rollback, fork).
+        listed = verify.revocation_list(genesis, evidence.revocations)
+        self.client.known_revocations(listed)
+        revocations = listed.by_subject
         revoked = {m: r.statement.time for m, r in revocations.items()}
         return verify.verify_cell(genesis, evidence, revoked), revocations
 
@@ -510,6 +513,7 @@ class Cells:
         head = content.get("head")
         check_head(infos, header.epoch, head)
         record.heads_seen.setdefault(header.epoch, set()).add(head)  # type: ignore[arg-type]
+        await self._check_revocations(content.get("revocations"), header.sender)
         text = content.get("text")
         sent_at = content.get("sent_at")
         message = ReadMessage(
@@ -521,6 +525,19 @@ class Cells:
         )
         record.remember(message)
         return message
+
+    async def _check_revocations(self, claimed: Value | None, sender: bytes) -> None:
+        """A message names the revocation head its sender knew: my chain must hold it.
+
+        None: the sender knew no revocation (or wrote before heads were carried).
+        """
+        if claimed is None:
+            return
+        try:
+            head = RevocationHead.from_value(claimed)
+        except CryptoError:
+            raise lying("a message names a malformed revocation head") from None
+        await self.client.check_revocation_head(head, sender)
 
     def _check_roster_event(self, record: GroupRecord, event: api.GroupEvent) -> None:
         try:
@@ -576,6 +593,8 @@ class Cells:
                 "head": state.head,
                 "sent_at": self._now(),
                 "prev": record.sent.get(str(state.epoch), -1),
+                # The revocation head I know, carried forward to every reader.
+                "revocations": self.client.revocation_head(),
             }
             outgoing = Outgoing(group, seal_message(identity, header, message_key, content))
             del message_key

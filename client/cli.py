@@ -248,6 +248,20 @@ def _verdict_command(kind: str) -> Handler:
     return run
 
 
+async def cmd_revoke(args: argparse.Namespace) -> Output:
+    async def action(client: Client) -> Output:
+        data = await client.revoke(args.member)
+        await cli_cells.run_duties(client)
+        return Output(
+            data,
+            f"Revoked {data['member_id']} (revocation {data['seq']} of the network's list). "
+            "Their sessions are ended; each of their cells takes them off the roster and "
+            "moves to a new key at its next sync.",
+        )
+
+    return await with_client(args, action)
+
+
 async def cmd_status(args: argparse.Namespace) -> Output:
     async def action(client: Client) -> Output:
         view = await client.status(args.member)
@@ -401,6 +415,15 @@ def build_parser() -> Parser:
     ):
         verdict = command(commands, kind, summary, _verdict_command(kind))
         verdict.add_argument("member", help="the newcomer's member id")
+
+    revoke = command(
+        commands,
+        "revoke",
+        "Steward only: revoke a member's key. Signs the next revocation of the network's "
+        "list, after verifying the list from its start.",
+        cmd_revoke,
+    )
+    revoke.add_argument("member", help="the member id to revoke")
 
     status = command(
         commands, "status", "Show a member's status, verified by this client.", cmd_status

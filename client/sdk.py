@@ -17,10 +17,20 @@ from typing import Any, Literal
 from client import api, verify
 from client.api import Request
 from client.errors import ClientError, ServerError
-from client.groups import extend_log
+from client.groups import extend_log, lying
 from client.state import InviteRecord, Session, State, StateFile
 from client.transport import Transport
-from crypto.chains import Admission, make_admission, make_verdict, parse_admission, verify_chain
+from crypto.chains import (
+    Admission,
+    RevocationHead,
+    RevocationList,
+    make_admission,
+    make_revocation,
+    make_verdict,
+    parse_admission,
+    verify_chain,
+    verify_revocation_list,
+)
 from crypto.encoding import Value, b32e
 from crypto.errors import DecryptionFailed, InvalidCode, InvalidStatement
 from crypto.invites import Invite, InviteCode, make_invite, make_join, parse_invite
@@ -400,6 +410,124 @@ class Client:
             invited_by=member_id_text(inviter_key.member_id),
         )
 
+    # The revocation chain (PROTOCOL §7): verified from seq 0, carried forward.
+
+    def revocation_head(self) -> Value:
+        """[seq, id] of the last revocation this client verified, or None: sent in messages."""
+        known = self.state.revocations
+        return None if not known else RevocationHead(len(known) - 1, known[-1]).to_value()
+
+    def known_revocations(self, listed: RevocationList, *, save: bool = True) -> None:
+        """Take a verified chain only if it begins with every revocation verified before.
+
+        Shorter (a revocation withheld, the list rolled back) or another
+        revocation at a seq already known (a fork) is the lying alarm. A
+        longer chain becomes the known one; `save=False` keeps it in memory
+        for the caller's own save (reading, where records are mid-change).
+        """
+        known = self.state.revocations
+        found = listed.check_known(known)
+        if found == "missing":
+            raise lying(
+                f"the server shows {len(listed.revocations)} revocation(s), fewer than the "
+                f"{len(known)} this client verified before: it withholds a revocation or "
+                "rolled the revocation list back"
+            )
+        if found == "forked":
+            raise lying(
+                "the server shows a revocation list that forks from the one this client "
+                "verified before: members are being shown different revocations"
+            )
+        if len(listed.ids) > len(known):
+            state = replace(self.state, revocations=listed.ids)
+            if save:
+                self._save(state)
+            else:
+                self.state = state
+
+    async def revocation_list(self, *, save: bool = True) -> RevocationList:
+        """The network's revocation chain from the server, verified and checked against mine."""
+        genesis, _ = self._network()
+        data = await self._call(api.revocation_list())
+        listed = verify.revocation_list(genesis, api.parse_revocation_list(data))
+        self.known_revocations(listed, save=save)
+        return listed
+
+    async def check_revocation_head(self, head: RevocationHead, sender: bytes) -> None:
+        """A cellmate's message names the revocation head they knew: it must be on my chain.
+
+        A head beyond mine makes me fetch the chain, which must reach exactly
+        that head; the server's failing to show it means it hides a revocation
+        from me that a cellmate has seen.
+        """
+        known = self.state.revocations
+        who = member_id_text(sender)
+        if head.seq < len(known):
+            if known[head.seq] != head.id:
+                raise lying(
+                    f"{who} knows another revocation at seq {head.seq} than this client: "
+                    "the server forked the revocation list"
+                )
+            return
+        genesis, _ = self._network()
+        data = await self._call(api.revocation_list())
+        listed = verify.revocation_list(genesis, api.parse_revocation_list(data))
+        found = listed.check(head)
+        if found == "missing":
+            raise lying(
+                f"the server withholds a revocation that a cellmate has seen: {who} knows "
+                f"{head.seq + 1} revocation(s), the server shows {len(listed.revocations)}"
+            )
+        if found == "forked":
+            raise lying(
+                f"{who} knows another revocation at seq {head.seq} than the server shows: "
+                "the server forked the revocation list"
+            )
+        self.known_revocations(listed, save=False)
+
+    async def revoke(self, member_text: str) -> dict[str, Any]:
+        """A steward signs the next revocation of the chain, after verifying the chain."""
+        genesis, _ = self._network()
+        subject = _parse_member(member_text)
+        me = self.state.identity
+        if me.member_id not in genesis.steward_ids:
+            raise ClientError(
+                "not_steward",
+                "Only a steward named in the network's genesis can revoke a member; "
+                "nothing was signed.",
+            )
+        for attempt in range(2):
+            listed = await self.revocation_list()
+            if subject in listed.by_subject:
+                raise ClientError(
+                    "already_revoked", f"{member_id_text(subject)} is already revoked."
+                )
+            seq, prev = listed.next_position()
+            revocation = make_revocation(
+                me, genesis.network_id, subject, self._clock(), seq=seq, prev=prev
+            )
+            try:
+                answer = await self._call(api.post_revocation(revocation.statement))
+            except ServerError as exc:
+                if exc.code == "stale_head" and attempt == 0:
+                    continue  # another steward was first: verify the longer chain, sign again
+                raise
+            if not isinstance(answer, dict) or answer.get("revocation_id") != b32e(
+                revocation.statement.id
+            ):
+                raise lying("the server acknowledged another revocation than the one sent")
+            extended = verify_revocation_list(
+                genesis, [*(r.statement for r in listed.revocations), revocation.statement]
+            )
+            self.known_revocations(extended)
+            return {
+                "member_id": member_id_text(subject),
+                "status": "revoked",
+                "seq": seq,
+                "revocation_id": b32e(revocation.statement.id),
+            }
+        raise AssertionError("unreachable")
+
     # Vetting newcomers.
 
     async def _evidence(self, member_text: str | None) -> verify.MemberReport:
@@ -409,7 +537,9 @@ class Client:
         if evidence.member_id.lower() != member_id_text(member_id):
             raise verify.fail("the server sent evidence about another member")
         report = verify.evaluate_member(genesis, evidence, self._clock())
-        await self._check_listed(report, verify.revoked_map(genesis, evidence))
+        listed = verify.revocation_list(genesis, evidence.revocations)
+        self.known_revocations(listed)
+        await self._check_listed(report, listed.revoked)
         return report
 
     async def _check_listed(self, report: verify.MemberReport, revoked: dict[bytes, int]) -> None:

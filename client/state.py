@@ -133,6 +133,10 @@ class State:
     splits: dict[bytes, bytes] = field(default_factory=dict)
     # Sealed messages posted but not acknowledged, oldest first (client/cells.py).
     outbox: tuple[Outgoing, ...] = ()
+    # The ids of the network's revocation chain as far as this client verified
+    # it (seq 0 first): a list the server shows later must begin with these
+    # (PROTOCOL §7, "The revocation chain"), and messages carry its head.
+    revocations: tuple[bytes, ...] = ()
 
     @property
     def member_id(self) -> bytes:
@@ -168,6 +172,7 @@ class State:
             "profile_version": self.profile_version,
             "splits": {new.hex(): old for new, old in self.splits.items()},
             "outbox": [o.to_value() for o in self.outbox],
+            "revocations": list[Value](self.revocations),
         }
 
     @classmethod
@@ -211,7 +216,11 @@ class State:
         outbox = tuple(
             Outgoing.from_value(item) for item in cast(list[Value], value.get("outbox") or [])
         )
+        revocations = tuple(cast(list[bytes], value.get("revocations") or []))
+        if any(not isinstance(r, bytes) or len(r) != 32 for r in revocations):
+            raise ValueError("a known revocation id is not 32 bytes")
         return cls(
+            revocations=revocations,
             outbox=outbox,
             groups=groups,
             profile=cast("dict[str, str | None] | None", value.get("profile")),

@@ -33,10 +33,10 @@ from client.errors import ClientError, VerificationFailed
 from crypto.chains import (
     Admission,
     Revocation,
+    RevocationList,
     parse_admission,
-    parse_revocation,
-    revocation_times,
     verify_chain,
+    verify_revocation_list,
 )
 from crypto.encoding import b32d, b32e, b64d, decode
 from crypto.errors import CryptoError
@@ -135,28 +135,20 @@ class VerifiedCell:
     members: dict[bytes, VerifiedMember]
 
 
-def revocations(genesis: Genesis, evidence: Evidence) -> dict[bytes, Revocation]:
-    """Each revoked member's earliest verified revocation (a steward's signed statement)."""
+def revocation_list(genesis: Genesis, wires: Sequence[Wire]) -> RevocationList:
+    """The network's revocation chain as the server sent it, verified link by link from seq 0."""
     network = genesis.network_id
-    found: dict[bytes, Revocation] = {}
     with checking("revocation list"):
-        for wire in evidence.revocations:
-            revocation = parse_revocation(statement(wire, "revocation", network), genesis)
-            known = found.get(revocation.subject)
-            if known is None or revocation.statement.time < known.statement.time:
-                found[revocation.subject] = revocation
-    return found
+        return verify_revocation_list(genesis, [statement(w, "revocation", network) for w in wires])
+
+
+def revocations(genesis: Genesis, evidence: Evidence) -> dict[bytes, Revocation]:
+    """Each revoked member's verified revocation (a steward's, in the network's chain)."""
+    return revocation_list(genesis, evidence.revocations).by_subject
 
 
 def revoked_map(genesis: Genesis, evidence: Evidence) -> dict[bytes, int]:
-    network = genesis.network_id
-    with checking("revocation list"):
-        return revocation_times(
-            [
-                parse_revocation(statement(w, "revocation", network), genesis)
-                for w in evidence.revocations
-            ]
-        )
+    return revocation_list(genesis, evidence.revocations).revoked
 
 
 def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int]) -> VerifiedCell:

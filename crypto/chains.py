@@ -5,7 +5,8 @@ on until a certificate whose issuer is a steward named in the genesis. The
 rule this module keeps: a key is trusted only if every link verifies, each
 link's issuer is the previous link's subject, every issuer had passed
 probation when they signed, and no link was signed by a member after their
-revocation.
+revocation. Revocations form one hash chain per network
+(`verify_revocation_list`): a list is trusted only from seq 0, link by link.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from crypto.encoding import Value
 from crypto.errors import ChainError, InvalidStatement
 from crypto.invites import LOOKUP_ID_BYTES
 from crypto.keys import IdentityKey, IdentityPublicKey
 from crypto.network import GROUP_ID_BYTES, Genesis
-from crypto.statements import Statement, get_bytes, sign_statement
+from crypto.statements import Statement, get_bytes, get_int, sign_statement
 
 MAX_CHAIN_LENGTH = 64
 
@@ -84,17 +86,39 @@ def parse_admission(statement: Statement) -> Admission:
     )
 
 
+# The revocation list is one hash chain for the whole network (PROTOCOL §7,
+# "The revocation chain"): each revocation names its position `seq` and the
+# id of the one before it (`prev`; 32 zero bytes for seq 0), so a list's last
+# id commits to every revocation before it, and a client that carries that
+# head forward catches a server that shows it a shorter or another list.
+NO_PREVIOUS = bytes(32)
+RevocationCheck = Literal["holds", "missing", "forked"]
+
+
 @dataclass(frozen=True)
 class Revocation:
     """A steward's statement that a member's key is no longer trusted."""
 
     statement: Statement
     subject: bytes
+    seq: int = 0
+    prev: bytes = NO_PREVIOUS
 
 
-def make_revocation(steward: IdentityKey, network: bytes, subject: bytes, time: int) -> Revocation:
+def make_revocation(
+    steward: IdentityKey,
+    network: bytes,
+    subject: bytes,
+    time: int,
+    *,
+    seq: int = 0,
+    prev: bytes = NO_PREVIOUS,
+) -> Revocation:
+    """The revocation at position `seq` of the network's list, after the one `prev` names."""
     return parse_revocation(
-        sign_statement(steward, "revocation", network, time, {"subject": subject})
+        sign_statement(
+            steward, "revocation", network, time, {"subject": subject, "seq": seq, "prev": prev}
+        )
     )
 
 
@@ -105,7 +129,114 @@ def parse_revocation(statement: Statement, genesis: Genesis | None = None) -> Re
         raise ChainError("a revocation belongs to another network")
     if genesis is not None and statement.author not in genesis.steward_ids:
         raise ChainError("only a steward can revoke a member")
-    return Revocation(statement, get_bytes(statement.fields, "subject", 32))
+    fields = statement.fields
+    if set(fields) - {"type", "v", "author", "key", "time", "network", "subject", "seq", "prev"}:
+        raise InvalidStatement("a revocation has unknown fields")
+    return Revocation(
+        statement,
+        get_bytes(fields, "subject", 32),
+        get_int(fields, "seq"),
+        get_bytes(fields, "prev", 32),
+    )
+
+
+@dataclass(frozen=True)
+class RevocationHead:
+    """Where a revocation list ends: the last revocation's seq and statement id."""
+
+    seq: int
+    id: bytes
+
+    def to_value(self) -> list[Value]:
+        return [self.seq, self.id]
+
+    @classmethod
+    def from_value(cls, value: Value) -> RevocationHead:
+        if (
+            not isinstance(value, list)
+            or len(value) != 2
+            or not isinstance(value[0], int)
+            or isinstance(value[0], bool)
+            or value[0] < 0
+            or not isinstance(value[1], bytes)
+            or len(value[1]) != 32
+        ):
+            raise InvalidStatement("a revocation head is [seq, 32-byte id]")
+        return cls(value[0], value[1])
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """A verified revocation chain, from seq 0 to its head."""
+
+    revocations: tuple[Revocation, ...]
+
+    @property
+    def ids(self) -> tuple[bytes, ...]:
+        return tuple(r.statement.id for r in self.revocations)
+
+    @property
+    def head(self) -> RevocationHead | None:
+        if not self.revocations:
+            return None
+        return RevocationHead(len(self.revocations) - 1, self.revocations[-1].statement.id)
+
+    @property
+    def by_subject(self) -> dict[bytes, Revocation]:
+        return {r.subject: r for r in self.revocations}
+
+    @property
+    def revoked(self) -> dict[bytes, int]:
+        """Member id -> revocation time, for verify_chain."""
+        return {r.subject: r.statement.time for r in self.revocations}
+
+    def next_position(self) -> tuple[int, bytes]:
+        """(seq, prev) of the revocation that would extend this list."""
+        head = self.head
+        return (0, NO_PREVIOUS) if head is None else (head.seq + 1, head.id)
+
+    def check(self, head: RevocationHead) -> RevocationCheck:
+        """Does this list hold `head` (one a cellmate or this client has seen)?
+
+        "missing": the list ends before `head.seq` (a revocation withheld, or
+        the list rolled back); "forked": another revocation stands at that seq.
+        """
+        if head.seq >= len(self.revocations):
+            return "missing"
+        return "holds" if self.revocations[head.seq].statement.id == head.id else "forked"
+
+    def check_known(self, known: Sequence[bytes]) -> RevocationCheck:
+        """Does this list begin with `known`, the ids a client verified before?"""
+        if len(known) > len(self.revocations):
+            return "missing"
+        return "holds" if self.ids[: len(known)] == tuple(known) else "forked"
+
+
+def verify_revocation_list(genesis: Genesis, statements: Sequence[Statement]) -> RevocationList:
+    """Check that `statements`, in order, are the network's revocation chain from seq 0.
+
+    Each is a revocation of this network by a steward of the genesis, stands
+    at its own position (`seq` = its index), names the previous one's id as
+    `prev` (NO_PREVIOUS for the first), and revokes a member no earlier
+    revocation did. Raises ChainError naming the first broken rule.
+    """
+    revocations: list[Revocation] = []
+    prev, subjects = NO_PREVIOUS, set()
+    for position, statement in enumerate(statements):
+        revocation = parse_revocation(statement, genesis)
+        if revocation.seq != position:
+            raise ChainError(
+                f"the revocation list has a gap or a repeat: seq {revocation.seq} "
+                f"stands at position {position}"
+            )
+        if revocation.prev != prev:
+            raise ChainError(f"revocation {position} does not follow the one before it")
+        if revocation.subject in subjects:
+            raise ChainError(f"revocation {position} revokes a member already revoked")
+        subjects.add(revocation.subject)
+        prev = statement.id
+        revocations.append(revocation)
+    return RevocationList(tuple(revocations))
 
 
 def revocation_times(revocations: Sequence[Revocation]) -> dict[bytes, int]:

@@ -73,6 +73,8 @@ class ErrorCode(str, Enum):  # noqa: UP042
     BELOW_MINIMUM = "below_minimum"
     INVALID_ORIGIN = "invalid_origin"
     WRONG_MEMBER = "wrong_member"
+    # The revocation chain (issue 7, item 8).
+    ALREADY_REVOKED = "already_revoked"
 
 
 class ApiError(Exception):

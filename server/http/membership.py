@@ -34,6 +34,7 @@ def add_membership_routes(app: web.Application) -> None:
     r.add_post("/v1/vouches", vouch)
     r.add_post("/v1/blocks", block)
     r.add_post("/v1/revocations", revoke)
+    r.add_get("/v1/revocations", revocations)
     r.add_get("/v1/members/{member_id}/evidence", member_evidence)
 
 
@@ -198,16 +199,33 @@ async def block(request: web.Request) -> web.Response:
 
 
 async def revoke(request: web.Request) -> web.Response:
-    """POST /v1/revocations {"revocation": stmt} → 201 {"member_id": "…", "status": "revoked"}"""
+    """POST /v1/revocations {"revocation": stmt}
+    → 201 {"member_id": "…", "status": "revoked", "seq": 0, "revocation_id": "…"}"""
     session = await authenticate(request)
     body = await read_json(request)
     async with transaction(request.app[POOL_KEY]) as conn:
-        member_id = await admissions.revoke(
+        member_id, seq, statement_id = await admissions.revoke(
             conn, session, body.get("revocation"), request.app[CLOCK_KEY]()
         )
     # After the commit: this instance's sockets close at once, others' at their next session check.
     request.app[HUB_KEY].close_member_sockets(member_id)
-    return json_response({"member_id": b32e(member_id), "status": "revoked"}, 201)
+    return json_response(
+        {
+            "member_id": b32e(member_id),
+            "status": "revoked",
+            "seq": seq,
+            "revocation_id": b32e(statement_id),
+        },
+        201,
+    )
+
+
+async def revocations(request: web.Request) -> web.Response:
+    """GET /v1/revocations → {"revocations": [stmt, …]} (the chain, seq 0 first)"""
+    session = await authenticate(request)
+    async with transaction(request.app[POOL_KEY]) as conn:
+        chain = await admissions.revocation_list(conn, session)
+    return json_response({"revocations": chain})
 
 
 async def member_evidence(request: web.Request) -> web.Response:

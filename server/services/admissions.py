@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from crypto.chains import Admission, parse_admission, parse_revocation
+from crypto.chains import NO_PREVIOUS, Admission, parse_admission, parse_revocation
 from crypto.encoding import b32e, b64e, decode
 from crypto.network import Genesis
 from crypto.roster import GroupRules
@@ -252,7 +252,15 @@ async def add_verdict(
     return subject.member_id, await settle(conn, genesis, subject, now)
 
 
-async def revoke(conn: Connection, session: Session, wire: Any, now: datetime) -> bytes:
+async def revoke(
+    conn: Connection, session: Session, wire: Any, now: datetime
+) -> tuple[bytes, int, bytes]:
+    """Append a steward's revocation to the network's chain: (member, seq, statement id).
+
+    It must extend the current head exactly (seq = the chain's length, prev =
+    its last id), checked under the network row's lock, so two stewards
+    racing can't fork the list; the subject must be a member not yet revoked.
+    """
     genesis = await load_genesis(conn, session.network_id)
     statement = statement_from({"revocation": wire}, "revocation", "revocation", genesis.network_id)
     check_fresh(statement, now)
@@ -260,12 +268,32 @@ async def revoke(conn: Connection, session: Session, wire: Any, now: datetime) -
         raise api_error(403, "not_steward", "only a steward can revoke a member")
     with crypto_errors():
         revocation = parse_revocation(statement, genesis)
+    length, head = await store.revocation_head(conn, genesis.network_id)
     subject = await store.get_member(conn, revocation.subject, for_update=True)
     if subject is None or subject.network_id != genesis.network_id:
         raise api_error(404, "not_found", "no such member")
+    if subject.revoked_at is not None:
+        raise api_error(409, "already_revoked", "this member is already revoked")
+    if revocation.seq != length or revocation.prev != (head or NO_PREVIOUS):
+        raise api_error(
+            409,
+            "stale_head",
+            f"the revocation list holds {length} revocation(s): sign the next one "
+            "after its current head",
+        )
     await _store_statement(conn, genesis, statement, subject.member_id, None)
-    await store.mark_revoked(conn, subject.member_id, statement.id, now)
-    return subject.member_id
+    await store.mark_revoked(
+        conn, subject.member_id, statement.id, now, network_id=genesis.network_id, seq=length
+    )
+    return subject.member_id, length, statement.id
+
+
+async def revocation_list(conn: Connection, session: Session) -> list[dict[str, str] | None]:
+    """The network's revocation chain, for an admitted member (pending newcomers see none)."""
+    viewer = await store.get_member(conn, session.member_id)
+    if viewer is None or viewer.admitted_at is None or viewer.revoked_at is not None:
+        raise api_error(403, "not_admitted", "you are not an admitted member yet")
+    return [_wire(s) for s in await store.revocation_chain(conn, session.network_id)]
 
 
 async def visible_member(conn: Connection, session: Session, member_id: bytes) -> store.MemberRow:
@@ -357,7 +385,12 @@ async def evidence(
                 former.append({"member_id": b32e(member_id), "chain": [_wire(s) for s in chain_of]})
         logs = await _cell_history(conn, network, cell_id, certificate.cell)
         history = [[_wire(s) for s in log] for log in logs]
-    revocations = await store.statements_by_type(conn, network, "revocation")
+    elif join is None and asker is not None and asker.admitted_at is not None:
+        # A steward moved by splits: the logs from the founding cell down, so
+        # that their client can follow each split it was moved by.
+        logs = await _cell_history(conn, network, cell_id, None)
+        history = [[_wire(s) for s in log] for log in logs]
+    revocations = await store.revocation_chain(conn, network)
     return {
         "member_id": b32e(subject.member_id),
         "network_id": b32e(network),
@@ -379,7 +412,7 @@ async def evidence(
 
 
 async def _cell_history(
-    conn: Connection, network: bytes, cell_id: bytes, admission_cell: bytes
+    conn: Connection, network: bytes, cell_id: bytes, admission_cell: bytes | None
 ) -> list[list[store.StoredStatement]]:
     """The roster logs from the admission cell down to (not including) `cell_id`.
 
@@ -388,7 +421,8 @@ async def _cell_history(
     earlier cell's log is cut just after the split event that created the next
     cell on the way: what that split's moved members had seen, and all a
     client needs, since the member was vetted before they moved. Nothing of
-    what the old cell did later is shown to anyone here.
+    what the old cell did later is shown to anyone here. With no admission
+    cell (a steward), the path runs up to the founding cell.
     """
     if cell_id == admission_cell:
         return [await group_store.roster_log(conn, cell_id)]
@@ -402,6 +436,8 @@ async def _cell_history(
         older = None
         if isinstance(origin, bytes):
             older = await group_store.group_of_roster_event(conn, origin)
+        if admission_cell is None and origin is None:
+            return logs  # reached the founding cell
         if origin is None or older is None:
             return []  # not moved here from the admission cell: the client will refuse
         log = await group_store.roster_log(conn, older)

@@ -15,9 +15,8 @@ from typing import Any
 from crypto.chains import (
     Admission,
     parse_admission,
-    parse_revocation,
-    revocation_times,
     verify_chain,
+    verify_revocation_list,
 )
 from crypto.errors import ChainError, CryptoError, InvalidSignature, InvalidStatement, RuleViolation
 from crypto.keys import IdentityPublicKey
@@ -136,14 +135,11 @@ async def load_chain(conn: Connection, network: bytes, member_id: bytes) -> list
 
 
 async def load_revocations(conn: Connection, genesis: Genesis) -> dict[bytes, int]:
-    stored = await store.statements_by_type(conn, genesis.network_id, "revocation")
+    stored = await store.revocation_chain(conn, genesis.network_id)
     with crypto_errors():
-        return revocation_times(
-            [
-                parse_revocation(parse_stored(s, "revocation", genesis.network_id), genesis)
-                for s in stored
-            ]
-        )
+        return verify_revocation_list(
+            genesis, [parse_stored(s, "revocation", genesis.network_id) for s in stored]
+        ).revoked
 
 
 async def verified_chain(

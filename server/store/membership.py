@@ -281,13 +281,52 @@ async def mark_blocked(conn: Connection, member_id: bytes, at: datetime) -> None
     )
 
 
+async def revocation_head(conn: Connection, network_id: bytes) -> tuple[int, bytes | None]:
+    """(how many revocations the chain holds, the last one's id), the network row locked."""
+    row = await conn.fetchrow(
+        "SELECT revocation_seq, revocation_head FROM networks WHERE network_id = $1 FOR UPDATE",
+        network_id,
+    )
+    if row is None:
+        return 0, None
+    head = row["revocation_head"]
+    return row["revocation_seq"], None if head is None else bytes(head)
+
+
+async def revocation_chain(conn: Connection, network_id: bytes) -> list[StoredStatement]:
+    """The network's revocations in chain order (seq 0 first)."""
+    rows = await conn.fetch(
+        """SELECT s.body, s.sig FROM revocations r
+           JOIN statements s ON s.statement_id = r.statement_id
+           WHERE r.network_id = $1 ORDER BY r.seq""",
+        network_id,
+    )
+    return [StoredStatement(r["body"], r["sig"]) for r in rows]
+
+
 async def mark_revoked(
-    conn: Connection, member_id: bytes, statement_id: bytes, at: datetime
+    conn: Connection,
+    member_id: bytes,
+    statement_id: bytes,
+    at: datetime,
+    *,
+    network_id: bytes,
+    seq: int,
 ) -> None:
+    """Record the revocation at `seq` of the chain; the caller holds the head (revocation_head)."""
     await conn.execute("UPDATE members SET revoked_at = $2 WHERE member_id = $1", member_id, at)
     await conn.execute(
-        "INSERT INTO revocations (member_id, statement_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        """INSERT INTO revocations (member_id, statement_id, network_id, seq)
+           VALUES ($1, $2, $3, $4)""",
         member_id,
+        statement_id,
+        network_id,
+        seq,
+    )
+    await conn.execute(
+        "UPDATE networks SET revocation_seq = $2 + 1, revocation_head = $3 WHERE network_id = $1",
+        network_id,
+        seq,
         statement_id,
     )
     # A revoked member's sessions end with the revocation.

@@ -9,7 +9,14 @@ from typing import Any
 import aiohttp
 
 from crypto import labels
-from crypto.chains import Admission, make_admission, make_revocation, make_verdict, parse_admission
+from crypto.chains import (
+    NO_PREVIOUS,
+    Admission,
+    make_admission,
+    make_revocation,
+    make_verdict,
+    parse_admission,
+)
 from crypto.encoding import b32e, b64e, encode
 from crypto.invites import InviteCode, make_invite, make_join
 from crypto.keys import IdentityKey
@@ -187,8 +194,11 @@ class Actor:
         path = "/v1/vouches" if kind == "vouch" else "/v1/blocks"
         return await self.call("POST", path, {kind: verdict.statement.to_wire()})
 
-    async def revoke(self, member: Actor) -> Reply:
-        revocation = make_revocation(self.key, self.network, member.id, self.now())
+    async def revoke(self, member: Actor | bytes, seq: int = 0, prev: bytes = NO_PREVIOUS) -> Reply:
+        subject = member if isinstance(member, bytes) else member.id
+        revocation = make_revocation(
+            self.key, self.network, subject, self.now(), seq=seq, prev=prev
+        )
         return await self.call(
             "POST", "/v1/revocations", {"revocation": revocation.statement.to_wire()}
         )
