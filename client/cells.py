@@ -60,7 +60,7 @@ from crypto.messages import (
 from crypto.messages import verify_message as verify_sealed
 from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
-from crypto.statements import pack, verify_statement
+from crypto.statements import Statement, get_bytes, pack, verify_statement
 
 PAGE = 500
 RESEND_TRIES = 3
@@ -90,6 +90,16 @@ class MemberView:
     name: str | None
     contact: str | None
     notes: str | None
+
+
+@dataclass(frozen=True)
+class MyCell:
+    """My own evidence: my cell as the server lists it (chains verified), the
+    verified revocations, and the roster logs of cells I was moved out of."""
+
+    cell: verify.VerifiedCell
+    revocations: dict[bytes, Revocation]
+    logs: dict[bytes, list[Statement]]
 
 
 class Cells:
@@ -172,10 +182,11 @@ class Cells:
     async def sync_cell(self) -> None:
         """Follow my cell (across a split) and add members whose vetting completed."""
         genesis, cell_id = self.client._network()
-        cell, revocations = await self._my_cell_evidence()
+        mine = await self._my_cell_evidence()
+        cell, revocations = mine.cell, mine.revocations
         server_cell = cell.group.group_id
         if server_cell != cell_id:
-            await self._follow_split(server_cell)
+            await self._follow_split(server_cell, mine.logs)
             cell_id = server_cell
         try:
             record, state = await self.sync_roster(cell_id)
@@ -194,30 +205,40 @@ class Cells:
                 state = await self._add_member(record, state, member)
         self._save()
 
-    async def _follow_split(self, new_cell: bytes) -> None:
+    async def _follow_split(self, new_cell: bytes, logs: dict[bytes, list[Statement]]) -> None:
         """The server says I am in another cell: believe it only through a verified split.
 
         The new cell's create event must name, as its origin, a split event in
-        the verified log of my current cell that moved me and made exactly
-        this cell (crypto.roster.check_split_creation); anything else, such as
-        a cell an informant founded around me, is refused.
+        the log of my current cell that moved me and made exactly this cell
+        (crypto.roster.check_split_creation); anything else, such as a cell an
+        informant founded around me, is refused. Once moved I am no longer on
+        the old cell's roster, so its log comes with my evidence (up to the
+        split) and must extend the log this client verified before.
         """
         _, old_cell = self.client._network()
-        old_record, _ = await self.sync_roster(old_cell)
-        record, state = await self.sync_roster(new_cell)
-        creation = roster.GroupCreation(
-            record.events[0], roster.apply(None, record.events[0], rules=self._rules())
-        )
-        try:
-            roster.find_split_creation(old_record.events, creation, rules=self._rules())
-        except RuleViolation as exc:
-            raise lying(
-                f"the server moved you to a cell that no split of your cell made ({exc})"
-            ) from None
-        if self._me not in creation.state.members:
-            raise lying("the server moved you to a cell whose founding roster lacks you")
-        state_now = self.client.state
-        self.client._save(replace(state_now, cell_id=new_cell))
+        rules = self._rules()
+        if old_cell in logs:  # what the server shows of my old cell extends what I saw
+            extend_log(self._record(old_cell).events, logs[old_cell], rules=rules)
+        record, _ = await self.sync_roster(new_cell)
+        step = roster.parse_group_creation(record.events[0], rules=rules)
+        # Walk back from the new cell to mine, one split at a time (I may have
+        # been moved more than once since this client last looked).
+        for _ in range(len(logs)):
+            origin = step.statement.fields.get("origin")
+            parent = next((log for log in logs.values() if any(e.id == origin for e in log)), None)
+            if parent is None or self._me not in step.state.members:
+                break
+            try:
+                roster.find_split_creation(parent, step, rules=rules)
+            except RuleViolation as exc:
+                raise lying(
+                    f"the server moved you to a cell that no split of your cell made ({exc})"
+                ) from None
+            if parent[0].fields.get("group") == old_cell:
+                self.client._save(replace(self.client.state, cell_id=new_cell))
+                return
+            step = roster.parse_group_creation(parent[0], rules=rules)
+        raise lying("the server moved you to a cell that no split of your cell made")
 
     async def _remove_revoked(self, state: RosterState, revocation: Revocation) -> RosterState:
         """Take a revoked member off the roster, the steward's revocation as the reason.
@@ -249,7 +270,7 @@ class Cells:
             )
         return state
 
-    async def _my_cell_evidence(self) -> tuple[verify.VerifiedCell, dict[bytes, Revocation]]:
+    async def _my_cell_evidence(self) -> MyCell:
         """My cell's members as the server lists them, each with a verified chain.
 
         Only the chains are checked here, not my own vetting: a finished
@@ -266,7 +287,12 @@ class Cells:
         self.client.known_revocations(listed)
         revocations = listed.by_subject
         revoked = {m: r.statement.time for m, r in revocations.items()}
-        return verify.verify_cell(genesis, evidence, revoked), revocations
+        logs: dict[bytes, list[Statement]] = {}
+        for log in evidence.cell_history:
+            events = [verify.statement(w, "roster", genesis.network_id) for w in log]
+            if events:
+                logs[get_bytes(events[0].fields, "group", GROUP_ID_BYTES)] = events
+        return MyCell(verify.verify_cell(genesis, evidence, revoked), revocations, logs)
 
     def _check_chains(
         self, record: GroupRecord, state: RosterState, cell: verify.VerifiedCell

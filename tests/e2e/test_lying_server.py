@@ -446,3 +446,228 @@ def test_an_older_profile_restored_is_caught(
 
     Operator(database_url).do(restore)
     caught(b, "members", "cell", because="older than version 2", tries=2)
+
+
+# --- Membership facts the server used to supply (issue 7) ---------------------------
+#
+# Each test below plays an operator who runs a patched server (or edits the
+# database), with one informant member where the attack needs one, and shows
+# that the honest members' clients refuse: nothing they seal after the attack
+# reaches the informant.
+
+QUICK = ("--probation-days", "0", "--vetting-hours", "0", "--cell-min", "2")
+
+
+def state_of(home: Path) -> Any:
+    return StateFile(home).read(ENV["SPOKES_PASSPHRASE"])
+
+
+async def boxes_for(conn: Any, member: bytes) -> int:
+    """How many epoch secrets were ever sealed to `member`."""
+    return int(
+        await conn.fetchval("SELECT count(*) FROM epoch_secrets WHERE member_id = $1", member)
+    )
+
+
+def test_a_cell_an_informant_founds_around_a_member_is_refused(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    from server.services.groups import add_founding_members, record_creation
+
+    url, database_url = served
+    founder = found(tmp_path, url, "--vouches", "1", *QUICK)
+    victim, joined = join(tmp_path, "victim", url, invite(founder))
+    admit(founder, joined)
+    informant, joined = join(tmp_path, "informant", url, invite(founder))
+    admit(founder, joined, victim)
+    run(victim, "send", "cell", "in the real cell")
+    mine, theirs = state_of(informant), state_of(victim)
+    assert mine.genesis is not None and mine.key_bundle and theirs.key_bundle
+
+    # The informant signs a create holding themself and the victim, with a
+    # made-up split origin; the patched server says it is the victim's cell now.
+    fake = roster.make_group(
+        mine.identity,
+        mine.genesis.network_id,
+        int(time.time()),
+        [mine.key_bundle, theirs.key_bundle],
+        origin=os.urandom(32),
+        rules=roster.GroupRules.of(mine.genesis),
+    )
+
+    async def move_victim(conn: Any) -> None:
+        now = await conn.fetchval("SELECT now()")
+        await record_creation(conn, mine.genesis.network_id, fake, now)
+        await add_founding_members(conn, fake, now)
+        await conn.execute(
+            "UPDATE members SET cell_id = $1 WHERE member_id = $2", fake.group_id, theirs.member_id
+        )
+
+    Operator(database_url).do(move_victim)
+    caught(victim, "send", "cell", "the plan", because="no split of your cell made", tries=2)
+    assert state_of(victim).cell_id == theirs.cell_id  # still in the real cell
+
+    caught(victim, "read", "cell", because="no split of your cell made")
+    messages = Operator(database_url).do(
+        lambda conn: conn.fetchval(
+            "SELECT count(*) FROM group_events WHERE group_id = $1 AND kind = 'message'",
+            fake.group_id,
+        )
+    )
+    assert messages == 0
+
+
+def test_an_add_short_of_the_policys_vouches_is_refused(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, database_url = served
+    founder = found(tmp_path, url, "--vouches", "2", *QUICK)
+    informant, joined = join(tmp_path, "informant", url, invite(founder))
+    admit(founder, joined)  # a founding cell of one admits on its founder's certificate
+    run(founder, "send", "cell", "before")
+    assert run(founder, "cells")["groups"][0]["members"] == 2
+    confederate, joined = join(tmp_path, "confederate", url, invite(informant))
+    status = run(
+        informant, "admit", joined["member_id"], "--safety-number", joined["safety_number"]
+    )
+    assert status["status"] == "pending"  # the founder's vouch is still needed
+    mine, theirs = state_of(informant), state_of(confederate)
+    assert mine.genesis is not None and mine.cell_id is not None and theirs.key_bundle
+
+    # The informant signs an add carrying only their own certificate; the
+    # patched server appends it and marks the confederate admitted.
+    async def add_confederate(conn: Any) -> None:
+        row = await conn.fetchrow(
+            "SELECT body, sig FROM statements WHERE type = 'admission' AND author = $1",
+            mine.member_id,
+        )
+        from crypto.chains import parse_admission
+
+        certificate = parse_admission(
+            verify_statement(bytes(row["body"]), bytes(row["sig"]), "admission", mine.network_id)
+        )
+        log = await roster_log(conn, mine.cell_id)
+        state = replay(log, await rules_of(conn))
+        fields = roster.add_fields(theirs.key_bundle, certificate, [])
+        event = roster.sign_event(
+            mine.identity, mine.network_id, state, "add", int(time.time()), fields
+        )
+        await append_roster(conn, mine.cell_id, state.seq + 1, event, "add", statement_id=event.id)
+        await conn.execute(
+            "UPDATE members SET admitted_at = now() WHERE member_id = $1", theirs.member_id
+        )
+        await conn.execute(
+            "INSERT INTO group_members (group_id, member_id) VALUES ($1, $2)",
+            mine.cell_id,
+            theirs.member_id,
+        )
+        await conn.execute(
+            "UPDATE groups SET rekey_needed = true WHERE group_id = $1", mine.cell_id
+        )
+
+    Operator(database_url).do(add_confederate)
+    caught(founder, "send", "cell", "the plan", because="1 of the 2 vouches", tries=2)
+    caught(founder, "read", "cell", because="1 of the 2 vouches")
+    assert Operator(database_url).do(lambda conn: boxes_for(conn, theirs.member_id)) == 0
+    # Asked about the confederate, the founder's client refuses the log too.
+    caught(founder, "status", joined["member_id"], because="1 of the 2 vouches")
+
+
+def test_cellmates_hidden_from_a_newcomers_evidence_are_caught(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, database_url = served
+    founder = found(tmp_path, url, "--vouches", "2", *QUICK)
+    informant, joined = join(tmp_path, "informant", url, invite(founder))
+    admit(founder, joined)
+    c, joined = join(tmp_path, "c", url, invite(founder))
+    admit(founder, joined, informant)
+    run(informant, "send", "cell", "all three of us")
+    assert run(informant, "cells")["groups"][0]["members"] == 3
+    confederate, joined = join(tmp_path, "confederate", url, invite(informant))
+    hidden = [member_of(founder), member_of(c)]
+
+    # The operator leaves the founder and C out of the cell the evidence shows,
+    # so the confederate would need only the informant's certificate.
+    def hide(conn: Any) -> Any:
+        return conn.execute("UPDATE members SET cell_id = NULL WHERE member_id = ANY($1)", hidden)
+
+    Operator(database_url).do(hide)
+    number = joined["safety_number"]
+    caught(informant, "admit", joined["member_id"], "--safety-number", number, because="leaves out")
+    certificates = Operator(database_url).do(
+        lambda conn: conn.fetchval(
+            "SELECT count(*) FROM statements WHERE type = 'admission' AND author = $1",
+            member_of(informant),
+        )
+    )
+    assert certificates == 0  # nothing was signed
+
+
+def test_a_member_of_another_cell_listed_in_this_one_is_refused(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, database_url = served
+    founder = found(tmp_path, url, "--vouches", "1", *QUICK)
+    homes = {}
+    for name, vouchers in (("b", ()), ("c", ("b",)), ("d", ("b", "c"))):
+        homes[name], joined = join(tmp_path, name, url, invite(founder))
+        admit(founder, joined, *(homes[v] for v in vouchers))
+    b, c, d = homes["b"], homes["c"], homes["d"]
+    run(founder, "send", "cell", "four of us")
+    split = run(
+        founder,
+        "cell",
+        "split",
+        "cell",
+        "--member",
+        member_id_text(member_of(c)),
+        "--member",
+        member_id_text(member_of(d)),
+    )
+    run(c, "sign", split["motion_id"])
+    assert run(d, "sign", split["motion_id"])["status"] == "done"
+    # In the other cell, C brings in someone who turns informant.
+    run(c, "cells")  # C's client follows the split to the new cell
+    informant, joined = join(tmp_path, "informant", url, invite(c))
+    admit(c, joined, d)  # D stands outside C's invite subtree: their vouch is needed
+    run(d, "send", "cell", "welcome")
+    spy = member_of(informant)
+    cell_a = state_of(founder).cell_id
+
+    # The operator lists the informant among cell A's members.
+    def relist(conn: Any) -> Any:
+        return conn.execute("UPDATE members SET cell_id = $1 WHERE member_id = $2", cell_a, spy)
+
+    Operator(database_url).do(relist)
+    caught(founder, "send", "cell", "the plan", tries=2)
+    caught(b, "send", "cell", "the plan")
+
+    async def sealed_in_a(conn: Any) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM epoch_secrets WHERE group_id = $1 AND member_id = $2",
+                cell_a,
+                spy,
+            )
+        )
+
+    assert Operator(database_url).do(sealed_in_a) == 0
+
+
+def test_a_split_below_the_minimum_is_refused_and_writes_nothing(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, database_url = served
+    founder = found(tmp_path, url, "--vouches", "1", *QUICK)
+    b, joined = join(tmp_path, "b", url, invite(founder))
+    admit(founder, joined)
+    c, joined = join(tmp_path, "c", url, invite(founder))
+    admit(founder, joined, b)
+    run(founder, "send", "cell", "three of us")
+    me = member_id_text(member_of(b))
+    refused = run(b, "cell", "split", "cell", "--member", me, expect="below_minimum")
+    assert "at least 2" in refused["error"]["message"]
+    motions = Operator(database_url).do(lambda conn: conn.fetchval("SELECT count(*) FROM motions"))
+    assert motions == 0
+    assert run(b, "cells")["groups"][0]["members"] == 3
