@@ -63,7 +63,11 @@ def extend_log(
         )
     for position, (mine, theirs) in enumerate(zip(known, fetched, strict=False)):
         if mine.id != theirs.id:
-            raise lying(f"the server's roster log changed its event {position}, which was verified")
+            raise Equivocation(
+                f"The server showed two different roster events at position {position} of one "
+                "group's log: it is showing members different rosters (a fork). Nothing was "
+                "accepted; compare the roster fingerprint of `spokes cells` with your cell in person."
+            )
     try:
         return roster.verify_log(fetched, rules=rules)
     except CryptoError as exc:

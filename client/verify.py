@@ -374,8 +374,14 @@ def evaluate_member(genesis: Genesis, evidence: Evidence, now: int) -> MemberRep
     verdicts = [verdict(w, genesis.network_id) for w in evidence.verdicts]
     former = verify_members(genesis, evidence.former_members, revoked, "former cell")
     members = _vetting_members(cell, member_id, admission, verdicts, former, history)
+    # Only the stewards' founding cell admits on fewer vouches while small;
+    # whether the admission's cell is one comes from its verified create event.
+    if admission is None or admission.cell == cell.group.group_id:
+        founding = cell.group.state.founding
+    else:
+        founding = history is not None and history.state.founding
     with checking("vouches and blocks"):
-        outcome = evaluate(genesis.policy, admission, verdicts, members, now)
+        outcome = evaluate(genesis.policy, admission, verdicts, members, now, founding=founding)
     status: MemberStatus
     admitted_at = probation_ends = None
     if member_id in revoked:

@@ -103,6 +103,10 @@ class RosterState:
     # A cell created with the genesis (no split origin): its members are
     # stewards, and it may admit on fewer vouches than the policy while small.
     founding: bool = False
+    # Every admission certificate an add of this log carried: one admission
+    # admits once, so a member who left (or moved away by a split) can't be
+    # added back on it.
+    certificates: frozenset[bytes] = frozenset()
 
     @property
     def roster_hash(self) -> bytes:
@@ -293,17 +297,22 @@ def _add(
         raise RuleViolation("already_in_group", "this member is already in the group")
     if len(state.members) >= rules.policy.cell_max:
         raise RuleViolation("group_full", "the group is full: it must split before it can grow")
-    _check_vetting(state, event, network, rules, member)
+    certificate = _check_vetting(state, event, network, rules, member)
     return replace(
-        state, members={**state.members, member.member_id: member}, changed_since_epoch=True
+        state,
+        members={**state.members, member.member_id: member},
+        changed_since_epoch=True,
+        certificates=state.certificates | {certificate},
     )
 
 
 def _check_vetting(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, member: RosterMember
-) -> None:
-    """The vetting an `add` carries is complete against this log's own members."""
+) -> bytes:
+    """The vetting an `add` carries is complete against this log's own members; its id."""
     admission = parse_admission(unpack(event.fields.get("certificate"), "admission", network))
+    if admission.statement.id in state.certificates:
+        raise RuleViolation("admission_used", "this admission certificate already admitted once")
     if admission.subject != member.member_id or admission.subject_key != member.key:
         raise RuleViolation("key_mismatch", "the certificate admits another key than the bundle's")
     if admission.cell != state.group:
@@ -337,6 +346,7 @@ def _check_vetting(
         raise RuleViolation(
             "not_vetted", "the vetting window is still open and not every member has vouched"
         )
+    return admission.statement.id
 
 
 def _remove(

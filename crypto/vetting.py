@@ -180,7 +180,14 @@ def former_members_for_vetting(
     return counted
 
 
-def required_vouches(policy: Policy, cell_size: int) -> int:
+def required_vouches(policy: Policy, cell_size: int, *, founding: bool) -> int:
+    """The policy's count; only a founding cell smaller than it needs every member instead.
+
+    A cell made by a split is held to the full count however small it is,
+    as the roster rules hold every `add` (crypto.roster.required_vouches).
+    """
+    if not founding:
+        return max(1, policy.vouches)
     return max(1, min(policy.vouches, cell_size))
 
 
@@ -204,14 +211,20 @@ def evaluate(
     verdicts: Sequence[Verdict],
     members: Sequence[CellMember],
     now: int,
+    *,
+    founding: bool,
 ) -> Outcome:
     """Decide where a newcomer stands, from signed statements alone.
+
+    `founding` says whether the admission's cell is the stewards' founding
+    cell (its create event has no split origin): only there does a small
+    cell admit on fewer vouches than the policy asks.
 
     `members` are the cell's current members, not counting the newcomer.
     Every verdict must pass `check_verdict`; one that doesn't raises, because
     whoever handed it over (a client or a server) is not telling the truth.
     """
-    needed = required_vouches(policy, len(members))
+    needed = required_vouches(policy, len(members), founding=founding)
     if admission is None:
         return Outcome("awaiting-admission", needed, (), False, None, ())
     if admission.issuer not in {m.member_id for m in members}:

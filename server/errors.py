@@ -73,6 +73,7 @@ class ErrorCode(str, Enum):  # noqa: UP042
     BELOW_MINIMUM = "below_minimum"
     INVALID_ORIGIN = "invalid_origin"
     WRONG_MEMBER = "wrong_member"
+    ADMISSION_USED = "admission_used"
     # The revocation chain (issue 7, item 8).
     ALREADY_REVOKED = "already_revoked"
 

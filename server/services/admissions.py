@@ -95,7 +95,10 @@ async def settle(
             admission, with_membership_start(view, genesis.statement.time), verdicts
         )
         members += await _former_for_vetting(conn, genesis, admission, verdicts, view)
-        outcome = evaluate(genesis.policy, admission, verdicts, members, seconds(now))
+        founding = await _is_founding(conn, network, admission.cell)
+        outcome = evaluate(
+            genesis.policy, admission, verdicts, members, seconds(now), founding=founding
+        )
     if outcome.status == "admitted" and outcome.completes_at is not None:
         # Statement times are whole seconds from the members' clocks; never
         # record an admission before the join the server saw.
@@ -105,6 +108,12 @@ async def settle(
         await store.mark_blocked(conn, subject.member_id, now)
     refreshed = await store.get_member(conn, subject.member_id)
     return member_status(refreshed or subject, genesis, now)
+
+
+async def _is_founding(conn: Connection, network: bytes, cell_id: bytes) -> bool:
+    """Is this the stewards' founding cell (its create event names no split)?"""
+    create = await store.group_statement(conn, cell_id)
+    return create is not None and parse_stored(create, "roster", network).fields["origin"] is None
 
 
 async def _former_for_vetting(

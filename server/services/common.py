@@ -47,6 +47,7 @@ _RULE_STATUS = {
     "below_minimum": 409,
     "invalid_origin": 400,
     "wrong_member": 400,
+    "admission_used": 409,
     "key_mismatch": 400,
 }
 

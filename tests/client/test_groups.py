@@ -81,7 +81,7 @@ def test_a_log_that_extends_what_was_verified_is_accepted(log) -> None:  # type:
 )
 def test_a_log_that_does_not_extend_what_was_verified_is_refused(log, tamper) -> None:  # type: ignore[no-untyped-def]
     _, events = log
-    with pytest.raises(VerificationFailed):
+    with pytest.raises((VerificationFailed, Equivocation)):
         extend_log(events, tamper(events), rules=RULES)
 
 
@@ -89,8 +89,9 @@ def test_a_forked_log_is_refused_even_when_it_verifies(log) -> None:  # type: ig
     founder, events = log
     fork = grow(events[:2], founder, "epoch", epoch_fields(events[:2]))  # another epoch 2
     assert roster.verify_log(fork, rules=RULES).seq == 2
-    with pytest.raises(VerificationFailed):
+    with pytest.raises(Equivocation) as alarm:
         extend_log(events[:3], fork, rules=RULES)
+    assert alarm.value.code == "equivocation" and "fork" in str(alarm.value)
 
 
 def test_a_fresh_client_refuses_a_log_with_a_gap(log) -> None:  # type: ignore[no-untyped-def]

@@ -325,3 +325,16 @@ def test_a_revocation_of_someone_else_removes_nobody() -> None:
         "revocation": pack(revocation.statement),
     }
     refused("wrong_member", state, sign_event(B, NETWORK, state, "remove", T0 + 31, fields), r)
+
+
+def test_an_admission_admits_once() -> None:
+    # A member moved away by a split can't be added back on their old certificate.
+    r = rules(cell_min=2)
+    state = founding(A, B, rules_=r)
+    fields = certified_add(A, NETWORK, GROUP, bundle(C), T0, (B,))
+    with_c = apply(state, sign_event(A, NETWORK, state, "add", T0 + 5, fields), rules=r)
+    with_d = apply(with_c, add(with_c, A, D, (B, C)), rules=r)
+    away = apply(with_d, split_of(with_d, (C, D), r), rules=r)
+    assert C.member_id not in away.members
+    again = sign_event(A, NETWORK, away, "add", T0 + 40, fields)
+    refused("admission_used", away, again, r)

@@ -73,13 +73,30 @@ def block(world: World, name: str, admission: Admission, at: int) -> Verdict:
 
 @pytest.mark.parametrize(("cell_size", "needed"), [(0, 1), (1, 1), (2, 2), (3, 3), (12, 3)])
 def test_required_vouches_is_capped_by_a_small_founding_cell(cell_size: int, needed: int) -> None:
-    assert required_vouches(Policy(vouches=3), cell_size) == needed
+    assert required_vouches(Policy(vouches=3), cell_size, founding=True) == needed
+
+
+@pytest.mark.parametrize("cell_size", [1, 2, 12])
+def test_a_cell_made_by_a_split_always_needs_the_policys_count(cell_size: int) -> None:
+    assert required_vouches(Policy(vouches=3), cell_size, founding=False) == 3
+
+
+def test_a_small_split_cell_does_not_admit_on_every_members_vouch() -> None:
+    # The review's one-person split: in a cell of one, a confederate would
+    # have needed only the informant's certificate.
+    world = World()
+    e = world.admit("F", "E", TA)
+    alone = world.cell_members("F")
+    outcome = evaluate(world.policy, e.admission, [], alone, founding=False, now=TA + VETTING)
+    assert (outcome.status, outcome.needed) == ("vetting", 2)
 
 
 def test_founder_alone_admits_the_first_member_with_their_certificate() -> None:
     world = World()
     e = world.admit("F", "E", TA)
-    outcome = evaluate(world.policy, e.admission, [], world.cell_members("F"), now=TA)
+    outcome = evaluate(
+        world.policy, e.admission, [], world.cell_members("F"), founding=True, now=TA
+    )
     assert outcome.status == "admitted"
     assert outcome.needed == 1
     assert outcome.vouchers == (world.members["F"].id,)
@@ -91,10 +108,15 @@ def test_small_founding_cell_needs_every_member() -> None:
     world.admit("F", "B", T1)
     e = world.admit("F", "E", TA)
     members = world.cell_members("F", "B")
-    waiting = evaluate(world.policy, e.admission, [], members, now=TA + 10 * VETTING)
+    waiting = evaluate(world.policy, e.admission, [], members, founding=True, now=TA + 10 * VETTING)
     assert (waiting.status, waiting.needed, waiting.completes_at) == ("vetting", 2, None)
     done = evaluate(
-        world.policy, e.admission, [vouch(world, "B", e.admission, TA + 5)], members, now=TA + 5
+        world.policy,
+        e.admission,
+        [vouch(world, "B", e.admission, TA + 5)],
+        members,
+        founding=True,
+        now=TA + 5,
     )
     assert (done.status, done.completes_at) == ("admitted", TA + 5)
 
@@ -103,14 +125,16 @@ def test_inviters_certificate_counts_as_their_vouch(world: World) -> None:
     world.policy = Policy(vouches=1, probation_seconds=PROBATION, vetting_seconds=VETTING)
     e = world.admit("F", "E", TA)
     members = world.cell_members("F", "B", "D")
-    outcome = evaluate(world.policy, e.admission, [], members, now=TA + VETTING)
+    outcome = evaluate(world.policy, e.admission, [], members, founding=True, now=TA + VETTING)
     assert outcome.status == "admitted"
     assert outcome.vouchers == (world.members["F"].id,)
     assert outcome.outside_needed is False  # everyone is in F's subtree
 
 
 def test_newcomer_without_a_certificate_awaits_admission(world: World) -> None:
-    outcome = evaluate(world.policy, None, [], world.cell_members("F", "B", "D"), now=TA)
+    outcome = evaluate(
+        world.policy, None, [], world.cell_members("F", "B", "D"), founding=True, now=TA
+    )
     assert outcome.status == "awaiting-admission"
     assert outcome.needed == 2
     assert outcome.completes_at is None
@@ -127,7 +151,7 @@ def test_vouch_from_someone_outside_the_cell_is_refused(world: World) -> None:
         check_verdict(stray, e.admission, members)
     assert caught.value.code == "not_in_cell"
     with pytest.raises(RuleViolation) as caught:
-        evaluate(world.policy, e.admission, [stray], members, now=TA + 1)
+        evaluate(world.policy, e.admission, [stray], members, founding=True, now=TA + 1)
     assert caught.value.code == "not_in_cell"
 
 
@@ -182,7 +206,9 @@ def test_inviter_may_still_block(world: World) -> None:
 def test_certificate_from_outside_the_cell_is_refused(world: World) -> None:
     e = world.admit("G", "E", TA)
     with pytest.raises(RuleViolation) as caught:
-        evaluate(world.policy, e.admission, [], world.cell_members("F", "B", "D"), now=TA)
+        evaluate(
+            world.policy, e.admission, [], world.cell_members("F", "B", "D"), founding=True, now=TA
+        )
     assert caught.value.code == "not_in_cell"
 
 
@@ -198,6 +224,7 @@ def test_vouches_from_the_inviters_own_subtree_alone_do_not_admit(world: World) 
         e.admission,
         [vouch(world, "D", e.admission, TA + 10)],
         members,
+        founding=True,
         now=TA + 10 * VETTING,
     )
     assert outcome.status == "vetting"
@@ -211,9 +238,9 @@ def test_vouch_from_outside_the_inviters_subtree_completes_the_admission(world: 
     members = world.cell_members("F", "B", "D")
     verdicts = [vouch(world, "D", e.admission, TA + 10), vouch(world, "F", e.admission, TA + 20)]
     # Every member has vouched, so there is no need to wait for the window.
-    before = evaluate(world.policy, e.admission, verdicts, members, now=TA + 19)
+    before = evaluate(world.policy, e.admission, verdicts, members, founding=True, now=TA + 19)
     assert before.status == "vetting" and before.completes_at == TA + 20
-    after = evaluate(world.policy, e.admission, verdicts, members, now=TA + 20)
+    after = evaluate(world.policy, e.admission, verdicts, members, founding=True, now=TA + 20)
     assert after.status == "admitted"
 
 
@@ -221,10 +248,14 @@ def test_outsider_vouch_alone_meets_the_count_but_waits_for_the_window(world: Wo
     e = world.admit("B", "E", TA)
     members = world.cell_members("F", "B", "D", "G")
     verdicts = [vouch(world, "G", e.admission, TA + 10)]
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING - 1)
+    outcome = evaluate(
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + VETTING - 1
+    )
     assert outcome.status == "vetting"
     assert outcome.completes_at == TA + VETTING
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING)
+    outcome = evaluate(
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + VETTING
+    )
     assert outcome.status == "admitted"
 
 
@@ -233,8 +264,11 @@ def test_threshold_met_after_the_window_completes_when_it_is_met(world: World) -
     members = world.cell_members("F", "B", "D", "G")
     late = TA + VETTING + 100
     verdicts = [vouch(world, "D", e.admission, TA + 1), vouch(world, "G", e.admission, late)]
-    assert evaluate(world.policy, e.admission, verdicts, members, now=late - 1).status == "vetting"
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=late)
+    assert (
+        evaluate(world.policy, e.admission, verdicts, members, founding=True, now=late - 1).status
+        == "vetting"
+    )
+    outcome = evaluate(world.policy, e.admission, verdicts, members, founding=True, now=late)
     assert (outcome.status, outcome.completes_at) == ("admitted", late)
 
 
@@ -242,7 +276,9 @@ def test_no_outsider_needed_when_the_whole_cell_is_in_the_inviters_subtree(world
     e = world.admit("F", "E", TA)
     members = world.cell_members("F", "B", "D")
     verdicts = [vouch(world, "D", e.admission, TA + 1)]
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING)
+    outcome = evaluate(
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + VETTING
+    )
     assert outcome.outside_needed is False
     assert outcome.status == "admitted"
 
@@ -257,7 +293,9 @@ def test_block_before_completion_blocks(world: World) -> None:
         vouch(world, "G", e.admission, TA + 10),
         block(world, "D", e.admission, TA + VETTING - 1),
     ]
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + 2 * VETTING)
+    outcome = evaluate(
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + 2 * VETTING
+    )
     assert outcome.status == "blocked"
     assert outcome.blocked_by == (world.members["D"].id,)
 
@@ -266,7 +304,12 @@ def test_block_with_no_vouches_blocks(world: World) -> None:
     e = world.admit("B", "E", TA)
     members = world.cell_members("F", "B", "D", "G")
     outcome = evaluate(
-        world.policy, e.admission, [block(world, "F", e.admission, TA + 1)], members, now=TA + 1
+        world.policy,
+        e.admission,
+        [block(world, "F", e.admission, TA + 1)],
+        members,
+        founding=True,
+        now=TA + 1,
     )
     assert outcome.status == "blocked"
 
@@ -278,7 +321,9 @@ def test_block_after_completion_is_ignored(world: World) -> None:
         vouch(world, "G", e.admission, TA + 10),
         block(world, "D", e.admission, TA + VETTING),
     ]
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + 2 * VETTING)
+    outcome = evaluate(
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + 2 * VETTING
+    )
     assert outcome.status == "admitted"
     assert outcome.blocked_by == ()
 
@@ -291,20 +336,25 @@ def test_block_after_everyone_vouched_is_ignored(world: World) -> None:
         vouch(world, "F", e.admission, TA + 2),
         block(world, "D", e.admission, TA + 3),
     ]
-    assert evaluate(world.policy, e.admission, verdicts, members, now=TA + 3).status == "admitted"
+    assert (
+        evaluate(world.policy, e.admission, verdicts, members, founding=True, now=TA + 3).status
+        == "admitted"
+    )
 
 
 def test_completes_only_after_the_window_unless_everyone_vouched(world: World) -> None:
     e = world.admit("F", "E", TA)
     members = world.cell_members("F", "B", "D", "G")
     some = [vouch(world, "B", e.admission, TA + 1)]
-    outcome = evaluate(world.policy, e.admission, some, members, now=TA + VETTING - 1)
+    outcome = evaluate(
+        world.policy, e.admission, some, members, founding=True, now=TA + VETTING - 1
+    )
     assert (outcome.status, outcome.completes_at) == ("vetting", TA + VETTING)
     everyone = some + [
         vouch(world, "D", e.admission, TA + 2),
         vouch(world, "G", e.admission, TA + 3),
     ]
-    outcome = evaluate(world.policy, e.admission, everyone, members, now=TA + 3)
+    outcome = evaluate(world.policy, e.admission, everyone, members, founding=True, now=TA + 3)
     assert (outcome.status, outcome.completes_at) == ("admitted", TA + 3)
 
 
@@ -312,7 +362,7 @@ def test_vouch_dated_before_the_certificate_counts_from_the_certificate(world: W
     e = world.admit("B", "E", TA)
     members = world.cell_members("F", "B", "D")
     verdicts = [vouch(world, "D", e.admission, TA - 50), vouch(world, "F", e.admission, TA - 40)]
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA)
+    outcome = evaluate(world.policy, e.admission, verdicts, members, founding=True, now=TA)
     assert (outcome.status, outcome.completes_at) == ("admitted", TA)
 
 
@@ -320,7 +370,9 @@ def test_repeated_vouches_by_one_member_count_once(world: World) -> None:
     e = world.admit("F", "E", TA)
     members = world.cell_members("F", "B", "D", "G")
     verdicts = [vouch(world, "B", e.admission, TA + t) for t in (1, 2, 3)]
-    outcome = evaluate(world.policy, e.admission, verdicts, members, now=TA + VETTING)
+    outcome = evaluate(
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + VETTING
+    )
     assert len(outcome.vouchers) == 2
     assert outcome.status == "admitted"
 
@@ -437,7 +489,7 @@ def test_a_former_member_counts_only_while_the_log_shows_them(world: World) -> N
     assert [m.member_id for m in counted] == [b.key.member_id]
     members = [CellMember(f.key.member_id, frozenset()), *counted]
     with pytest.raises(RuleViolation) as info:
-        evaluate(world.policy, admission, too_late, members, TA + VETTING)
+        evaluate(world.policy, admission, too_late, members, TA + VETTING, founding=True)
     assert info.value.code == "not_in_cell"
 
 
