@@ -60,7 +60,7 @@ from crypto.messages import (
 from crypto.messages import verify_message as verify_sealed
 from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
-from crypto.statements import Statement, get_bytes, pack, verify_statement
+from crypto.statements import Statement, get_bytes, pack, unpack, verify_statement
 
 PAGE = 500
 RESEND_TRIES = 3
@@ -172,10 +172,30 @@ class Cells:
         # An add's vetting window is judged by the event's signed time; one
         # from the future would let a member add a newcomer before it closed.
         late = self._now() + roster.MAX_FUTURE_SECONDS
-        if any(event.time > late for event in events[len(record.events) :]):
+        fresh = events[len(record.events) :]
+        if any(event.time > late for event in fresh):
             raise lying("the group's roster log holds an event signed in the future")
+        self._check_my_blocks(fresh)
         record.events = list(events)
         return record, state
+
+    def _check_my_blocks(self, events: list[Statement]) -> None:
+        """An add can't show that nobody blocked; the blocker's own client can.
+
+        A newcomer added by an event signed after my block on their admission
+        was added over it: the server kept my block from the cell.
+        """
+        blocked = self.client.state.blocked
+        for event in events:
+            if event.fields.get("op") != "add":
+                continue
+            certificate = unpack(event.fields["certificate"], "admission", self._network_id())
+            at = blocked.get(certificate.id)
+            if at is not None and at <= event.time:
+                raise lying(
+                    "the roster adds a newcomer you blocked before they were added: your block "
+                    "was kept from the cell"
+                )
 
     # Duty (a): add newcomers whose admission completed.
 

@@ -663,6 +663,9 @@ class Client:
             kind, self.state.identity, genesis.network_id, report.admission, self._clock()
         )
         await self._call(api.post_verdict(verdict.statement))
+        if kind == "block":
+            blocked = {**self.state.blocked, report.admission.statement.id: verdict.statement.time}
+            self._save(replace(self.state, blocked=blocked))
         return await self._status_after(member_text)
 
     async def _status_after(self, member_text: str) -> dict[str, str]:

@@ -137,6 +137,9 @@ class State:
     # it (seq 0 first): a list the server shows later must begin with these
     # (PROTOCOL §7, "The revocation chain"), and messages carry its head.
     revocations: tuple[bytes, ...] = ()
+    # My blocks: admission certificate id -> my block's signed time. A roster
+    # that adds that newcomer later means my block was withheld from the cell.
+    blocked: dict[bytes, int] = field(default_factory=dict)
 
     @property
     def member_id(self) -> bytes:
@@ -173,6 +176,7 @@ class State:
             "splits": {new.hex(): old for new, old in self.splits.items()},
             "outbox": [o.to_value() for o in self.outbox],
             "revocations": list[Value](self.revocations),
+            "blocked": {admission.hex(): at for admission, at in self.blocked.items()},
         }
 
     @classmethod
@@ -219,7 +223,12 @@ class State:
         revocations = tuple(cast(list[bytes], value.get("revocations") or []))
         if any(not isinstance(r, bytes) or len(r) != 32 for r in revocations):
             raise ValueError("a known revocation id is not 32 bytes")
+        blocked = {
+            bytes.fromhex(admission): cast(int, at)
+            for admission, at in cast(dict[str, Value], value.get("blocked") or {}).items()
+        }
         return cls(
+            blocked=blocked,
             revocations=revocations,
             outbox=outbox,
             groups=groups,

@@ -671,3 +671,32 @@ def test_a_split_below_the_minimum_is_refused_and_writes_nothing(
     motions = Operator(database_url).do(lambda conn: conn.fetchval("SELECT count(*) FROM motions"))
     assert motions == 0
     assert run(b, "cells")["groups"][0]["members"] == 3
+
+
+def test_a_block_withheld_from_the_cell_is_caught_by_the_blocker(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, database_url = served
+    founder = found(tmp_path, url, "--vouches", "2", *QUICK)
+    b, joined = join(tmp_path, "b", url, invite(founder))
+    admit(founder, joined)
+    c, joined = join(tmp_path, "c", url, invite(founder))
+    admit(founder, joined, b)
+    run(c, "send", "cell", "three of us")
+    stranger, joined = join(tmp_path, "stranger", url, invite(founder))
+    newcomer = joined["member_id"]
+    run(founder, "admit", newcomer, "--safety-number", joined["safety_number"])
+    assert run(c, "block", newcomer)["status"] == "blocked"
+    subject = member_of(stranger)
+
+    # The operator drops C's block, so the cell sees a completed vetting, and
+    # B vouches; the founder's honest client then adds the newcomer.
+    async def withhold(conn: Any) -> None:
+        await conn.execute("DELETE FROM blocks WHERE subject_id = $1", subject)
+        await conn.execute("UPDATE members SET blocked_at = NULL WHERE member_id = $1", subject)
+
+    Operator(database_url).do(withhold)
+    run(b, "vouch", newcomer)
+    run(founder, "send", "cell", "welcome?")
+    assert run(founder, "cells")["groups"][0]["members"] == 4
+    caught(c, "read", "cell", because="your block was kept from the cell", tries=2)
