@@ -250,6 +250,7 @@ async def split(cell: Cell, moved: list[Actor]) -> Cell:
         carrier.now(),
         [cell.bundles[m.id] for m in moved],
         origin=event.id,
+        lines=cell.state.lines,
         group=new_group,
         rules=rules_of(carrier),
     )

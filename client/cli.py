@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from client import cli_cells
 from client.errors import ClientError
 from client.sdk import Client
 from client.state import StateFile, default_home
-from crypto.errors import InvalidStatement
+from crypto.errors import CryptoError, InvalidStatement
 from crypto.keystore import KdfParams, calibrate, seal_keystore
 from crypto.network import DAY, HOUR, Policy
 
@@ -458,6 +459,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _print_error("interrupted", "Stopped; nothing more was sent.", args.json)
         return 130
+    except CryptoError as exc:
+        # A check in crypto/ that a verification step did not wrap: whatever
+        # the server sent did not verify, and nothing was accepted.
+        _print_error(
+            "verification_failed",
+            f"Something the server sent does not verify ({exc}). Nothing was accepted; "
+            "the server may be faulty or lying, so tell your cell in person.",
+            args.json,
+        )
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the last word: one JSON line, never a traceback
+        if os.environ.get("SPOKES_DEBUG") == "1":
+            traceback.print_exc()
+        _print_error(
+            "internal_error",
+            f"spokes hit an unexpected error ({type(exc).__name__}: {exc}); it stopped there. "
+            "Run the command again; if it repeats, report it (SPOKES_DEBUG=1 shows details).",
+            args.json,
+        )
+        return 1
     if output.streamed:
         pass
     elif args.json:

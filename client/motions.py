@@ -148,6 +148,7 @@ class Motions:
                 level=state.level,
                 parent=state.parent,
                 origin=event.id,
+                lines=state.lines,
                 group=new_group,
                 rules=self.cells._rules(),
             )

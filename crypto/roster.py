@@ -37,7 +37,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from crypto import labels
 from crypto.chains import Admission, parse_admission, parse_revocation, parse_verdict
@@ -107,6 +107,13 @@ class RosterState:
     # admits once, so a member who left (or moved away by a split) can't be
     # added back on it.
     certificates: frozenset[bytes] = frozenset()
+    # Each member's invite line: the issuers above them up to a steward (empty
+    # for a steward). Kept for members who left too; only current ones are read.
+    lines: Mapping[bytes, frozenset[bytes]] = field(default_factory=dict)
+
+    def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
+        """Is `member_id` the member `root` or someone `root`'s invites led to?"""
+        return member_id == root or root in self.lines.get(member_id, frozenset())
 
     @property
     def roster_hash(self) -> bytes:
@@ -159,15 +166,46 @@ def sign_event(
 
 
 def create_fields(
-    kind: str, level: int, parent: bytes | None, bundles: Sequence[KeyBundle], origin: bytes | None
+    kind: str,
+    level: int,
+    parent: bytes | None,
+    bundles: Sequence[KeyBundle],
+    origin: bytes | None,
+    lines: Mapping[bytes, frozenset[bytes]] | None = None,
 ) -> dict[str, Value]:
+    """A create event's fields; `lines` gives each member's invite line (none: stewards)."""
+    lines = lines or {}
     return {
         "kind": kind,
         "level": level,
         "parent": parent,
         "members": [pack(b.statement) for b in bundles],
         "origin": origin,
+        "lines": [
+            [b.statement.author, list[Value](sorted(lines.get(b.statement.author, frozenset())))]
+            for b in bundles
+        ],
     }
+
+
+def _parse_lines(
+    value: Value, members: Mapping[bytes, RosterMember]
+) -> dict[bytes, frozenset[bytes]]:
+    """`lines` of a create event: one [member id, [issuer ids]] per member, in order."""
+    if not isinstance(value, list) or len(value) != len(members):
+        raise RuleViolation("invalid_event", "a create gives one invite line per member")
+    lines: dict[bytes, frozenset[bytes]] = {}
+    for item, member_id in zip(value, members, strict=True):
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or item[0] != member_id
+            or not isinstance(item[1], list)
+            or not all(isinstance(i, bytes) and len(i) == 32 for i in item[1])
+        ):
+            raise RuleViolation("invalid_event", "a member's invite line is malformed")
+        lines[member_id] = frozenset(i for i in item[1] if isinstance(i, bytes))
+    return lines
 
 
 def apply(
@@ -250,6 +288,9 @@ def _create(
         raise RuleViolation(
             "invalid_origin", "a cell that no split created can only be the stewards' founding cell"
         )
+    lines = _parse_lines(fields.get("lines"), members)
+    if founding and any(lines.values()):
+        raise RuleViolation("invalid_event", "stewards have no invite line")
     return RosterState(
         group,
         kind,
@@ -262,6 +303,7 @@ def _create(
         None,
         None,
         founding=founding,
+        lines=lines,
     )
 
 
@@ -302,14 +344,18 @@ def _add(
         state,
         members={**state.members, member.member_id: member},
         changed_since_epoch=True,
-        certificates=state.certificates | {certificate},
+        certificates=state.certificates | {certificate.statement.id},
+        lines={
+            **state.lines,
+            member.member_id: state.lines[certificate.issuer] | {certificate.issuer},
+        },
     )
 
 
 def _check_vetting(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, member: RosterMember
-) -> bytes:
-    """The vetting an `add` carries is complete against this log's own members; its id."""
+) -> Admission:
+    """The vetting an `add` carries is complete against this log's own members; its certificate."""
     admission = parse_admission(unpack(event.fields.get("certificate"), "admission", network))
     if admission.statement.id in state.certificates:
         raise RuleViolation("admission_used", "this admission certificate already admitted once")
@@ -341,12 +387,20 @@ def _check_vetting(
         raise RuleViolation(
             "not_vetted", f"the add carries {len(vouchers)} of the {needed} vouches needed"
         )
+    # Branch diversity: when anyone on the roster stands outside the inviter's
+    # invite subtree, one of them must vouch, so that an informant and the
+    # people they brought in can't admit each other.
+    outsiders = {m for m in state.members if not state.in_subtree_of(m, admission.issuer)}
+    if outsiders and not outsiders & vouchers:
+        raise RuleViolation(
+            "not_vetted", "no member from outside the inviter's invite subtree vouched"
+        )
     window_ends = admission.statement.time + rules.policy.vetting_seconds
     if vouchers != set(state.members) and event.time < window_ends:
         raise RuleViolation(
             "not_vetted", "the vetting window is still open and not every member has vouched"
         )
-    return admission.statement.id
+    return admission
 
 
 def _remove(
@@ -441,9 +495,14 @@ def make_group(
     parent: bytes | None = None,
     origin: bytes | None = None,
     group: bytes | None = None,
+    lines: Mapping[bytes, frozenset[bytes]] | None = None,
     rules: GroupRules,
 ) -> GroupCreation:
-    """Sign the create event of a new group (a fresh random id unless `group` is given)."""
+    """Sign the create event of a new group (a fresh random id unless `group` is given).
+
+    A cell made by a split gives each member's invite line (`lines`, as the
+    splitting cell's state has them); the founding cell's stewards have none.
+    """
     group_id = group if group is not None else os.urandom(GROUP_ID_BYTES)
     event = sign_event(
         key,
@@ -451,7 +510,7 @@ def make_group(
         None,
         "create",
         time,
-        create_fields(kind, level, parent, bundles, origin),
+        create_fields(kind, level, parent, bundles, origin, lines),
         group=group_id,
     )
     return parse_group_creation(event, rules=rules)
@@ -500,6 +559,7 @@ def check_split_creation(
         or state.group != new_group
         or set(state.members) != set(moved)
         or any(state.members[m] != before.members[m] for m in moved)
+        or any(state.lines.get(m) != before.lines.get(m) for m in moved)
         or creation.statement.author not in moved
         or (state.kind, state.level, state.parent) != (before.kind, before.level, before.parent)
         or after.seq != split.fields.get("seq")

@@ -131,6 +131,7 @@ class World:
             t,
             [p.bundle for p in moved],
             origin=event.id,
+            lines=self.roster.lines,
             group=new_group,
             rules=self.rules,
         )

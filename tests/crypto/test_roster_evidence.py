@@ -18,7 +18,13 @@ from crypto.chains import make_admission, make_revocation, make_verdict
 from crypto.encoding import Value
 from crypto.errors import RuleViolation
 from crypto.keys import IdentityKey
-from crypto.motions import make_split_motion, sign_motion, split_event_fields, split_terms
+from crypto.motions import (
+    make_split_motion,
+    parse_motion,
+    sign_motion,
+    split_event_fields,
+    split_terms,
+)
 from crypto.network import DAY, KeyBundle, make_key_bundle
 from crypto.roster import (
     GroupCreation,
@@ -35,7 +41,7 @@ from crypto.roster import (
     sign_event,
 )
 from crypto.sealing import KemPrivateKey, KemSuite
-from crypto.statements import Statement, pack
+from crypto.statements import Statement, pack, unpack
 from tests.crypto.helpers import T0, certified_add, fixed_bytes, fixed_key, group_rules
 
 NETWORK = fixed_bytes("evidence network", 32)
@@ -240,11 +246,8 @@ def test_a_split_that_keeps_both_cells_at_the_minimum_is_accepted() -> None:
 def new_cell(
     state: RosterState, split: Statement, members: tuple[IdentityKey, ...], r: GroupRules
 ) -> GroupCreation:
-    from crypto.motions import parse_motion
-    from crypto.statements import unpack
-
     _, new_group = split_terms(parse_motion(unpack(split.fields["motion"], "motion", NETWORK)))
-    fields = create_fields("cell", 0, None, [bundle(k) for k in members], split.id)
+    fields = create_fields("cell", 0, None, [bundle(k) for k in members], split.id, state.lines)
     event = sign_event(members[0], NETWORK, None, "create", T0 + 23, fields, group=new_group)
     return parse_group_creation(event, rules=r)
 
@@ -338,3 +341,60 @@ def test_an_admission_admits_once() -> None:
     assert C.member_id not in away.members
     again = sign_event(A, NETWORK, away, "add", T0 + 40, fields)
     refused("admission_used", away, again, r)
+
+
+# Branch diversity, from the lines the log itself carries
+
+
+def test_an_add_vouched_only_inside_the_inviters_subtree_is_refused() -> None:
+    # A is an outsider to B's subtree; B's invitee C vouches for B's next
+    # invitee D: an informant and their confederates can't admit each other.
+    r = rules(vouches=2)
+    state = founding(A, B, rules_=r)
+    with_c = apply(state, add(state, B, C, (A, STEWARD)), rules=r)
+    assert with_c.lines[C.member_id] == {STEWARD.member_id, B.member_id}
+    refused("not_vetted", with_c, add(with_c, B, D, (C,)), r)
+    assert D.member_id in apply(with_c, add(with_c, B, D, (C, A)), rules=r).members
+
+
+def test_no_outsider_is_needed_when_everyone_is_in_the_subtree() -> None:
+    r = rules(vouches=1)
+    state = founding(rules_=r)  # the steward alone: everyone is in their subtree
+    assert A.member_id in apply(state, add(state, STEWARD, A), rules=r).members
+
+
+def test_a_split_cell_keeps_its_members_lines_and_a_lie_about_them_is_refused() -> None:
+    r = rules()
+    state = founding(A, B, rules_=r)
+    state = apply(state, add(state, A, C, (B, STEWARD)), rules=r)
+    split = split_of(state, (B, C), r)
+    made = new_cell(state, split, (B, C), r)
+    assert made.state.lines[C.member_id] == {STEWARD.member_id, A.member_id}
+    lied = dict(state.lines)
+    lied[C.member_id] = frozenset()  # C pretends to be no one's invitee
+    fields = create_fields("cell", 0, None, [bundle(B), bundle(C)], split.id, lied)
+    _, new_group = split_terms(parse_motion(unpack(split.fields["motion"], "motion", NETWORK)))
+    event = sign_event(B, NETWORK, None, "create", T0 + 23, fields, group=new_group)
+    with pytest.raises(RuleViolation) as info:
+        check_split_creation(state, split, parse_group_creation(event, rules=r), rules=r)
+    assert info.value.code == "invalid_origin"
+
+
+def test_stewards_carry_no_line_and_a_create_gives_one_per_member() -> None:
+    fields = create_fields(
+        "cell", 0, None, [bundle(STEWARD)], None, {STEWARD.member_id: frozenset({A.member_id})}
+    )
+    refused(
+        "invalid_event",
+        None,
+        sign_event(STEWARD, NETWORK, None, "create", T0, fields, group=GROUP),
+        rules(),
+    )
+    fields = create_fields("cell", 0, None, [bundle(STEWARD)], None)
+    fields["lines"] = []
+    refused(
+        "invalid_event",
+        None,
+        sign_event(STEWARD, NETWORK, None, "create", T0, fields, group=GROUP),
+        rules(),
+    )

@@ -96,6 +96,7 @@ async def split_off(founder: Actor, moved: list[Actor]) -> bytes:
         poster.now(),
         [m.bundle() for m in moved],
         origin=split.id,
+        lines=state.lines,
         group=new_group,
         rules=roster.GroupRules.of(founder.genesis),
     )

@@ -251,6 +251,7 @@ async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http
         b.now(),
         [b.bundle(), c.bundle()],
         origin=early.id,
+        lines=state.lines,
         group=new_group,
         rules=roster.GroupRules.of(founder.genesis),
     )
@@ -275,6 +276,7 @@ async def test_a_split_moves_members_who_all_signed(founder: Actor, server, http
         b.now(),
         [b.bundle(), c.bundle()],
         origin=split.id,
+        lines=state.lines,
         group=new_group,
         rules=roster.GroupRules.of(founder.genesis),
     )
@@ -325,18 +327,21 @@ async def test_motion_signatures_from_outsiders_and_bad_ones_are_refused(
 ) -> None:
     from crypto import motions
 
-    b = Actor(http, server.url)
-    await bring_in(founder, b)
+    b, c, d = (Actor(http, server.url) for _ in range(3))
     view = GroupView(founder, founder.cell or b"")
-    await view.add(b, await founder.admission_of(b))
+    for newcomer, vouchers in ((b, ()), (c, (b,)), (d, (b, c))):
+        await bring_in(founder, newcomer, *vouchers)
+        await view.add(newcomer, await founder.admission_of(newcomer))
     state = await view.refresh()
-    motion = motions.make_split_motion(founder.key, founder.network, state, [b.id], founder.now())
+    motion = motions.make_split_motion(
+        founder.key, founder.network, state, [b.id, c.id], founder.now()
+    )
     opened = await founder.call(
         "POST", f"/v1/groups/{b32e(state.group)}/motions", {"motion": motion.statement.to_wire()}
     )
     motion_id = opened.body["motion_id"]
     outsider = Actor(http, server.url)
-    await bring_in(founder, outsider)  # admitted, but not on this roster
+    await bring_in(founder, outsider, b, c, d)  # admitted, but not on this roster
     theirs = motions.sign_motion(outsider.key, founder.network, motion, outsider.now())
     before = await table_counts(pool)
     to_this = await outsider.call(
