@@ -19,10 +19,10 @@ from server.clock import now as system_now
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
 from server.http.middleware import access_log_middleware, error_middleware
 from server.http.routes import add_routes
-from server.realtime import Hub
-from server.services.messages import MessageWriter
+from server.realtime.hub import Hub
+from server.services import ratelimit
+from server.services.message_writer import MessageWriter
 from server.settings import Settings
-from server.store import ratelimit
 from server.store.db import Pool, create_pool
 from server.verifier import Verifier
 

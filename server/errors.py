@@ -28,6 +28,8 @@ class ErrorCode(str, Enum):  # noqa: UP042
     INVALID_SIGNATURE = "invalid_signature"
     INVALID_STATEMENT = "invalid_statement"
     INTERNAL = "internal"
+    # A message sent over the WebSocket whose batch the database failed: send it again.
+    UNAVAILABLE = "unavailable"
     # Membership (docs/API.md).
     CLOCK_SKEW = "clock_skew"
     CHAIN_INVALID = "chain_invalid"

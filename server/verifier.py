@@ -26,6 +26,7 @@ from multiprocessing.process import BaseProcess
 from crypto.errors import CryptoError, InvalidSignature
 from crypto.keys import IdentityPublicKey
 from crypto.messages import SealedMessage, verify_message
+from server.errors import ErrorCode
 
 log = logging.getLogger("spokes.verifier")
 
@@ -34,7 +35,7 @@ START_TIMEOUT_S = 30.0
 # What a batch asks: each message with its sender's raw identity key. What it
 # gets back: for each, None (verified) or (error code, reason).
 Request = list[tuple[SealedMessage, bytes]]
-Answer = list[tuple[str, str] | None]
+Answer = list[tuple[ErrorCode, str] | None]
 
 
 def verify_batch(signed: Sequence[tuple[SealedMessage, bytes]]) -> Answer:
@@ -44,9 +45,9 @@ def verify_batch(signed: Sequence[tuple[SealedMessage, bytes]]) -> Answer:
         try:
             verify_message(message, _key(raw_key))
         except InvalidSignature as exc:
-            answers.append(("invalid_signature", f"signature does not verify: {exc}"))
+            answers.append((ErrorCode.INVALID_SIGNATURE, f"signature does not verify: {exc}"))
         except CryptoError as exc:
-            answers.append(("invalid_statement", str(exc)))
+            answers.append((ErrorCode.INVALID_STATEMENT, str(exc)))
         else:
             answers.append(None)
     return answers

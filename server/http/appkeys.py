@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.clock import Clock
-from server.realtime import Hub
-from server.services.messages import MessageWriter
+from server.realtime.hub import Hub
+from server.services import Pool
+from server.services.message_writer import MessageWriter
 from server.settings import Settings
-from server.store.db import Pool
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 POOL_KEY = web.AppKey("pool", Pool)

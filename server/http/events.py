@@ -1,10 +1,10 @@
 """HTTP and WebSocket handlers for groups and live events (docs/API.md).
 
-The HTTP handlers are authenticate → parse → one service call in one
-transaction → respond. The WebSocket handler authenticates, then only reads
-the client's messages; everything it sends goes through the socket's single
-writer in server/realtime.py, so control messages and events never
-interleave out of order.
+The HTTP handlers are authenticate → parse → one service call (which owns
+its transaction) → respond. The WebSocket handler authenticates, then only
+reads the client's messages; everything it sends goes through the socket's
+single writer in server/realtime/hub.py, so control messages and events
+never interleave out of order.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from crypto.encoding import b32d, b32e
-from server.errors import ApiError, bad_request
+from server.errors import ApiError, ErrorCode, bad_request
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
 from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token
 from server.http.groups import sealed_message
-from server.realtime import Hub, Socket, not_found_notice
+from server.realtime.feed import Socket, not_found_notice
+from server.realtime.hub import Hub
 from server.services import events as service
 from server.services import messages
 from server.services.messages import Accepted
-from server.store.db import transaction
 
 log = logging.getLogger("spokes.realtime")
 
@@ -74,8 +74,7 @@ async def list_groups(request: web.Request) -> web.Response:
     """GET /v1/groups → {"groups": [{"group_id": "…", "kind": "cell", "level": 0,
     "members": 3, "last_seq": 42}]}"""
     member_id = (await authenticate(request)).member_id
-    async with transaction(request.app[POOL_KEY]) as conn:
-        groups = await service.my_groups(conn, member_id)
+    groups = await service.my_groups(request.app[POOL_KEY], member_id)
     return web.json_response({"groups": [service.group_wire(g) for g in groups]})
 
 
@@ -89,8 +88,7 @@ async def list_events(request: web.Request) -> web.Response:
         raise bad_request("group_id is not a valid id")
     since = _query_int(request, "since", 0, 0, MAX_SEQ)
     limit = _query_int(request, "limit", DEFAULT_PAGE, 1, service.MAX_PAGE)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        rows = await service.read_events(conn, member_id, group_id, since, limit)
+    rows = await service.read_events(request.app[POOL_KEY], member_id, group_id, since, limit)
     text = b32e(group_id)
     return web.json_response(
         {
@@ -133,14 +131,16 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 socket.close(
-                    CLOSE_UNSUPPORTED, "text only", _error("bad_request", "send JSON text")
+                    CLOSE_UNSUPPORTED, "text only", _error(ErrorCode.BAD_REQUEST, "send JSON text")
                 )
                 break
             try:
                 await _on_message(request, hub, socket, message.data)
             except Exception as exc:  # the socket is open: no middleware can answer now
                 log.error("websocket message failed: %s", type(exc).__name__)
-                socket.close(CLOSE_INTERNAL, "internal error", _error("internal", "internal error"))
+                socket.close(
+                    CLOSE_INTERNAL, "internal error", _error(ErrorCode.INTERNAL, "internal error")
+                )
                 break
     finally:
         await hub.detach(socket)
@@ -148,8 +148,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def _open_session(request: web.Request, token: str) -> service.FeedSession:
-    async with transaction(request.app[POOL_KEY]) as conn:
-        return await service.open_feed_session(conn, token, request.app[CLOCK_KEY]())
+    return await service.open_feed_session(request.app[POOL_KEY], token, request.app[CLOCK_KEY]())
 
 
 async def _auth_by_message(
@@ -159,19 +158,19 @@ async def _auth_by_message(
     try:
         message = await ws.receive(timeout=AUTH_TIMEOUT_S)
     except TimeoutError:
-        await _say(ws, _error("unauthorized", 'send {"type": "auth", "token": …} first'))
+        await _say(ws, _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first'))
         return None
     if message.type != WSMsgType.TEXT:
         return None
     data = _load(message.data)
     token = data.get("token") if data is not None and data.get("type") == "auth" else None
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
-        await _say(ws, _error("unauthorized", 'send {"type": "auth", "token": …} first'))
+        await _say(ws, _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first'))
         return None
     try:
         return await _open_session(request, token)
     except ApiError as exc:
-        await _say(ws, _error(exc.code.value, exc.message))
+        await _say(ws, _error(exc.code, exc.message))
         return None
 
 
@@ -185,36 +184,42 @@ async def _on_message(request: web.Request, hub: Hub, socket: Socket, text: str)
     elif kind == "unsubscribe":
         groups = (data or {}).get("groups")
         if not isinstance(groups, list) or len(groups) > MAX_SUBSCRIPTIONS:
-            socket.say(_error("bad_request", "'groups' must be a list of group ids"))
+            socket.say(_error(ErrorCode.BAD_REQUEST, "'groups' must be a list of group ids"))
             return
         for text_id in groups:
             group_id = _group_id(text_id)
             if group_id is not None:
                 hub.unsubscribe(socket, group_id)
     elif kind == "auth":
-        socket.say(_error("bad_request", "this socket is already logged in"))
+        socket.say(_error(ErrorCode.BAD_REQUEST, "this socket is already logged in"))
     else:
-        socket.say(_error("bad_request", "expected a JSON object with type 'subscribe' or 'send'"))
+        socket.say(
+            _error(ErrorCode.BAD_REQUEST, "expected a JSON object with type 'subscribe' or 'send'")
+        )
 
 
 async def _subscribe(request: web.Request, hub: Hub, socket: Socket, data: dict[str, Any]) -> None:
     cursors = data.get("cursors")
     if not isinstance(cursors, dict) or len(cursors) > MAX_SUBSCRIPTIONS:
         socket.say(
-            _error("bad_request", f"'cursors' must map at most {MAX_SUBSCRIPTIONS} groups to seqs")
+            _error(
+                ErrorCode.BAD_REQUEST,
+                f"'cursors' must map at most {MAX_SUBSCRIPTIONS} groups to seqs",
+            )
         )
         return
     wanted: dict[bytes, int] = {}
     for text_id, cursor in cursors.items():
         group_id = _group_id(text_id)
         if group_id is None:
-            socket.say({**_error("bad_request", "not a group id"), "group": text_id[:128]})
+            socket.say({**_error(ErrorCode.BAD_REQUEST, "not a group id"), "group": text_id[:128]})
         elif isinstance(cursor, bool) or not isinstance(cursor, int) or not 0 <= cursor <= MAX_SEQ:
-            socket.say({**_error("bad_request", "a cursor is a seq >= 0"), "group": text_id})
+            socket.say(
+                {**_error(ErrorCode.BAD_REQUEST, "a cursor is a seq >= 0"), "group": text_id}
+            )
         else:
             wanted[group_id] = cursor
-    async with transaction(request.app[POOL_KEY]) as conn:
-        accepted = await service.accept_cursors(conn, socket.member_id, wanted)
+    accepted = await service.accept_cursors(request.app[POOL_KEY], socket.member_id, wanted)
     for group_id in wanted.keys() - accepted.keys():
         socket.say(not_found_notice(b32e(group_id)))
     effective = hub.subscribe(socket, accepted)
@@ -230,7 +235,10 @@ def _send_message(request: web.Request, socket: Socket, data: dict[str, Any]) ->
     ref = data.get("ref")
     if not isinstance(ref, str) or len(ref) > MAX_REF_CHARS:
         socket.say(
-            _error("bad_request", f"'ref' must be a string of at most {MAX_REF_CHARS} characters")
+            _error(
+                ErrorCode.BAD_REQUEST,
+                f"'ref' must be a string of at most {MAX_REF_CHARS} characters",
+            )
         )
         return
     group_text = data.get("group")
@@ -240,13 +248,14 @@ def _send_message(request: web.Request, socket: Socket, data: dict[str, Any]) ->
             raise bad_request("'group' is not a group id")
         item = messages.submission(socket.token_hash, group_id, sealed_message(data))
     except ApiError as exc:
-        socket.say({**_error(exc.code.value, exc.message), "ref": ref})
+        socket.say({**_error(exc.code, exc.message), "ref": ref})
         return
     if socket.unanswered >= MAX_UNANSWERED:
         socket.say(
             {
                 **_error(
-                    "rate_limited", f"wait for answers: at most {MAX_UNANSWERED} unanswered sends"
+                    ErrorCode.RATE_LIMITED,
+                    f"wait for answers: at most {MAX_UNANSWERED} unanswered sends",
                 ),
                 "ref": ref,
             }
@@ -263,11 +272,14 @@ def _answer(socket: Socket, ref: str, group_text: str, done: asyncio.Future[Acce
         return
     exc = done.exception()
     if isinstance(exc, ApiError):
-        socket.say({**_error(exc.code.value, exc.message), "ref": ref})
+        socket.say({**_error(exc.code, exc.message), "ref": ref})
     elif exc is not None:
         log.warning("a message batch failed: %s", type(exc).__name__)
         socket.say(
-            {**_error("unavailable", "the message was not stored: send it again"), "ref": ref}
+            {
+                **_error(ErrorCode.UNAVAILABLE, "the message was not stored: send it again"),
+                "ref": ref,
+            }
         )
     else:
         accepted = done.result()
@@ -290,8 +302,8 @@ def _load(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+def _error(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"type": "error", "code": code.value, "message": message}
 
 
 async def _say(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:

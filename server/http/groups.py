@@ -1,6 +1,6 @@
 """HTTP handlers for roster logs, epoch secrets, messages and profiles (docs/API.md).
 
-Authenticate → parse → one service call in one transaction → respond.
+Authenticate → parse → one service call (which owns its transaction) → respond.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from crypto.messages import SealedMessage
 from crypto.statements import statement_id
 from server.errors import ApiError, ErrorCode
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, WRITER_KEY
-from server.http.common import authenticate, bearer_token, json_response, path_id
+from server.http.common import (
+    authenticate,
+    bearer_token,
+    json_response,
+    path_id,
+    statement_wire,
+)
 from server.http.parse import get_b64, get_int, read_json
-from server.services import groups, messages, motions
-from server.services.common import load_genesis
-from server.store.db import transaction
-from server.store.membership import StoredStatement
+from server.services import groups, messages, motions, profiles
 
 MAX_CIPHERTEXT = 65536 + 16
 
@@ -41,9 +44,8 @@ async def get_roster(request: web.Request) -> web.Response:
     """GET /v1/groups/{g}/roster → {"events": [{"body": "…", "sig": "…"}, ...]}"""
     session = await authenticate(request)
     group_id = path_id(request, "group_id", 16)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        events = await groups.roster(conn, session, group_id)
-    return json_response({"events": [_stmt(e) for e in events]})
+    events = await groups.roster(request.app[POOL_KEY], session, group_id)
+    return json_response({"events": [statement_wire(e) for e in events]})
 
 
 async def post_roster_event(request: web.Request) -> web.Response:
@@ -53,11 +55,9 @@ async def post_roster_event(request: web.Request) -> web.Response:
     group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
     now = request.app[CLOCK_KEY]()
-    async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
-        state, removed = await groups.append_roster_event(
-            conn, genesis, session, group_id, body, now
-        )
+    state, removed = await groups.append_roster_event(
+        request.app[POOL_KEY], session, group_id, body, now
+    )
     # After the commit, this instance stops streaming to whoever left at once.
     for gone in removed:
         request.app[HUB_KEY].close_group_member(group_id, gone)
@@ -80,8 +80,7 @@ async def get_epoch_secret(request: web.Request) -> web.Response:
         epoch = int(request.match_info["epoch"])
     except ValueError:
         epoch = -1
-    async with transaction(request.app[POOL_KEY]) as conn:
-        sealed = await groups.my_epoch_secret(conn, session, group_id, epoch)
+    sealed = await groups.my_epoch_secret(request.app[POOL_KEY], session, group_id, epoch)
     return json_response({"sealed": b64e(sealed)})
 
 
@@ -115,8 +114,9 @@ async def put_profile(request: web.Request) -> web.Response:
     body = await read_json(request)
     epoch = get_int(body, "epoch", 1, 2**62)
     sealed = get_b64(body, "sealed", 28, MAX_CIPHERTEXT + 12 + 64)  # nonce, ciphertext, signature
-    async with transaction(request.app[POOL_KEY]) as conn:
-        await groups.put_profile(conn, session, group_id, epoch, sealed, request.app[CLOCK_KEY]())
+    await profiles.put_profile(
+        request.app[POOL_KEY], session, group_id, epoch, sealed, request.app[CLOCK_KEY]()
+    )
     return json_response({"epoch": epoch})
 
 
@@ -124,8 +124,7 @@ async def get_profiles(request: web.Request) -> web.Response:
     """GET /v1/groups/{g}/profiles → {"profiles": [{"member_id": "…", "epoch": 1, "sealed": "b64"}]}"""
     session = await authenticate(request)
     group_id = path_id(request, "group_id", 16)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        rows = await groups.group_profiles(conn, session, group_id)
+    rows = await profiles.group_profiles(request.app[POOL_KEY], session, group_id)
     return json_response(
         {
             "profiles": [
@@ -141,11 +140,9 @@ async def open_motion(request: web.Request) -> web.Response:
     session = await authenticate(request)
     group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
-        motion_id = await motions.open_motion(
-            conn, genesis, session, group_id, body.get("motion"), request.app[CLOCK_KEY]()
-        )
+    motion_id = await motions.open_motion(
+        request.app[POOL_KEY], session, group_id, body.get("motion"), request.app[CLOCK_KEY]()
+    )
     return json_response({"motion_id": b32e(motion_id)}, 201)
 
 
@@ -154,20 +151,16 @@ async def sign_motion(request: web.Request) -> web.Response:
     session = await authenticate(request)
     motion_id = path_id(request, "motion_id", 32)
     body = await read_json(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
-        group_id = await motions.sign_motion(
-            conn, genesis, session, motion_id, body.get("signature"), request.app[CLOCK_KEY]()
-        )
+    group_id = await motions.sign_motion(
+        request.app[POOL_KEY], session, motion_id, body.get("signature"), request.app[CLOCK_KEY]()
+    )
     return json_response({"motion_id": b32e(motion_id), "group_id": b32e(group_id)}, 201)
 
 
 async def list_motions(request: web.Request) -> web.Response:
     """GET /v1/motions → {"motions": [{"motion_id", "group_id", "kind", "motion": stmt, "signatures": [stmt]}]}"""
     session = await authenticate(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
-        found = await motions.open_motions(conn, genesis, session)
+    found = await motions.open_motions(request.app[POOL_KEY], session)
     return json_response(
         {
             "motions": [
@@ -175,14 +168,10 @@ async def list_motions(request: web.Request) -> web.Response:
                     "motion_id": b32e(statement_id(m.motion.body)),
                     "group_id": b32e(m.group_id),
                     "kind": m.kind,
-                    "motion": _stmt(m.motion),
-                    "signatures": [_stmt(s) for s in m.signatures],
+                    "motion": statement_wire(m.motion),
+                    "signatures": [statement_wire(s) for s in m.signatures],
                 }
                 for m in found
             ]
         }
     )
-
-
-def _stmt(stored: StoredStatement) -> dict[str, str]:
-    return {"body": b64e(stored.body), "sig": b64e(stored.sig)}

@@ -1,10 +1,12 @@
 """HTTP handlers for networks, login, invites and admission (docs/API.md).
 
-Each handler is: rate-limit or authenticate → parse → call one service inside
-one transaction → respond. Its docstring is an example exchange.
+Each handler is: rate-limit or authenticate → parse → call one service (which
+owns its transaction) → respond. Its docstring is an example exchange.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from aiohttp import web
 
@@ -12,9 +14,8 @@ from crypto.encoding import b32e, b64e
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY
 from server.http.common import authenticate, json_response, parse_id, path_id, rate_limit
 from server.http.parse import get_b64, get_str, read_json
-from server.services import admissions, auth, invites, networks
-from server.services.common import load_genesis, member_status, probation_ends, seconds
-from server.store.db import transaction
+from server.services import admissions, auth, evidence, invites, networks, revocations
+from server.services.common import seconds
 
 MAX_NETWORKS = 1
 
@@ -34,7 +35,7 @@ def add_membership_routes(app: web.Application) -> None:
     r.add_post("/v1/vouches", vouch)
     r.add_post("/v1/blocks", block)
     r.add_post("/v1/revocations", revoke)
-    r.add_get("/v1/revocations", revocations)
+    r.add_get("/v1/revocations", revocation_chain)
     r.add_get("/v1/members/{member_id}/evidence", member_evidence)
 
 
@@ -42,8 +43,9 @@ async def create_network(request: web.Request) -> web.Response:
     """POST /v1/networks {"genesis": stmt, "cell": stmt, "key_bundle": stmt}
     → 201 {"network_id": "…", "cell_id": "…", "member_id": "…"}"""
     body = await read_json(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        founded = await networks.create_network(conn, body, request.app[CLOCK_KEY](), MAX_NETWORKS)
+    founded = await networks.create_network(
+        request.app[POOL_KEY], body, request.app[CLOCK_KEY](), MAX_NETWORKS
+    )
     return json_response(
         {
             "network_id": b32e(founded.network_id),
@@ -57,8 +59,7 @@ async def create_network(request: web.Request) -> web.Response:
 async def get_network(request: web.Request) -> web.Response:
     """GET /v1/network → {"network_id": "…", "genesis": {"body": "…", "sig": "…"}}"""
     session = await authenticate(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
+    genesis = await networks.network_genesis(request.app[POOL_KEY], session)
     return json_response(
         {"network_id": b32e(genesis.network_id), "genesis": genesis.statement.to_wire()}
     )
@@ -70,10 +71,9 @@ async def challenge(request: web.Request) -> web.Response:
     member_id = parse_id(get_str(body, "member_id", 64), 32, "member_id")
     await rate_limit(request, "login_per_source")
     settings = request.app[SETTINGS_KEY]
-    async with transaction(request.app[POOL_KEY]) as conn:
-        value, expires = await auth.issue_challenge(
-            conn, member_id, request.app[CLOCK_KEY](), settings.challenge_ttl
-        )
+    value, expires = await auth.issue_challenge(
+        request.app[POOL_KEY], member_id, request.app[CLOCK_KEY](), settings.challenge_ttl
+    )
     return json_response({"challenge": b64e(value), "expires_at": seconds(expires)})
 
 
@@ -102,22 +102,18 @@ async def session(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     """GET /v1/me → {"member_id": "…", "status": "probation", "cell_id": "…", ...}"""
     session = await authenticate(request)
-    now = request.app[CLOCK_KEY]()
-    async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
-        member = await admissions.visible_member(conn, session, session.member_id)
-        await admissions.settle(conn, genesis, member, now)
-        member = await admissions.visible_member(conn, session, session.member_id)
+    standing = await evidence.me(request.app[POOL_KEY], session, request.app[CLOCK_KEY]())
+    member = standing.member
     return json_response(
         {
             "member_id": b32e(member.member_id),
             "network_id": b32e(member.network_id),
             "cell_id": b32e(member.cell_id) if member.cell_id else None,
-            "status": member_status(member, genesis, now),
+            "status": standing.status,
             "steward": member.is_steward,
             "joined_at": seconds(member.joined_at),
             "admitted_at": seconds(member.admitted_at) if member.admitted_at else None,
-            "probation_ends_at": probation_ends(member, genesis),
+            "probation_ends_at": standing.probation_ends_at,
         }
     )
 
@@ -127,10 +123,9 @@ async def create_invite(request: web.Request) -> web.Response:
     session = await authenticate(request)
     body = await read_json(request)
     payload = get_b64(body, "payload", 1, invites.MAX_PAYLOAD_BYTES)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        lookup, expires = await invites.create_invite(
-            conn, session, body.get("invite"), payload, request.app[CLOCK_KEY]()
-        )
+    lookup, expires = await invites.create_invite(
+        request.app[POOL_KEY], session, body.get("invite"), payload, request.app[CLOCK_KEY]()
+    )
     return json_response({"lookup_id": b32e(lookup), "expires_at": seconds(expires)}, 201)
 
 
@@ -139,8 +134,7 @@ async def fetch_invite(request: web.Request) -> web.Response:
     lookup = path_id(request, "lookup_id", 16)
     await rate_limit(request, "invite_fetch_per_source")
     await rate_limit(request, "redeem_per_lookup", lookup)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        invite = await invites.fetch_invite(conn, lookup, request.app[CLOCK_KEY]())
+    invite = await invites.fetch_invite(request.app[POOL_KEY], lookup, request.app[CLOCK_KEY]())
     return json_response(
         {"payload": b64e(invite.payload), "expires_at": seconds(invite.expires_at)}
     )
@@ -154,16 +148,16 @@ async def redeem_invite(request: web.Request) -> web.Response:
     await rate_limit(request, "redeem_per_lookup", lookup)
     body = await read_json(request)
     proof = get_b64(body, "proof", 64, 64)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        redeemed = await invites.redeem(conn, lookup, body, proof, request.app[CLOCK_KEY]())
+    redeemed = await invites.redeem(
+        request.app[POOL_KEY], lookup, body, proof, request.app[CLOCK_KEY]()
+    )
     return json_response({"member_id": b32e(redeemed.member_id), "status": redeemed.status}, 201)
 
 
 async def pending(request: web.Request) -> web.Response:
     """GET /v1/admissions/pending → {"pending": [Evidence, ...]}"""
     session = await authenticate(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        items = await admissions.pending(conn, session, request.app[CLOCK_KEY]())
+    items = await evidence.pending(request.app[POOL_KEY], session, request.app[CLOCK_KEY]())
     return json_response({"pending": items})
 
 
@@ -171,20 +165,18 @@ async def admit(request: web.Request) -> web.Response:
     """POST /v1/admissions {"admission": stmt} → 201 {"member_id": "…", "status": "pending"}"""
     session = await authenticate(request)
     body = await read_json(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        member_id, status = await admissions.admit(
-            conn, session, body.get("admission"), request.app[CLOCK_KEY]()
-        )
+    member_id, status = await admissions.admit(
+        request.app[POOL_KEY], session, body.get("admission"), request.app[CLOCK_KEY]()
+    )
     return json_response({"member_id": b32e(member_id), "status": status}, 201)
 
 
-async def _verdict(request: web.Request, kind: str) -> web.Response:
+async def _verdict(request: web.Request, kind: Literal["vouch", "block"]) -> web.Response:
     session = await authenticate(request)
     body = await read_json(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        member_id, status = await admissions.add_verdict(
-            conn, session, kind, body.get(kind), request.app[CLOCK_KEY]()
-        )
+    member_id, status = await admissions.add_verdict(
+        request.app[POOL_KEY], session, kind, body.get(kind), request.app[CLOCK_KEY]()
+    )
     return json_response({"member_id": b32e(member_id), "status": status}, 201)
 
 
@@ -203,10 +195,9 @@ async def revoke(request: web.Request) -> web.Response:
     → 201 {"member_id": "…", "status": "revoked", "seq": 0, "revocation_id": "…"}"""
     session = await authenticate(request)
     body = await read_json(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        member_id, seq, statement_id = await admissions.revoke(
-            conn, session, body.get("revocation"), request.app[CLOCK_KEY]()
-        )
+    member_id, seq, statement_id = await revocations.revoke(
+        request.app[POOL_KEY], session, body.get("revocation"), request.app[CLOCK_KEY]()
+    )
     # After the commit: this instance's sockets close at once, others' at their next session check.
     request.app[HUB_KEY].close_member_sockets(member_id)
     return json_response(
@@ -220,11 +211,10 @@ async def revoke(request: web.Request) -> web.Response:
     )
 
 
-async def revocations(request: web.Request) -> web.Response:
+async def revocation_chain(request: web.Request) -> web.Response:
     """GET /v1/revocations → {"revocations": [stmt, …]} (the chain, seq 0 first)"""
     session = await authenticate(request)
-    async with transaction(request.app[POOL_KEY]) as conn:
-        chain = await admissions.revocation_list(conn, session)
+    chain = await revocations.revocation_list(request.app[POOL_KEY], session)
     return json_response({"revocations": chain})
 
 
@@ -232,9 +222,7 @@ async def member_evidence(request: web.Request) -> web.Response:
     """GET /v1/members/{member_id}/evidence → Evidence (docs/API.md)"""
     session = await authenticate(request)
     member_id = path_id(request, "member_id", 32)
-    now = request.app[CLOCK_KEY]()
-    async with transaction(request.app[POOL_KEY]) as conn:
-        genesis = await load_genesis(conn, session.network_id)
-        subject = await admissions.visible_member(conn, session, member_id)
-        item = await admissions.evidence(conn, genesis, subject, session.member_id, now)
+    item = await evidence.member_evidence(
+        request.app[POOL_KEY], session, member_id, request.app[CLOCK_KEY]()
+    )
     return json_response(item)

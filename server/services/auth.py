@@ -18,8 +18,8 @@ from crypto.encoding import encode
 from crypto.errors import CryptoError
 from crypto.keys import IdentityPublicKey
 from server.errors import ApiError, ErrorCode
-from server.store import auth as auth_store
-from server.store import membership as store
+from server.store import members as member_store
+from server.store import sessions as session_store
 from server.store.db import Connection, Pool, transaction
 
 CHALLENGE_BYTES = 32
@@ -41,13 +41,14 @@ def token_hash(token: str) -> bytes:
 
 
 async def issue_challenge(
-    conn: Connection, member_id: bytes, now: datetime, ttl: timedelta
+    pool: Pool, member_id: bytes, now: datetime, ttl: timedelta
 ) -> tuple[bytes, datetime]:
     challenge = secrets.token_bytes(CHALLENGE_BYTES)
     expires = now + ttl
-    member = await store.get_member(conn, member_id)
-    if member is not None and member.revoked_at is None:
-        await auth_store.insert_challenge(conn, challenge, member_id, expires)
+    async with transaction(pool) as conn:
+        member = await member_store.get_member(conn, member_id)
+        if member is not None and member.revoked_at is None:
+            await session_store.insert_challenge(conn, challenge, member_id, expires)
     return challenge, expires
 
 
@@ -69,11 +70,11 @@ async def open_session(
     # is checked: a failed attempt's rollback can't bring it back, so each
     # challenge gets exactly one try whatever the outcome.
     async with transaction(pool) as conn:
-        taken = await auth_store.take_challenge(conn, challenge, member_id, now)
+        taken = await session_store.take_challenge(conn, challenge, member_id, now)
     if not taken:
         raise _login_failed()
     async with transaction(pool) as conn:
-        member = await store.get_member(conn, member_id)
+        member = await member_store.get_member(conn, member_id)
         if member is None or member.revoked_at is not None:
             raise _login_failed()
         try:
@@ -84,12 +85,19 @@ async def open_session(
             raise _login_failed() from None
         token = secrets.token_urlsafe(TOKEN_BYTES)
         expires = now + ttl
-        await auth_store.insert_session(conn, token_hash(token), member_id, now, expires)
+        await session_store.insert_session(conn, token_hash(token), member_id, now, expires)
     return token, expires
 
 
-async def authenticate(conn: Connection, token: str, now: datetime) -> Session:
-    found = await auth_store.get_session(conn, token_hash(token))
+async def authenticate(pool: Pool, token: str, now: datetime) -> Session:
+    """The session a bearer token opens (401 if there is none, or it ended)."""
+    async with transaction(pool) as conn:
+        return await session_of(conn, token, now)
+
+
+async def session_of(conn: Connection, token: str, now: datetime) -> Session:
+    """authenticate, inside the caller's transaction."""
+    found = await session_store.get_session(conn, token_hash(token))
     if found is None or found.revoked:
         raise not_logged_in()
     check_expiry(found.expires_at, now)

@@ -24,39 +24,50 @@ from crypto.network import Genesis, verify_genesis
 from crypto.statements import Statement, from_wire, verify_statement
 from crypto.vetting import CellMember
 from server.errors import ApiError, ErrorCode
-from server.store import membership as store
+from server.store import admissions as admission_store
+from server.store import members as member_store
+from server.store import networks as network_store
+from server.store import revocations as revocation_store
 from server.store.db import Connection
+from server.store.members import MemberRow
+from server.store.statements import StoredStatement
 
 # Statements carry the author's clock; farther than this from ours, refused.
 MAX_CLOCK_SKEW_S = 300
 
+# crypto's RuleViolation codes, each with its HTTP status: the one place they
+# become ErrorCodes. A code not listed here is answered as invalid_statement.
 _RULE_STATUS = {
-    "already_vouched": 409,
-    "wrong_admission": 400,
-    "invalid_event": 400,
-    "invalid_motion": 400,
-    "wrong_group": 400,
-    "wrong_roster": 409,
-    "stale_head": 409,
-    "stale_epoch": 409,
-    "already_in_group": 409,
-    "group_full": 409,
-    "quorum_not_reached": 409,
-    "not_vetted": 403,
-    "wrong_cell": 400,
-    "below_minimum": 409,
-    "invalid_origin": 400,
-    "wrong_member": 400,
-    "admission_used": 409,
-    "key_mismatch": 400,
+    ErrorCode.ALREADY_VOUCHED: 409,
+    ErrorCode.WRONG_ADMISSION: 400,
+    ErrorCode.INVALID_EVENT: 400,
+    ErrorCode.INVALID_MOTION: 400,
+    ErrorCode.WRONG_GROUP: 400,
+    ErrorCode.WRONG_ROSTER: 409,
+    ErrorCode.STALE_HEAD: 409,
+    ErrorCode.STALE_EPOCH: 409,
+    ErrorCode.ALREADY_IN_GROUP: 409,
+    ErrorCode.GROUP_FULL: 409,
+    ErrorCode.QUORUM_NOT_REACHED: 409,
+    ErrorCode.NOT_VETTED: 403,
+    ErrorCode.WRONG_CELL: 400,
+    ErrorCode.BELOW_MINIMUM: 409,
+    ErrorCode.INVALID_ORIGIN: 400,
+    ErrorCode.WRONG_MEMBER: 400,
+    ErrorCode.ADMISSION_USED: 409,
+    ErrorCode.KEY_MISMATCH: 400,
 }
 
 
-_KNOWN_CODES = frozenset(code.value for code in ErrorCode)
+def api_error(status: int, code: ErrorCode, message: str) -> ApiError:
+    return ApiError(status, code, message)
 
 
-def api_error(status: int, code: str, message: str) -> ApiError:
-    return ApiError(status, ErrorCode(code), message)
+def _rule_code(code: str) -> ErrorCode:
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.INVALID_STATEMENT
 
 
 @contextmanager
@@ -65,16 +76,18 @@ def crypto_errors() -> Iterator[None]:
     try:
         yield
     except InvalidSignature as exc:
-        raise api_error(400, "invalid_signature", f"signature does not verify: {exc}") from None
+        raise api_error(
+            400, ErrorCode.INVALID_SIGNATURE, f"signature does not verify: {exc}"
+        ) from None
     except InvalidStatement as exc:
-        raise api_error(400, "invalid_statement", str(exc)) from None
+        raise api_error(400, ErrorCode.INVALID_STATEMENT, str(exc)) from None
     except ChainError as exc:
-        raise api_error(403, "chain_invalid", str(exc)) from None
+        raise api_error(403, ErrorCode.CHAIN_INVALID, str(exc)) from None
     except RuleViolation as exc:
-        code = exc.code if exc.code in _KNOWN_CODES else "invalid_statement"
+        code = _rule_code(exc.code)
         raise api_error(_RULE_STATUS.get(code, 403), code, str(exc)) from None
     except CryptoError as exc:
-        raise api_error(400, "invalid_statement", str(exc)) from None
+        raise api_error(400, ErrorCode.INVALID_STATEMENT, str(exc)) from None
 
 
 def statement_from(
@@ -98,7 +111,7 @@ def check_fresh(statement: Statement, now: datetime) -> None:
     if abs(statement.time - seconds(now)) > MAX_CLOCK_SKEW_S:
         raise api_error(
             400,
-            "clock_skew",
+            ErrorCode.CLOCK_SKEW,
             f"the statement's time is more than {MAX_CLOCK_SKEW_S} s from the server's clock; "
             "check this device's clock",
         )
@@ -113,15 +126,15 @@ async def load_genesis(conn: Connection, network_id: bytes) -> Genesis:
     cached = _GENESES.get(network_id)
     if cached is not None:
         return cached
-    stored = await store.get_genesis(conn, network_id)
+    stored = await network_store.get_genesis(conn, network_id)
     if stored is None:
-        raise api_error(404, "not_found", "no such network")
+        raise api_error(404, ErrorCode.NOT_FOUND, "no such network")
     genesis = verify_genesis(stored.body, stored.sig, network_id)
     _GENESES[network_id] = genesis
     return genesis
 
 
-def parse_stored(stored: store.StoredStatement, expected_type: str, network: bytes) -> Statement:
+def parse_stored(stored: StoredStatement, expected_type: str, network: bytes) -> Statement:
     # Rows came from us, but were checked only when written; re-checking costs
     # little and keeps a tampered row from being served as a valid fact.
     with crypto_errors():
@@ -131,12 +144,12 @@ def parse_stored(stored: store.StoredStatement, expected_type: str, network: byt
 async def load_chain(conn: Connection, network: bytes, member_id: bytes) -> list[Admission]:
     return [
         parse_admission(parse_stored(s, "admission", network))
-        for s in await store.chain_of(conn, member_id)
+        for s in await admission_store.chain_of(conn, member_id)
     ]
 
 
 async def load_revocations(conn: Connection, genesis: Genesis) -> dict[bytes, int]:
-    stored = await store.revocation_chain(conn, genesis.network_id)
+    stored = await revocation_store.revocation_chain(conn, genesis.network_id)
     with crypto_errors():
         return verify_revocation_list(
             genesis, [parse_stored(s, "revocation", genesis.network_id) for s in stored]
@@ -144,7 +157,7 @@ async def load_revocations(conn: Connection, genesis: Genesis) -> dict[bytes, in
 
 
 async def verified_chain(
-    conn: Connection, genesis: Genesis, member: store.MemberRow
+    conn: Connection, genesis: Genesis, member: MemberRow
 ) -> tuple[Admission, ...]:
     chain = await load_chain(conn, genesis.network_id, member.member_id)
     revoked = await load_revocations(conn, genesis)
@@ -154,18 +167,18 @@ async def verified_chain(
 
 async def cell_view(
     conn: Connection, network: bytes, cell_id: bytes
-) -> list[tuple[store.MemberRow, list[Admission]]]:
+) -> list[tuple[MemberRow, list[Admission]]]:
     """The cell's admitted members with their chains."""
-    members = await store.cell_members(conn, cell_id)
+    members = await member_store.cell_members(conn, cell_id)
     return [(m, await load_chain(conn, network, m.member_id)) for m in members]
 
 
-def as_cell_members(view: list[tuple[store.MemberRow, list[Admission]]]) -> list[CellMember]:
+def as_cell_members(view: list[tuple[MemberRow, list[Admission]]]) -> list[CellMember]:
     return [member for member, _ in with_membership_start(view, 0)]
 
 
 def with_membership_start(
-    view: list[tuple[store.MemberRow, list[Admission]]], genesis_time: int
+    view: list[tuple[MemberRow, list[Admission]]], genesis_time: int
 ) -> list[tuple[CellMember, int]]:
     """Each member with the signed time their membership began (their certificate's)."""
     return [
@@ -177,7 +190,7 @@ def with_membership_start(
     ]
 
 
-def member_status(member: store.MemberRow, genesis: Genesis, now: datetime) -> str:
+def member_status(member: MemberRow, genesis: Genesis, now: datetime) -> str:
     if member.revoked_at is not None:
         return "revoked"
     if member.blocked_at is not None:
@@ -190,7 +203,7 @@ def member_status(member: store.MemberRow, genesis: Genesis, now: datetime) -> s
     return "probation" if seconds(now) < ends else "active"
 
 
-def probation_ends(member: store.MemberRow, genesis: Genesis) -> int | None:
+def probation_ends(member: MemberRow, genesis: Genesis) -> int | None:
     if member.admitted_at is None:
         return None
     if member.is_steward:

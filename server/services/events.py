@@ -16,9 +16,12 @@ from crypto.encoding import b32e, b64e
 from server.errors import ApiError, ErrorCode, not_found
 from server.services import auth
 from server.services.common import seconds
-from server.store import auth as auth_store
 from server.store import events as store
-from server.store.db import Connection
+from server.store import groups as group_store
+from server.store import sessions as session_store
+from server.store.db import Pool, transaction
+from server.store.events import EventRow
+from server.store.groups import GroupSummary
 
 MAX_PAGE = 500
 NO_SUCH_GROUP = "no such group"
@@ -34,31 +37,34 @@ class FeedSession:
     expires_at: datetime
 
 
-async def open_feed_session(conn: Connection, token: str, now: datetime) -> FeedSession:
+async def open_feed_session(pool: Pool, token: str, now: datetime) -> FeedSession:
     """Authenticate ``token`` (401 as for any endpoint) and note when it expires."""
-    session = await auth.authenticate(conn, token, now)
-    digest = auth.token_hash(token)
-    found = await auth_store.get_session(conn, digest)
-    if found is None:  # authenticate just read it in this transaction; never happens
+    async with transaction(pool) as conn:
+        session = await auth.session_of(conn, token, now)
+        digest = auth.token_hash(token)
+        found = await session_store.get_session(conn, digest)
+    if found is None:  # session_of just read it in this transaction; never happens
         raise ApiError(401, ErrorCode.UNAUTHORIZED, "not logged in: log in again")
     return FeedSession(session.member_id, session.network_id, digest, found.expires_at)
 
 
 async def read_events(
-    conn: Connection, member_id: bytes, group_id: bytes, since: int, limit: int
-) -> list[store.EventRow]:
+    pool: Pool, member_id: bytes, group_id: bytes, since: int, limit: int
+) -> list[EventRow]:
     """Events of a group the caller is in, after ``since``; 404 otherwise."""
-    if not await store.is_group_member(conn, group_id, member_id):
-        raise not_found(NO_SUCH_GROUP)
-    return await store.events_since(conn, group_id, since, min(limit, MAX_PAGE))
+    async with transaction(pool) as conn:
+        if not await group_store.is_group_member(conn, group_id, member_id):
+            raise not_found(NO_SUCH_GROUP)
+        return await store.events_since(conn, group_id, since, min(limit, MAX_PAGE))
 
 
-async def my_groups(conn: Connection, member_id: bytes) -> list[store.GroupSummary]:
-    return await store.group_summaries(conn, member_id)
+async def my_groups(pool: Pool, member_id: bytes) -> list[GroupSummary]:
+    async with transaction(pool) as conn:
+        return await group_store.group_summaries(conn, member_id)
 
 
 async def accept_cursors(
-    conn: Connection, member_id: bytes, cursors: Mapping[bytes, int]
+    pool: Pool, member_id: bytes, cursors: Mapping[bytes, int]
 ) -> dict[bytes, int]:
     """The requested groups the member may stream, each with its starting cursor.
 
@@ -67,11 +73,13 @@ async def accept_cursors(
     a client can only have seen events that exist, and a cursor from the
     future would otherwise skip events still to come.
     """
-    newest = {g.group_id: g.last_seq for g in await store.group_summaries(conn, member_id)}
+    async with transaction(pool) as conn:
+        summaries = await group_store.group_summaries(conn, member_id)
+    newest = {g.group_id: g.last_seq for g in summaries}
     return {g: min(c, newest[g]) for g, c in cursors.items() if g in newest}
 
 
-def event_wire(row: store.EventRow, group_text: str | None = None) -> dict[str, Any]:
+def event_wire(row: EventRow, group_text: str | None = None) -> dict[str, Any]:
     """The JSON shape of one event, shared by GET .../events and the WebSocket."""
     return {
         "group": group_text or b32e(row.group_id),
@@ -83,7 +91,7 @@ def event_wire(row: store.EventRow, group_text: str | None = None) -> dict[str, 
     }
 
 
-def group_wire(summary: store.GroupSummary) -> dict[str, Any]:
+def group_wire(summary: GroupSummary) -> dict[str, Any]:
     return {
         "group_id": b32e(summary.group_id),
         "kind": summary.kind,

@@ -19,6 +19,7 @@ from crypto.encoding import b64d, decode
 from crypto.errors import CryptoError, InvalidStatement
 from crypto.invites import MAX_SEALED_PAYLOAD, parse_invite, parse_join, verify_proof
 from crypto.network import parse_key_bundle
+from server.errors import ErrorCode
 from server.services.auth import Session
 from server.services.common import (
     api_error,
@@ -30,8 +31,12 @@ from server.services.common import (
     seconds,
     statement_from,
 )
-from server.store import membership as store
-from server.store.db import Connection
+from server.store import invites as store
+from server.store import members as member_store
+from server.store.db import Connection, Pool, transaction
+from server.store.invites import InviteRow
+from server.store.members import MemberRow
+from server.store.statements import insert_statement
 
 MAX_PAYLOAD_BYTES = MAX_SEALED_PAYLOAD
 
@@ -42,14 +47,21 @@ class Redeemed:
     status: str
 
 
-async def require_admitted(conn: Connection, session: Session) -> store.MemberRow:
-    member = await store.get_member(conn, session.member_id)
+async def require_admitted(conn: Connection, session: Session) -> MemberRow:
+    member = await member_store.get_member(conn, session.member_id)
     if member is None or member.admitted_at is None or member.revoked_at is not None:
-        raise api_error(403, "not_admitted", "you are not an admitted member yet")
+        raise api_error(403, ErrorCode.NOT_ADMITTED, "you are not an admitted member yet")
     return member
 
 
 async def create_invite(
+    pool: Pool, session: Session, invite_wire: Any, payload: bytes, now: datetime
+) -> tuple[bytes, datetime]:
+    async with transaction(pool) as conn:
+        return await _create_invite(conn, session, invite_wire, payload, now)
+
+
+async def _create_invite(
     conn: Connection, session: Session, invite_wire: Any, payload: bytes, now: datetime
 ) -> tuple[bytes, datetime]:
     genesis = await load_genesis(conn, session.network_id)
@@ -58,36 +70,29 @@ async def create_invite(
         invite = parse_invite(statement)
     check_fresh(statement, now)
     if statement.author != session.member_id:
-        raise api_error(400, "invalid_statement", "sign your invites with your own key")
+        raise api_error(400, ErrorCode.INVALID_STATEMENT, "sign your invites with your own key")
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise api_error(400, "bad_request", "the invite payload is too large")
+        raise api_error(400, ErrorCode.BAD_REQUEST, "the invite payload is too large")
     member = await require_admitted(conn, session)
     if member_status(member, genesis, now) == "probation":
-        raise api_error(403, "in_probation", "members in probation can't invite yet")
+        raise api_error(403, ErrorCode.IN_PROBATION, "members in probation can't invite yet")
     if invite.cell != member.cell_id:
-        raise api_error(400, "invalid_statement", "invites are for your own cell")
+        raise api_error(400, ErrorCode.INVALID_STATEMENT, "invites are for your own cell")
     if not 0 < invite.expires - seconds(now) <= genesis.policy.invite_expiry_seconds + 60:
         raise api_error(
-            400, "invalid_statement", "the invite's expiry is outside the network's policy"
+            400, ErrorCode.INVALID_STATEMENT, "the invite's expiry is outside the network's policy"
         )
     # Lock the inviter's row so two concurrent creations can't both pass the quota.
-    await store.get_member(conn, member.member_id, for_update=True)
+    await member_store.get_member(conn, member.member_id, for_update=True)
     if await store.count_open_invites(conn, member.member_id, now) >= genesis.policy.invite_quota:
         raise api_error(
-            409, "quota_exhausted", "you have as many open invites as the policy allows"
+            409, ErrorCode.QUOTA_EXHAUSTED, "you have as many open invites as the policy allows"
         )
-    if len(await store.cell_members(conn, invite.cell)) >= genesis.policy.cell_max:
-        raise api_error(409, "cell_full", "your cell is full: split it first (`spokes cell split`)")
-    await store.insert_statement(
-        conn,
-        statement.id,
-        genesis.network_id,
-        "invite",
-        statement.author,
-        statement.body,
-        statement.signature,
-        group_id=invite.cell,
-    )
+    if len(await member_store.cell_members(conn, invite.cell)) >= genesis.policy.cell_max:
+        raise api_error(
+            409, ErrorCode.CELL_FULL, "your cell is full: split it first (`spokes cell split`)"
+        )
+    await insert_statement(conn, statement, group_id=invite.cell)
     expires_at = from_seconds(invite.expires)
     if not await store.insert_invite(
         conn,
@@ -101,12 +106,13 @@ async def create_invite(
         expires_at,
         now,
     ):
-        raise api_error(409, "conflict", "this invite already exists")
+        raise api_error(409, ErrorCode.CONFLICT, "this invite already exists")
     return invite.lookup_id, expires_at
 
 
-async def fetch_invite(conn: Connection, lookup_id: bytes, now: datetime) -> store.InviteRow:
-    invite = await store.get_invite(conn, lookup_id)
+async def fetch_invite(pool: Pool, lookup_id: bytes, now: datetime) -> InviteRow:
+    async with transaction(pool) as conn:
+        invite = await store.get_invite(conn, lookup_id)
     if invite is None:
         raise _not_found()
     _check_open(invite, now)
@@ -115,18 +121,20 @@ async def fetch_invite(conn: Connection, lookup_id: bytes, now: datetime) -> sto
 
 def _not_found() -> Exception:
     return api_error(
-        404, "invite_not_found", "no invite matches this code: check the code and the server"
+        404,
+        ErrorCode.INVITE_NOT_FOUND,
+        "no invite matches this code: check the code and the server",
     )
 
 
-def _check_open(invite: store.InviteRow, now: datetime) -> None:
+def _check_open(invite: InviteRow, now: datetime) -> None:
     if invite.redeemed_by is not None:
         raise api_error(
-            410, "invite_used", "this invite has been used: ask your inviter for a new one"
+            410, ErrorCode.INVITE_USED, "this invite has been used: ask your inviter for a new one"
         )
     if invite.expires_at <= now:
         raise api_error(
-            410, "invite_expired", "this invite has expired: ask your inviter for a new one"
+            410, ErrorCode.INVITE_EXPIRED, "this invite has expired: ask your inviter for a new one"
         )
 
 
@@ -150,7 +158,7 @@ def _network_named(body: dict[str, Any], field: str) -> bytes:
 
 
 async def redeem(
-    conn: Connection, lookup_id: bytes, body: dict[str, Any], proof: bytes, now: datetime
+    pool: Pool, lookup_id: bytes, body: dict[str, Any], proof: bytes, now: datetime
 ) -> Redeemed:
     # Everything that doesn't depend on the invite is checked before the lookup,
     # so a malformed request gets the same answer whether the lookup id exists
@@ -167,54 +175,49 @@ async def redeem(
         or join.key_bundle_id != bundle_statement.id
     ):
         raise api_error(
-            400, "invalid_statement", "the key bundle must be the newcomer's own, named in the join"
+            400,
+            ErrorCode.INVALID_STATEMENT,
+            "the key bundle must be the newcomer's own, named in the join",
         )
     for statement in (join_statement, bundle_statement):
         check_fresh(statement, now)
-    invite = await store.get_invite(conn, lookup_id, for_update=True)
-    if invite is None:
-        raise _not_found()
-    try:
-        verify_proof(invite.proof_public_key, join_statement, proof)
-    except CryptoError:
-        raise _not_found() from None
-    if join.lookup_id != lookup_id:
-        raise _not_found()
-    if network != invite.network_id:
-        raise api_error(400, "invalid_statement", "the join belongs to another network")
-    _check_open(invite, now)
-    newcomer = join_statement.author
-    if await store.member_exists_with_key(conn, join_statement.author_key.raw):
-        raise api_error(409, "already_member", "this key already belongs to a member")
-    for statement in (bundle_statement, join_statement):
-        await store.insert_statement(
+    async with transaction(pool) as conn:
+        invite = await store.get_invite(conn, lookup_id, for_update=True)
+        if invite is None:
+            raise _not_found()
+        try:
+            verify_proof(invite.proof_public_key, join_statement, proof)
+        except CryptoError:
+            raise _not_found() from None
+        if join.lookup_id != lookup_id:
+            raise _not_found()
+        if network != invite.network_id:
+            raise api_error(400, ErrorCode.INVALID_STATEMENT, "the join belongs to another network")
+        _check_open(invite, now)
+        newcomer = join_statement.author
+        if await member_store.member_exists_with_key(conn, join_statement.author_key.raw):
+            raise api_error(409, ErrorCode.ALREADY_MEMBER, "this key already belongs to a member")
+        for statement in (bundle_statement, join_statement):
+            await insert_statement(conn, statement, subject=newcomer, group_id=invite.cell_id)
+        await member_store.insert_member(
             conn,
-            statement.id,
-            network,
-            statement.type,
             newcomer,
-            statement.body,
-            statement.signature,
-            subject=newcomer,
-            group_id=invite.cell_id,
+            network,
+            join_statement.author_key.raw,
+            bundle_statement.id,
+            cell_id=invite.cell_id,
+            inviter_id=invite.inviter_id,
+            invite_lookup=lookup_id,
+            join_statement=join_statement.id,
+            join_proof=proof,
+            joined_at=now,
+            admitted_at=None,
+            is_steward=False,
         )
-    await store.insert_member(
-        conn,
-        newcomer,
-        network,
-        join_statement.author_key.raw,
-        bundle_statement.id,
-        cell_id=invite.cell_id,
-        inviter_id=invite.inviter_id,
-        invite_lookup=lookup_id,
-        join_statement=join_statement.id,
-        join_proof=proof,
-        joined_at=now,
-        admitted_at=None,
-        is_steward=False,
-    )
-    if not await store.mark_redeemed(conn, lookup_id, newcomer, now):
-        raise api_error(
-            410, "invite_used", "this invite has been used: ask your inviter for a new one"
-        )
+        if not await store.mark_redeemed(conn, lookup_id, newcomer, now):
+            raise api_error(
+                410,
+                ErrorCode.INVITE_USED,
+                "this invite has been used: ask your inviter for a new one",
+            )
     return Redeemed(newcomer, "pending")

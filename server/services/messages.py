@@ -11,36 +11,30 @@ any other message under a used counter is refused. Each message of
 a batch passes or fails on its own; a refused one writes nothing and gets
 the same 4xx it would get alone.
 
-Messages are the hot path, so an instance commits them in groups
-(:class:`MessageWriter`): whatever arrives while one batch commits goes into
-the next, and a batch costs one transaction, one append statement and one
-NOTIFY however many messages it holds. Within an instance, messages are
-appended in the order they were submitted.
+Messages are the hot path, so they are checked and appended a batch at a
+time: a batch costs one transaction, one append statement and one NOTIFY
+however many messages it holds. services/message_writer.py gathers the
+batches (group commit).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from crypto.encoding import b32e, encode
 from crypto.messages import Header, SealedMessage, message_id
 from crypto.network import Policy
-from server.clock import Clock
-from server.errors import ApiError
+from server.errors import ApiError, ErrorCode
 from server.services.auth import check_expiry, not_logged_in, token_hash
 from server.services.common import api_error, crypto_errors, load_genesis, seconds
 from server.store import events as event_store
 from server.store import messages as store
+from server.store import sessions as session_store
 from server.store.db import Pool, transaction
 from server.verifier import Verifier, verify_batch
-
-log = logging.getLogger("spokes.messages")
 
 MAX_BATCH = 256
 CACHE_SIZE = 100_000
@@ -74,99 +68,11 @@ def submission(token: str | bytes, group_id: bytes, message: SealedMessage) -> S
     with crypto_errors():
         header = Header.decode(message.header)
     if header.group != group_id:
-        raise api_error(400, "invalid_statement", "the header names another group or sender")
+        raise api_error(
+            400, ErrorCode.INVALID_STATEMENT, "the header names another group or sender"
+        )
     digest = token if isinstance(token, bytes) else token_hash(token)
     return Submission(digest, group_id, message, header)
-
-
-class MessageWriter:
-    """Group commit for one instance, in two stages that overlap.
-
-    *Prepare* finds each message's sender and checks its signature (no
-    lock; in the signature helper process when there is one); *commit* takes the groups' locks and appends. While one batch
-    commits, the next is prepared. Both stages take batches in arrival order,
-    so an instance appends messages in the order they were submitted.
-
-    ``submit`` returns a future that ends with :class:`Accepted` or with the
-    ApiError the message was refused with (or the database error that failed
-    its whole batch, which rolled back every message in it).
-    """
-
-    def __init__(
-        self,
-        pool: Pool,
-        clock: Clock,
-        *,
-        max_batch: int = MAX_BATCH,
-        on_commit: Callable[[list[event_store.EventRow]], None] | None = None,
-        verifier: Verifier | None = None,
-    ) -> None:
-        self._pool = pool
-        self._verifier = verifier
-        self._on_commit = on_commit
-        self._clock = clock
-        self._max_batch = max_batch
-        self._queue: deque[tuple[Submission, asyncio.Future[Accepted]]] = deque()
-        self._ready: deque[Prepared] = deque()
-        self._preparing: asyncio.Task[None] | None = None
-        self._committing: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.messages = 0
-
-    def submit(self, item: Submission) -> asyncio.Future[Accepted]:
-        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
-        if self._preparing is None or self._preparing.done():
-            self._preparing = asyncio.create_task(self._prepare_all())
-        return future
-
-    async def close(self) -> None:
-        """Finish what was submitted (shutdown)."""
-        for task in (self._preparing, self._committing):
-            if task is not None:
-                with contextlib.suppress(Exception):
-                    await task
-
-    async def _prepare_all(self) -> None:
-        while self._queue:
-            count = min(len(self._queue), self._max_batch)
-            batch = [self._queue.popleft() for _ in range(count)]
-            futures = [future for _, future in batch]
-            try:
-                prepared = await prepare(self._pool, [item for item, _ in batch], self._verifier)
-            except Exception as exc:
-                _fail(futures, exc)
-                continue
-            prepared.futures = futures
-            self._ready.append(prepared)
-            if self._committing is None or self._committing.done():
-                self._committing = asyncio.create_task(self._commit_all())
-
-    async def _commit_all(self) -> None:
-        while self._ready:
-            batch = Prepared.join([self._ready.popleft() for _ in range(len(self._ready))])
-            try:
-                rows = await commit(self._pool, batch, self._clock())
-            except Exception as exc:  # the whole batch rolled back: each request says so
-                _fail(batch.futures, exc)
-                continue
-            self.batches += 1
-            if self._on_commit is not None and rows:
-                self._on_commit(rows)  # committed: this instance's sockets needn't read them
-            for future, result in zip(batch.futures, batch.results, strict=True):
-                if future.done():
-                    continue  # the request went away; its message stands (or not) all the same
-                if isinstance(result, Accepted):
-                    self.messages += 1
-                    future.set_result(result)
-                else:
-                    future.set_exception(result or api_error(500, "internal", "unchecked"))
-
-
-def _fail(futures: list[asyncio.Future[Accepted]], exc: BaseException) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(exc)
 
 
 @dataclass
@@ -197,7 +103,10 @@ async def commit_batch(
     """Check and append a batch; one result per item, in order (both stages at once)."""
     batch = await prepare(pool, items)
     await commit(pool, batch, now)
-    return [r if r is not None else api_error(500, "internal", "unchecked") for r in batch.results]
+    return [
+        r if r is not None else api_error(500, ErrorCode.INTERNAL, "unchecked")
+        for r in batch.results
+    ]
 
 
 async def prepare(
@@ -212,7 +121,7 @@ async def prepare(
     unknown = [i.token_hash for i in items if i.token_hash not in senders]
     if unknown:
         async with pool.acquire() as conn:
-            found = await store.sessions(conn, unknown)
+            found = await session_store.session_members(conn, unknown)
         for digest, session in found.items():
             senders[digest] = (session.member_id, session.identity_key)
             if len(_SENDERS) >= CACHE_SIZE:
@@ -269,7 +178,9 @@ async def commit(pool: Pool, batch: Prepared, now: datetime) -> list[event_store
                     raise not_logged_in()
                 check_expiry(check.expires_at, now)
                 if group is None or not check.in_group:
-                    raise api_error(404, "not_found", "no such group")  # not there ≡ not yours
+                    raise api_error(
+                        404, ErrorCode.NOT_FOUND, "no such group"
+                    )  # not there ≡ not yours
                 stored = used.get(key) if key in used else _stored(check)
                 if stored is not None or check.used:
                     batch.results[n] = _resent(item, body, stored)
@@ -316,7 +227,7 @@ def _resent(item: Submission, body: bytes, stored: tuple[int, bytes] | None) -> 
     it learns the message id and cursor without the cell reading it twice.
     """
     if stored is None or stored[1] != body:
-        raise api_error(409, "replayed_counter", "this message counter was already used")
+        raise api_error(409, ErrorCode.REPLAYED_COUNTER, "this message counter was already used")
     return Accepted(message_id(item.message.header), stored[0])
 
 
@@ -326,7 +237,9 @@ def _check_sender(item: Submission, sender: tuple[bytes, bytes] | None) -> bytes
         raise not_logged_in()
     member_id, _ = sender
     if item.header.sender != member_id:
-        raise api_error(400, "invalid_statement", "the header names another group or sender")
+        raise api_error(
+            400, ErrorCode.INVALID_STATEMENT, "the header names another group or sender"
+        )
     return member_id
 
 
@@ -336,18 +249,20 @@ def _check_epoch(
     if group.rekey_needed:
         raise api_error(
             409,
-            "rekey_required",
+            ErrorCode.REKEY_REQUIRED,
             "the group's members changed: commit a new epoch before sending (your client does it)",
         )
     if _retired(group, taken, policy, now):
         raise api_error(
             409,
-            "rekey_required",
+            ErrorCode.REKEY_REQUIRED,
             "this epoch has reached the policy's age or message limit: commit a new epoch (your client does it)",
         )
     if header.epoch != group.epoch:
         raise api_error(
-            409, "stale_epoch", "this message is for another epoch than the group's current one"
+            409,
+            ErrorCode.STALE_EPOCH,
+            "this message is for another epoch than the group's current one",
         )
 
 

@@ -1,4 +1,8 @@
-"""Founding a network: the genesis, the first cell, the founder as first member."""
+"""Founding a network (the genesis, the first cell, the founder as first member) and reading its genesis.
+
+The rule: a server hosts at most ``max_networks`` networks; concurrent
+foundings queue on the networks table's lock, so the limit holds.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crypto.network import parse_genesis, parse_key_bundle
+from crypto.network import Genesis, parse_genesis, parse_key_bundle
 from crypto.roster import GroupRules, parse_group_creation
 from crypto.statements import from_wire
-from server.services.common import api_error, check_fresh, crypto_errors, seconds, statement_from
-from server.services.groups import add_founding_members, record_creation
-from server.store import membership as store
-from server.store.db import Connection
+from server.errors import ErrorCode
+from server.services.auth import Session
+from server.services.common import (
+    api_error,
+    check_fresh,
+    crypto_errors,
+    load_genesis,
+    seconds,
+    statement_from,
+)
+from server.services.roster_ops import add_founding_members, record_creation
+from server.store import members as member_store
+from server.store import networks as store
+from server.store.db import Pool, transaction
+from server.store.statements import insert_statement
 
 
 @dataclass(frozen=True)
@@ -23,11 +38,11 @@ class Founded:
 
 
 async def create_network(
-    conn: Connection, body: dict[str, Any], now: datetime, max_networks: int
+    pool: Pool, body: dict[str, Any], now: datetime, max_networks: int
 ) -> Founded:
     with crypto_errors():
         if "genesis" not in body:
-            raise api_error(400, "bad_request", "field 'genesis' is required")
+            raise api_error(400, ErrorCode.BAD_REQUEST, "field 'genesis' is required")
         genesis = parse_genesis(from_wire(body["genesis"], "genesis", None))
     network = genesis.network_id
     cell_statement = statement_from(body, "cell", "roster", network)
@@ -40,41 +55,47 @@ async def create_network(
     founder = genesis.statement.author
     if cell_statement.author != founder or bundle_statement.author != founder:
         raise api_error(
-            400, "invalid_statement", "the founder signs the first cell and their own key bundle"
+            400,
+            ErrorCode.INVALID_STATEMENT,
+            "the founder signs the first cell and their own key bundle",
         )
     if cell.state.kind != "cell" or cell.state.parent is not None:
-        raise api_error(400, "invalid_statement", "the first group of a network is a cell")
+        raise api_error(400, ErrorCode.INVALID_STATEMENT, "the first group of a network is a cell")
     if set(cell.state.members) != {founder}:
-        raise api_error(400, "invalid_statement", "the first cell starts with its founder alone")
-    # Serialises concurrent foundings so the network limit holds.
-    await conn.execute("LOCK TABLE networks IN EXCLUSIVE MODE")
-    if await store.count_networks(conn) >= max_networks:
-        raise api_error(409, "network_exists", "this server already hosts its limit of networks")
-    await store.insert_network(conn, network, genesis.statement.body, genesis.statement.signature)
-    await store.insert_statement(
-        conn,
-        bundle_statement.id,
-        network,
-        "key-bundle",
-        founder,
-        bundle_statement.body,
-        bundle_statement.signature,
-    )
-    await record_creation(conn, network, cell, now)
-    await store.insert_member(
-        conn,
-        founder,
-        network,
-        genesis.statement.author_key.raw,
-        bundle_statement.id,
-        cell_id=cell.group_id,
-        inviter_id=None,
-        invite_lookup=None,
-        join_statement=None,
-        join_proof=None,
-        joined_at=now,
-        admitted_at=now,
-        is_steward=True,
-    )
-    await add_founding_members(conn, cell, now)
+        raise api_error(
+            400, ErrorCode.INVALID_STATEMENT, "the first cell starts with its founder alone"
+        )
+    async with transaction(pool) as conn:
+        await store.lock_networks(conn)
+        if await store.count_networks(conn) >= max_networks:
+            raise api_error(
+                409, ErrorCode.NETWORK_EXISTS, "this server already hosts its limit of networks"
+            )
+        await store.insert_network(
+            conn, network, genesis.statement.body, genesis.statement.signature
+        )
+        await insert_statement(conn, bundle_statement)
+        await record_creation(conn, network, cell, now)
+        await member_store.insert_member(
+            conn,
+            founder,
+            network,
+            genesis.statement.author_key.raw,
+            bundle_statement.id,
+            cell_id=cell.group_id,
+            inviter_id=None,
+            invite_lookup=None,
+            join_statement=None,
+            join_proof=None,
+            joined_at=now,
+            admitted_at=now,
+            is_steward=True,
+        )
+        await add_founding_members(conn, cell, now)
     return Founded(network, cell.group_id, founder)
+
+
+async def network_genesis(pool: Pool, session: Session) -> Genesis:
+    """The caller's network's genesis, verified."""
+    async with transaction(pool) as conn:
+        return await load_genesis(conn, session.network_id)

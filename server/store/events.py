@@ -1,9 +1,15 @@
-"""SQL for the per-group event log and the server's index of group rosters.
+"""SQL for ``group_events``: each group's event log, and the NOTIFY that announces it.
 
 The log's rule: within one group, events are numbered 1, 2, 3, ... with no
 gaps, and they become visible in that order. Readers rely on it: a reader
 that sees seq N has seen every seq below N, so a cursor (the last seq a
 client has) is all it takes to resume exactly where it left off.
+
+The log's counter (``groups.last_seq``) moves in the same statement that
+appends, and every read of a page comes with the group's members from
+``group_members``, read in the same snapshot. The LISTEN side of the
+announcement (a connection of its own, not the pool's) is here too, so that
+no other module names the channel.
 
 Like every store module, functions take a connection inside the caller's
 transaction and return frozen dataclasses.
@@ -11,9 +17,12 @@ transaction and return frozen dataclasses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import asyncpg
 
 from crypto.encoding import b32e
 from server.store.db import Connection
@@ -45,15 +54,6 @@ class EventPage:
 
     members: frozenset[bytes]
     events: list[EventRow]
-
-
-@dataclass(frozen=True)
-class GroupSummary:
-    group_id: bytes
-    kind: str
-    level: int
-    members: int
-    last_seq: int
 
 
 def notify_payload(group_id: bytes, seq: int) -> str:
@@ -162,74 +162,27 @@ async def event_pages(
     return {g: EventPage(members.get(g, frozenset()), events.get(g, [])) for g, _ in cursors}
 
 
-async def add_group_member(
-    conn: Connection, group_id: bytes, member_id: bytes, at: datetime
-) -> bool:
-    """Index ``member_id`` as in the group; False if they already were."""
-    status = await conn.execute(
-        """INSERT INTO group_members (group_id, member_id, added_at) VALUES ($1, $2, $3)
-           ON CONFLICT (group_id, member_id) DO NOTHING""",
-        group_id,
-        member_id,
-        at,
-    )
-    return bool(status == "INSERT 0 1")
+async def listen(
+    url: str,
+    on_notify: Callable[[Any, int, str, str], None],
+    on_lost: Callable[[Any], None],
+) -> Connection:
+    """A connection of its own LISTENing on CHANNEL; the caller terminates it.
 
-
-async def remove_group_member(conn: Connection, group_id: bytes, member_id: bytes) -> bool:
-    """Drop ``member_id`` from the group's index; False if they were not in it."""
-    status = await conn.execute(
-        "DELETE FROM group_members WHERE group_id = $1 AND member_id = $2", group_id, member_id
-    )
-    return bool(status == "DELETE 1")
-
-
-async def groups_of(conn: Connection, member_id: bytes) -> list[bytes]:
-    rows = await conn.fetch(
-        "SELECT group_id FROM group_members WHERE member_id = $1 ORDER BY added_at, group_id",
-        member_id,
-    )
-    return [r["group_id"] for r in rows]
-
-
-async def is_group_member(conn: Connection, group_id: bytes, member_id: bytes) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM group_members WHERE group_id = $1 AND member_id = $2",
-            group_id,
-            member_id,
-        )
-    )
-
-
-async def group_summaries(conn: Connection, member_id: bytes) -> list[GroupSummary]:
-    """The caller's groups with their member counts and newest seq."""
-    rows = await conn.fetch(
-        """SELECT g.group_id, g.kind, g.level, g.last_seq,
-                  (SELECT count(*) FROM group_members c WHERE c.group_id = g.group_id) AS members
-           FROM group_members gm JOIN groups g ON g.group_id = gm.group_id
-           WHERE gm.member_id = $1 ORDER BY g.level, gm.added_at, g.group_id""",
-        member_id,
-    )
-    return [
-        GroupSummary(r["group_id"], r["kind"], r["level"], int(r["members"]), int(r["last_seq"]))
-        for r in rows
-    ]
-
-
-async def live_sessions(
-    conn: Connection, token_hashes: Iterable[bytes], now: datetime
-) -> set[bytes]:
-    """Those of ``token_hashes`` whose session is unexpired and unrevoked.
-
-    Used by the realtime hub to close sockets of sessions that ended; one
-    query for every socket of an instance.
+    Not from the pool: it lives as long as the realtime hub, and a pooled
+    connection must never keep a LISTEN (see db._keep_session). ``on_lost``
+    is called if the connection closes.
     """
-    rows = await conn.fetch(
-        """SELECT s.token_hash FROM sessions s JOIN members m ON m.member_id = s.member_id
-           WHERE s.token_hash = ANY($1::bytea[]) AND s.expires_at > $2
-             AND s.revoked_at IS NULL AND m.revoked_at IS NULL""",
-        list(token_hashes),
-        now,
-    )
-    return {r["token_hash"] for r in rows}
+    conn = await asyncpg.connect(url, server_settings={"application_name": "spokes-realtime"})
+    try:
+        conn.add_termination_listener(on_lost)
+        await conn.add_listener(CHANNEL, on_notify)
+    except BaseException:
+        conn.terminate()
+        raise
+    return conn
+
+
+async def ping(conn: Connection) -> None:
+    """A round trip on ``conn``: a half-open TCP connection never reports itself."""
+    await conn.execute("SELECT 1")

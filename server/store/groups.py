@@ -1,7 +1,10 @@
-"""SQL for roster logs, epoch secrets, messages, profiles and motions.
+"""SQL for ``groups`` and ``group_members``: each group's row and the index of who is in it.
 
-Like every store module: functions take the caller's connection (one service
-operation = one transaction) and return frozen dataclasses.
+A group's row is the compare-and-swap point of everything done to the group:
+roster events, epochs and messages lock it (``FOR UPDATE``) before they read
+or write anything of the group, so they happen one after another.
+``group_members`` mirrors the members of each verified roster log; it is
+what the server consults to decide who may read a group.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from server.store.db import Connection
-from server.store.membership import StoredStatement
+from server.store.statements import StoredStatement
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,46 @@ class GroupRow:
     epoch_messages: int
 
 
+@dataclass(frozen=True)
+class GroupSummary:
+    group_id: bytes
+    kind: str
+    level: int
+    members: int
+    last_seq: int
+
+
+async def insert_group(
+    conn: Connection,
+    group_id: bytes,
+    network_id: bytes,
+    kind: str,
+    level: int,
+    parent_id: bytes | None,
+    statement_id: bytes,
+) -> None:
+    await conn.execute(
+        """INSERT INTO groups (group_id, network_id, kind, level, parent_id, create_statement)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        group_id,
+        network_id,
+        kind,
+        level,
+        parent_id,
+        statement_id,
+    )
+
+
+async def group_statement(conn: Connection, group_id: bytes) -> StoredStatement | None:
+    """The group's create event."""
+    row = await conn.fetchrow(
+        """SELECT s.body, s.sig FROM groups g JOIN statements s ON s.statement_id = g.create_statement
+           WHERE g.group_id = $1""",
+        group_id,
+    )
+    return None if row is None else StoredStatement(row["body"], row["sig"])
+
+
 async def lock_group(conn: Connection, group_id: bytes) -> GroupRow | None:
     """The group's row, locked until the transaction ends: the compare-and-swap point."""
     row = await conn.fetchrow(
@@ -36,33 +79,6 @@ async def lock_group(conn: Connection, group_id: bytes) -> GroupRow | None:
         group_id,
     )
     return None if row is None else GroupRow(**dict(row))
-
-
-async def roster_log(conn: Connection, group_id: bytes) -> list[StoredStatement]:
-    rows = await conn.fetch(
-        """SELECT s.body, s.sig FROM roster_events r JOIN statements s ON s.statement_id = r.event_id
-           WHERE r.group_id = $1 ORDER BY r.seq""",
-        group_id,
-    )
-    return [StoredStatement(r["body"], r["sig"]) for r in rows]
-
-
-async def group_of_roster_event(conn: Connection, event_id: bytes) -> bytes | None:
-    """The group whose roster log holds `event_id` (a split's, when a create names its origin)."""
-    value = await conn.fetchval("SELECT group_id FROM roster_events WHERE event_id = $1", event_id)
-    return None if value is None else bytes(value)
-
-
-async def insert_roster_event(
-    conn: Connection, group_id: bytes, seq: int, event_id: bytes, op: str
-) -> None:
-    await conn.execute(
-        "INSERT INTO roster_events (group_id, seq, event_id, op) VALUES ($1, $2, $3, $4)",
-        group_id,
-        seq,
-        event_id,
-        op,
-    )
 
 
 async def set_roster_head(
@@ -90,65 +106,56 @@ async def set_roster_head(
     )
 
 
-async def insert_epoch_secrets(
-    conn: Connection, group_id: bytes, epoch: int, sealed: dict[bytes, bytes]
-) -> None:
-    await conn.executemany(
-        "INSERT INTO epoch_secrets (group_id, epoch, member_id, sealed) VALUES ($1, $2, $3, $4)",
-        [(group_id, epoch, member, box) for member, box in sealed.items()],
-    )
-
-
-async def epoch_secret(
-    conn: Connection, group_id: bytes, epoch: int, member_id: bytes
-) -> bytes | None:
-    value = await conn.fetchval(
-        "SELECT sealed FROM epoch_secrets WHERE group_id = $1 AND epoch = $2 AND member_id = $3",
-        group_id,
-        epoch,
-        member_id,
-    )
-    return None if value is None else bytes(value)
-
-
-async def upsert_profile(
-    conn: Connection, group_id: bytes, member_id: bytes, epoch: int, sealed: bytes, now: datetime
-) -> None:
-    await conn.execute(
-        """INSERT INTO profiles (group_id, member_id, epoch, sealed, updated_at) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (group_id, member_id)
-           DO UPDATE SET epoch = EXCLUDED.epoch, sealed = EXCLUDED.sealed, updated_at = EXCLUDED.updated_at""",
+async def add_group_member(
+    conn: Connection, group_id: bytes, member_id: bytes, at: datetime
+) -> bool:
+    """Index ``member_id`` as in the group; False if they already were."""
+    status = await conn.execute(
+        """INSERT INTO group_members (group_id, member_id, added_at) VALUES ($1, $2, $3)
+           ON CONFLICT (group_id, member_id) DO NOTHING""",
         group_id,
         member_id,
-        epoch,
-        sealed,
-        now,
+        at,
     )
+    return bool(status == "INSERT 0 1")
 
 
-@dataclass(frozen=True)
-class ProfileRow:
-    member_id: bytes
-    epoch: int
-    sealed: bytes
+async def remove_group_member(conn: Connection, group_id: bytes, member_id: bytes) -> bool:
+    """Drop ``member_id`` from the group's index; False if they were not in it."""
+    status = await conn.execute(
+        "DELETE FROM group_members WHERE group_id = $1 AND member_id = $2", group_id, member_id
+    )
+    return bool(status == "DELETE 1")
 
 
-async def profiles(conn: Connection, group_id: bytes) -> list[ProfileRow]:
+async def groups_of(conn: Connection, member_id: bytes) -> list[bytes]:
     rows = await conn.fetch(
-        """SELECT p.member_id, p.epoch, p.sealed FROM profiles p
-           JOIN group_members g ON g.group_id = p.group_id AND g.member_id = p.member_id
-           WHERE p.group_id = $1 ORDER BY p.member_id""",
-        group_id,
+        "SELECT group_id FROM group_members WHERE member_id = $1 ORDER BY added_at, group_id",
+        member_id,
     )
-    return [ProfileRow(r["member_id"], r["epoch"], bytes(r["sealed"])) for r in rows]
+    return [r["group_id"] for r in rows]
 
 
-async def set_member_cell(conn: Connection, member_ids: list[bytes], cell_id: bytes) -> None:
-    await conn.execute(
-        "UPDATE members SET cell_id = $2 WHERE member_id = ANY($1::bytea[])", member_ids, cell_id
+async def is_group_member(conn: Connection, group_id: bytes, member_id: bytes) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM group_members WHERE group_id = $1 AND member_id = $2",
+            group_id,
+            member_id,
+        )
     )
 
 
-async def identity_key(conn: Connection, member_id: bytes) -> bytes | None:
-    value = await conn.fetchval("SELECT identity_key FROM members WHERE member_id = $1", member_id)
-    return None if value is None else bytes(value)
+async def group_summaries(conn: Connection, member_id: bytes) -> list[GroupSummary]:
+    """The caller's groups with their member counts and newest seq."""
+    rows = await conn.fetch(
+        """SELECT g.group_id, g.kind, g.level, g.last_seq,
+                  (SELECT count(*) FROM group_members c WHERE c.group_id = g.group_id) AS members
+           FROM group_members gm JOIN groups g ON g.group_id = gm.group_id
+           WHERE gm.member_id = $1 ORDER BY g.level, gm.added_at, g.group_id""",
+        member_id,
+    )
+    return [
+        GroupSummary(r["group_id"], r["kind"], r["level"], int(r["members"]), int(r["last_seq"]))
+        for r in rows
+    ]

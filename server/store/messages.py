@@ -1,4 +1,8 @@
-"""SQL for appending messages in batches (group commit).
+"""SQL for the ``messages`` table and the batch statements that append messages (group commit).
+
+``messages`` holds each (group, epoch, sender, counter) once: the primary key
+is what refuses a replayed counter. A batch's statements also lock and move
+its groups' rows and append to ``group_events``, in one statement each.
 
 One batch is one transaction: the senders' sessions, then the groups' rows
 locked in group-id order (so two batches, or a batch and a roster change,
@@ -20,14 +24,6 @@ from server.store.db import Connection
 
 # A NOTIFY payload must stay under 8,000 bytes; entries are "<group b32>:<seq>".
 NOTIFY_PAYLOAD_BYTES = 7000
-
-
-@dataclass(frozen=True)
-class SessionMember:
-    """Whose a session is (never changes): their member id and identity key."""
-
-    member_id: bytes
-    identity_key: bytes
 
 
 @dataclass(frozen=True)
@@ -64,20 +60,6 @@ class NewMessage:
     sender: bytes
     counter: int
     body: bytes
-
-
-async def sessions(conn: Connection, token_hashes: Sequence[bytes]) -> dict[bytes, SessionMember]:
-    """The members of those of ``token_hashes`` that are sessions (live or not: see check_senders)."""
-    rows = await conn.fetch(
-        """SELECT s.token_hash, s.member_id, m.identity_key
-           FROM sessions s JOIN members m ON m.member_id = s.member_id
-           WHERE s.token_hash = ANY($1::bytea[])""",
-        list(set(token_hashes)),
-    )
-    return {
-        bytes(r["token_hash"]): SessionMember(bytes(r["member_id"]), bytes(r["identity_key"]))
-        for r in rows
-    }
 
 
 async def lock_groups(conn: Connection, group_ids: Sequence[bytes]) -> dict[bytes, LockedGroup]:

@@ -472,7 +472,7 @@ async def boxes_for(conn: Any, member: bytes) -> int:
 def test_a_cell_an_informant_founds_around_a_member_is_refused(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
-    from server.services.groups import add_founding_members, record_creation
+    from server.services.roster_ops import add_founding_members, record_creation
 
     url, database_url = served
     founder = found(tmp_path, url, "--vouches", "1", *QUICK)

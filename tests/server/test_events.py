@@ -11,6 +11,7 @@ import pytest
 
 from crypto.encoding import b32e, b64e
 from server.store import events as store
+from server.store import groups as group_store
 from server.store.db import Pool, transaction
 from tests.server.actors import Actor
 
@@ -24,7 +25,7 @@ async def founder(server, http, pool: Pool) -> Actor:
     assert reply.status == 201, reply.body
     assert actor.cell is not None
     async with transaction(pool) as conn:
-        await store.add_group_member(conn, actor.cell, actor.id, NOW)
+        await group_store.add_group_member(conn, actor.cell, actor.id, NOW)
     return actor
 
 
@@ -37,7 +38,7 @@ async def outsider(founder: Actor, server, http, pool: Pool) -> Actor:
     assert (await other.join(code, founder)).status == 201
     assert other.token is not None
     async with transaction(pool) as conn:
-        await store.remove_group_member(conn, founder.cell or b"", other.id)
+        await group_store.remove_group_member(conn, founder.cell or b"", other.id)
     return other
 
 
@@ -158,17 +159,17 @@ async def test_notify_is_sent_only_on_commit(founder: Actor, pool: Pool, databas
 async def test_group_membership_index(founder: Actor, outsider: Actor, pool: Pool) -> None:
     cell = founder.cell or b""
     async with transaction(pool) as conn:
-        assert await store.is_group_member(conn, cell, founder.id)
-        assert not await store.is_group_member(conn, cell, outsider.id)
-        assert await store.add_group_member(conn, cell, outsider.id, NOW)
-        assert not await store.add_group_member(conn, cell, outsider.id, NOW)
-        assert await store.groups_of(conn, outsider.id) == [cell]
+        assert await group_store.is_group_member(conn, cell, founder.id)
+        assert not await group_store.is_group_member(conn, cell, outsider.id)
+        assert await group_store.add_group_member(conn, cell, outsider.id, NOW)
+        assert not await group_store.add_group_member(conn, cell, outsider.id, NOW)
+        assert await group_store.groups_of(conn, outsider.id) == [cell]
         page = await store.event_page(conn, cell, 0, 10)
         assert page.members == {founder.id, outsider.id}
         assert [e.seq for e in page.events] == list(range(1, len(page.events) + 1))
-        assert await store.remove_group_member(conn, cell, outsider.id)
-        assert not await store.remove_group_member(conn, cell, outsider.id)
-        assert await store.groups_of(conn, outsider.id) == []
+        assert await group_store.remove_group_member(conn, cell, outsider.id)
+        assert not await group_store.remove_group_member(conn, cell, outsider.id)
+        assert await group_store.groups_of(conn, outsider.id) == []
 
 
 # --- HTTP -------------------------------------------------------------------------

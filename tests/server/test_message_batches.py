@@ -19,7 +19,7 @@ from crypto.messages import Header, SealedMessage, seal_message
 from crypto.network import Policy
 from server.errors import ApiError
 from server.http.appkeys import WRITER_KEY
-from server.realtime import FRAME_BYTES, frames
+from server.realtime.feed import FRAME_BYTES, frames
 from server.services.messages import Accepted, commit_batch, submission
 from server.store.messages import NOTIFY_PAYLOAD_BYTES, notify_payloads
 from tests.server.actors import Actor, bring_in

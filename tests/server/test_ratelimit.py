@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from server import ratelimit
 from server.errors import ApiError, ErrorCode
+from server.http.common import client_address, source_bucket
+from server.services import ratelimit
 from server.settings import RateLimit, Settings
-from server.store import ratelimit as store
+from server.store import rate_limits as store
 from server.store.db import Pool
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -71,7 +72,7 @@ async def test_enforce_raises_429_with_retry_after(pool: Pool, settings: Setting
 
 async def test_buckets_hold_no_ip_address(pool: Pool, settings: Settings) -> None:
     address = "203.0.113.77"
-    bucket = ratelimit.source_bucket(settings, _request(address), "redeem")
+    bucket = source_bucket(settings, _request(address), "redeem")
     await ratelimit.enforce(pool, bucket, RateLimit(5, 60), T0)
     stored = await pool.fetchval("SELECT bucket FROM rate_limits")
     assert stored == bucket
@@ -82,16 +83,16 @@ async def test_buckets_hold_no_ip_address(pool: Pool, settings: Settings) -> Non
 
 
 def test_source_buckets_separate_purposes_addresses_and_secrets(settings: Settings) -> None:
-    a = ratelimit.source_bucket(settings, _request("198.51.100.1"), "redeem")
-    assert a == ratelimit.source_bucket(settings, _request("198.51.100.1"), "redeem")
-    assert a != ratelimit.source_bucket(settings, _request("198.51.100.2"), "redeem")
-    assert a != ratelimit.source_bucket(settings, _request("198.51.100.1"), "login")
+    a = source_bucket(settings, _request("198.51.100.1"), "redeem")
+    assert a == source_bucket(settings, _request("198.51.100.1"), "redeem")
+    assert a != source_bucket(settings, _request("198.51.100.2"), "redeem")
+    assert a != source_bucket(settings, _request("198.51.100.1"), "login")
     other = settings.with_changes(server_secret=b"\x01" * 32)
-    assert a != ratelimit.source_bucket(other, _request("198.51.100.1"), "redeem")
+    assert a != source_bucket(other, _request("198.51.100.1"), "redeem")
 
 
 def test_forwarded_for_is_used_only_when_trusted(settings: Settings) -> None:
     request = _request("10.0.0.1", {"X-Forwarded-For": "1.1.1.1, 192.0.2.9"})
-    assert ratelimit.client_address(settings, request) == "10.0.0.1"
+    assert client_address(settings, request) == "10.0.0.1"
     trusting = settings.with_changes(trust_forwarded_for=True)
-    assert ratelimit.client_address(trusting, request) == "192.0.2.9"
+    assert client_address(trusting, request) == "192.0.2.9"

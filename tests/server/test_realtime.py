@@ -20,6 +20,7 @@ from server.clock import FixedClock
 from server.http.appkeys import HUB_KEY
 from server.settings import Settings
 from server.store import events as store
+from server.store import groups as group_store
 from server.store.db import Pool, transaction
 from tests.server.actors import Actor
 
@@ -36,7 +37,7 @@ async def founder(server, http, pool: Pool) -> Actor:
     reply = await actor.found()
     assert reply.status == 201, reply.body
     async with transaction(pool) as conn:
-        await store.add_group_member(conn, actor.cell, actor.id, NOW)
+        await group_store.add_group_member(conn, actor.cell, actor.id, NOW)
     return actor
 
 
@@ -48,7 +49,7 @@ async def outsider(founder: Actor, server, http, pool: Pool) -> Actor:
     assert reply.status == 201, reply.body
     assert (await other.join(code, founder)).status == 201
     async with transaction(pool) as conn:
-        await store.remove_group_member(conn, founder.cell, other.id)
+        await group_store.remove_group_member(conn, founder.cell, other.id)
     return other
 
 
@@ -366,7 +367,7 @@ async def test_a_member_removed_from_a_group_stops_receiving_it(
     await append(pool, cell, b"still a member")
     await stream.collect(1)
     async with transaction(pool) as conn:
-        await store.remove_group_member(conn, cell, founder.id)
+        await group_store.remove_group_member(conn, cell, founder.id)
         await store.append_event(conn, cell, "roster", None, b"removed", NOW)
     refused = await stream.until("error")
     assert refused == {
@@ -417,7 +418,7 @@ async def test_an_expired_session_gets_no_more_events(
     assert (await actor.found()).status == 201
     cell = actor.cell or b""
     async with transaction(pool) as conn:
-        await store.add_group_member(conn, cell, actor.id, NOW)
+        await group_store.add_group_member(conn, cell, actor.id, NOW)
     stream = await connect(http, instance.url, actor.token, {cell: await last_seq(pool, cell)})
     clock.advance((settings.session_ttl + timedelta(seconds=1)).total_seconds())
     await append(pool, cell, b"too late")

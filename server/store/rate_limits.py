@@ -1,4 +1,4 @@
-"""Fixed-window rate-limit counters in the ``rate_limits`` table.
+"""SQL for the ``rate_limits`` table: fixed-window counters.
 
 Rule: one counter row per (bucket, window start); counting is a single
 ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` so concurrent requests on

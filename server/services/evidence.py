@@ -1,0 +1,262 @@
+"""What a client is shown to decide a member's standing itself: evidence, the pending list, /me.
+
+Clients never take the server's word for who is a member: they get the signed
+statements and decide alone. Who sees what: a member sees themself and the
+admitted members of their own cell; former members and roster logs go only
+to an admitted viewer, and no more of the logs than the caller may see
+(docs/PROTOCOL.md §7). A newcomer not yet admitted learns nothing of the cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crypto.chains import parse_admission
+from crypto.encoding import b32e, b64e
+from crypto.network import Genesis
+from crypto.statements import statement_id
+from crypto.vetting import parse_verdict
+from server.errors import ErrorCode
+from server.services.admissions import member_or, settle, verdict_type, voters
+from server.services.auth import Session
+from server.services.common import (
+    api_error,
+    crypto_errors,
+    load_genesis,
+    member_status,
+    parse_stored,
+    probation_ends,
+    seconds,
+)
+from server.store import admissions as admission_store
+from server.store import groups as group_store
+from server.store import invites as invite_store
+from server.store import members as store
+from server.store import revocations as revocation_store
+from server.store import roster as roster_store
+from server.store.db import Connection, Pool, transaction
+from server.store.members import MemberRow
+from server.store.statements import StoredStatement, get_statement
+
+# How many splits back a member's admission cell may lie; deeper is not followed.
+MAX_SPLIT_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A member as /me shows them: their row, status and when probation ends."""
+
+    member: MemberRow
+    status: str
+    probation_ends_at: int | None
+
+
+async def me(pool: Pool, session: Session, now: datetime) -> Standing:
+    """The caller's own standing, their vetting settled first."""
+    async with transaction(pool) as conn:
+        genesis = await load_genesis(conn, session.network_id)
+        member = await visible_member(conn, session, session.member_id)
+        await settle(conn, genesis, member, now)
+        member = await visible_member(conn, session, session.member_id)
+    return Standing(member, member_status(member, genesis, now), probation_ends(member, genesis))
+
+
+async def member_evidence(
+    pool: Pool, session: Session, member_id: bytes, now: datetime
+) -> dict[str, Any]:
+    """A member's evidence, for themself or an admitted cellmate (404 for anyone else)."""
+    async with transaction(pool) as conn:
+        genesis = await load_genesis(conn, session.network_id)
+        subject = await visible_member(conn, session, member_id)
+        return await evidence(conn, genesis, subject, session.member_id, now)
+
+
+async def pending(pool: Pool, session: Session, now: datetime) -> list[dict[str, Any]]:
+    """The evidence of every newcomer still being vetted in the caller's cell."""
+    async with transaction(pool) as conn:
+        genesis = await load_genesis(conn, session.network_id)
+        viewer = await member_or(
+            conn,
+            session.member_id,
+            403,
+            ErrorCode.NOT_ADMITTED,
+            "you are not an admitted member yet",
+        )
+        result = []
+        for row in await store.pending_in_cell(conn, _cell_of(viewer)):
+            locked = await store.get_member(conn, row.member_id, for_update=True)
+            item = await evidence(conn, genesis, locked or row, session.member_id, now)
+            if item["status"] == "pending":
+                result.append(item)
+    return result
+
+
+async def visible_member(conn: Connection, session: Session, member_id: bytes) -> MemberRow:
+    """The member, if the caller may see them: themself, or an admitted cellmate."""
+    subject = await store.get_member(conn, member_id, for_update=True)
+    if subject is not None and subject.member_id == session.member_id:
+        return subject
+    viewer = await store.get_member(conn, session.member_id)
+    if (
+        subject is None
+        or viewer is None
+        or viewer.admitted_at is None
+        or viewer.revoked_at is not None
+        or subject.cell_id != viewer.cell_id
+    ):
+        raise api_error(404, ErrorCode.NOT_FOUND, "no such member")
+    return subject
+
+
+async def evidence(
+    conn: Connection, genesis: Genesis, subject: MemberRow, viewer: bytes, now: datetime
+) -> dict[str, Any]:
+    """Every signed statement a client needs to decide a member's standing itself.
+
+    `viewer` is who asks: the subject or an admitted member of their cell
+    (`visible_member`). A subject not yet admitted, asking about themself, gets
+    only their own statements (`"cell": null`, no chains, verdicts, former
+    members, roster logs or revocations). Former members and roster logs go
+    only to an admitted viewer; see `_cell_history` for how much of each log.
+    """
+    status = await settle(conn, genesis, subject, now)
+    network = genesis.network_id
+    join, proof, bundle = await store.join_evidence(conn, subject.member_id)
+    invite = None
+    if subject.invite_lookup is not None:
+        row = await invite_store.get_invite(conn, subject.invite_lookup)
+        invite = None if row is None else await get_statement(conn, row.statement_id)
+    admission = await admission_store.admission_of(conn, subject.member_id)
+    asker = await store.get_member(conn, viewer)
+    if asker is None or asker.admitted_at is None:
+        # Only the subject themself gets here unadmitted (visible_member). Until
+        # vetting completes they learn nothing of the cell: no member id, chain,
+        # verdict (their authors are members), roster or revocation; only their
+        # own statements, and their certificate, whose issuer invited them.
+        return {
+            "member_id": b32e(subject.member_id),
+            "network_id": b32e(network),
+            "cell_id": b32e(_cell_of(subject)),
+            "joined_at": seconds(subject.joined_at),
+            "status": status,
+            "key_bundle": _wire(bundle),
+            "join": _wire(join),
+            "proof": None if proof is None else b64e(proof),
+            "invite": _wire(invite),
+            "admission": _wire(admission),
+            "chain": [],
+            "verdicts": [],
+            "cell": None,
+            "former_members": [],
+            "cell_history": [],
+            "revocations": [],
+        }
+    chain = (
+        []
+        if subject.inviter_id is None
+        else await admission_store.chain_of(conn, subject.inviter_id)
+    )
+    cell_id = _cell_of(subject)
+    group = await group_store.group_statement(conn, cell_id)
+    verdicts = await admission_store.verdicts_about(conn, subject.member_id)
+    members = []
+    for member in await store.cell_members(conn, cell_id):
+        members.append(
+            {
+                "member_id": b32e(member.member_id),
+                "chain": [_wire(s) for s in await admission_store.chain_of(conn, member.member_id)],
+                "admitted_at": seconds(member.admitted_at) if member.admitted_at else None,
+            }
+        )
+    former: list[dict[str, Any]] = []
+    history: list[list[dict[str, str] | None]] = []
+    if admission is not None and asker is not None and asker.admitted_at is not None:
+        with crypto_errors():
+            certificate = parse_admission(parse_stored(admission, "admission", network))
+            spoke = voters(
+                certificate,
+                [parse_verdict(parse_stored(s, verdict_type(s), network)) for s in verdicts],
+            )
+        here = {item["member_id"] for item in members}
+        for member_id in sorted(spoke):
+            if b32e(member_id) not in here and member_id != subject.member_id:
+                chain_of = await admission_store.chain_of(conn, member_id)
+                former.append({"member_id": b32e(member_id), "chain": [_wire(s) for s in chain_of]})
+        logs = await _cell_history(conn, network, cell_id, certificate.cell)
+        history = [[_wire(s) for s in log] for log in logs]
+    elif join is None and asker is not None and asker.admitted_at is not None:
+        # A steward moved by splits: the logs from the founding cell down, so
+        # that their client can follow each split it was moved by.
+        logs = await _cell_history(conn, network, cell_id, None)
+        history = [[_wire(s) for s in log] for log in logs]
+    revocations = await revocation_store.revocation_chain(conn, network)
+    return {
+        "member_id": b32e(subject.member_id),
+        "network_id": b32e(network),
+        "cell_id": b32e(cell_id),
+        "joined_at": seconds(subject.joined_at),
+        "status": status,
+        "key_bundle": _wire(bundle),
+        "join": _wire(join),
+        "proof": None if proof is None else b64e(proof),
+        "invite": _wire(invite),
+        "admission": _wire(admission),
+        "chain": [_wire(s) for s in chain],
+        "verdicts": [_wire(s) for s in verdicts],
+        "cell": {"group": _wire(group), "members": members},
+        "former_members": former,
+        "cell_history": history,
+        "revocations": [_wire(s) for s in revocations],
+    }
+
+
+async def _cell_history(
+    conn: Connection, network: bytes, cell_id: bytes, admission_cell: bytes | None
+) -> list[list[StoredStatement]]:
+    """The roster logs from the admission cell down to (not including) `cell_id`.
+
+    The caller is an admitted member of `cell_id`. If that is the admission
+    cell, they get its whole log: it is their own cell's. Otherwise each
+    earlier cell's log is cut just after the split event that created the next
+    cell on the way: what that split's moved members had seen, and all a
+    client needs, since the member was vetted before they moved. Nothing of
+    what the old cell did later is shown to anyone here. With no admission
+    cell (a steward), the path runs up to the founding cell.
+    """
+    if cell_id == admission_cell:
+        return [await roster_store.roster_log(conn, cell_id)]
+    logs: list[list[StoredStatement]] = []
+    newer = cell_id
+    for _ in range(MAX_SPLIT_DEPTH):
+        create = await group_store.group_statement(conn, newer)
+        origin = (
+            None if create is None else parse_stored(create, "roster", network).fields.get("origin")
+        )
+        older = None
+        if isinstance(origin, bytes):
+            older = await roster_store.group_of_roster_event(conn, origin)
+        if admission_cell is None and origin is None:
+            return logs  # reached the founding cell
+        if origin is None or older is None:
+            return []  # not moved here from the admission cell: the client will refuse
+        log = await roster_store.roster_log(conn, older)
+        cut = next((i for i, s in enumerate(log) if statement_id(s.body) == origin), len(log) - 1)
+        logs.insert(0, log[: cut + 1])
+        if older == admission_cell:
+            return logs
+        newer = older
+    return []
+
+
+def _cell_of(member: MemberRow) -> bytes:
+    # Every member of part 1 belongs to a cell; a NULL cell is a member
+    # being moved, whom nobody may look at meanwhile.
+    if member.cell_id is None:
+        raise api_error(404, ErrorCode.NOT_FOUND, "no such member")
+    return member.cell_id
+
+
+def _wire(stored: StoredStatement | None) -> dict[str, str] | None:
+    return None if stored is None else {"body": b64e(stored.body), "sig": b64e(stored.sig)}

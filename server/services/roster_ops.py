@@ -1,0 +1,219 @@
+"""What the server does for each roster operation: one table, ``EFFECTS``, consulted for every event.
+
+crypto/roster.py decides whether an event may extend a log, the same way for
+the server and every client. This module holds what only the server adds,
+in the transaction that holds the group row's lock: an ``add`` must bring in
+a newcomer whose vetting the server recorded as complete, an ``epoch``
+comes with one sealed box per member, a ``split`` founds its new cell.
+Every event, whatever its operation, is then stored the same way
+(:func:`record_event`): the statement, the log entry, the group's head, and
+the ``roster`` event that announces it.
+
+A new operation (elect, recall, seat, expel …) is its rule in crypto/, one
+entry in ``EFFECTS`` here, and its name in ``roster_events``' CHECK (a
+migration); nothing else dispatches on an operation's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from crypto.encoding import b32d, b64d, encode
+from crypto.motions import parse_motion, split_terms
+from crypto.network import Genesis
+from crypto.roster import (
+    GroupCreation,
+    GroupRules,
+    RosterState,
+    check_split_creation,
+    parse_group_creation,
+)
+from crypto.statements import Statement, statement_id, unpack
+from server.errors import ErrorCode
+from server.services.common import api_error, crypto_errors, load_genesis, statement_from
+from server.store import admissions as admission_store
+from server.store import events as event_store
+from server.store import groups as group_store
+from server.store import members as member_store
+from server.store import motions as motion_store
+from server.store import roster as roster_store
+from server.store.db import Connection
+from server.store.statements import insert_statement
+
+MAX_SEALED_BOX = 4096
+
+
+@dataclass(frozen=True)
+class RosterChange:
+    """One roster event on its way into a log: the state before it (None for a create) and after."""
+
+    genesis: Genesis
+    before: RosterState | None
+    after: RosterState
+    event: Statement
+    request: Mapping[str, Any]  # the request's other fields (an epoch's secrets, a split's create)
+    now: datetime
+
+    @property
+    def op(self) -> str:
+        return str(self.event.fields["op"])
+
+    @property
+    def rules(self) -> GroupRules:
+        return GroupRules.of(self.genesis)
+
+    @property
+    def extended(self) -> RosterState:
+        """The state the event extends (every operation but create has one)."""
+        if self.before is None:
+            raise ValueError(f"a {self.op} extends a log")
+        return self.before
+
+
+Effect = Callable[[Connection, RosterChange], Awaitable[None]]
+
+
+async def record_event(conn: Connection, change: RosterChange) -> None:
+    """Store an event the rule book accepted: its statement, its op's effects, its place in the log.
+
+    For an event that extends a log, the group's member index follows the
+    roster too. A new group's founding members are indexed by
+    :func:`add_founding_members`, once their member rows exist.
+    """
+    state, event, now = change.after, change.event, change.now
+    await insert_statement(conn, event, group_id=state.group)
+    await EFFECTS[change.op](conn, change)
+    await roster_store.insert_roster_event(conn, state.group, state.seq, event.id, change.op)
+    await group_store.set_roster_head(
+        conn, state.group, state.seq, state.head, state.epoch, state.needs_rekey, now
+    )
+    await event_store.append_event(
+        conn, state.group, "roster", event.author, wire_bytes(event), now
+    )
+    if change.before is not None:
+        for member in set(state.members) - set(change.before.members):
+            await group_store.add_group_member(conn, state.group, member, now)
+        for member in set(change.before.members) - set(state.members):
+            await group_store.remove_group_member(conn, state.group, member)
+
+
+async def record_creation(
+    conn: Connection, network: bytes, creation: GroupCreation, now: datetime
+) -> None:
+    """Store a new group's create event and its row (members: see add_founding_members)."""
+    genesis = await load_genesis(conn, network)
+    await record_event(
+        conn, RosterChange(genesis, None, creation.state, creation.statement, {}, now)
+    )
+
+
+async def add_founding_members(conn: Connection, creation: GroupCreation, now: datetime) -> None:
+    for member in creation.state.members:
+        await group_store.add_group_member(conn, creation.group_id, member, now)
+
+
+def wire_bytes(statement: Statement) -> bytes:
+    """A statement as a group event's body carries it."""
+    return encode({"body": statement.body, "sig": statement.signature})
+
+
+# --- The effects, one per operation ---------------------------------------------------
+
+
+async def _create(conn: Connection, change: RosterChange) -> None:
+    state = change.after
+    await group_store.insert_group(
+        conn,
+        state.group,
+        change.genesis.network_id,
+        state.kind,
+        state.level,
+        state.parent,
+        change.event.id,
+    )
+
+
+async def _add(conn: Connection, change: RosterChange) -> None:
+    """The newcomer's vetting is complete by the server's record, under the carried certificate."""
+    (newcomer,) = set(change.after.members) - set(change.extended.members)
+    member = await member_store.get_member(conn, newcomer)
+    certificate = await admission_store.admission_of(conn, newcomer)
+    if (
+        member is None
+        or member.admitted_at is None
+        or member.revoked_at is not None
+        or member.cell_id != change.after.group
+        or certificate is None
+    ):
+        raise api_error(
+            403,
+            ErrorCode.NOT_ADMITTED,
+            "only a member whose vetting is complete joins the roster",
+        )
+    event = change.event
+    carried = unpack(event.fields.get("certificate"), "admission", event.network)
+    if carried.id != statement_id(certificate.body):
+        raise api_error(
+            400,
+            ErrorCode.INVALID_STATEMENT,
+            "the add event carries another admission certificate",
+        )
+    if change.after.members[newcomer].key.raw != member.identity_key:
+        raise api_error(
+            400, ErrorCode.KEY_MISMATCH, "the add event carries another key than the member's"
+        )
+
+
+async def _remove(conn: Connection, change: RosterChange) -> None:
+    """Nothing beyond the index, which record_event keeps for every operation."""
+
+
+async def _epoch(conn: Connection, change: RosterChange) -> None:
+    """One sealed secret for each member of the new roster, no more, no fewer."""
+    raw = change.request.get("secrets")
+    if not isinstance(raw, dict):
+        raise api_error(
+            400, ErrorCode.BAD_REQUEST, "an epoch comes with one sealed secret per member"
+        )
+    boxes: dict[bytes, bytes] = {}
+    try:
+        for member, box in raw.items():
+            boxes[b32d(member)] = b64d(box)
+    except (ValueError, TypeError):
+        raise api_error(
+            400, ErrorCode.BAD_REQUEST, "secrets map member ids to base64 boxes"
+        ) from None
+    after = change.after
+    if set(boxes) != set(after.members) or any(len(b) > MAX_SEALED_BOX for b in boxes.values()):
+        raise api_error(
+            400, ErrorCode.BAD_REQUEST, "an epoch needs exactly one sealed secret for each member"
+        )
+    await roster_store.insert_epoch_secrets(conn, after.group, after.epoch, boxes)
+
+
+async def _split(conn: Connection, change: RosterChange) -> None:
+    """Found the cell the split's motion names, move its members there, close the motion."""
+    network = change.genesis.network_id
+    with crypto_errors():
+        motion = parse_motion(unpack(change.event.fields.get("motion"), "motion", network))
+        moved, new_group = split_terms(motion)
+    create = statement_from(dict(change.request), "create", "roster", network)
+    with crypto_errors():
+        creation = parse_group_creation(create, rules=change.rules)
+        check_split_creation(change.extended, change.event, creation, rules=change.rules)
+    await record_creation(conn, network, creation, change.now)
+    await member_store.set_member_cell(conn, list(moved), new_group)
+    await add_founding_members(conn, creation, change.now)
+    await motion_store.mark_done(conn, motion.id)
+
+
+EFFECTS: Mapping[str, Effect] = {
+    "create": _create,
+    "add": _add,
+    "remove": _remove,
+    "epoch": _epoch,
+    "split": _split,
+}
