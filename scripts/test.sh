@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole check: install into .venv, then ruff, mypy and pytest. Any failure fails.
+# The whole check: install into .venv, then ruff, mypy, the import contracts and pytest.
+# Any failure fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,9 @@ for pkg in crypto server client; do
     if [ -f "$pkg/__init__.py" ]; then targets+=("$pkg"); fi
 done
 "$PY" -m mypy "${targets[@]}"
+
+# The layers (pyproject.toml [tool.importlinter]): fails when one is crossed.
+.venv/bin/lint-imports --no-cache
 
 # pytest exits 5 when it collected nothing; that is a failure too.
 "$PY" -m pytest -q "$@"
