@@ -41,6 +41,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.actors import Actor, Reply  # noqa: E402
 from crypto import epochs, motions, roster  # noqa: E402
 from crypto.encoding import b32e, b64d, b64e  # noqa: E402
 from crypto.epochs import EpochKeys  # noqa: E402
@@ -48,7 +49,6 @@ from crypto.messages import Header, seal_message  # noqa: E402
 from crypto.network import KeyBundle, Policy  # noqa: E402
 from crypto.roster import RosterState  # noqa: E402
 from crypto.statements import from_wire  # noqa: E402
-from tests.server.actors import Actor, Reply  # noqa: E402
 
 CELL = 10
 # Cells grow to twice their size, then split; the policy must let them.
