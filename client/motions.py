@@ -1,6 +1,6 @@
 """Motions for one member: listing, signing and opening them, and carrying out a split.
 
-The quorum is crypto.motions' to decide; this module verifies each motion
+The quorum is crypto.quorum's to decide; this module verifies each motion
 against the roster log it replayed itself, signs, and, when its own
 signature completes a split that moves it, posts the split with the new
 cell's create event.
@@ -14,13 +14,14 @@ from client import api, verify
 from client.cells import Cells
 from client.errors import ClientError, ServerError
 from client.groups import GroupRecord, bundle_of, lying
-from crypto import motions, roster
+from crypto import motions, quorum, roster
 from crypto.encoding import b32e
 from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import member_id_text, parse_member_id
 from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES
-from crypto.roster import RosterState, check_split_sizes
+from crypto.quorum import check_split_sizes
+from crypto.roster import RosterState
 from crypto.statements import Statement
 
 
@@ -62,8 +63,8 @@ class Motions:
         self, motion: Motion, signatures: list[Statement], state: RosterState
     ) -> MotionView:
         with verify.checking("motion"):
-            needed = motions.required_signers(state, motion)
-            signers = motions.valid_signers(motion, signatures, state)
+            needed = quorum.required_signers(state, motion)
+            signers = quorum.valid_signers(motion, signatures, state)
             moved, new_group = motions.split_terms(motion)
         return MotionView(
             motion_id=b32e(motion.id),
@@ -109,9 +110,9 @@ class Motions:
         if self.cells._me in moved:
             splits = {**self.cells.client.state.splits, new_group: motion.group}
             self.cells.client._save(replace(self.cells.client.state, splits=splits))
-        needed = motions.required_signers(state, motion)
+        needed = quorum.required_signers(state, motion)
         if (
-            not needed <= motions.valid_signers(motion, signatures, state)
+            not needed <= quorum.valid_signers(motion, signatures, state)
             or self.cells._me not in moved
         ):
             return {"motion_id": view.motion_id, "status": "open"}
@@ -181,7 +182,7 @@ class Motions:
         identity, network = self.cells.client.state.identity, self.cells._network_id()
         motion = motions.make_split_motion(identity, network, state, moved, self.cells._now())
         try:
-            needed = motions.required_signers(state, motion)
+            needed = quorum.required_signers(state, motion)
         except RuleViolation as exc:
             raise ClientError(
                 "invalid_motion", f"{exc}: name some, but not all, members of the group."

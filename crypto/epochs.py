@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from crypto import labels
 from crypto.encoding import Value
 from crypto.errors import DecryptionFailed, RuleViolation
-from crypto.roster import RosterState
+from crypto.roster_state import RosterState
 from crypto.sealing import KemPrivateKey, KemPublicKey, KemSuite, open_sealed, seal
 
 SECRET_BYTES = 32

@@ -28,23 +28,36 @@ Operations:
 - `split`: a motion and the signatures that carry it (motions.py); the moved
   members leave this group for the new one; both sides keep at least the
   policy's `cell_min` members.
+Who must sign and how many vouches are enough are quorum.py's to say; this
+module asks it. A new operation is one entry in `_OPS` (its rule here, its
+quorum in quorum.py) and nothing else dispatches on an operation's name.
 Any change to the members makes the current epoch stale: until an `epoch`
 event covers the new roster, no message may be sent in the group.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
-from crypto import labels
 from crypto.chains import Admission, parse_admission, parse_revocation, parse_verdict
-from crypto.encoding import Value, encode
+from crypto.encoding import Value
 from crypto.errors import CryptoError, RuleViolation
-from crypto.keys import IdentityKey, IdentityPublicKey
-from crypto.network import GROUP_ID_BYTES, Genesis, KeyBundle, Policy, parse_key_bundle
+from crypto.keys import IdentityKey
+from crypto.motions import parse_motion, split_terms
+from crypto.network import GROUP_ID_BYTES, KeyBundle, parse_key_bundle
+from crypto.quorum import check_split, required_vouches
+
+# Quorum rules live in quorum.py; the split size check is named here too for its callers.
+from crypto.quorum import check_split_sizes as check_split_sizes
+
+# The state types live in roster_state.py (motions and quorum use them too);
+# they are named here as well, where callers of the rule book look for them.
+from crypto.roster_state import GroupRules as GroupRules
+from crypto.roster_state import RosterMember as RosterMember
+from crypto.roster_state import RosterState as RosterState
+from crypto.roster_state import roster_hash as roster_hash
 from crypto.statements import (
     Statement,
     get_bytes,
@@ -62,82 +75,6 @@ MAX_FUTURE_SECONDS = 300
 # `left`: by the member themself. `revoked`: by any member, carrying a
 # steward's revocation of the member removed. Expulsion by quorum is part 4.
 REMOVE_REASONS = ("left", "revoked")
-
-
-@dataclass(frozen=True)
-class GroupRules:
-    """What the genesis fixes for every group: the policy and who the stewards are."""
-
-    policy: Policy
-    stewards: frozenset[bytes]
-
-    @classmethod
-    def of(cls, genesis: Genesis) -> GroupRules:
-        return cls(genesis.policy, genesis.steward_ids)
-
-
-@dataclass(frozen=True)
-class RosterMember:
-    member_id: bytes
-    key: IdentityPublicKey
-    kem_suite: str
-    kem_public: bytes
-
-
-@dataclass(frozen=True)
-class RosterState:
-    group: bytes
-    kind: str
-    level: int
-    parent: bytes | None
-    seq: int
-    head: bytes
-    members: Mapping[bytes, RosterMember]
-    epoch: int
-    epoch_roster: bytes | None
-    commitment: bytes | None
-    # Set by every change of members, cleared by an epoch: a member added and
-    # removed again still leaves the group needing a new epoch.
-    changed_since_epoch: bool = True
-    motions_done: frozenset[bytes] = frozenset()
-    # A cell created with the genesis (no split origin): its members are
-    # stewards, and it may admit on fewer vouches than the policy while small.
-    founding: bool = False
-    # Every admission certificate an add of this log carried: one admission
-    # admits once, so a member who left (or moved away by a split) can't be
-    # added back on it.
-    certificates: frozenset[bytes] = frozenset()
-    # Each member's invite line: the issuers above them up to a steward (empty
-    # for a steward). Kept for members who left too; only current ones are read.
-    lines: Mapping[bytes, frozenset[bytes]] = field(default_factory=dict)
-
-    def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
-        """Is `member_id` the member `root` or someone `root`'s invites led to?"""
-        return member_id == root or root in self.lines.get(member_id, frozenset())
-
-    @property
-    def roster_hash(self) -> bytes:
-        return roster_hash(self.members.values())
-
-    @property
-    def needs_rekey(self) -> bool:
-        """True while the current epoch (if any) does not cover the current members."""
-        return self.changed_since_epoch or self.epoch_roster != self.roster_hash
-
-    def member(self, member_id: bytes) -> RosterMember:
-        found = self.members.get(member_id)
-        if found is None:
-            raise RuleViolation("not_in_group", "not a member of this group")
-        return found
-
-
-def roster_hash(members: Iterable[RosterMember]) -> bytes:
-    """A hash of who is in the group with which keys, independent of order."""
-    rows: list[Value] = [
-        [m.member_id, m.key.raw, m.kem_suite, m.kem_public]
-        for m in sorted(members, key=lambda m: m.member_id)
-    ]
-    return hashlib.sha256(labels.ROSTER_HASH + encode(rows)).digest()
 
 
 def _member_from_bundle(bundle: KeyBundle) -> RosterMember:
@@ -318,18 +255,6 @@ def add_fields(
     }
 
 
-def required_vouches(rules: GroupRules, state: RosterState) -> int:
-    """Vouches (the certificate counts as one) an admission to this group needs.
-
-    Only a founding cell smaller than the policy's count gets by with every
-    member's vouch instead: a cell made by a split always meets the count.
-    """
-    needed = rules.policy.vouches
-    if state.founding:
-        needed = min(needed, len(state.members))
-    return max(1, needed)
-
-
 def _add(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
@@ -382,7 +307,7 @@ def _check_vetting(
         if vouch.author in vouchers:
             raise RuleViolation("already_vouched", "a member's vouch is counted twice")
         vouchers.add(vouch.author)
-    needed = required_vouches(rules, state)
+    needed = required_vouches(rules.policy, len(state.members), founding=state.founding)
     if len(vouchers) < needed:
         raise RuleViolation(
             "not_vetted", f"the add carries {len(vouchers)} of the {needed} vouches needed"
@@ -440,22 +365,9 @@ def _epoch(
     )
 
 
-def check_split_sizes(rules: GroupRules, staying: int, moving: int) -> None:
-    """Both cells a split leaves meet the policy's minimum, or the split is refused."""
-    cell_min = rules.policy.cell_min
-    if staying < cell_min or moving < cell_min:
-        raise RuleViolation(
-            "below_minimum",
-            f"a split leaving {staying} and moving {moving} member(s) is refused: both cells "
-            f"need at least {cell_min} members",
-        )
-
-
 def _split(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
-    from crypto.motions import check_split
-
     motion_id, moved = check_split(state, event, network)
     if motion_id in state.motions_done:
         raise RuleViolation("stale_motion", "this motion has already been carried out")
@@ -544,8 +456,6 @@ def check_split_creation(
     keys the old roster had for them, is of the same kind and level, names
     the split event as its origin and the motion's new group as its id.
     """
-    from crypto.motions import parse_motion, split_terms
-
     after = apply(before, split, rules=rules)
     if split.fields.get("op") != "split":
         raise RuleViolation("invalid_origin", "the origin of a cell must be a split event")

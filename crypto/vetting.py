@@ -33,7 +33,9 @@ from crypto.chains import parse_verdict as parse_verdict
 from crypto.errors import RuleViolation
 from crypto.motions import parse_motion, split_terms
 from crypto.network import Policy
-from crypto.roster import GroupRules, RosterState, apply
+from crypto.quorum import required_vouches
+from crypto.roster import apply
+from crypto.roster_state import GroupRules, RosterState
 from crypto.statements import Statement, unpack
 
 VettingStatus = Literal["awaiting-admission", "vetting", "admitted", "blocked"]
@@ -178,17 +180,6 @@ def former_members_for_vetting(
         if times and all(history.member_at(member.member_id, t) for t in times):
             counted.append(member)
     return counted
-
-
-def required_vouches(policy: Policy, cell_size: int, *, founding: bool) -> int:
-    """The policy's count; only a founding cell smaller than it needs every member instead.
-
-    A cell made by a split is held to the full count however small it is,
-    as the roster rules hold every `add` (crypto.roster.required_vouches).
-    """
-    if not founding:
-        return max(1, policy.vouches)
-    return max(1, min(policy.vouches, cell_size))
 
 
 def check_verdict(verdict: Verdict, admission: Admission, members: Sequence[CellMember]) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from crypto.motions import parse_motion, required_signers
+from crypto.motions import parse_motion
+from crypto.quorum import required_signers
 from crypto.roster import GroupRules, check_split_sizes
 from crypto.statements import Statement, get_bytes
 from server.errors import ErrorCode

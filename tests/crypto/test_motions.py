@@ -1,4 +1,5 @@
-"""Tests of crypto.motions: roster changes that take effect when their quorum has signed."""
+"""Tests of crypto.motions and its quorum (crypto.quorum): roster changes that take effect
+when their quorum has signed."""
 
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ from crypto.motions import (
     Motion,
     make_split_motion,
     parse_motion,
-    required_signers,
     sign_motion,
     split_event_fields,
     split_terms,
-    valid_signers,
 )
 from crypto.network import DAY, KeyBundle, make_key_bundle
+from crypto.quorum import required_signers, valid_signers
 from crypto.roster import RosterState, apply, make_group, sign_event
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import Statement, pack, sign_statement

@@ -26,6 +26,7 @@ from crypto.motions import (
     split_terms,
 )
 from crypto.network import DAY, KeyBundle, make_key_bundle
+from crypto.quorum import required_vouches
 from crypto.roster import (
     GroupCreation,
     GroupRules,
@@ -37,7 +38,6 @@ from crypto.roster import (
     find_split_creation,
     make_group,
     parse_group_creation,
-    required_vouches,
     sign_event,
 )
 from crypto.sealing import KemPrivateKey, KemSuite
@@ -132,7 +132,7 @@ def test_an_add_short_of_the_policys_vouches_is_not_vetted() -> None:
 def test_a_small_founding_cell_needs_every_member_instead() -> None:
     r = rules(vouches=3)
     state = founding(A, rules_=r)
-    assert required_vouches(r, state) == 2
+    assert required_vouches(r.policy, len(state.members), founding=state.founding) == 2
     refused("not_vetted", state, add(state, A, C), r)
     assert C.member_id in apply(state, add(state, A, C, (STEWARD,)), rules=r).members
 

@@ -25,7 +25,6 @@ from crypto.vetting import (
     make_verdict,
     members_for_vetting,
     parse_verdict,
-    required_vouches,
     roster_history,
 )
 from tests.crypto.helpers import (
@@ -69,16 +68,6 @@ def block(world: World, name: str, admission: Admission, at: int) -> Verdict:
 
 
 # How many vouches
-
-
-@pytest.mark.parametrize(("cell_size", "needed"), [(0, 1), (1, 1), (2, 2), (3, 3), (12, 3)])
-def test_required_vouches_is_capped_by_a_small_founding_cell(cell_size: int, needed: int) -> None:
-    assert required_vouches(Policy(vouches=3), cell_size, founding=True) == needed
-
-
-@pytest.mark.parametrize("cell_size", [1, 2, 12])
-def test_a_cell_made_by_a_split_always_needs_the_policys_count(cell_size: int) -> None:
-    assert required_vouches(Policy(vouches=3), cell_size, founding=False) == 3
 
 
 def test_a_small_split_cell_does_not_admit_on_every_members_vouch() -> None:

@@ -1,0 +1,95 @@
+"""A group's roster state, and the genesis rules every group is judged by.
+
+The values that the rule book (roster.py), motions (motions.py) and the
+quorum rules (quorum.py) share. The rule it keeps: a `RosterState` only
+ever comes from replaying a log with `crypto.roster.apply`; nothing here
+decides whether an event may extend it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from crypto import labels
+from crypto.encoding import Value, encode
+from crypto.errors import RuleViolation
+from crypto.keys import IdentityPublicKey
+from crypto.network import Genesis, Policy
+
+
+@dataclass(frozen=True)
+class GroupRules:
+    """What the genesis fixes for every group: the policy and who the stewards are."""
+
+    policy: Policy
+    stewards: frozenset[bytes]
+
+    @classmethod
+    def of(cls, genesis: Genesis) -> GroupRules:
+        return cls(genesis.policy, genesis.steward_ids)
+
+
+@dataclass(frozen=True)
+class RosterMember:
+    member_id: bytes
+    key: IdentityPublicKey
+    kem_suite: str
+    kem_public: bytes
+
+
+@dataclass(frozen=True)
+class RosterState:
+    group: bytes
+    kind: str
+    level: int
+    parent: bytes | None
+    seq: int
+    head: bytes
+    members: Mapping[bytes, RosterMember]
+    epoch: int
+    epoch_roster: bytes | None
+    commitment: bytes | None
+    # Set by every change of members, cleared by an epoch: a member added and
+    # removed again still leaves the group needing a new epoch.
+    changed_since_epoch: bool = True
+    motions_done: frozenset[bytes] = frozenset()
+    # A cell created with the genesis (no split origin): its members are
+    # stewards, and it may admit on fewer vouches than the policy while small.
+    founding: bool = False
+    # Every admission certificate an add of this log carried: one admission
+    # admits once, so a member who left (or moved away by a split) can't be
+    # added back on it.
+    certificates: frozenset[bytes] = frozenset()
+    # Each member's invite line: the issuers above them up to a steward (empty
+    # for a steward). Kept for members who left too; only current ones are read.
+    lines: Mapping[bytes, frozenset[bytes]] = field(default_factory=dict)
+
+    def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
+        """Is `member_id` the member `root` or someone `root`'s invites led to?"""
+        return member_id == root or root in self.lines.get(member_id, frozenset())
+
+    @property
+    def roster_hash(self) -> bytes:
+        return roster_hash(self.members.values())
+
+    @property
+    def needs_rekey(self) -> bool:
+        """True while the current epoch (if any) does not cover the current members."""
+        return self.changed_since_epoch or self.epoch_roster != self.roster_hash
+
+    def member(self, member_id: bytes) -> RosterMember:
+        found = self.members.get(member_id)
+        if found is None:
+            raise RuleViolation("not_in_group", "not a member of this group")
+        return found
+
+
+def roster_hash(members: Iterable[RosterMember]) -> bytes:
+    """A hash of who is in the group with which keys, independent of order."""
+    rows: list[Value] = [
+        [m.member_id, m.key.raw, m.kem_suite, m.kem_public]
+        for m in sorted(members, key=lambda m: m.member_id)
+    ]
+    return hashlib.sha256(labels.ROSTER_HASH + encode(rows)).digest()
