@@ -60,7 +60,7 @@ from crypto.messages import (
 from crypto.messages import verify_message as verify_sealed
 from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
-from crypto.statements import Statement, get_bytes, pack, unpack, verify_statement
+from crypto.statements import Statement, get_bytes, pack, verify_statement
 
 PAGE = 500
 RESEND_TRIES = 3
@@ -187,9 +187,9 @@ class Cells:
         """
         blocked = self.client.state.blocked
         for event in events:
-            if event.fields.get("op") != "add":
+            certificate = roster.carried_certificate(event)
+            if certificate is None:
                 continue
-            certificate = unpack(event.fields["certificate"], "admission", self._network_id())
             at = blocked.get(certificate.id)
             if at is not None and at <= event.time:
                 raise lying(

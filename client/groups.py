@@ -127,14 +127,7 @@ def check_head(infos: Mapping[int, EpochInfo], epoch: int, head: object) -> None
 def bundle_of(events: Sequence[Statement], member: bytes, network: bytes) -> KeyBundle:
     """The key bundle a verified log recorded for `member` (from create or add)."""
     for event in reversed(events):
-        fields = event.fields
-        packed: list[Value] = []
-        if fields.get("op") == "create":
-            packed = cast(list[Value], fields.get("members") or [])
-        elif fields.get("op") == "add":
-            packed = [fields["bundle"]]
-        for item in packed:
-            statement = unpack(item, "key-bundle", network)
+        for statement in roster.carried_bundles(event):
             if statement.author == member:
                 return parse_key_bundle(statement)
     raise ClientError("not_in_group", "That member is not in this group's roster.")
@@ -144,9 +137,10 @@ def admission_ids(events: Sequence[Statement], network: bytes) -> dict[bytes, by
     """Member id -> the id of the admission certificate their `add` event carried."""
     found: dict[bytes, bytes] = {}
     for event in events:
-        if event.fields.get("op") == "add":
-            bundle = unpack(event.fields["bundle"], "key-bundle", network)
-            found[bundle.author] = unpack(event.fields["certificate"], "admission", network).id
+        certificate = roster.carried_certificate(event)
+        if certificate is not None:
+            (bundle,) = roster.carried_bundles(event)
+            found[bundle.author] = certificate.id
     return found
 
 

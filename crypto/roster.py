@@ -384,6 +384,37 @@ def _split(
 _OPS = {"add": _add, "remove": _remove, "epoch": _epoch, "split": _split}
 
 
+# Reading what an event of a verified log carries, by its operation: callers
+# ask these rather than comparing `op` themselves.
+
+
+def carried_bundles(event: Statement) -> list[Statement]:
+    """The key-bundle statements an event puts on the roster: a create's members, an add's one."""
+    op, network = event.fields.get("op"), event.network or b""
+    if op == "create":
+        raw = event.fields.get("members")
+        items = raw if isinstance(raw, list) else []
+        return [unpack(item, "key-bundle", network) for item in items]
+    if op == "add":
+        return [unpack(event.fields.get("bundle"), "key-bundle", network)]
+    return []
+
+
+def carried_certificate(event: Statement) -> Statement | None:
+    """The admission certificate an `add` carries; None for every other operation."""
+    if event.fields.get("op") != "add":
+        return None
+    return unpack(event.fields.get("certificate"), "admission", event.network or b"")
+
+
+def carried_split(event: Statement) -> tuple[frozenset[bytes], bytes] | None:
+    """A `split` event's moved members and new group; None for every other operation."""
+    if event.fields.get("op") != "split":
+        return None
+    network = event.network or b""
+    return split_terms(parse_motion(unpack(event.fields.get("motion"), "motion", network)))
+
+
 @dataclass(frozen=True)
 class GroupCreation:
     """A group's first roster event and the state it founds."""

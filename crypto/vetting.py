@@ -31,12 +31,11 @@ from crypto.chains import Verdict as Verdict
 from crypto.chains import make_verdict as make_verdict
 from crypto.chains import parse_verdict as parse_verdict
 from crypto.errors import RuleViolation
-from crypto.motions import parse_motion, split_terms
 from crypto.network import Policy
 from crypto.quorum import required_vouches
-from crypto.roster import apply
+from crypto.roster import apply, carried_split
 from crypto.roster_state import GroupRules, RosterState
-from crypto.statements import Statement, unpack
+from crypto.statements import Statement
 
 VettingStatus = Literal["awaiting-admission", "vetting", "admitted", "blocked"]
 
@@ -145,11 +144,9 @@ def roster_history(events: Sequence[Statement], *, rules: GroupRules) -> RosterH
         for member in before - after:
             last = spans[member][-1]
             spans[member][-1] = Tenure(last.start, event.time)
-        if event.fields.get("op") == "split":
-            # apply() has checked the motion and its quorum; read its terms again.
-            network = event.network or b""
-            motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
-            moved, new_group = split_terms(motion)
+        split = carried_split(event)  # apply() has checked the motion and its quorum
+        if split is not None:
+            moved, new_group = split
             splits[event.id] = Split(event.id, moved, new_group)
     if state is None:  # unreachable: events is not empty
         raise RuleViolation("invalid_event", "an empty roster log")

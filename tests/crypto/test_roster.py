@@ -17,6 +17,9 @@ from crypto.roster import (
     RosterMember,
     RosterState,
     apply,
+    carried_bundles,
+    carried_certificate,
+    carried_split,
     create_fields,
     make_group,
     parse_group_creation,
@@ -242,6 +245,17 @@ def test_verify_log_of_events_from_the_wire_gives_the_same_state(history: Histor
 def test_verify_log_of_every_prefix_gives_the_state_at_that_point(history: History) -> None:
     for n in range(1, len(history.events) + 1):
         assert replay(history.events[:n]) == history.states[n - 1]
+
+
+def test_what_each_event_carries_is_read_by_its_operation(history: History) -> None:
+    create, add, epoch, remove = history.events[:4]
+    assert [b.author for b in carried_bundles(create)] == [A.member_id, B.member_id]
+    assert [b.author for b in carried_bundles(add)] == [C.member_id]
+    certificate = carried_certificate(add)
+    assert certificate is not None and certificate.type == "admission"
+    for event in (create, epoch, remove):
+        assert carried_certificate(event) is None and carried_split(event) is None
+    assert carried_bundles(epoch) == carried_bundles(remove) == []
 
 
 def test_council_is_refused_until_councils_exist() -> None:
