@@ -469,18 +469,27 @@ async def boxes_for(conn: Any, member: bytes) -> int:
     )
 
 
+def grown(tmp_path: Path, url: str, vouches: int, *names: str) -> list[Path]:
+    """A founder's cell (policy: `vouches`, no probation or window, cells of 2+)
+    grown by `names`, each invited and admitted by the founder and vouched for
+    by every member before them; the founder's home first. A message makes
+    every client add the newcomers to the roster."""
+    homes = [found(tmp_path, url, "--vouches", str(vouches), *QUICK)]
+    for name in names:
+        home, joined = join(tmp_path, name, url, invite(homes[0]))
+        admit(homes[0], joined, *homes[1:])
+        homes.append(home)
+    run(homes[-1], "send", "cell", f"{len(homes)} of us")
+    return homes
+
+
 def test_a_cell_an_informant_founds_around_a_member_is_refused(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
     from server.services.roster_ops import add_founding_members, record_creation
 
     url, database_url = served
-    founder = found(tmp_path, url, "--vouches", "1", *QUICK)
-    victim, joined = join(tmp_path, "victim", url, invite(founder))
-    admit(founder, joined)
-    informant, joined = join(tmp_path, "informant", url, invite(founder))
-    admit(founder, joined, victim)
-    run(victim, "send", "cell", "in the real cell")
+    founder, victim, informant = grown(tmp_path, url, 1, "victim", "informant")
     mine, theirs = state_of(informant), state_of(victim)
     assert mine.genesis is not None and mine.key_bundle and theirs.key_bundle
 
@@ -521,10 +530,8 @@ def test_an_add_short_of_the_policys_vouches_is_refused(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
     url, database_url = served
-    founder = found(tmp_path, url, "--vouches", "2", *QUICK)
-    informant, joined = join(tmp_path, "informant", url, invite(founder))
-    admit(founder, joined)  # a founding cell of one admits on its founder's certificate
-    run(founder, "send", "cell", "before")
+    # A founding cell of one admits on its founder's certificate.
+    founder, informant = grown(tmp_path, url, 2, "informant")
     assert run(founder, "cells")["groups"][0]["members"] == 2
     confederate, joined = join(tmp_path, "confederate", url, invite(informant))
     status = run(
@@ -577,12 +584,7 @@ def test_cellmates_hidden_from_a_newcomers_evidence_are_caught(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
     url, database_url = served
-    founder = found(tmp_path, url, "--vouches", "2", *QUICK)
-    informant, joined = join(tmp_path, "informant", url, invite(founder))
-    admit(founder, joined)
-    c, joined = join(tmp_path, "c", url, invite(founder))
-    admit(founder, joined, informant)
-    run(informant, "send", "cell", "all three of us")
+    founder, informant, c = grown(tmp_path, url, 2, "informant", "c")
     assert run(informant, "cells")["groups"][0]["members"] == 3
     confederate, joined = join(tmp_path, "confederate", url, invite(informant))
     hidden = [member_of(founder), member_of(c)]
@@ -608,13 +610,7 @@ def test_a_member_of_another_cell_listed_in_this_one_is_refused(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
     url, database_url = served
-    founder = found(tmp_path, url, "--vouches", "1", *QUICK)
-    homes = {}
-    for name, vouchers in (("b", ()), ("c", ("b",)), ("d", ("b", "c"))):
-        homes[name], joined = join(tmp_path, name, url, invite(founder))
-        admit(founder, joined, *(homes[v] for v in vouchers))
-    b, c, d = homes["b"], homes["c"], homes["d"]
-    run(founder, "send", "cell", "four of us")
+    founder, b, c, d = grown(tmp_path, url, 1, "b", "c", "d")
     split = run(
         founder,
         "cell",
@@ -659,12 +655,7 @@ def test_a_split_below_the_minimum_is_refused_and_writes_nothing(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
     url, database_url = served
-    founder = found(tmp_path, url, "--vouches", "1", *QUICK)
-    b, joined = join(tmp_path, "b", url, invite(founder))
-    admit(founder, joined)
-    c, joined = join(tmp_path, "c", url, invite(founder))
-    admit(founder, joined, b)
-    run(founder, "send", "cell", "three of us")
+    founder, b, c = grown(tmp_path, url, 1, "b", "c")
     me = member_id_text(member_of(b))
     refused = run(b, "cell", "split", "cell", "--member", me, expect="below_minimum")
     assert "at least 2" in refused["error"]["message"]
@@ -677,12 +668,7 @@ def test_a_block_withheld_from_the_cell_is_caught_by_the_blocker(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
     url, database_url = served
-    founder = found(tmp_path, url, "--vouches", "2", *QUICK)
-    b, joined = join(tmp_path, "b", url, invite(founder))
-    admit(founder, joined)
-    c, joined = join(tmp_path, "c", url, invite(founder))
-    admit(founder, joined, b)
-    run(c, "send", "cell", "three of us")
+    founder, b, c = grown(tmp_path, url, 2, "b", "c")
     stranger, joined = join(tmp_path, "stranger", url, invite(founder))
     newcomer = joined["member_id"]
     run(founder, "admit", newcomer, "--safety-number", joined["safety_number"])
