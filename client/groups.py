@@ -9,7 +9,8 @@ counters must strictly increase within an epoch; and the roster head a
 sender names inside a message must be one this client's log has for that
 epoch, or the server is showing members different rosters (equivocation).
 
-No I/O here: client/cells.py fetches and posts, this module decides.
+No I/O here: client/rosters.py, client/epochs.py and client/messages.py fetch and
+post; this module decides.
 """
 
 from __future__ import annotations

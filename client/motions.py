@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from client import api, verify
-from client.cells import Cells
 from client.errors import ClientError, ServerError
 from client.groups import GroupRecord, bundle_of, lying
+from client.rosters import Rosters
+from client.sdk import Client
 from crypto import motions, quorum, roster
 from crypto.encoding import b32e
 from crypto.errors import CryptoError, RuleViolation
@@ -38,15 +39,18 @@ class MotionView:
 
 
 class Motions:
-    def __init__(self, cells: Cells) -> None:
-        self.cells = cells
+    """The motions of my groups: listing, signing, opening, carrying out."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.rosters = Rosters(client)
 
     async def _verified_motion(
         self, wire: api.MotionWire
     ) -> tuple[Motion, list[Statement], RosterState, GroupRecord]:
-        network = self.cells._network_id()
+        network = self.client.network_id()
         group = verify.parse_id(wire.group_id, GROUP_ID_BYTES, "group id")
-        record, state = await self.cells.sync_roster(group)
+        record, state = await self.rosters.sync_roster(group)
         with verify.checking("motion"):
             motion = motions.parse_motion(verify.statement(wire.motion, "motion", network))
             signatures = [verify.statement(w, "motion-sign", network) for w in wire.signatures]
@@ -74,22 +78,22 @@ class Motions:
             needed=len(needed),
             moved=[member_id_text(m) for m in sorted(moved)],
             new_group=b32e(new_group),
-            signed_by_me=self.cells._me in signers,
+            signed_by_me=self.client.me in signers,
         )
 
     async def motions(self) -> list[MotionView]:
         views = []
-        for wire in api.parse_motions(await self.cells.client._call(api.open_motions())):
+        for wire in api.parse_motions(await self.client.call(api.open_motions())):
             motion, signatures, state, _ = await self._verified_motion(wire)
             views.append(self._motion_view(motion, signatures, state))
-        self.cells._save()
+        self.client.save()
         return views
 
     async def sign(self, motion_text: str) -> dict[str, str]:
         wanted = motion_text.strip().lower()
         listed = [
             w
-            for w in api.parse_motions(await self.cells.client._call(api.open_motions()))
+            for w in api.parse_motions(await self.client.call(api.open_motions()))
             if w.motion_id.lower() == wanted
         ]
         if not listed:
@@ -100,20 +104,20 @@ class Motions:
         view = self._motion_view(motion, signatures, state)
         if view.signed_by_me:
             raise ClientError("already_signed", "You already signed this motion.")
-        network = self.cells._network_id()
+        network = self.client.network_id()
         signature = motions.sign_motion(
-            self.cells.client.state.identity, network, motion, self.cells._now()
+            self.client.state.identity, network, motion, self.client.now()
         )
-        await self.cells.client._call(api.sign_motion(motion.id, signature))
+        await self.client.call(api.sign_motion(motion.id, signature))
         signatures.append(signature)
         moved, new_group = motions.split_terms(motion)
-        if self.cells._me in moved:
-            splits = {**self.cells.client.state.splits, new_group: motion.group}
-            self.cells.client._save(replace(self.cells.client.state, splits=splits))
+        if self.client.me in moved:
+            splits = {**self.client.state.splits, new_group: motion.group}
+            self.client.save(replace(self.client.state, splits=splits))
         needed = quorum.required_signers(state, motion)
         if (
             not needed <= quorum.valid_signers(motion, signatures, state)
-            or self.cells._me not in moved
+            or self.client.me not in moved
         ):
             return {"motion_id": view.motion_id, "status": "open"}
         await self._carry_out_split(record, state, motion, signatures)
@@ -127,10 +131,10 @@ class Motions:
         signatures: list[Statement],
     ) -> None:
         """Post the split with the new cell's create event (I am one of the moved)."""
-        identity, network = self.cells.client.state.identity, self.cells._network_id()
+        identity, network = self.client.state.identity, self.client.network_id()
         moved, new_group = motions.split_terms(motion)
         for attempt in range(2):
-            now = self.cells._now()
+            now = self.client.now()
             event = roster.sign_event(
                 identity,
                 network,
@@ -151,26 +155,26 @@ class Motions:
                 origin=event.id,
                 lines=state.lines,
                 group=new_group,
-                rules=self.cells._rules(),
+                rules=self.client.rules(),
             )
             try:
-                await self.cells.client._call(
+                await self.client.call(
                     api.post_roster_event(state.group, event, create=create.statement)
                 )
             except ServerError as exc:
                 if exc.code != "stale_head" or attempt == 1:
                     raise
-                record, state = await self.cells.sync_roster(state.group)
+                record, state = await self.rosters.sync_roster(state.group)
                 continue
             break
-        if state.group == self.cells.client.state.cell_id:
-            self.cells.client._save(replace(self.cells.client.state, cell_id=new_group))
-        await self.cells.sync_roster(new_group)
-        self.cells._save()
+        if state.group == self.client.state.cell_id:
+            self.client.save(replace(self.client.state, cell_id=new_group))
+        await self.rosters.sync_roster(new_group)
+        self.client.save()
 
     async def split(self, group_text: str, member_texts: list[str]) -> dict[str, str]:
-        group = await self.cells._group(group_text)
-        record, state = await self.cells.sync_roster(group)
+        group = await self.rosters.group(group_text)
+        record, state = await self.rosters.sync_roster(group)
         moved = []
         for text in member_texts:
             try:
@@ -179,8 +183,8 @@ class Motions:
                 raise ClientError(
                     "invalid_member_id", f"{text!r} is not a member id; see `spokes members`."
                 ) from None
-        identity, network = self.cells.client.state.identity, self.cells._network_id()
-        motion = motions.make_split_motion(identity, network, state, moved, self.cells._now())
+        identity, network = self.client.state.identity, self.client.network_id()
+        motion = motions.make_split_motion(identity, network, state, moved, self.client.now())
         try:
             needed = quorum.required_signers(state, motion)
         except RuleViolation as exc:
@@ -188,19 +192,19 @@ class Motions:
                 "invalid_motion", f"{exc}: name some, but not all, members of the group."
             ) from None
         try:
-            check_split_sizes(self.cells._rules(), len(state.members) - len(needed), len(needed))
+            check_split_sizes(self.client.rules(), len(state.members) - len(needed), len(needed))
         except RuleViolation as exc:
             raise ClientError(
                 "below_minimum",
                 f"{exc}. Nothing was signed; a smaller cell waits until it has grown.",
             ) from None
         opened = api.parse_motion_id(
-            await self.cells.client._call(api.open_motion(group, motion.statement))
+            await self.client.call(api.open_motion(group, motion.statement))
         )
         _, new_group = motions.split_terms(motion)
-        if self.cells._me in moved:
-            splits = {**self.cells.client.state.splits, new_group: group}
-            self.cells.client._save(replace(self.cells.client.state, splits=splits))
-        if needed <= {self.cells._me}:
+        if self.client.me in moved:
+            splits = {**self.client.state.splits, new_group: group}
+            self.client.save(replace(self.client.state, splits=splits))
+        if needed <= {self.client.me}:
             await self._carry_out_split(record, state, motion, [])
         return {"motion_id": opened, "group_id": b32e(new_group)}

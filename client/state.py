@@ -131,7 +131,7 @@ class State:
     profile_version: int = 0
     # Splits I signed: new cell id -> the cell it splits from.
     splits: dict[bytes, bytes] = field(default_factory=dict)
-    # Sealed messages posted but not acknowledged, oldest first (client/cells.py).
+    # Sealed messages posted but not acknowledged, oldest first (client/messages.py).
     outbox: tuple[Outgoing, ...] = ()
     # The ids of the network's revocation chain as far as this client verified
     # it (seq 0 first): a list the server shows later must begin with these
@@ -148,6 +148,12 @@ class State:
     @property
     def network_id(self) -> bytes | None:
         return None if self.genesis is None else self.genesis.network_id
+
+    def record(self, group: bytes) -> GroupRecord:
+        """The working record of `group`, made empty the first time it is asked for."""
+        if group not in self.groups:
+            self.groups[group] = GroupRecord(group)
+        return self.groups[group]
 
     def to_value(self) -> dict[str, Value]:
         return {

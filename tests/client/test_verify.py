@@ -13,8 +13,9 @@ import pytest
 
 from client import api
 from client.errors import ClientError, VerificationFailed
-from client.sdk import _open_invite, normalize_safety_number
+from client.invites import open_invite
 from client.verify import evaluate_member
+from client.vetting import normalize_safety_number
 from crypto.chains import Admission, make_admission, make_revocation
 from crypto.encoding import b32e, b64e
 from crypto.invites import Invite, InviteCode, Join, make_invite, make_join
@@ -358,7 +359,7 @@ def test_invite_payload_opens_and_verifies() -> None:
     b = world.newcomer(world.founder, T0 + 10)
     assert b.code is not None
     sealed = b.code.seal_payload(_payload(world, b, world.founder))
-    genesis, name, invite = _open_invite(b.code, sealed, T0 + 20)
+    genesis, name, invite = open_invite(b.code, sealed, T0 + 20)
     assert genesis.network_id == world.network and name == "Riverside"
     assert invite == b.invite
 
@@ -370,7 +371,7 @@ def test_invite_payload_for_another_code_is_refused() -> None:
     assert b.code is not None
     sealed = b.code.seal_payload(_payload(world, c, world.founder))  # c's invite, b's code
     with pytest.raises(VerificationFailed):
-        _open_invite(b.code, sealed, T0 + 20)
+        open_invite(b.code, sealed, T0 + 20)
 
 
 def test_expired_invite_is_refused() -> None:
@@ -379,7 +380,7 @@ def test_expired_invite_is_refused() -> None:
     assert b.code is not None
     sealed = b.code.seal_payload(_payload(world, b, world.founder))
     with pytest.raises(ClientError) as caught:
-        _open_invite(b.code, sealed, T0 + 10 + DAY)
+        open_invite(b.code, sealed, T0 + 10 + DAY)
     assert caught.value.code == "invite_expired"
 
 

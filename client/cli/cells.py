@@ -1,0 +1,119 @@
+"""`spokes cells`, `members`, `profile set`, `send`, `read` and `watch`: my groups.
+
+With --json, watch prints one JSON object per line, one per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+
+from client.cli.common import Commands, Output, client_command
+from client.feed import LiveFeed
+from client.groups import ReadMessage
+from client.messages import Messages
+from client.profiles import Profiles
+from client.rosters import Rosters
+from client.sdk import Client
+
+
+def message_line(message: ReadMessage) -> str:
+    sent = time.strftime("%Y-%m-%d %H:%M", time.gmtime(message.sent_at))
+    return f"[{message.cursor}] {sent} {message.sender[:12]}…: {message.text}"
+
+
+@client_command()
+async def cells(args: argparse.Namespace, client: Client) -> Output:
+    views = await Rosters(client).cells()
+    lines = [
+        f"{v.group_id}  {v.kind} level {v.level}, {v.members} members, epoch {v.epoch}"
+        + ("  (your cell)" if v.current_cell else "")
+        + f"\n    roster {v.roster_seq}, fingerprint {v.fingerprint}"
+        for v in views
+    ]
+    if lines:
+        lines.append(
+            "Compare fingerprints when you meet: the same roster seq with another "
+            "fingerprint means the server is showing you different rosters."
+        )
+    return Output(
+        {"groups": [asdict(v) for v in views]}, "\n".join(lines) or "You are in no group yet."
+    )
+
+
+@client_command()
+async def members(args: argparse.Namespace, client: Client) -> Output:
+    views = await Profiles(client).members(args.group)
+    lines = [
+        f"{v.member_id}  {v.name or '(no profile)'}" + (f"  {v.contact}" if v.contact else "")
+        for v in views
+    ]
+    return Output({"members": [asdict(v) for v in views]}, "\n".join(lines))
+
+
+@client_command()
+async def profile_set(args: argparse.Namespace, client: Client) -> Output:
+    count = await Profiles(client).set_profile(args.name, args.contact, args.notes)
+    return Output(
+        {"groups": count}, f"Profile sealed for {count} group(s); only their members can read it."
+    )
+
+
+@client_command()
+async def send(args: argparse.Namespace, client: Client) -> Output:
+    data = await Messages(client).send(args.group, args.text)
+    return Output(data, f"Sent ({data['message_id']}, cursor {data['cursor']}).")
+
+
+@client_command()
+async def read(args: argparse.Namespace, client: Client) -> Output:
+    messages = await Messages(client).read(args.group, args.since)
+    lines = [message_line(m) for m in messages]
+    return Output(
+        {"messages": [asdict(m) for m in messages]}, "\n".join(lines) or "No new messages."
+    )
+
+
+@client_command(hold_lock=False)
+async def watch(args: argparse.Namespace, client: Client) -> Output:
+    def emit(group: str, message: ReadMessage) -> None:
+        if args.json:
+            print(json.dumps({"group_id": group, **asdict(message)}), flush=True)
+        else:
+            print(message_line(message), flush=True)
+
+    count = await LiveFeed(client).watch(args.count, args.timeout, emit)
+    return Output({"received": count}, "", streamed=True)
+
+
+def register(commands: Commands) -> None:
+    commands.add("cells", "List your groups (cells, councils), verified.", cells)
+    listing = commands.add("members", "List a group's members with their profiles.", members)
+    listing.add_argument("group", help="a group id, or `cell` for your cell")
+
+    profile = commands.group("profile", "Your profile in your groups.")
+    setting = profile.add("set", "Set your name and contact, sealed per group.", profile_set)
+    setting.add_argument("--name", required=True, help="the name your groups see")
+    setting.add_argument("--contact", help="how to reach you")
+    setting.add_argument("--notes", help="anything else for your groups")
+
+    sending = commands.add("send", "Send an encrypted message to a group.", send)
+    sending.add_argument("group", help="a group id, or `cell` for your cell")
+    sending.add_argument("text", help="the message")
+
+    reading = commands.add("read", "Read a group's messages, verified.", read)
+    reading.add_argument("group", help="a group id, or `cell` for your cell")
+    reading.add_argument(
+        "--since",
+        type=int,
+        default=None,
+        help="show messages after this cursor (default: new ones)",
+    )
+
+    watching = commands.add("watch", "Print messages as they arrive, one per line.", watch)
+    watching.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    watching.add_argument(
+        "--timeout", type=float, default=3600.0, help="stop after this many seconds"
+    )

@@ -1,0 +1,287 @@
+"""Messages for one member: sending (with its outbox), catching up, reading.
+
+The rule it keeps: a message counter is saved as used before the message
+is sealed, so no key ever serves twice, and a sealed message is posted
+again byte for byte until the server answers it (the caller holds the
+home's lock, DESIGN §7); every event read is checked against the roster
+log this client verified, and a message opens only with its sender's chain
+of an epoch whose roster held them. Before sending, the group gets a
+current epoch (client/epochs.py) and my profile is sealed under it
+(client/profiles.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from client import api, verify
+from client.epochs import Epochs
+from client.errors import ClientError, ServerError
+from client.groups import (
+    EpochInfo,
+    GroupRecord,
+    ReadMessage,
+    check_counter,
+    check_head,
+    check_previous,
+    check_seqs,
+    epoch_infos,
+    lying,
+    message_header,
+    parse_message_body,
+    previous_counter,
+)
+from client.profiles import Profiles
+from client.revocations import Revocations
+from client.rosters import Rosters
+from client.sdk import Client
+from client.state import Outgoing
+from crypto.chains import RevocationHead
+from crypto.encoding import Value, b32e, decode
+from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
+from crypto.keys import member_id_text
+from crypto.messages import Header, message_id, open_message, seal_message
+from crypto.messages import verify_message as verify_sealed
+from crypto.statements import verify_statement
+
+PAGE = 500
+RESEND_TRIES = 3
+RESEND_DELAY_SECONDS = 0.5
+
+
+class Messages:
+    """Sending to and reading from my groups."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.rosters = Rosters(client)
+        self.epochs = Epochs(client)
+        self.profiles = Profiles(client)
+        self.revocations = Revocations(client)
+
+    async def send(self, group_text: str, text: str) -> dict[str, Any]:
+        """Seal and post one message (the caller holds the home's lock throughout).
+
+        The order is what makes a key never serve twice: the chain's advance
+        is saved, then the message is sealed, put in the outbox and saved,
+        then posted; a post whose answer is lost is retried with the same
+        bytes (the server answers it as stored), and what is still unanswered
+        is posted again by the next send, before anything new is sealed.
+        """
+        await self.flush_outbox()
+        group = await self.rosters.group(group_text)
+        record, state = await self.rosters.sync_roster(group)
+        state = await self.epochs.ready_to_send(record, state)
+        await self.profiles.reseal(record, state)
+        identity = self.client.state.identity
+        for attempt in range(2):
+            epoch_record = record.epochs[state.epoch]
+            counter, message_key = epoch_record.next_for_sending()
+            self.client.save()  # this counter is spent on disk before its key seals anything
+            header = Header(group, state.epoch, self.client.me, counter)
+            content: dict[str, Value] = {
+                "text": text,
+                "head": state.head,
+                "sent_at": self.client.now(),
+                "prev": record.sent.get(str(state.epoch), -1),
+                # The revocation head I know, carried forward to every reader.
+                "revocations": self.revocations.head(),
+            }
+            outgoing = Outgoing(group, seal_message(identity, header, message_key, content))
+            del message_key
+            self._set_outbox((*self.client.state.outbox, outgoing))
+            try:
+                posted = await self._post(outgoing)
+            except ServerError as exc:
+                self._unqueue(outgoing)  # refused: it was not stored and never will be
+                if exc.code not in ("rekey_required", "stale_epoch") or attempt == 1:
+                    raise
+                refused_epoch = state.epoch
+                record, state = await self.rosters.sync_roster(group)
+                # rekey_required with an unchanged roster: the epoch is retired by policy.
+                retire = refused_epoch if exc.code == "rekey_required" else None
+                state = await self.epochs.ready_to_send(record, state, retire=retire)
+                await self.profiles.reseal(record, state)
+                continue
+            return self._delivered(outgoing, posted)
+        raise AssertionError("unreachable")
+
+    async def flush_outbox(self) -> None:
+        """Post again, byte for byte and oldest first, what earlier sends left unanswered.
+
+        The server answers a message it already stored with its id and cursor,
+        so the cell reads it once and my next message names it as `prev`;
+        a message it refuses was never stored, and is dropped.
+        """
+        for outgoing in self.client.state.outbox:
+            try:
+                posted = await self._post(outgoing)
+            except ServerError:
+                self._unqueue(outgoing)
+                continue
+            self._delivered(outgoing, posted)
+
+    async def _post(self, outgoing: Outgoing) -> api.MessagePosted:
+        """Post a sealed message, retrying a lost answer with the very same bytes.
+
+        Raises the server's refusal (a non-transient ServerError), or
+        `send_unconfirmed` when no answer came: the message stays in the outbox.
+        """
+        sealed = outgoing.message
+        request = api.post_message(
+            outgoing.group_id, sealed.header, sealed.ciphertext, sealed.signature
+        )
+        for attempt in range(RESEND_TRIES):
+            try:
+                posted = api.parse_message_posted(await self.client.call(request))
+            except ClientError as exc:
+                if not _transient(exc):
+                    raise
+                if attempt + 1 == RESEND_TRIES:
+                    raise ClientError(
+                        "send_unconfirmed",
+                        f"No answer from the server ({exc.code}): the message may or may not "
+                        "have arrived. It is kept, sealed, and your next `spokes send` from "
+                        "this home posts it again first; your cell will read it once.",
+                    ) from None
+                await asyncio.sleep(RESEND_DELAY_SECONDS * (attempt + 1))
+                continue
+            if posted.message_id != b32e(message_id(sealed.header)):
+                raise lying("the server acknowledged another message than the one sent")
+            return posted
+        raise AssertionError("unreachable")
+
+    def _delivered(self, outgoing: Outgoing, posted: api.MessagePosted) -> dict[str, Any]:
+        header = outgoing.header
+        record = self.client.state.record(outgoing.group_id)
+        epoch = str(header.epoch)
+        record.sent[epoch] = max(record.sent.get(epoch, -1), header.counter)
+        self._unqueue(outgoing)
+        return {"message_id": posted.message_id, "cursor": posted.cursor}
+
+    def _unqueue(self, outgoing: Outgoing) -> None:
+        self._set_outbox(tuple(o for o in self.client.state.outbox if o != outgoing))
+
+    def _set_outbox(self, outbox: tuple[Outgoing, ...]) -> None:
+        self.client.save(replace(self.client.state, outbox=outbox))
+
+    async def catch_up(self, group: bytes) -> tuple[GroupRecord, list[ReadMessage]]:
+        """Fetch, check and open every event after my cursor; keep what I could read."""
+        record = self.client.state.record(group)
+        fetched: list[api.GroupEvent] = []
+        since = record.cursor
+        while True:
+            page = api.parse_events(await self.client.call(api.group_events(group, since, PAGE)))
+            fetched += page
+            if len(page) < PAGE:
+                break
+            since = page[-1].seq
+        # The log is fetched after the events, so it holds every roster event among them.
+        record, state = await self.rosters.sync_roster(group)
+        check_seqs(record.cursor, [e.seq for e in fetched])
+        infos = epoch_infos(record.events, rules=self.client.rules())
+        read = []
+        for event in fetched:
+            message = await self.absorb(record, infos, event)
+            if message is not None:
+                read.append(message)
+            record.cursor = event.seq
+        if not state.needs_rekey and state.epoch in infos and self.client.me in state.members:
+            await self.epochs.open_epoch(record, state.epoch, infos[state.epoch])
+            await self.profiles.reseal(record, state)
+        self.client.save()
+        return record, read
+
+    async def absorb(
+        self, record: GroupRecord, infos: dict[int, EpochInfo], event: api.GroupEvent
+    ) -> ReadMessage | None:
+        """Check one group event against the verified log; open it if it is a message to me."""
+        if event.group.lower() != b32e(record.group_id):
+            raise lying("the server relayed an event of another group")
+        if event.kind == "roster":
+            self._check_roster_event(record, event)
+            return None
+        if event.kind != "message":
+            return None  # profiles, motions and signatures are read where they are used
+        sealed = parse_message_body(event.body)
+        header = message_header(sealed)
+        if header.group != record.group_id or event.sender != b32e(header.sender):
+            raise lying("a message's header names another group or sender than its event")
+        info = infos.get(header.epoch)
+        member = None if info is None else info.members.get(header.sender)
+        if info is None or member is None:
+            raise lying(f"a message of epoch {header.epoch} from someone outside its roster")
+        with verify.checking("message signature"):
+            verify_sealed(sealed, member.key)
+        seen = previous_counter(record.counters, header.epoch, header.sender)
+        check_counter(record.counters, header.epoch, header.sender, header.counter)
+        keys = await self.epochs.open_epoch(record, header.epoch, info)
+        if keys is None:
+            return None  # sent before I joined: never sealed to me
+        try:
+            message_key = keys.keys.chains[header.sender].key_for(header.counter)
+            content = open_message(sealed, message_key)
+        except (RuleViolation, DecryptionFailed) as exc:
+            raise lying(f"a message does not open with its sender's chain ({exc})") from None
+        check_previous(content.get("prev"), seen, header.epoch)
+        head = content.get("head")
+        check_head(infos, header.epoch, head)
+        record.heads_seen.setdefault(header.epoch, set()).add(head)  # type: ignore[arg-type]
+        await self._check_revocations(content.get("revocations"), header.sender)
+        text = content.get("text")
+        sent_at = content.get("sent_at")
+        message = ReadMessage(
+            message_id=b32e(message_id(sealed.header)),
+            sender=member_id_text(header.sender),
+            text=text if isinstance(text, str) else "",
+            sent_at=sent_at if isinstance(sent_at, int) else event.created_at,
+            cursor=event.seq,
+        )
+        record.remember(message)
+        return message
+
+    async def _check_revocations(self, claimed: Value | None, sender: bytes) -> None:
+        """A message names the revocation head its sender knew: my chain must hold it.
+
+        None: the sender knew no revocation (or wrote before heads were carried).
+        """
+        if claimed is None:
+            return
+        try:
+            head = RevocationHead.from_value(claimed)
+        except CryptoError:
+            raise lying("a message names a malformed revocation head") from None
+        await self.revocations.check_head(head, sender)
+
+    def _check_roster_event(self, record: GroupRecord, event: api.GroupEvent) -> None:
+        try:
+            wire = decode(event.body)
+            if not isinstance(wire, dict):
+                raise lying("a roster event in the group's events is not a statement")
+            body, signature = wire["body"], wire["sig"]
+            if not isinstance(body, bytes) or not isinstance(signature, bytes):
+                raise lying("a roster event in the group's events is not a statement")
+            statement = verify_statement(body, signature, "roster", self.client.network_id())
+        except (CryptoError, KeyError) as exc:
+            raise lying(f"a roster event in the group's events does not verify ({exc})") from None
+        seq = statement.fields.get("seq")
+        if not isinstance(seq, int) or seq >= len(record.events):
+            raise lying("the group's events hold a roster event its log lacks")
+        if record.events[seq].id != statement.id:
+            raise lying("the group's events and its roster log disagree")
+
+    async def read(self, group_text: str, since: int | None) -> list[ReadMessage]:
+        group = await self.rosters.group(group_text)
+        before = self.client.state.record(group).cursor
+        record, _ = await self.catch_up(group)
+        start = before if since is None else since
+        return [m for m in record.history if m.cursor > start]
+
+
+def _transient(exc: ClientError) -> bool:
+    """No answer, or the server failed: the same bytes may be posted again."""
+    if isinstance(exc, ServerError):
+        return exc.status >= 500 or exc.status == 429
+    return exc.code in ("server_unreachable", "bad_response")

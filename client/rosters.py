@@ -1,0 +1,352 @@
+"""Roster logs for one member: fetching them, following my cell, and its upkeep.
+
+The rule it keeps: every group fact comes from a roster log this client
+has replayed itself (client/groups.py decides; this module fetches and
+posts), and the client does its share of the cell's upkeep without being
+asked (DESIGN §7): the first cell member whose client notices that a
+newcomer's admission completed adds them to the roster, a revoked member
+is taken off it, and a move to another cell is believed only through a
+verified split of my own cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from client import api, verify
+from client.errors import ClientError, ServerError
+from client.groups import GroupRecord, admission_ids, extend_log, lying
+from client.revocations import Revocations
+from client.sdk import Client
+from client.vetting import Vetting
+from crypto import roster
+from crypto.chains import Revocation
+from crypto.encoding import Value, b32d, b32e
+from crypto.errors import RuleViolation
+from crypto.keys import member_id_text, roster_fingerprint
+from crypto.network import GROUP_ID_BYTES
+from crypto.roster import RosterState
+from crypto.statements import Statement, get_bytes, pack
+
+CELL_WORD = "cell"
+
+
+@dataclass(frozen=True)
+class GroupView:
+    group_id: str
+    kind: str
+    level: int
+    members: int
+    epoch: int
+    needs_rekey: bool
+    current_cell: bool
+    unread_events: int
+    # What members compare when they meet (crypto.keys.roster_fingerprint): the
+    # same number is the same roster log; another at the same seq is a fork.
+    roster_seq: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class MyCell:
+    """My own evidence: my cell as the server lists it (chains verified), the
+    verified revocations, and the roster logs of cells I was moved out of."""
+
+    cell: verify.VerifiedCell
+    revocations: dict[bytes, Revocation]
+    logs: dict[bytes, list[Statement]]
+
+
+class Rosters:
+    """The roster logs of my groups, and my cell's upkeep."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.vetting = Vetting(client)
+        self.revocations = Revocations(client)
+
+    def resolve(self, text: str) -> bytes:
+        """A group id in b32, or the word `cell` for my current cell."""
+        if text.strip().lower() == CELL_WORD:
+            _, cell_id = self.client.network()
+            return cell_id
+        try:
+            raw = b32d(text.strip().lower())
+        except ValueError:
+            raw = b""
+        if len(raw) != GROUP_ID_BYTES:
+            raise ClientError(
+                "invalid_group",
+                f"{text!r} is not a group id; copy one from `spokes cells`, or say `cell`.",
+            )
+        return raw
+
+    async def group(self, text: str) -> bytes:
+        """Follow my cell first (it may have split), then resolve `text` as `resolve` does."""
+        await self.sync_cell()
+        return self.resolve(text)
+
+    async def sync_roster(self, group: bytes) -> tuple[GroupRecord, RosterState]:
+        """Fetch the group's log and accept it only if it extends what was verified."""
+        try:
+            data = await self.client.call(api.group_roster(group))
+        except ServerError as exc:
+            if exc.code == "not_found":
+                raise ClientError(
+                    "not_found",
+                    f"No group {b32e(group)} that you belong to. `spokes cells` lists yours.",
+                ) from None
+            raise
+        network = self.client.network_id()
+        events = [verify.statement(w, "roster", network) for w in api.parse_roster(data)]
+        record = self.client.state.record(group)
+        state = extend_log(record.events, events, rules=self.client.rules())
+        if state.group != group:
+            raise lying("the server answered with the roster log of another group")
+        # An add's vetting window is judged by the event's signed time; one
+        # from the future would let a member add a newcomer before it closed.
+        late = self.client.now() + roster.MAX_FUTURE_SECONDS
+        fresh = events[len(record.events) :]
+        if any(event.time > late for event in fresh):
+            raise lying("the group's roster log holds an event signed in the future")
+        self._check_my_blocks(fresh)
+        record.events = list(events)
+        return record, state
+
+    def _check_my_blocks(self, events: list[Statement]) -> None:
+        """An add can't show that nobody blocked; the blocker's own client can.
+
+        A newcomer added by an event signed after my block on their admission
+        was added over it: the server kept my block from the cell.
+        """
+        blocked = self.client.state.blocked
+        for event in events:
+            certificate = roster.carried_certificate(event)
+            if certificate is None:
+                continue
+            at = blocked.get(certificate.id)
+            if at is not None and at <= event.time:
+                raise lying(
+                    "the roster adds a newcomer you blocked before they were added: your block "
+                    "was kept from the cell"
+                )
+
+    async def sync_cell(self) -> None:
+        """Follow my cell (across a split) and add members whose vetting completed."""
+        genesis, cell_id = self.client.network()
+        mine = await self._my_cell_evidence()
+        cell, revocations = mine.cell, mine.revocations
+        server_cell = cell.group.group_id
+        if server_cell != cell_id:
+            await self._follow_split(server_cell, mine.logs)
+            cell_id = server_cell
+        try:
+            record, state = await self.sync_roster(cell_id)
+        except ClientError as exc:
+            if exc.code == "not_found":
+                return  # not on the roster yet: someone else's client adds me
+            raise
+        if self.client.me not in state.members:
+            return
+        for member_id in [m for m in state.members if m in revocations]:
+            state = await self._remove_revoked(state, revocations[member_id])
+            record = self.client.state.record(cell_id)
+        self._check_chains(record, state, cell)
+        for member in cell.members:
+            if member not in state.members:
+                state = await self._add_member(record, state, member)
+        self.client.save()
+
+    async def _follow_split(self, new_cell: bytes, logs: dict[bytes, list[Statement]]) -> None:
+        """The server says I am in another cell: believe it only through a verified split.
+
+        The new cell's create event must name, as its origin, a split event in
+        the log of my current cell that moved me and made exactly this cell
+        (crypto.roster.check_split_creation); anything else, such as a cell an
+        informant founded around me, is refused. Once moved I am no longer on
+        the old cell's roster, so its log comes with my evidence (up to the
+        split) and must extend the log this client verified before.
+        """
+        _, old_cell = self.client.network()
+        rules = self.client.rules()
+        if old_cell in logs:  # what the server shows of my old cell extends what I saw
+            extend_log(self.client.state.record(old_cell).events, logs[old_cell], rules=rules)
+        record, _ = await self.sync_roster(new_cell)
+        step = roster.parse_group_creation(record.events[0], rules=rules)
+        # Walk back from the new cell to mine, one split at a time (I may have
+        # been moved more than once since this client last looked).
+        for _ in range(len(logs)):
+            origin = step.statement.fields.get("origin")
+            parent = next((log for log in logs.values() if any(e.id == origin for e in log)), None)
+            if parent is None or self.client.me not in step.state.members:
+                break
+            try:
+                roster.find_split_creation(parent, step, rules=rules)
+            except RuleViolation as exc:
+                raise lying(
+                    f"the server moved you to a cell that no split of your cell made ({exc})"
+                ) from None
+            if parent[0].fields.get("group") == old_cell:
+                self.client.save(replace(self.client.state, cell_id=new_cell))
+                return
+            step = roster.parse_group_creation(parent[0], rules=rules)
+        raise lying("the server moved you to a cell that no split of your cell made")
+
+    async def _remove_revoked(self, state: RosterState, revocation: Revocation) -> RosterState:
+        """Take a revoked member off the roster, the steward's revocation as the reason.
+
+        Any member may post it (crypto.roster checks the revocation); the
+        removal makes the epoch stale, so nothing more is sent that the
+        revoked member could read.
+        """
+        fields: dict[str, Value] = {
+            "member": revocation.subject,
+            "reason": "revoked",
+            "revocation": pack(revocation.statement),
+        }
+        event = roster.sign_event(
+            self.client.state.identity,
+            self.client.network_id(),
+            state,
+            "remove",
+            self.client.now(),
+            fields,
+        )
+        try:
+            await self.client.call(api.post_roster_event(state.group, event))
+        except ServerError as exc:
+            if exc.code not in ("stale_head", "not_in_group"):
+                raise
+            # Another cellmate's client was first, or the log moved on: look again.
+        _, state = await self.sync_roster(state.group)
+        if revocation.subject in state.members:
+            raise ClientError(
+                "revocation_pending",
+                f"{member_id_text(revocation.subject)} is revoked but still on the roster; "
+                "nothing was sent. Run the command again.",
+            )
+        return state
+
+    async def _my_cell_evidence(self) -> MyCell:
+        """My cell's members as the server lists them, each with a verified chain.
+
+        Only the chains are checked here, not my own vetting: a finished
+        vetting is not re-run on every message.
+        """
+        genesis, _ = self.client.network()
+        evidence = api.parse_evidence(
+            await self.client.call(api.member_evidence(self.client.state.member_id))
+        )
+        if evidence.network_id.lower() != b32e(genesis.network_id):
+            raise lying("the server's evidence is about another network")
+        # The chain must extend the one this client verified before (rollback, fork).
+        listed = verify.revocation_list(genesis, evidence.revocations)
+        self.revocations.accept(listed)
+        revocations = listed.by_subject
+        revoked = {m: r.statement.time for m, r in revocations.items()}
+        logs: dict[bytes, list[Statement]] = {}
+        for log in evidence.cell_history:
+            events = [verify.statement(w, "roster", genesis.network_id) for w in log]
+            if events:
+                logs[get_bytes(events[0].fields, "group", GROUP_ID_BYTES)] = events
+        return MyCell(verify.verify_cell(genesis, evidence, revoked), revocations, logs)
+
+    def _check_chains(
+        self, record: GroupRecord, state: RosterState, cell: verify.VerifiedCell
+    ) -> None:
+        """Every roster member of my cell has a chain to the genesis, and the add named it."""
+        if state.group != cell.group.group_id:
+            return
+        for member_id in state.members:
+            verified = cell.members.get(member_id)
+            if verified is None:
+                raise lying(
+                    f"the roster lists {member_id_text(member_id)}, whom the server shows "
+                    "with no chain to the genesis"
+                )
+        for member_id, admission in admission_ids(record.events, self.client.network_id()).items():
+            verified = cell.members.get(member_id)
+            if (
+                verified is not None
+                and verified.chain
+                and verified.chain[0].statement.id != admission
+            ):
+                raise lying(
+                    f"the roster added {member_id_text(member_id)} with another admission "
+                    "certificate than their chain's"
+                )
+
+    async def _add_member(
+        self, record: GroupRecord, state: RosterState, member: bytes
+    ) -> RosterState:
+        report = await self.vetting.evidence(member_id_text(member))
+        if report.status not in ("probation", "active") or report.newcomer is None:
+            return state
+        if report.admission is None:
+            return state
+        vouches = [
+            v.statement
+            for v in report.verdicts
+            if v.statement.type == "vouch" and v.author in state.members
+        ]
+        fields = roster.add_fields(report.newcomer.key_bundle, report.admission, vouches)
+        for attempt in range(2):
+            event = roster.sign_event(
+                self.client.state.identity,
+                self.client.network_id(),
+                state,
+                "add",
+                self.client.now(),
+                fields,
+            )
+            try:
+                # The rule book judges the add against this log's own members
+                # before anything is signed away: the server's word that this
+                # member belongs here counts for nothing.
+                roster.apply(state, event, rules=self.client.rules())
+            except RuleViolation as exc:
+                if exc.code == "not_vetted":
+                    return state  # vetting not complete by this log's members yet
+                raise lying(
+                    f"the server lists {member_id_text(member)} as a member of your cell, "
+                    f"but their admission does not hold in its roster log ({exc})"
+                ) from None
+            try:
+                await self.client.call(api.post_roster_event(state.group, event))
+            except ServerError as exc:
+                if exc.code == "stale_head" and attempt == 0:
+                    record, state = await self.sync_roster(state.group)
+                    if member in state.members:
+                        return state  # another member's client was first
+                    continue
+                if exc.code in ("not_admitted", "stale_head", "already_in_group"):
+                    return state  # the server's view lags or someone was first: next time
+                raise
+            break
+        _, state = await self.sync_roster(state.group)
+        return state
+
+    async def cells(self) -> list[GroupView]:
+        """My groups as their verified roster logs show them (`spokes cells`)."""
+        await self.sync_cell()
+        _, cell_id = self.client.network()
+        views = []
+        for summary in api.parse_groups(await self.client.call(api.my_groups())):
+            group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+            record, state = await self.sync_roster(group)
+            views.append(
+                GroupView(
+                    group_id=b32e(group),
+                    kind=state.kind,
+                    level=state.level,
+                    members=len(state.members),
+                    epoch=state.epoch,
+                    needs_rekey=state.needs_rekey,
+                    current_cell=group == cell_id,
+                    unread_events=max(0, summary.last_seq - record.cursor),
+                    roster_seq=state.seq,
+                    fingerprint=roster_fingerprint(group, state.head),
+                )
+            )
+        self.client.save()
+        return views
