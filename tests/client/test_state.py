@@ -16,6 +16,7 @@ import pytest
 from client.errors import ClientError
 from client.state import InviteRecord, Session, State, StateFile
 from crypto.chains import make_admission
+from crypto.encoding import decode, encode
 from crypto.keys import IdentityKey
 from crypto.keystore import KdfParams
 from crypto.network import Policy, make_genesis, make_key_bundle
@@ -36,7 +37,12 @@ def _full_state() -> State:
         1000,
         [
             make_key_bundle(
-                founder, network, "X25519/HKDF_SHA256/AES_256_GCM", bytes(32), 1000, 9000
+                founder,
+                network,
+                KemSuite.X25519.value,
+                KemPrivateKey.generate(KemSuite.X25519).public_key().public_bytes(),
+                1000,
+                9000,
             )
         ],
         rules=GroupRules.of(genesis),
@@ -301,3 +307,21 @@ def test_a_keystore_made_again_under_a_new_salt_still_opens(tmp_path: Path) -> N
         with pytest.raises(ClientError) as caught:
             mine.read("not the passphrase")
     assert caught.value.code == "wrong_passphrase"
+
+
+# The revocation chain this client verified (PROTOCOL §7) is kept in the keystore.
+
+
+def test_known_revocations_survive_the_keystore() -> None:
+    state = State(IdentityKey.generate(), KemPrivateKey.generate(), "http://x")
+    assert State.from_value(decode(encode(state.to_value()))).revocations == ()
+    known = replace(state, revocations=(b"\x01" * 32, b"\x02" * 32))
+    assert State.from_value(decode(encode(known.to_value()))).revocations == known.revocations
+
+
+def test_a_malformed_known_revocation_is_refused() -> None:
+    state = State(IdentityKey.generate(), KemPrivateKey.generate(), "http://x")
+    value = state.to_value()
+    value["revocations"] = [b"\x01" * 31]
+    with pytest.raises(ValueError, match="32 bytes"):
+        State.from_value(decode(encode(value)))
