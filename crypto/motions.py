@@ -71,6 +71,8 @@ def split_terms(motion: Motion) -> tuple[frozenset[bytes], bytes]:
     new_group = motion.terms.get("new_group")
     if not isinstance(new_group, bytes) or len(new_group) != GROUP_ID_BYTES:
         raise RuleViolation("invalid_motion", "a split names the new group")
+    if new_group == motion.group:
+        raise RuleViolation("invalid_motion", "a split names a new group, not the one it splits")
     as_set = frozenset(m for m in moved if isinstance(m, bytes))
     if len(as_set) != len(moved):
         raise RuleViolation("invalid_motion", "a member is named twice")

@@ -16,6 +16,7 @@ from crypto import labels
 from crypto.encoding import Value
 from crypto.errors import InvalidStatement
 from crypto.keys import IdentityKey, IdentityPublicKey
+from crypto.sealing import KemPublicKey, KemSuite
 from crypto.statements import (
     Statement,
     get_bytes,
@@ -225,6 +226,10 @@ def parse_key_bundle(statement: Statement, now: int | None = None) -> KeyBundle:
     if size is None:
         raise InvalidStatement(f"unknown KEM suite {suite!r}")
     kem_public = get_bytes(statement.fields, "kem_public", size)
+    # A key of the right length that is no key (a low-order X25519 point, a
+    # malformed ML-KEM key) would pass every rule and then make every epoch
+    # sealed to its group fail: refuse it where it enters.
+    KemPublicKey.from_bytes(KemSuite(suite), kem_public)
     expires = get_int(statement.fields, "expires")
     if expires <= statement.time:
         raise InvalidStatement("key bundle expires before it was made")

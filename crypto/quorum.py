@@ -17,7 +17,7 @@ instead. A cell made by a split is held to the full count however small.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from crypto.errors import RuleViolation
 from crypto.motions import Motion, parse_motion, split_terms
@@ -31,6 +31,18 @@ def required_vouches(policy: Policy, cell_size: int, *, founding: bool) -> int:
     if not founding:
         return max(1, policy.vouches)
     return max(1, min(policy.vouches, cell_size))
+
+
+def window_start(certified_at: int, outsider_vouches: Iterable[int]) -> int:
+    """When a newcomer's vetting window opens.
+
+    At the certificate's time, which its issuer signs and so could date back;
+    so where members outside the issuer's invite subtree exist (and one of
+    them must vouch), no earlier than the first of their vouches: a time an
+    honest member signed. An honest vetting waits the delay of that first
+    outside vouch longer; a back-dated certificate gains nothing.
+    """
+    return max([certified_at, min(outsider_vouches, default=certified_at)])
 
 
 def check_split_sizes(rules: GroupRules, staying: int, moving: int) -> None:

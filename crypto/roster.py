@@ -47,7 +47,7 @@ from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import IdentityKey
 from crypto.motions import parse_motion, split_terms
 from crypto.network import GROUP_ID_BYTES, KeyBundle, parse_key_bundle
-from crypto.quorum import check_split, required_vouches
+from crypto.quorum import check_split, required_vouches, window_start
 
 # Quorum rules live in quorum.py; the split size check is named here too for its callers.
 from crypto.quorum import check_split_sizes as check_split_sizes
@@ -293,7 +293,10 @@ def _check_vetting(
     raw = event.fields.get("vouches")
     if not isinstance(raw, list) or len(raw) > rules.policy.cell_max:
         raise RuleViolation("invalid_event", "an add carries the list of its vouches")
+    if event.time < admission.statement.time:
+        raise RuleViolation("not_vetted", "the add is older than the certificate it carries")
     vouchers = {admission.issuer}
+    vouched_at: dict[bytes, int] = {}
     for packed in raw:
         vouch = parse_verdict(unpack(packed, "vouch", network))
         if (
@@ -306,7 +309,10 @@ def _check_vetting(
             raise RuleViolation("not_in_cell", "a vouch comes from outside the group")
         if vouch.author in vouchers:
             raise RuleViolation("already_vouched", "a member's vouch is counted twice")
+        if vouch.statement.time > event.time:
+            raise RuleViolation("not_vetted", "the add is older than a vouch it carries")
         vouchers.add(vouch.author)
+        vouched_at[vouch.author] = vouch.statement.time
     needed = required_vouches(rules.policy, len(state.members), founding=state.founding)
     if len(vouchers) < needed:
         raise RuleViolation(
@@ -320,7 +326,10 @@ def _check_vetting(
         raise RuleViolation(
             "not_vetted", "no member from outside the inviter's invite subtree vouched"
         )
-    window_ends = admission.statement.time + rules.policy.vetting_seconds
+    opened = window_start(
+        admission.statement.time, [t for m, t in vouched_at.items() if m in outsiders]
+    )
+    window_ends = opened + rules.policy.vetting_seconds
     if vouchers != set(state.members) and event.time < window_ends:
         raise RuleViolation(
             "not_vetted", "the vetting window is still open and not every member has vouched"

@@ -32,7 +32,7 @@ from crypto.chains import make_verdict as make_verdict
 from crypto.chains import parse_verdict as parse_verdict
 from crypto.errors import RuleViolation
 from crypto.network import Policy
-from crypto.quorum import required_vouches
+from crypto.quorum import required_vouches, window_start
 from crypto.roster import apply, carried_split
 from crypto.roster_state import GroupRules, RosterState
 from crypto.statements import Statement
@@ -232,7 +232,10 @@ def evaluate(
         if len(vouch_times) == len(members):
             completes_at = max(vouch_times.values())
         else:
-            completes_at = max(met_at, admission.statement.time + policy.vetting_seconds)
+            opened = window_start(
+                admission.statement.time, [t for m, t in vouch_times.items() if m in outsiders]
+            )
+            completes_at = max(met_at, opened + policy.vetting_seconds)
     blockers = tuple(
         v.author
         for v in verdicts

@@ -16,7 +16,7 @@ import pytest
 
 from crypto.chains import make_admission, make_revocation, make_verdict
 from crypto.encoding import Value
-from crypto.errors import RuleViolation
+from crypto.errors import InvalidStatement, RuleViolation
 from crypto.keys import IdentityKey
 from crypto.motions import (
     make_split_motion,
@@ -41,7 +41,7 @@ from crypto.roster import (
     sign_event,
 )
 from crypto.sealing import KemPrivateKey, KemSuite
-from crypto.statements import Statement, pack, unpack
+from crypto.statements import Statement, pack, sign_statement, unpack
 from tests.crypto.helpers import T0, certified_add, fixed_bytes, fixed_key, group_rules
 
 NETWORK = fixed_bytes("evidence network", 32)
@@ -398,3 +398,53 @@ def test_stewards_carry_no_line_and_a_create_gives_one_per_member() -> None:
         sign_event(STEWARD, NETWORK, None, "create", T0, fields, group=GROUP),
         rules(),
     )
+
+
+# Findings of the second review: bad keys, dated-back certificates, odd splits
+
+
+def test_a_key_bundle_whose_kem_key_is_no_key_is_refused() -> None:
+    # A low-order X25519 point has the right length; sealing to it fails, so
+    # in a roster it would stop the whole cell from ever rekeying.
+    with pytest.raises(InvalidStatement):
+        make_key_bundle(A, NETWORK, KemSuite.X25519.value, bytes(32), T0, T0 + DAY)
+
+
+def test_a_certificate_dated_back_does_not_shorten_the_window() -> None:
+    # The inviter B dates the certificate a whole window back; A, from outside
+    # B's subtree, vouches now: the window runs from A's vouch.
+    r = rules(vouches=2, vetting=VETTING)
+    state = founding(A, B, rules_=r)
+    now = T0 + 10 * VETTING
+    admission = make_admission(
+        B, NETWORK, C.public_key(), GROUP, fixed_bytes("i c", 16), fixed_bytes("j c", 32), T0
+    )
+    vouch = make_verdict("vouch", A, NETWORK, admission, now).statement
+    fields = add_fields(bundle(C), admission, [vouch])
+    refused("not_vetted", state, sign_event(B, NETWORK, state, "add", now + 60, fields), r)
+    later = sign_event(B, NETWORK, state, "add", now + VETTING, fields)
+    assert C.member_id in apply(state, later, rules=r).members
+
+
+def test_an_add_older_than_its_evidence_is_refused() -> None:
+    r = rules(vouches=2)
+    state = founding(A, B, rules_=r)
+    fields = certified_add(A, NETWORK, GROUP, bundle(C), T0 + 100, (B, STEWARD))
+    refused("not_vetted", state, sign_event(A, NETWORK, state, "add", T0 + 99, fields), r)
+
+
+def test_a_split_into_its_own_group_is_refused() -> None:
+    r = rules()
+    state = founding(A, B, C, rules_=r)
+    motion = make_split_motion(A, NETWORK, state, [A.member_id, B.member_id], T0 + 20)
+    terms = {**motion.terms, "new_group": GROUP}
+    statement = sign_statement(
+        A,
+        "motion",
+        NETWORK,
+        T0 + 20,
+        {"group": GROUP, "kind": "split", "terms": terms, "head": state.head},
+    )
+    with pytest.raises(RuleViolation) as info:
+        split_terms(parse_motion(statement))
+    assert info.value.code == "invalid_motion"

@@ -237,28 +237,33 @@ def test_outsider_vouch_alone_meets_the_count_but_waits_for_the_window(world: Wo
     e = world.admit("B", "E", TA)
     members = world.cell_members("F", "B", "D", "G")
     verdicts = [vouch(world, "G", e.admission, TA + 10)]
+    # The window opens with the first vouch from outside the inviter's subtree
+    # (a time the inviter can't date back), not with the certificate.
     outcome = evaluate(
-        world.policy, e.admission, verdicts, members, founding=True, now=TA + VETTING - 1
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + 10 + VETTING - 1
     )
     assert outcome.status == "vetting"
-    assert outcome.completes_at == TA + VETTING
+    assert outcome.completes_at == TA + 10 + VETTING
     outcome = evaluate(
-        world.policy, e.admission, verdicts, members, founding=True, now=TA + VETTING
+        world.policy, e.admission, verdicts, members, founding=True, now=TA + 10 + VETTING
     )
     assert outcome.status == "admitted"
 
 
-def test_threshold_met_after_the_window_completes_when_it_is_met(world: World) -> None:
+def test_a_late_outside_vouch_opens_the_window_then(world: World) -> None:
+    # D is in the inviter's subtree; G, from outside it, vouches late: the
+    # window runs from G's vouch, whatever time the certificate names.
     e = world.admit("B", "E", TA)
     members = world.cell_members("F", "B", "D", "G")
     late = TA + VETTING + 100
     verdicts = [vouch(world, "D", e.admission, TA + 1), vouch(world, "G", e.admission, late)]
+    ends = late + VETTING
     assert (
-        evaluate(world.policy, e.admission, verdicts, members, founding=True, now=late - 1).status
+        evaluate(world.policy, e.admission, verdicts, members, founding=True, now=ends - 1).status
         == "vetting"
     )
-    outcome = evaluate(world.policy, e.admission, verdicts, members, founding=True, now=late)
-    assert (outcome.status, outcome.completes_at) == ("admitted", late)
+    outcome = evaluate(world.policy, e.admission, verdicts, members, founding=True, now=ends)
+    assert (outcome.status, outcome.completes_at) == ("admitted", ends)
 
 
 def test_no_outsider_needed_when_the_whole_cell_is_in_the_inviters_subtree(world: World) -> None:
@@ -308,7 +313,7 @@ def test_block_after_completion_is_ignored(world: World) -> None:
     members = world.cell_members("F", "B", "D", "G")
     verdicts = [
         vouch(world, "G", e.admission, TA + 10),
-        block(world, "D", e.admission, TA + VETTING),
+        block(world, "D", e.admission, TA + 10 + VETTING),
     ]
     outcome = evaluate(
         world.policy, e.admission, verdicts, members, founding=True, now=TA + 2 * VETTING
