@@ -67,6 +67,7 @@ class Vetting:
         self.revocations = Revocations(client)
 
     async def evidence(self, member_text: str | None) -> verify.MemberReport:
+        """A member's standing (mine by default), judged from their verified evidence."""
         genesis, _ = self.client.network()
         member_id = (
             self.client.state.member_id if member_text is None else parse_member(member_text)
