@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.actors import Actor, Reply  # noqa: E402
 from crypto import epochs, motions, roster  # noqa: E402
+from crypto.chains import make_verdict  # noqa: E402
 from crypto.encoding import b32e, b64d, b64e  # noqa: E402
 from crypto.epochs import EpochKeys  # noqa: E402
 from crypto.messages import Header, seal_message  # noqa: E402
@@ -204,13 +205,18 @@ async def grow(cell: Cell, http: aiohttp.ClientSession, url: str, count: int) ->
         ok(reply)
         ok(await newcomer.join(code, inviter))
         ok(await inviter.admit(newcomer, code))
-        if voucher is not None and await newcomer.status() == "pending":
-            ok(await voucher.verdict("vouch", newcomer))  # an outsider to the inviter's subtree
         admission = await inviter.admission_of(newcomer)
+        vouches = []
+        if voucher is not None and await newcomer.status() == "pending":
+            # An outsider to the inviter's subtree vouches, and the add carries it.
+            vouch = make_verdict("vouch", voucher.key, voucher.network, admission, voucher.now())
+            ok(await voucher.call("POST", "/v1/vouches", {"vouch": vouch.statement.to_wire()}))
+            vouches.append(vouch.statement)
         bundle = newcomer.bundle()
         cell.bundles[newcomer.id] = bundle
-        # The policy asks for one vouch: the inviter's certificate is it.
-        fields = roster.add_fields(bundle, admission, [])
+        # The policy asks for one vouch: the inviter's certificate is it (and
+        # the outsider's, where branch diversity asks for one).
+        fields = roster.add_fields(bundle, admission, vouches)
         await post_event(cell, inviter, "add", fields)
         cell.members.append(newcomer)
         added.append(newcomer)
