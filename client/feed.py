@@ -13,7 +13,7 @@ from typing import Any
 
 from client import api, verify
 from client.errors import ClientError
-from client.groups import EpochInfo, ReadMessage, check_seqs, epoch_infos
+from client.groups import EpochInfo, ReadMessage, check_seqs, epoch_infos, lying
 from client.messages import Messages
 from client.rosters import Rosters
 from client.sdk import Client
@@ -43,8 +43,7 @@ class LiveFeed:
         async with self.client.fresh():
             await self.rosters.sync_cell()
             cursors = {}
-            for summary in api.parse_groups(await self.client.call(api.my_groups())):
-                group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+            for group in self.rosters.verified_groups():
                 record, _ = await self.rosters.sync_roster(group)
                 cursors[b32e(group)] = record.cursor
             self.client.save()
@@ -95,6 +94,8 @@ class LiveFeed:
             return None
         event = api.parse_event(data)
         group = verify.parse_id(event.group, GROUP_ID_BYTES, "group id")
+        if not self.rosters.verified(group):
+            raise lying("the live feed sent an event of a group you did not subscribe to")
         record = self.client.state.record(group)
         if event.seq <= record.cursor:
             return None  # another command from this home read it meanwhile

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from client import api, verify
+from client import api
 from client.epochs import Epochs
 from client.groups import GroupRecord, epoch_infos, lying
 from client.rosters import Rosters
@@ -19,7 +19,6 @@ from crypto.encoding import Value
 from crypto.errors import DecryptionFailed
 from crypto.keys import member_id_text
 from crypto.messages import open_profile, seal_profile
-from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
 
 
@@ -126,8 +125,9 @@ class Profiles:
         self.client.save(replace(self.client.state, profile=profile, profile_version=version))
         await self.rosters.sync_cell()
         uploaded = 0
-        for summary in api.parse_groups(await self.client.call(api.my_groups())):
-            group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+        # Only groups whose membership this client verified: a group the server
+        # merely lists (one an informant made up around me) gets nothing.
+        for group in self.rosters.verified_groups():
             record, state = await self.rosters.sync_roster(group)
             record.profile_epoch = 0  # the profile changed: seal it again everywhere
             state = await self.epochs.ready_to_send(record, state)

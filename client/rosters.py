@@ -65,6 +65,15 @@ class Rosters:
         self.vetting = Vetting(client)
         self.revocations = Revocations(client)
 
+    def verified(self, group: bytes) -> bool:
+        """Did this process verify my membership of `group` (now or before a split)?"""
+        return group in self.client.verified_groups
+
+    def verified_groups(self) -> list[bytes]:
+        """The groups I may act in: my cell, once sync_cell verified how it was made."""
+        _, cell_id = self.client.network()
+        return [cell_id] if cell_id in self.client.verified_groups else []
+
     def resolve(self, text: str) -> bytes:
         """A group id in b32, or the word `cell` for my current cell."""
         if text.strip().lower() == CELL_WORD:
@@ -78,6 +87,12 @@ class Rosters:
             raise ClientError(
                 "invalid_group",
                 f"{text!r} is not a group id; copy one from `spokes cells`, or say `cell`.",
+            )
+        _, cell_id = self.client.network()
+        if raw != cell_id:
+            raise ClientError(
+                "not_found",
+                f"No group {b32e(raw)} that you belong to. `spokes cells` lists yours.",
             )
         return raw
 
@@ -146,6 +161,10 @@ class Rosters:
             if exc.code == "not_found":
                 return  # not on the roster yet: someone else's client adds me
             raise
+        self._check_origin(record.events[0], mine.logs)
+        # Today my cell is the only group I act in; councils will come with
+        # their own proof of membership.
+        self.client.verified_groups.add(cell_id)
         if self.client.me not in state.members:
             return
         for member_id in [m for m in state.members if m in revocations]:
@@ -191,6 +210,27 @@ class Rosters:
                 return
             step = roster.parse_group_creation(parent[0], rules=rules)
         raise lying("the server moved you to a cell that no split of your cell made")
+
+    def _check_origin(self, create: Statement, logs: dict[bytes, list[Statement]]) -> None:
+        """My cell is the stewards' founding cell, or a split of a cell I can see made it.
+
+        A create event with an origin is only a claim: anyone can sign one
+        around a member. The log of the cell it split from (cut at the split)
+        comes with my evidence, and the split in it must have made exactly
+        this cell, with the consent of everyone it moved.
+        """
+        rules = self.client.rules()
+        creation = roster.parse_group_creation(create, rules=rules)
+        origin = create.fields.get("origin")
+        if origin is None:
+            return  # the founding cell: the rule book admits only stewards to it
+        parent = next((log for log in logs.values() if any(e.id == origin for e in log)), None)
+        if parent is None:
+            raise lying("the server shows no split that made your cell")
+        try:
+            roster.find_split_creation(parent, creation, rules=rules)
+        except RuleViolation as exc:
+            raise lying(f"your cell was not made by the split it names ({exc})") from None
 
     async def _remove_revoked(self, state: RosterState, revocation: Revocation) -> RosterState:
         """Take a revoked member off the roster, the steward's revocation as the reason.
@@ -331,8 +371,14 @@ class Rosters:
         await self.sync_cell()
         _, cell_id = self.client.network()
         views = []
+        mine = self.verified_groups()
         for summary in api.parse_groups(await self.client.call(api.my_groups())):
             group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+            if group not in mine:
+                raise lying(
+                    f"the server lists you in group {b32e(group)}, which no verified event "
+                    "puts you in"
+                )
             record, state = await self.sync_roster(group)
             views.append(
                 GroupView(

@@ -66,6 +66,9 @@ class Client:
         self._passphrase = passphrase
         self._clock = clock
         self._transport = Transport(state.server)
+        # Groups whose membership this process verified from signed events
+        # (client/rosters.py): the only ones it seals to, reads or lists.
+        self.verified_groups: set[bytes] = set()
 
     # Opening and closing.
 

@@ -172,6 +172,7 @@ async def evidence(
         )
     former: list[dict[str, Any]] = []
     history: list[list[dict[str, str] | None]] = []
+    logs: list[list[StoredStatement]] = []
     if admission is not None and asker is not None and asker.admitted_at is not None:
         with crypto_errors():
             certificate = parse_admission(parse_stored(admission, "admission", network))
@@ -191,6 +192,13 @@ async def evidence(
         # that their client can follow each split it was moved by.
         logs = await _cell_history(conn, network, cell_id, None)
         history = [[_wire(s) for s in log] for log in logs]
+    if asker is not None and asker.admitted_at is not None:
+        # Whoever may read this cell may see how it was made: the log of the
+        # cell it split from, cut at that split, so that each member's client
+        # checks its cell came from a real split (PROTOCOL §11).
+        parent = await _parent_log(conn, network, cell_id)
+        if parent and statement_id(parent[0].body) not in {statement_id(g[0].body) for g in logs}:
+            history.append([_wire(s) for s in parent])
     revocations = await revocation_store.revocation_chain(conn, network)
     return {
         "member_id": b32e(subject.member_id),
@@ -248,6 +256,22 @@ async def _cell_history(
             return logs
         newer = older
     return []
+
+
+async def _parent_log(conn: Connection, network: bytes, cell_id: bytes) -> list[StoredStatement]:
+    """The log of the cell `cell_id` split from, up to and including that split (or none)."""
+    create = await group_store.group_statement(conn, cell_id)
+    origin = (
+        None if create is None else parse_stored(create, "roster", network).fields.get("origin")
+    )
+    if not isinstance(origin, bytes):
+        return []
+    older = await roster_store.group_of_roster_event(conn, origin)
+    if older is None:
+        return []
+    log = await roster_store.roster_log(conn, older)
+    cut = next((i for i, s in enumerate(log) if statement_id(s.body) == origin), None)
+    return [] if cut is None else log[: cut + 1]
 
 
 def _cell_of(member: MemberRow) -> bytes:

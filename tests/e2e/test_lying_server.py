@@ -22,7 +22,7 @@ import pytest
 
 from client.state import StateFile
 from crypto import roster
-from crypto.encoding import encode
+from crypto.encoding import b32e, encode
 from crypto.keys import IdentityKey, member_id_text
 from crypto.network import make_key_bundle, verify_genesis
 from crypto.roster import RosterState
@@ -686,3 +686,48 @@ def test_a_block_withheld_from_the_cell_is_caught_by_the_blocker(
     run(founder, "send", "cell", "welcome?")
     assert run(founder, "cells")["groups"][0]["members"] == 4
     caught(c, "read", "cell", because="your block was kept from the cell", tries=2)
+
+
+def test_a_group_the_server_lists_around_a_member_gets_nothing_of_theirs(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    from server.services.roster_ops import add_founding_members, record_creation
+
+    url, database_url = served
+    founder, victim, informant = grown(tmp_path, url, 1, "victim", "informant")
+    mine, theirs = state_of(informant), state_of(victim)
+    assert mine.genesis is not None and mine.key_bundle and theirs.key_bundle
+
+    # The patched server lists a made-up group holding the informant and the
+    # victim among the victim's groups; the victim's cell stays as it was.
+    fake = roster.make_group(
+        mine.identity,
+        mine.genesis.network_id,
+        int(time.time()),
+        [mine.key_bundle, theirs.key_bundle],
+        origin=os.urandom(32),
+        rules=roster.GroupRules.of(mine.genesis),
+    )
+
+    async def list_fake(conn: Any) -> None:
+        now = await conn.fetchval("SELECT now()")
+        await record_creation(conn, mine.genesis.network_id, fake, now)
+        await add_founding_members(conn, fake, now)
+
+    Operator(database_url).do(list_fake)
+    sealed = run(victim, "profile", "set", "--name", "Victim Realname", "--contact", "flat 3")
+    assert sealed["groups"] == 1  # their own cell only
+    run(victim, "send", "cell", "still here")
+
+    async def given_to_fake(conn: Any) -> int:
+        return int(
+            await conn.fetchval(
+                "SELECT (SELECT count(*) FROM epoch_secrets WHERE group_id = $1)"
+                " + (SELECT count(*) FROM profiles WHERE group_id = $1)",
+                fake.group_id,
+            )
+        )
+
+    assert Operator(database_url).do(given_to_fake) == 0
+    caught(victim, "cells", because="no verified event puts you in")
+    run(victim, "send", b32e(fake.group_id), "hello?", expect="not_found")
