@@ -268,7 +268,15 @@ async def _add_verdict(
     # A newcomer of another cell is answered exactly like one that does not exist.
     if subject is None or subject.cell_id != author.cell_id:
         raise api_error(404, ErrorCode.NOT_FOUND, "no such newcomer in your cell")
-    if subject.admitted_at is not None or subject.blocked_at is not None:
+    # A vouch still counts after the vetting completed while the newcomer is
+    # not on the cell's roster yet: the roster's add rule counts the members
+    # on the roster when it is posted, which can be more than the vetting
+    # counted (PROTOCOL §11), so another vouch may be what the add needs.
+    on_roster = subject.cell_id is not None and await group_store.is_group_member(
+        conn, subject.cell_id, subject.member_id
+    )
+    open_for_vouch = kind == "vouch" and subject.admitted_at is not None and not on_roster
+    if (subject.admitted_at is not None or subject.blocked_at is not None) and not open_for_vouch:
         raise api_error(409, ErrorCode.VETTING_CLOSED, "this newcomer's vetting is over")
     stored = await store.admission_of(conn, subject.member_id)
     if stored is None:
@@ -282,6 +290,13 @@ async def _add_verdict(
         view = await cell_view(conn, genesis.network_id, admission.cell)
         check_verdict(verdict, admission, as_cell_members(view))
     await verified_chain(conn, genesis, author)
+    given = await store.verdicts_about(conn, subject.member_id)
+    if author.member_id in {
+        parse_stored(s, verdict_type(s), genesis.network_id).author for s in given
+    }:
+        raise api_error(
+            409, ErrorCode.ALREADY_VOUCHED, "you already gave your word on this newcomer"
+        )
     await store_statement(conn, statement, subject.member_id, admission.cell)
     if not await store.insert_verdict(
         conn, kind, subject.member_id, author.member_id, statement.id, now

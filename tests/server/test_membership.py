@@ -456,7 +456,11 @@ async def test_second_cell_member_vouch_completes_admission(server, http) -> Non
     reply = await second.verdict("vouch", newcomer)
     assert reply.body["status"] == "probation"
     again = await second.verdict("vouch", newcomer)
-    assert (again.status, again.code) == (409, "vetting_closed")
+    assert (again.status, again.code) == (409, "already_vouched")
+    # Completed: a block comes too late; a vouch may still be what the
+    # roster's add needs while the newcomer is not on it (PROTOCOL §11).
+    late_block = await founder.verdict("block", newcomer)
+    assert (late_block.status, late_block.code) == (409, "vetting_closed")
 
 
 async def test_block_before_completion_refuses_the_newcomer(server, http) -> None:
