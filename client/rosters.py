@@ -366,8 +366,13 @@ class Rosters:
         _, state = await self.sync_roster(state.group)
         return state
 
-    async def cells(self) -> list[GroupView]:
-        """My groups as their verified roster logs show them (`spokes cells`)."""
+    async def cells(self, at: int | None = None) -> list[GroupView]:
+        """My groups as their verified roster logs show them (`spokes cells`).
+
+        `at` shows each roster's fingerprint as it stood at that roster seq:
+        two members whose logs have grown to different lengths compare at the
+        lower one (a fork kept at different lengths shows there).
+        """
         await self.sync_cell()
         _, cell_id = self.client.network()
         views = []
@@ -390,9 +395,21 @@ class Rosters:
                     needs_rekey=state.needs_rekey,
                     current_cell=group == cell_id,
                     unread_events=max(0, summary.last_seq - record.cursor),
-                    roster_seq=state.seq,
-                    fingerprint=roster_fingerprint(group, state.head),
+                    roster_seq=state.seq if at is None else at,
+                    fingerprint=roster_fingerprint(group, _head_at(record.events, at)),
                 )
             )
         self.client.save()
         return views
+
+
+def _head_at(events: list[Statement], at: int | None) -> bytes:
+    """The id of the log's event at roster seq `at` (the last one for None)."""
+    if at is None:
+        return events[-1].id
+    if not 0 <= at < len(events):
+        raise ClientError(
+            "invalid_seq",
+            f"Your log holds roster seq 0 to {len(events) - 1}; compare at a seq both of you have.",
+        )
+    return events[at].id

@@ -160,6 +160,18 @@ def fingerprint(key: IdentityPublicKey) -> str:
     return _digit_groups(digest, 6)
 
 
+def revocation_fingerprint(head: bytes) -> str:
+    """The network's revocation list as members compare it: 4 groups of 5 digits.
+
+    From the id of the chain's last revocation, which commits to every one
+    before it (crypto.chains): the same count with another number means the
+    server showed two members different revocation lists.
+    """
+    if len(head) != 32:
+        raise ValueError("a revocation fingerprint is of a 32-byte revocation id")
+    return _digit_groups(hashlib.sha512(labels.REVOCATION_FINGERPRINT + head).digest(), 4)
+
+
 def roster_fingerprint(group: bytes, head: bytes) -> str:
     """A group's roster as members compare it when they meet: 4 groups of 5 digits.
 

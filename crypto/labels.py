@@ -27,6 +27,7 @@ STATEMENT_ID = b"spokes/v1/statement-id\x00"
 SAFETY_NUMBER = b"spokes/v1/safety-number\x00"
 FINGERPRINT = b"spokes/v1/fingerprint\x00"
 ROSTER_FINGERPRINT = b"spokes/v1/roster-fingerprint\x00"
+REVOCATION_FINGERPRINT = b"spokes/v1/revocation-fingerprint\x00"
 
 # Invite codes: HKDF-SHA256 with this salt and one info label per output.
 INVITE_HKDF_SALT = b"spokes/v1/invite"

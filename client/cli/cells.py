@@ -17,6 +17,7 @@ from client.messages import Messages
 from client.profiles import Profiles
 from client.rosters import Rosters
 from client.sdk import Client
+from crypto.keys import revocation_fingerprint
 
 
 def message_line(message: ReadMessage) -> str:
@@ -26,21 +27,32 @@ def message_line(message: ReadMessage) -> str:
 
 @client_command()
 async def cells(args: argparse.Namespace, client: Client) -> Output:
-    views = await Rosters(client).cells()
+    views = await Rosters(client).cells(args.at)
     lines = [
         f"{v.group_id}  {v.kind} level {v.level}, {v.members} members, epoch {v.epoch}"
         + ("  (your cell)" if v.current_cell else "")
         + f"\n    roster {v.roster_seq}, fingerprint {v.fingerprint}"
         for v in views
     ]
+    known = client.state.revocations
+    revoked = {
+        "count": len(known),
+        "fingerprint": revocation_fingerprint(known[-1]) if known else None,
+    }
     if lines:
         lines.append(
-            "Compare fingerprints when you meet: the same roster seq with another "
-            "fingerprint means the server is showing you different rosters."
+            f"revocations {revoked['count']}"
+            + (f", fingerprint {revoked['fingerprint']}" if known else "")
         )
-    return Output(
-        {"groups": [asdict(v) for v in views]}, "\n".join(lines) or "You are in no group yet."
-    )
+        lines.append(
+            "Compare these when you meet. The same roster seq with another fingerprint "
+            "means the server is showing you different rosters; if your seqs differ, the "
+            "one further on runs `spokes cells --at SEQ` with the other's seq. The same "
+            "for revocations: the same count with another fingerprint is a forked list, "
+            "and a lower count means a revocation was kept from you."
+        )
+    data = {"groups": [asdict(v) for v in views], "revocations": revoked}
+    return Output(data, "\n".join(lines) or "You are in no group yet.")
 
 
 @client_command()
@@ -89,7 +101,14 @@ async def watch(args: argparse.Namespace, client: Client) -> Output:
 
 
 def register(commands: Commands) -> None:
-    commands.add("cells", "List your groups (cells, councils), verified.", cells)
+    listing_cells = commands.add("cells", "List your groups (cells, councils), verified.", cells)
+    listing_cells.add_argument(
+        "--at",
+        type=int,
+        default=None,
+        help="show each roster fingerprint as it stood at this roster seq "
+        "(to compare with someone whose log is shorter; default: the latest)",
+    )
     listing = commands.add("members", "List a group's members with their profiles.", members)
     listing.add_argument("group", help="a group id, or `cell` for your cell")
 

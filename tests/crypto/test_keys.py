@@ -17,6 +17,7 @@ from crypto.keys import (
     member_id_of,
     member_id_text,
     parse_member_id,
+    revocation_fingerprint,
     roster_fingerprint,
     safety_number,
 )
@@ -223,6 +224,16 @@ def test_roster_fingerprint_changes_with_group_and_head() -> None:
     }
     assert len(seen) == 3
     assert all(re.fullmatch(r"\d{5}( \d{5}){3}", f) for f in seen)
+
+
+def test_revocation_fingerprint_known_answer_and_its_own_label() -> None:
+    head = bytes(range(32))
+    assert revocation_fingerprint(head) == "42862 98918 96220 13502"
+    digest = hashlib.sha512(labels.REVOCATION_FINGERPRINT + head).digest()
+    assert int.from_bytes(digest[:5], "big") % 100_000 == 42862
+    assert revocation_fingerprint(flip(head, 0)) != revocation_fingerprint(head)
+    with pytest.raises(ValueError):
+        revocation_fingerprint(bytes(31))
 
 
 @pytest.mark.parametrize(("group", "head"), [(bytes(15), bytes(32)), (bytes(16), bytes(31))])

@@ -322,3 +322,8 @@ def test_cellmates_compare_the_same_roster_fingerprint(
     after = fingerprint_of(b)
     assert after == fingerprint_of(founder) == fingerprint_of(c)
     assert after[0] > seq and after[1] != number
+    # Someone whose log has grown since compares at the other's seq.
+    (back,) = run(c, "cells", "--at", str(seq))["groups"]
+    assert (back["roster_seq"], back["fingerprint"]) == (seq, number)
+    assert run(c, "cells", "--at", "999", expect="invalid_seq")["error"]["message"]
+    assert run(c, "cells")["revocations"] == {"count": 0, "fingerprint": None}
