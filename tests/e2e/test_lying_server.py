@@ -483,36 +483,50 @@ def grown(tmp_path: Path, url: str, vouches: int, *names: str) -> list[Path]:
     return homes
 
 
-def test_a_cell_an_informant_founds_around_a_member_is_refused(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
+def fake_group_around(
+    database_url: str, informant: Path, victim: Path, *, move_victim: bool
+) -> bytes:
+    """A group the informant signs into being around the victim (a made-up split
+    origin), stored by a patched server that lists the victim in it, and with
+    `move_victim` says it is the victim's cell now. Its id."""
     from server.services.roster_ops import add_founding_members, record_creation
 
-    url, database_url = served
-    founder, victim, informant = grown(tmp_path, url, 1, "victim", "informant")
     mine, theirs = state_of(informant), state_of(victim)
     assert mine.genesis is not None and mine.key_bundle and theirs.key_bundle
-
-    # The informant signs a create holding themself and the victim, with a
-    # made-up split origin; the patched server says it is the victim's cell now.
+    genesis = mine.genesis
     fake = roster.make_group(
         mine.identity,
-        mine.genesis.network_id,
+        genesis.network_id,
         int(time.time()),
         [mine.key_bundle, theirs.key_bundle],
         origin=os.urandom(32),
-        rules=roster.GroupRules.of(mine.genesis),
+        rules=roster.GroupRules.of(genesis),
     )
 
-    async def move_victim(conn: Any) -> None:
+    async def store(conn: Any) -> None:
         now = await conn.fetchval("SELECT now()")
-        await record_creation(conn, mine.genesis.network_id, fake, now)
+        await record_creation(conn, genesis.network_id, fake, now)
         await add_founding_members(conn, fake, now)
-        await conn.execute(
-            "UPDATE members SET cell_id = $1 WHERE member_id = $2", fake.group_id, theirs.member_id
-        )
+        if move_victim:
+            await conn.execute(
+                "UPDATE members SET cell_id = $1 WHERE member_id = $2",
+                fake.group_id,
+                theirs.member_id,
+            )
 
-    Operator(database_url).do(move_victim)
+    Operator(database_url).do(store)
+    return fake.group_id
+
+
+def test_a_cell_an_informant_founds_around_a_member_is_refused(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    url, database_url = served
+    founder, victim, informant = grown(tmp_path, url, 1, "victim", "informant")
+    theirs = state_of(victim)
+    # The informant signs a create holding themself and the victim, with a
+    # made-up split origin; the patched server says it is the victim's cell now.
+    fake = fake_group_around(database_url, informant, victim, move_victim=True)
     caught(victim, "send", "cell", "the plan", because="no split of your cell made", tries=2)
     assert state_of(victim).cell_id == theirs.cell_id  # still in the real cell
 
@@ -520,7 +534,7 @@ def test_a_cell_an_informant_founds_around_a_member_is_refused(
     messages = Operator(database_url).do(
         lambda conn: conn.fetchval(
             "SELECT count(*) FROM group_events WHERE group_id = $1 AND kind = 'message'",
-            fake.group_id,
+            fake,
         )
     )
     assert messages == 0
@@ -691,30 +705,11 @@ def test_a_block_withheld_from_the_cell_is_caught_by_the_blocker(
 def test_a_group_the_server_lists_around_a_member_gets_nothing_of_theirs(
     tmp_path: Path, served: tuple[str, str]
 ) -> None:
-    from server.services.roster_ops import add_founding_members, record_creation
-
     url, database_url = served
     founder, victim, informant = grown(tmp_path, url, 1, "victim", "informant")
-    mine, theirs = state_of(informant), state_of(victim)
-    assert mine.genesis is not None and mine.key_bundle and theirs.key_bundle
-
     # The patched server lists a made-up group holding the informant and the
     # victim among the victim's groups; the victim's cell stays as it was.
-    fake = roster.make_group(
-        mine.identity,
-        mine.genesis.network_id,
-        int(time.time()),
-        [mine.key_bundle, theirs.key_bundle],
-        origin=os.urandom(32),
-        rules=roster.GroupRules.of(mine.genesis),
-    )
-
-    async def list_fake(conn: Any) -> None:
-        now = await conn.fetchval("SELECT now()")
-        await record_creation(conn, mine.genesis.network_id, fake, now)
-        await add_founding_members(conn, fake, now)
-
-    Operator(database_url).do(list_fake)
+    fake = fake_group_around(database_url, informant, victim, move_victim=False)
     sealed = run(victim, "profile", "set", "--name", "Victim Realname", "--contact", "flat 3")
     assert sealed["groups"] == 1  # their own cell only
     run(victim, "send", "cell", "still here")
@@ -724,10 +719,10 @@ def test_a_group_the_server_lists_around_a_member_gets_nothing_of_theirs(
             await conn.fetchval(
                 "SELECT (SELECT count(*) FROM epoch_secrets WHERE group_id = $1)"
                 " + (SELECT count(*) FROM profiles WHERE group_id = $1)",
-                fake.group_id,
+                fake,
             )
         )
 
     assert Operator(database_url).do(given_to_fake) == 0
     caught(victim, "cells", because="no verified event puts you in")
-    run(victim, "send", b32e(fake.group_id), "hello?", expect="not_found")
+    run(victim, "send", b32e(fake), "hello?", expect="not_found")
