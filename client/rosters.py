@@ -26,6 +26,7 @@ from crypto.errors import RuleViolation
 from crypto.keys import member_id_text, roster_fingerprint
 from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
+from crypto.splits import find_split_creation
 from crypto.statements import Statement, get_bytes, pack
 
 CELL_WORD = "cell"
@@ -181,7 +182,7 @@ class Rosters:
 
         The new cell's create event must name, as its origin, a split event in
         the log of my current cell that moved me and made exactly this cell
-        (crypto.roster.check_split_creation); anything else, such as a cell an
+        (crypto.splits.check_split_creation); anything else, such as a cell an
         informant founded around me, is refused. Once moved I am no longer on
         the old cell's roster, so its log comes with my evidence (up to the
         split) and must extend the log this client verified before.
@@ -200,7 +201,7 @@ class Rosters:
             if parent is None or self.client.me not in step.state.members:
                 break
             try:
-                roster.find_split_creation(parent, step, rules=rules)
+                find_split_creation(parent, step, rules=rules)
             except RuleViolation as exc:
                 raise lying(
                     f"the server moved you to a cell that no split of your cell made ({exc})"
@@ -228,7 +229,7 @@ class Rosters:
         if parent is None:
             raise lying("the server shows no split that made your cell")
         try:
-            roster.find_split_creation(parent, creation, rules=rules)
+            find_split_creation(parent, creation, rules=rules)
         except RuleViolation as exc:
             raise lying(f"your cell was not made by the split it names ({exc})") from None
 

@@ -28,9 +28,9 @@ from crypto.roster import (
     GroupCreation,
     GroupRules,
     RosterState,
-    check_split_creation,
     parse_group_creation,
 )
+from crypto.splits import check_split_creation
 from crypto.statements import Statement, statement_id, unpack
 from server.errors import ErrorCode
 from server.services.common import api_error, crypto_errors, load_genesis, statement_from

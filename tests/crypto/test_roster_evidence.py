@@ -33,14 +33,13 @@ from crypto.roster import (
     RosterState,
     add_fields,
     apply,
-    check_split_creation,
     create_fields,
-    find_split_creation,
     make_group,
     parse_group_creation,
     sign_event,
 )
 from crypto.sealing import KemPrivateKey, KemSuite
+from crypto.splits import check_split_creation, find_split_creation
 from crypto.statements import Statement, pack, sign_statement, unpack
 from tests.crypto.helpers import T0, certified_add, fixed_bytes, fixed_key, group_rules
 
