@@ -130,22 +130,26 @@ async def evidence(
         invite = None if row is None else await get_statement(conn, row.statement_id)
     admission = await admission_store.admission_of(conn, subject.member_id)
     asker = await store.get_member(conn, viewer)
+    # The subject's own statements: what anyone allowed to ask is shown.
+    own = {
+        "member_id": b32e(subject.member_id),
+        "network_id": b32e(network),
+        "cell_id": b32e(_cell_of(subject)),
+        "joined_at": seconds(subject.joined_at),
+        "status": status,
+        "key_bundle": _wire(bundle),
+        "join": _wire(join),
+        "proof": None if proof is None else b64e(proof),
+        "invite": _wire(invite),
+        "admission": _wire(admission),
+    }
     if asker is None or asker.admitted_at is None:
         # Only the subject themself gets here unadmitted (visible_member). Until
         # vetting completes they learn nothing of the cell: no member id, chain,
         # verdict (their authors are members), roster or revocation; only their
         # own statements, and their certificate, whose issuer invited them.
         return {
-            "member_id": b32e(subject.member_id),
-            "network_id": b32e(network),
-            "cell_id": b32e(_cell_of(subject)),
-            "joined_at": seconds(subject.joined_at),
-            "status": status,
-            "key_bundle": _wire(bundle),
-            "join": _wire(join),
-            "proof": None if proof is None else b64e(proof),
-            "invite": _wire(invite),
-            "admission": _wire(admission),
+            **own,
             "chain": [],
             "verdicts": [],
             "cell": None,
@@ -201,16 +205,7 @@ async def evidence(
             history.append([_wire(s) for s in parent])
     revocations = await revocation_store.revocation_chain(conn, network)
     return {
-        "member_id": b32e(subject.member_id),
-        "network_id": b32e(network),
-        "cell_id": b32e(cell_id),
-        "joined_at": seconds(subject.joined_at),
-        "status": status,
-        "key_bundle": _wire(bundle),
-        "join": _wire(join),
-        "proof": None if proof is None else b64e(proof),
-        "invite": _wire(invite),
-        "admission": _wire(admission),
+        **own,
         "chain": [_wire(s) for s in chain],
         "verdicts": [_wire(s) for s in verdicts],
         "cell": {"group": _wire(group), "members": members},

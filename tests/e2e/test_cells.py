@@ -222,24 +222,6 @@ def test_a_box_sealed_by_the_server_is_caught(tmp_path: Path, served: tuple[str,
     run(b, "read", "cell", expect="verification_failed")
 
 
-def test_every_cell_command_has_help() -> None:
-    for args in (
-        ["cells"],
-        ["members"],
-        ["profile", "set"],
-        ["send"],
-        ["read"],
-        ["watch"],
-        ["motions"],
-        ["sign"],
-        ["cell", "split"],
-    ):
-        process = subprocess.run(
-            [*COMMAND, *args, "--help"], capture_output=True, text=True, timeout=60
-        )
-        assert process.returncode == 0 and "--json" in process.stdout, args
-
-
 def test_a_retired_epoch_is_replaced_by_the_sender(tmp_path: Path, served: tuple[str, str]) -> None:
     url, database_url = served
     founder = found(
