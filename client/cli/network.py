@@ -13,6 +13,7 @@ from client.cli.common import (
     client_command,
     kdf_params,
     passphrase,
+    run_duties,
     store_for,
     when,
     with_client,
@@ -56,6 +57,8 @@ async def network_create(args: argparse.Namespace) -> Output:
 
 @client_command()
 async def invite_create(args: argparse.Namespace, client: Client) -> Output:
+    # Follow my cell first: after a split, an invite is for the cell I am in now.
+    await run_duties(client)
     created = await Invites(client).create(args.note or "", args.expiry_hours)
     data = {"code": created.code, "expires_at": created.expires_at}
     text = (

@@ -638,7 +638,6 @@ def test_a_member_of_another_cell_listed_in_this_one_is_refused(
     run(c, "sign", split["motion_id"])
     assert run(d, "sign", split["motion_id"])["status"] == "done"
     # In the other cell, C brings in someone who turns informant.
-    run(c, "cells")  # C's client follows the split to the new cell
     informant, joined = join(tmp_path, "informant", url, invite(c))
     admit(c, joined, d)  # D stands outside C's invite subtree: their vouch is needed
     run(d, "send", "cell", "welcome")
