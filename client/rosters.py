@@ -197,7 +197,7 @@ class Rosters:
         # been moved more than once since this client last looked).
         for _ in range(len(logs)):
             origin = step.statement.fields.get("origin")
-            parent = next((log for log in logs.values() if any(e.id == origin for e in log)), None)
+            parent = _log_holding(logs, origin)
             if parent is None or self.client.me not in step.state.members:
                 break
             try:
@@ -225,7 +225,7 @@ class Rosters:
         origin = create.fields.get("origin")
         if origin is None:
             return  # the founding cell: the rule book admits only stewards to it
-        parent = next((log for log in logs.values() if any(e.id == origin for e in log)), None)
+        parent = _log_holding(logs, origin)
         if parent is None:
             raise lying("the server shows no split that made your cell")
         try:
@@ -414,3 +414,8 @@ def _head_at(events: list[Statement], at: int | None) -> bytes:
             f"Your log holds roster seq 0 to {len(events) - 1}; compare at a seq both of you have.",
         )
     return events[at].id
+
+
+def _log_holding(logs: dict[bytes, list[Statement]], event_id: object) -> list[Statement] | None:
+    """The log, among those my evidence brought, that holds the event `event_id`."""
+    return next((log for log in logs.values() if any(e.id == event_id for e in log)), None)
