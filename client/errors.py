@@ -25,6 +25,14 @@ class ServerError(ClientError):
         self.status = status
 
 
+class FeedClosed(ClientError):
+    """The live feed's socket closed; `close_code` is the WebSocket's (None if it just dropped)."""
+
+    def __init__(self, close_code: int | None, message: str) -> None:
+        super().__init__("feed_closed", message)
+        self.close_code = close_code
+
+
 class VerificationFailed(ClientError):
     """Something the server handed over does not verify: never trust or sign it."""
 
