@@ -1,8 +1,10 @@
 """Reading group events: who may read which group, and the events' wire shape.
 
-The rule: a member reads a group only while the server's roster index lists
-them in it, and every refusal looks exactly like a group that does not
-exist, so nothing here tells a member which other groups there are.
+The rule: a member reads a group while the server's roster index lists them
+in it, and a member a roster event removed reads it up to and including that
+event (services/groups.py ``readable_group``); every refusal looks exactly
+like a group that does not exist, so nothing here tells a member which other
+groups there are. The live feed streams only the groups one is in now.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from crypto.encoding import b32e, b64e
-from server.errors import ApiError, ErrorCode, not_found
+from server.errors import ApiError, ErrorCode
 from server.services import auth
 from server.services.common import seconds
+from server.services.groups import readable_group
 from server.store import events as store
 from server.store import groups as group_store
 from server.store import sessions as session_store
@@ -24,7 +27,6 @@ from server.store.events import EventRow
 from server.store.groups import GroupSummary
 
 MAX_PAGE = 500
-NO_SUCH_GROUP = "no such group"
 
 
 @dataclass(frozen=True)
@@ -51,11 +53,11 @@ async def open_feed_session(pool: Pool, token: str, now: datetime) -> FeedSessio
 async def read_events(
     pool: Pool, member_id: bytes, group_id: bytes, since: int, limit: int
 ) -> list[EventRow]:
-    """Events of a group the caller is in, after ``since``; 404 otherwise."""
+    """Events of a group the caller is in, or was in up to their removal, after ``since``;
+    404 otherwise."""
     async with transaction(pool) as conn:
-        if not await group_store.is_group_member(conn, group_id, member_id):
-            raise not_found(NO_SUCH_GROUP)
-        return await store.events_since(conn, group_id, since, min(limit, MAX_PAGE))
+        reach = await readable_group(conn, member_id, group_id)
+        return await store.events_since(conn, group_id, since, min(limit, MAX_PAGE), reach.last_seq)
 
 
 async def my_groups(pool: Pool, member_id: bytes) -> list[GroupSummary]:

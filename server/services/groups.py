@@ -6,10 +6,16 @@ that holds the group row's lock, which also keeps the server's index tables
 in step. The rekey invariant lives here: while a group's current epoch does
 not cover its current members, every message is refused (services/messages.py
 reads ``rekey_needed`` under the same lock).
+
+A member a roster event removed (moved by a split, left, revoked) reads the
+group as far as they could before: its events and roster log up to and
+including that event, and their own epoch boxes (sealed only for the epochs
+they were in); nothing later, and nothing written (:func:`readable_group`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,6 +48,25 @@ async def locked_group_for(conn: Connection, session: Session, group_id: bytes) 
     return group
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How far the caller may read a group: all of it (None), or up to the event that removed them."""
+
+    last_seq: int | None  # among the group's events
+    roster_seq: int | None  # in its roster log
+
+
+async def readable_group(conn: Connection, member_id: bytes, group_id: bytes) -> Reach:
+    """A member reads all of the group, a former member up to their removal; 404 otherwise."""
+    if await store.is_group_member(conn, group_id, member_id):
+        return Reach(None, None)
+    former = await store.former_reach(conn, group_id, member_id)
+    # Not there and never yours answer alike.
+    if former is None:
+        raise api_error(404, ErrorCode.NOT_FOUND, "no such group")
+    return Reach(former.last_seq, former.roster_seq)
+
+
 async def load_state(conn: Connection, genesis: Genesis, group_id: bytes) -> RosterState:
     """The group's roster, replayed from its stored log by the rule book."""
     events = [
@@ -53,9 +78,10 @@ async def load_state(conn: Connection, genesis: Genesis, group_id: bytes) -> Ros
 
 
 async def roster(pool: Pool, session: Session, group_id: bytes) -> list[StoredStatement]:
+    """The group's roster log; a former member's ends with the event that removed them."""
     async with transaction(pool) as conn:
-        await locked_group_for(conn, session, group_id)
-        return await roster_store.roster_log(conn, group_id)
+        reach = await readable_group(conn, session.member_id, group_id)
+        return await roster_store.roster_log(conn, group_id, reach.roster_seq)
 
 
 async def append_roster_event(
@@ -79,9 +105,13 @@ async def append_roster_event(
 
 
 async def my_epoch_secret(pool: Pool, session: Session, group_id: bytes, epoch: int) -> bytes:
-    """The caller's own sealed box of the group's secret for ``epoch``."""
+    """The caller's own sealed box of the group's secret for ``epoch``.
+
+    A former member has boxes only of the epochs they were in, all from
+    before their removal.
+    """
     async with transaction(pool) as conn:
-        await locked_group_for(conn, session, group_id)
+        await readable_group(conn, session.member_id, group_id)
         sealed = await roster_store.epoch_secret(conn, group_id, epoch, session.member_id)
     if sealed is None:
         raise api_error(404, ErrorCode.NOT_FOUND, "no secret of that epoch for you")

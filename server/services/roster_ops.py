@@ -80,8 +80,11 @@ async def record_event(conn: Connection, change: RosterChange) -> None:
     """Store an event the rule book accepted: its statement, its op's effects, its place in the log.
 
     For an event that extends a log, the group's member index follows the
-    roster too. A new group's founding members are indexed by
-    :func:`add_founding_members`, once their member rows exist.
+    roster too: whoever the event removed (a split moving them, a leave, a
+    revocation) keeps reading the group up to and including this event, and
+    no further (PROTOCOL §11, "History after a split"). A new group's
+    founding members are indexed by :func:`add_founding_members`, once their
+    member rows exist.
     """
     state, event, now = change.after, change.event, change.now
     await insert_statement(conn, event, group_id=state.group)
@@ -90,7 +93,7 @@ async def record_event(conn: Connection, change: RosterChange) -> None:
     await group_store.set_roster_head(
         conn, state.group, state.seq, state.head, state.epoch, state.needs_rekey, now
     )
-    await event_store.append_event(
+    seq = await event_store.append_event(
         conn, state.group, "roster", event.author, wire_bytes(event), now
     )
     if change.before is not None:
@@ -98,6 +101,7 @@ async def record_event(conn: Connection, change: RosterChange) -> None:
             await group_store.add_group_member(conn, state.group, member, now)
         for member in set(change.before.members) - set(state.members):
             await group_store.remove_group_member(conn, state.group, member)
+            await group_store.add_former_member(conn, state.group, member, seq, state.seq)
 
 
 async def record_creation(

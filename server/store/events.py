@@ -110,15 +110,18 @@ def _event(group_id: bytes, row: object) -> EventRow:
 
 
 async def events_since(
-    conn: Connection, group_id: bytes, after_seq: int, limit: int
+    conn: Connection, group_id: bytes, after_seq: int, limit: int, until: int | None = None
 ) -> list[EventRow]:
-    """The group's events with seq > after_seq, oldest first, at most ``limit``."""
+    """The group's events with seq > after_seq (and <= ``until`` if given), oldest first,
+    at most ``limit``."""
     rows = await conn.fetch(
         """SELECT seq, kind, sender, body, created_at FROM group_events
-           WHERE group_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
+           WHERE group_id = $1 AND seq > $2 AND ($4::bigint IS NULL OR seq <= $4)
+           ORDER BY seq LIMIT $3""",
         group_id,
         after_seq,
         limit,
+        until,
     )
     return [_event(group_id, r) for r in rows]
 

@@ -1,10 +1,13 @@
-"""SQL for ``groups`` and ``group_members``: each group's row and the index of who is in it.
+"""SQL for ``groups``, ``group_members`` and ``former_group_members``: each group's row, the
+index of who is in it, and how far each member a roster event removed may still read it.
 
 A group's row is the compare-and-swap point of everything done to the group:
 roster events, epochs and messages lock it (``FOR UPDATE``) before they read
 or write anything of the group, so they happen one after another.
 ``group_members`` mirrors the members of each verified roster log; it is
-what the server consults to decide who may read a group.
+what the server consults to decide who may read a group. A member the log
+removes leaves it for ``former_group_members``, which keeps the seq of the
+event that removed them: they read the group up to there (PROTOCOL §11).
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ class GroupRow:
     rekey_needed: bool
     epoch_started_at: datetime | None
     epoch_messages: int
+
+
+@dataclass(frozen=True)
+class FormerReach:
+    """How far a member removed from a group may read it: up to the event that removed them."""
+
+    last_seq: int  # that event's seq among the group's events
+    roster_seq: int  # and in its roster log
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,33 @@ async def remove_group_member(conn: Connection, group_id: bytes, member_id: byte
         "DELETE FROM group_members WHERE group_id = $1 AND member_id = $2", group_id, member_id
     )
     return bool(status == "DELETE 1")
+
+
+async def add_former_member(
+    conn: Connection, group_id: bytes, member_id: bytes, last_seq: int, roster_seq: int
+) -> None:
+    """Note that the event at ``last_seq`` (roster seq ``roster_seq``) removed ``member_id``."""
+    await conn.execute(
+        """INSERT INTO former_group_members (group_id, member_id, last_seq, roster_seq)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (group_id, member_id)
+           DO UPDATE SET last_seq = EXCLUDED.last_seq, roster_seq = EXCLUDED.roster_seq""",
+        group_id,
+        member_id,
+        last_seq,
+        roster_seq,
+    )
+
+
+async def former_reach(conn: Connection, group_id: bytes, member_id: bytes) -> FormerReach | None:
+    """How far ``member_id``, once removed from the group, may read it; None if never removed."""
+    row = await conn.fetchrow(
+        """SELECT last_seq, roster_seq FROM former_group_members
+           WHERE group_id = $1 AND member_id = $2""",
+        group_id,
+        member_id,
+    )
+    return None if row is None else FormerReach(int(row["last_seq"]), int(row["roster_seq"]))
 
 
 async def groups_of(conn: Connection, member_id: bytes) -> list[bytes]:

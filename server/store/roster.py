@@ -11,11 +11,15 @@ from server.store.db import Connection
 from server.store.statements import StoredStatement
 
 
-async def roster_log(conn: Connection, group_id: bytes) -> list[StoredStatement]:
+async def roster_log(
+    conn: Connection, group_id: bytes, until: int | None = None
+) -> list[StoredStatement]:
+    """The group's roster log from its create event, up to roster seq ``until`` if given."""
     rows = await conn.fetch(
         """SELECT s.body, s.sig FROM roster_events r JOIN statements s ON s.statement_id = r.event_id
-           WHERE r.group_id = $1 ORDER BY r.seq""",
+           WHERE r.group_id = $1 AND ($2::int IS NULL OR r.seq <= $2) ORDER BY r.seq""",
         group_id,
+        until,
     )
     return [StoredStatement(r["body"], r["sig"]) for r in rows]
 

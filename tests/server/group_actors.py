@@ -159,6 +159,7 @@ GROUP_TABLES = (
     "profiles",
     "motions",
     "motion_signatures",
+    "former_group_members",
 )
 
 

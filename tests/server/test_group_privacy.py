@@ -168,8 +168,12 @@ async def sealed_messages(reader: Actor, group: bytes) -> list[SealedMessage]:
     """The group's real message events, as a member still in the group fetches them."""
     reply = await reader.call("GET", f"/v1/groups/{b32e(group)}/events?since=0&limit=500")
     assert reply.status == 200, reply.body
+    return messages_of(reply.body["events"])
+
+
+def messages_of(events: list[dict[str, Any]]) -> list[SealedMessage]:
     found = []
-    for event in reply.body["events"]:
+    for event in events:
         if event["kind"] == "message":
             fields = decode(b64d(event["body"]))
             assert isinstance(fields, dict)
@@ -177,6 +181,36 @@ async def sealed_messages(reader: Actor, group: bytes) -> list[SealedMessage]:
                 SealedMessage(fields["header"], fields["ciphertext"], fields["signature"])  # type: ignore[arg-type]
             )
     return found
+
+
+async def read_up_to_removal(gone: Actor, group: bytes, reader: Actor) -> list[dict[str, Any]]:
+    """What a member a roster event removed still reads of `group`: exactly what a member
+    reads, up to and including the event that removed them, and nothing after it."""
+    text = b32e(group)
+    theirs = await gone.call("GET", f"/v1/groups/{text}/events?since=0&limit=500")
+    everyone = await reader.call("GET", f"/v1/groups/{text}/events?since=0&limit=500")
+    assert (theirs.status, everyone.status) == (200, 200), theirs.body
+    events: list[dict[str, Any]] = theirs.body["events"]
+    assert events == everyone.body["events"][: len(events)]
+    assert len(events) < len(everyone.body["events"]), "the group went on after the removal"
+    log = await gone.call("GET", f"/v1/groups/{text}/roster")
+    full = await reader.call("GET", f"/v1/groups/{text}/roster")
+    assert (log.status, full.status) == (200, 200), log.body
+    assert log.body["events"] == full.body["events"][: len(log.body["events"])]
+    assert len(log.body["events"]) < len(full.body["events"])
+    statements = [from_wire(w, "roster", gone.network) for w in log.body["events"]]
+    rules = roster.GroupRules.of(gone.genesis) if gone.genesis else None
+    assert rules is not None
+    before = roster.verify_log(statements[:-1], rules=rules)
+    after = roster.apply(before, statements[-1], rules=rules)
+    assert gone.id in before.members and gone.id not in after.members
+    # The last event they read is the roster event that removed them.
+    last = decode(b64d(events[-1]["body"]))
+    assert events[-1]["kind"] == "roster" and isinstance(last, dict)
+    assert last["body"] == statements[-1].body
+    later = await gone.call("GET", f"/v1/groups/{text}/events?since={events[-1]['seq']}")
+    assert (later.status, later.body["events"]) == (200, []), later.body
+    return events
 
 
 async def boxes_in_database(pool: Any, group: bytes, epoch: int) -> dict[bytes, bytes]:
@@ -289,14 +323,21 @@ def without_group(messages: list[dict[str, Any]], group: bytes) -> str:
     return json.dumps(messages, sort_keys=True).replace(b32e(group), "<group>")
 
 
-async def test_another_cell_answers_exactly_like_no_cell(
-    founder: Actor, server, http, pool
-) -> None:
+async def test_another_cell_answers_exactly_like_no_cell(server, http, pool) -> None:
+    founder = Actor(http, server.url)  # no probation: B invites E into the new cell
+    assert (await founder.found(Policy(cell_min=2, vouches=2, probation_seconds=0))).status == 201
     b, c, _ = await cell_with(founder, server, http, 3)
     cell_a = founder.cell or b""
     cell_b = await split_off(founder, [b, c])
-    # Cell B is alive: an epoch, a message and a profile to hide.
+    # E joins cell B after the split: cell A, which E was never in, is as foreign
+    # to them as to anyone (B, moved out of A, still reads it up to the split:
+    # test_a_member_moved_by_a_split_reads_the_old_cell_up_to_the_split).
+    e = Actor(http, server.url)
+    await bring_in(b, e, c)
     theirs = GroupView(b, cell_b)
+    await theirs.refresh()
+    assert (await theirs.add(e, await b.admission_of(e))).status == 201
+    # Cell B is alive: an epoch, a message and a profile to hide.
     assert (await theirs.commit_epoch()).status == 201
     assert (await theirs.send("only for B")).status == 201
     profile = seal_profile(theirs.keys[1].profile_key, cell_b, 1, b.key, {"name": "Bo"}, version=1)
@@ -305,7 +346,7 @@ async def test_another_cell_answers_exactly_like_no_cell(
     )
     assert put.status == 200, put.body
 
-    for asker, hidden in ((founder, cell_b), (b, cell_a)):  # b was moved out of A
+    for asker, hidden in ((founder, cell_b), (e, cell_a)):
         before = await all_counts(pool)
         nowhere = os.urandom(16)
         for (method, path, body), (_, path_nowhere, body_nowhere) in zip(
@@ -386,21 +427,54 @@ async def test_members_moved_away_by_a_split_read_nothing_sent_after(
         await assert_locked_out(hoards[moved.id], cell, 2, reader=b, pool=pool)
 
 
+async def test_a_member_moved_by_a_split_reads_the_old_cell_up_to_the_split(
+    founder: Actor, server, http, pool
+) -> None:
+    b, c, _ = await cell_with(founder, server, http, 3)
+    cell_a = founder.cell or b""
+    views = {a.id: GroupView(a, cell_a) for a in (founder, b)}
+    assert (await views[founder.id].commit_epoch()).status == 201
+    await views[b.id].open_epoch()
+    assert (await views[b.id].send("before the split")).status == 201
+    await split_off(founder, [b, c])
+    await views[founder.id].refresh()
+    assert (await views[founder.id].commit_epoch()).status == 201
+    assert (await views[founder.id].send("after the split")).status == 201
+
+    events = await read_up_to_removal(b, cell_a, founder)
+    assert [epoch_of(m) for m in messages_of(events)] == [1]
+    log = await b.call("GET", f"/v1/groups/{b32e(cell_a)}/roster")
+    assert from_wire(log.body["events"][-1], "roster", b.network).fields["op"] == "split"
+    mine = await b.call("GET", f"/v1/groups/{b32e(cell_a)}/epochs/1/secret")
+    assert mine.status == 200, mine.body
+
+    # Reading is all: whatever B sends the old cell is refused with a code and writes
+    # nothing, its profiles stay hidden, and the live feed does not stream it.
+    before = await all_counts(pool)
+    for method, path, body in well_formed_requests(b, cell_a):
+        if method == "GET" and not path.endswith("/profiles"):
+            continue
+        reply = await b.call(method, path, body)
+        assert 400 <= reply.status < 500 and reply.code, (method, path, reply.body)
+    feed = await subscribe(http, server.url, b, cell_a)
+    assert feed[0]["code"] == "not_found" and feed[-1] == {"type": "subscribed", "cursors": {}}
+    assert await all_counts(pool) == before
+
+
 async def assert_locked_out(
     gone: Hoard, group: bytes, epoch: int, *, reader: Actor, pool: Any
 ) -> None:
     """`gone` left `group` before `epoch`: nothing from `epoch` opens with what they kept."""
     text = b32e(group)
     assert gone.secrets, "the member held keys before leaving"
-    for path in (
-        f"/v1/groups/{text}/epochs/{epoch}/secret",
-        f"/v1/groups/{text}/epochs/{epoch - 1}/secret",
-        f"/v1/groups/{text}/events?since=0",
-        f"/v1/groups/{text}/roster",
-        f"/v1/groups/{text}/profiles",
-    ):
+    for path in (f"/v1/groups/{text}/epochs/{epoch}/secret", f"/v1/groups/{text}/profiles"):
         reply = await gone.actor.call("GET", path)
         assert (reply.status, reply.code) == (404, "not_found"), path
+    # What they could read while in the group they still can, up to their removal.
+    kept = await gone.actor.call("GET", f"/v1/groups/{text}/epochs/{epoch - 1}/secret")
+    assert kept.status == 200, kept.body
+    events = await read_up_to_removal(gone.actor, group, reader)
+    assert all(epoch_of(m) < epoch for m in messages_of(events))
 
     messages = await sealed_messages(reader, group)
     before = [m for m in messages if epoch_of(m) < epoch]

@@ -34,6 +34,8 @@ EXPECTED_TABLES = {
     "profiles",
     "motions",
     "motion_signatures",
+    # 005_former_members
+    "former_group_members",
 }
 
 

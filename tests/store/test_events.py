@@ -24,6 +24,8 @@ async def test_events_are_numbered_in_order_and_read_after_a_cursor(rows: Rows) 
     assert seqs == [1, 2, 3]
     after = await events.events_since(rows.conn, cell, 1, 10)
     assert [(e.seq, e.body) for e in after] == [(2, b"m1"), (3, b"m2")]
+    until = await events.events_since(rows.conn, cell, 0, 10, until=2)  # a former member's reach
+    assert [e.seq for e in until] == [1, 2]
     page = await events.event_page(rows.conn, cell, 2, 10)
     assert page.members == frozenset({member})
     assert [e.seq for e in page.events] == [3]

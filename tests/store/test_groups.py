@@ -74,3 +74,15 @@ async def test_the_member_index_adds_and_drops_once(rows: Rows) -> None:
     assert await groups.remove_group_member(rows.conn, cell, member)
     assert not await groups.remove_group_member(rows.conn, cell, member)
     assert not await groups.is_group_member(rows.conn, cell, member)
+
+
+async def test_a_former_members_reach_is_the_event_that_removed_them(rows: Rows) -> None:
+    cell = await rows.group()
+    member = (await rows.member(cell)).member_id
+    assert await groups.former_reach(rows.conn, cell, member) is None
+    await groups.add_former_member(rows.conn, cell, member, 9, 4)
+    assert await groups.former_reach(rows.conn, cell, member) == groups.FormerReach(9, 4)
+    await groups.add_former_member(rows.conn, cell, member, 12, 6)  # removed again, later
+    assert await groups.former_reach(rows.conn, cell, member) == groups.FormerReach(12, 6)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await groups.add_former_member(rows.conn, cell, member, 0, 0)

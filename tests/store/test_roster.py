@@ -18,6 +18,8 @@ async def test_a_log_reads_back_in_seq_order(rows: Rows) -> None:
         await roster.insert_roster_event(rows.conn, cell, seq, events[seq].id, "add")
     log = await roster.roster_log(rows.conn, cell)
     assert [s.body for s in log] == [e.body for e in events]
+    cut = await roster.roster_log(rows.conn, cell, until=1)  # a former member's reach
+    assert [s.body for s in cut] == [e.body for e in events[:2]]
     assert await roster.group_of_roster_event(rows.conn, events[1].id) == cell
     assert await roster.group_of_roster_event(rows.conn, os.urandom(32)) is None
 
