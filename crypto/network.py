@@ -39,11 +39,24 @@ KEM_PUBLIC_BYTES = {
 EXPULSION_QUORUMS = ("majority", "two-thirds", "all")
 
 
+def cells_can_split(cell_min: int, cell_max: int) -> bool:
+    """Whether a full cell can always split into two that each keep the minimum.
+
+    A cell refuses admissions at `cell_max` members and splits by a motion
+    that leaves both cells at least `cell_min` (crypto.quorum.check_split_sizes),
+    so a full cell can split only if cell_max >= 2 * cell_min; with less, a
+    full cell could neither grow nor split.
+    """
+    return cell_max >= 2 * cell_min
+
+
 @dataclass(frozen=True)
 class Policy:
     """What a network's genesis fixes for every cell."""
 
-    cell_min: int = 8
+    # A full cell must be able to split into two that each keep the minimum
+    # (cell_max >= 2 * cell_min): 12 splits into 6 + 6 or 5 + 7.
+    cell_min: int = 5
     cell_max: int = 12
     vouches: int = 2
     probation_seconds: int = 30 * DAY
@@ -59,12 +72,14 @@ class Policy:
     def __post_init__(self) -> None:
         checks = [
             (
-                2 <= self.cell_min <= self.cell_max <= 100,
-                "cell bounds must satisfy 2 <= min <= max <= 100",
+                2 <= self.cell_min and self.cell_max <= 100,
+                f"cell_min ({self.cell_min}) must be at least 2 and cell_max "
+                f"({self.cell_max}) at most 100",
             ),
+            (cells_can_split(self.cell_min, self.cell_max), self._split_bounds_message()),
             (
                 1 <= self.vouches <= self.cell_max,
-                "vouches must be between 1 and the cell maximum",
+                f"vouches ({self.vouches}) must be between 1 and cell_max ({self.cell_max})",
             ),
             (
                 0 <= self.probation_seconds <= 365 * DAY,
@@ -84,15 +99,29 @@ class Policy:
                 0 <= self.review_seconds <= 90 * DAY,
                 "review window must be 0 to 90 days",
             ),
-            (HOUR <= self.epoch_seconds <= 90 * DAY, "epochs must last 1 hour to 90 days"),
+            (
+                HOUR <= self.epoch_seconds <= 90 * DAY,
+                "a key period must last 1 hour to 90 days",
+            ),
             (
                 100 <= self.epoch_messages <= 1_000_000,
-                "epochs must allow 100 to 1,000,000 messages",
+                "a key period must allow 100 to 1,000,000 messages",
             ),
         ]
         for ok, message in checks:
             if not ok:
                 raise InvalidStatement(f"bad policy: {message}")
+
+    def _split_bounds_message(self) -> str:
+        """Why these cell bounds are refused, and which values would do."""
+        would_do = [f"cell_max {v} or more" for v in [2 * self.cell_min] if v <= 100]
+        if self.cell_max >= 4:
+            would_do.insert(0, f"cell_min {self.cell_max // 2} or less")
+        return (
+            f"a full cell (cell_max {self.cell_max}) could not split into two cells of at least "
+            f"cell_min {self.cell_min}: cell_max must be at least twice cell_min "
+            f"({', or '.join(would_do)})"
+        )
 
     def to_value(self) -> dict[str, Value]:
         return {

@@ -176,7 +176,8 @@ def test_every_field_of_a_policy_round_trips() -> None:
     ("field", "value"),
     [
         ("cell_min", 1),
-        ("cell_min", 13),  # above the default cell_max
+        ("cell_min", 7),  # a full cell of the default 12 could not split into two of 7
+        ("cell_max", 9),  # nor a full cell of 9 into two of the default 5
         ("cell_max", 101),
         ("vouches", 0),
         ("vouches", 13),  # above the default cell_max
@@ -206,8 +207,8 @@ def test_policy_out_of_bounds_is_refused(field: str, value: Any) -> None:
     ("field", "value"),
     [
         ("cell_min", 2),
-        ("cell_min", 12),
-        ("cell_max", 8),
+        ("cell_min", 6),  # a full cell of 12 splits into 6 + 6
+        ("cell_max", 10),  # a full cell of 10 splits into 5 + 5
         ("vouches", 1),
         ("vouches", 12),
         ("probation_seconds", 365 * DAY),
@@ -254,6 +255,32 @@ def test_genesis_with_a_bad_policy_is_refused() -> None:
     policy = {**Policy().to_value(), "vouches": 0}
     with pytest.raises(InvalidStatement, match="bad policy"):
         parse_genesis(genesis_statement(policy=policy))
+
+
+@pytest.mark.parametrize(("cell_min", "cell_max"), [(8, 12), (3, 5), (2, 3), (51, 100)])
+def test_genesis_whose_full_cell_could_not_split_is_refused(cell_min: int, cell_max: int) -> None:
+    # A steward's client would never sign one; a client that receives one
+    # (from a server or an invite) refuses it all the same.
+    policy = {**Policy().to_value(), "cell_min": cell_min, "cell_max": cell_max}
+    statement = genesis_statement(policy=policy)
+    with pytest.raises(InvalidStatement, match="could not split") as refused:
+        verify_genesis(statement.body, statement.signature)
+    assert f"cell_max {cell_max}" in str(refused.value)
+    assert f"cell_min {cell_min}" in str(refused.value)
+
+
+def test_bad_cell_bounds_are_refused_with_the_values_that_would_do() -> None:
+    with pytest.raises(InvalidStatement) as refused:
+        Policy(cell_min=8, cell_max=12)
+    assert "cell_min 6 or less, or cell_max 16 or more" in str(refused.value)
+    with pytest.raises(InvalidStatement) as refused:
+        Policy(cell_min=2, cell_max=3)  # no minimum would do: only a larger maximum
+    assert str(refused.value).endswith("(cell_max 4 or more)")
+
+
+def test_the_default_policy_lets_a_full_cell_split_in_two_at_the_minimum() -> None:
+    policy = Policy()
+    assert policy.cell_max >= 2 * policy.cell_min
 
 
 # Key bundles

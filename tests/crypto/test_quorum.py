@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from crypto.errors import RuleViolation
+from crypto.errors import InvalidStatement, RuleViolation
 from crypto.network import Policy
 from crypto.quorum import check_split_sizes, required_vouches
 from crypto.roster_state import GroupRules
@@ -30,3 +30,18 @@ def test_a_split_leaving_either_side_below_the_minimum_is_refused() -> None:
         with pytest.raises(RuleViolation) as caught:
             check_split_sizes(rules, staying, moving)
         assert caught.value.code == "below_minimum"
+
+
+def test_every_policy_a_genesis_may_carry_lets_a_full_cell_split() -> None:
+    # The policy's bounds and the split rule agree: whatever cell bounds a
+    # genesis passes with, a cell at cell_max splits in two that both keep
+    # cell_min; the bounds refused are exactly those where it could not.
+    for cell_min in range(2, 51):
+        for cell_max in range(cell_min, 101):
+            half = cell_max // 2
+            try:
+                rules = GroupRules(Policy(cell_min=cell_min, cell_max=cell_max), frozenset())
+            except InvalidStatement:
+                assert half < cell_min, (cell_min, cell_max)
+                continue
+            check_split_sizes(rules, cell_max - half, half)
