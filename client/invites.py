@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from client import api, verify
 from client.errors import ClientError
 from client.sdk import Client, Clock, server_url, system_clock
-from client.state import InviteRecord, State, StateFile
+from client.state import InviteRecord, Secret, State, StateFile
 from crypto.chains import Admission, parse_admission, verify_chain
 from crypto.encoding import Value, b32e
 from crypto.errors import DecryptionFailed, InvalidCode, InvalidStatement
@@ -97,7 +97,7 @@ class Invites:
 
 async def join(
     store: StateFile,
-    passphrase: str,
+    secret: Secret,
     code_text: str,
     server: str,
     params: KdfParams | None,
@@ -111,7 +111,7 @@ async def join(
         raise ClientError(
             "invalid_code", f"{exc}. Nothing was changed; ask your inviter to read it again."
         ) from None
-    previous = store.read(passphrase) if store.exists() else None
+    previous = store.read(secret) if store.exists() else None
     if previous is not None and previous.genesis is not None:
         raise ClientError(
             "already_in_network",
@@ -119,7 +119,7 @@ async def join(
             "Use another --home to join a second one.",
         )
     state = previous or State(IdentityKey.generate(), KemPrivateKey.generate(), server)
-    client = Client(store, passphrase, replace(state, server=server_url(server)), clock=clock)
+    client = Client(store, secret, replace(state, server=server_url(server)), clock=clock)
     try:
         joined = await _redeem(client, code, previous, params)
     except BaseException:

@@ -29,7 +29,7 @@ from typing import Any
 from client import api
 from client.api import Request
 from client.errors import ClientError, ServerError
-from client.state import Session, State, StateFile
+from client.state import Secret, Session, State, StateFile
 from client.transport import Feed, Transport
 from crypto.encoding import b32e
 from crypto.errors import InvalidStatement
@@ -56,14 +56,14 @@ class Client:
     def __init__(
         self,
         store: StateFile,
-        passphrase: str,
+        secret: Secret,
         state: State,
         *,
         clock: Clock = system_clock,
     ) -> None:
         self.store = store
         self.state = state
-        self._passphrase = passphrase
+        self._secret = secret
         self._clock = clock
         self._transport = Transport(state.server)
         # Groups whose membership this process verified from signed events
@@ -73,8 +73,9 @@ class Client:
     # Opening and closing.
 
     @classmethod
-    def open(cls, store: StateFile, passphrase: str, *, clock: Clock = system_clock) -> Client:
-        return cls(store, passphrase, store.read(passphrase), clock=clock)
+    def open(cls, store: StateFile, secret: Secret, *, clock: Clock = system_clock) -> Client:
+        """Open the keystore with its passphrase, or with the key an unlocked agent holds."""
+        return cls(store, secret, store.read(secret), clock=clock)
 
     @classmethod
     def init(
@@ -108,12 +109,12 @@ class Client:
         `params` seals a keystore written for the first time (joining).
         """
         state = self.state if state is None else state
-        self.store.write(state, self._passphrase, params)
+        self.store.write(state, self._secret, params)
         self.state = state
 
     def reread(self) -> None:
         """Take the keystore as it is on disk now (under the lock, before changing it)."""
-        self.state = self.store.read(self._passphrase)
+        self.state = self.store.read(self._secret)
 
     @asynccontextmanager
     async def fresh(self) -> AsyncIterator[None]:

@@ -47,6 +47,10 @@ from crypto.network import Genesis, KeyBundle, parse_key_bundle, verify_genesis
 from crypto.sealing import KemPrivateKey, KemSuite
 from crypto.statements import pack, unpack
 
+# What opens the keystore: the passphrase, or the key it derives (as an
+# unlocked agent holds it, client/agent.py).
+Secret = str | KeystoreKey
+
 KEYSTORE_FILE = "keystore"
 LOCK_FILE = "lock"
 LOCK_POLL_SECONDS = 0.02
@@ -258,7 +262,9 @@ class StateFile:
     """The sealed keystore file in one home folder, and the lock that guards it.
 
     The Argon2id key is derived once per process and kept in memory, so that
-    re-reading under each new hold of the lock (`spokes watch`) is cheap.
+    re-reading under each new hold of the lock (`spokes watch`) is cheap. A
+    `Secret` is the passphrase, or that key itself (from an unlocked agent):
+    with a key, nothing is derived at all.
     """
 
     def __init__(self, home: Path) -> None:
@@ -266,7 +272,7 @@ class StateFile:
         self.path = home / KEYSTORE_FILE
         self.lock_path = home / LOCK_FILE
         self._key: KeystoreKey | None = None
-        self._key_passphrase: str | None = None
+        self._key_secret: Secret | None = None  # what the kept key was derived from
         self._lock_fd: int | None = None
         self._fresh = False  # read or written since this hold of the lock began
 
@@ -334,29 +340,18 @@ class StateFile:
             "or `spokes join CODE --server URL` first, or pass the right --home.",
         )
 
-    def read(self, passphrase: str) -> State:
+    @property
+    def key(self) -> KeystoreKey | None:
+        """The key that opened (or sealed) the keystore in this process, if any."""
+        return self._key
+
+    def read(self, secret: Secret) -> State:
         """Open the keystore; under the lock, this is what a later write may replace."""
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:
             raise self._missing() from None
-        plain = None
-        if self._key is not None and self._key_passphrase == passphrase:
-            try:
-                plain = open_with_key(self._key, blob)
-            except KeystoreError:
-                plain = None  # re-created under another salt: derive its key again
-        if plain is None:
-            try:
-                key = derive_key(passphrase, blob)
-                plain = open_with_key(key, blob)
-            except KeystoreError:
-                raise ClientError(
-                    "wrong_passphrase",
-                    f"The passphrase does not open the keystore in {self.home}. "
-                    "Type it again (or set SPOKES_PASSPHRASE), and check --home.",
-                ) from None
-            self._key, self._key_passphrase = key, passphrase
+        plain = self._open(blob, secret)
         try:
             state = State.from_value(decode(plain))
         except (CryptoError, ValueError, KeyError, TypeError) as exc:
@@ -369,22 +364,46 @@ class StateFile:
             self._fresh = True
         return state
 
-    def write(self, state: State, passphrase: str, params: KdfParams | None = None) -> None:
+    def _open(self, blob: bytes, secret: Secret) -> bytes:
+        if self._key is not None and self._key_secret == secret:
+            try:
+                return open_with_key(self._key, blob)
+            except KeystoreError:
+                pass  # re-created under another salt: derive its key again
+        try:
+            key = secret if isinstance(secret, KeystoreKey) else derive_key(secret, blob)
+            plain = open_with_key(key, blob)
+        except KeystoreError:
+            if isinstance(secret, KeystoreKey):
+                told = "The key this home was unlocked with (`spokes unlock`)"
+            else:
+                told = "The passphrase"
+            raise ClientError(
+                "wrong_passphrase",
+                f"{told} does not open the keystore in {self.home}. "
+                "Type it again (or set SPOKES_PASSPHRASE), and check --home.",
+            ) from None
+        self._key, self._key_secret = key, secret
+        return plain
+
+    def write(self, state: State, secret: Secret, params: KdfParams | None = None) -> None:
         """Seal `state` and replace the file atomically (tmp + fsync + rename).
 
         Only under the lock, and only over a keystore read (or written) under
         this same hold: otherwise another process's changes would be lost and
         a spent message counter could be used again. `params` makes a new salt
-        and key (a new keystore); without it the kept key seals again under
-        the same salt and cost, with a fresh nonce.
+        and key from the passphrase (a new keystore); without it the kept key
+        seals again under the same salt and cost, with a fresh nonce.
         """
         if not self.locked:
             raise RuntimeError("the keystore is written only under its lock")
         if not self._fresh and self.path.exists():
             raise RuntimeError("refusing a stale write: read the keystore under this lock first")
         if params is not None:
-            self._key, self._key_passphrase = new_key(passphrase, params), passphrase
-        elif self._key is None or self._key_passphrase != passphrase:
+            if not isinstance(secret, str):
+                raise ValueError("a new keystore is sealed under a passphrase, not a key")
+            self._key, self._key_secret = new_key(secret, params), secret
+        elif self._key is None or self._key_secret != secret:
             raise ValueError("no KDF parameters: read the keystore or pass params")
         blob = seal_with_key(self._key, encode(state.to_value()))
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)

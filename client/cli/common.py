@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from client import agent, passphrases
 from client.errors import ClientError, ServerError, VerificationFailed
 from client.rosters import Rosters
 from client.sdk import Client
-from client.state import StateFile, default_home
-from crypto.keystore import KdfParams, calibrate, seal_keystore
+from client.state import Secret, StateFile, default_home
+from crypto.keystore import KdfParams, KeystoreKey, calibrate, seal_keystore
 
 KDF_TARGET_SECONDS = 0.5
 INSECURE_TEST_KDF = KdfParams(time_cost=1, memory_kib=8, parallelism=1)
@@ -108,41 +109,138 @@ def when(timestamp: int) -> str:
 
 
 def passphrase(confirm: bool) -> str:
-    """SPOKES_PASSPHRASE if set, else asked for (twice when a keystore is made)."""
+    """SPOKES_PASSPHRASE if set, else asked for.
+
+    With `confirm` (a keystore is being made) it is judged first, and a weak
+    one refused (client/passphrases.py); a typed one is asked for twice.
+    """
     env = os.environ.get("SPOKES_PASSPHRASE")
     if env is not None:
+        if confirm:
+            passphrases.check_strength(env)
         return env
     try:
         first = getpass.getpass("Keystore passphrase: ")
-        if confirm and getpass.getpass("Same passphrase again: ") != first:
-            raise ClientError(
-                "passphrase_mismatch", "The two passphrases differ; nothing was written. Try again."
-            )
+        if confirm:
+            if not first:
+                raise ClientError("no_passphrase", "An empty passphrase would leave your keys open.")
+            passphrases.check_strength(first)
+            if getpass.getpass("Same passphrase again: ") != first:
+                raise ClientError(
+                    "passphrase_mismatch",
+                    "The two passphrases differ; nothing was written. Try again.",
+                )
     except EOFError:
         raise ClientError(
-            "no_passphrase", "No passphrase given: type it at the prompt or set SPOKES_PASSPHRASE."
+            "no_passphrase",
+            "No passphrase given: type it at the prompt or set SPOKES_PASSPHRASE "
+            "(or run `spokes unlock` first in a terminal).",
         ) from None
-    if confirm and not first:
-        raise ClientError("no_passphrase", "An empty passphrase would leave your keys open.")
     return first
 
 
-def kdf_params() -> KdfParams:
-    """Argon2id cost for a new keystore: about half a second on this machine."""
+def new_passphrase(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The passphrase of a keystore being made; the second value is it again if generated.
+
+    With --generate-passphrase it is six random words, shown once: on stderr
+    for a person, in the JSON object (`passphrase`) under --json.
+    """
+    if not getattr(args, "generate_passphrase", False):
+        return passphrase(confirm=True), None
+    made = passphrases.generate()
+    if not args.json:
+        print(
+            "Your new passphrase, shown only this once; write it down and keep it apart "
+            f"from this device (nobody can recover it):\n\n    {made}\n",
+            file=sys.stderr,
+        )
+    return made, made
+
+
+def generate_option(command: argparse.ArgumentParser) -> None:
+    """--generate-passphrase, for the commands that make a keystore (init, join)."""
+    command.add_argument(
+        "--generate-passphrase",
+        action="store_true",
+        help="make a strong passphrase of six random words and show it once "
+        "(default: SPOKES_PASSPHRASE, else you type one)",
+    )
+
+
+def unlocked_key(store: StateFile) -> KeystoreKey | None:
+    """The key this home's agent holds (`spokes unlock`), or None."""
+    held = agent.ask_key(store.home)
+    return None if held is None else held.key
+
+
+def secret_for(store: StateFile) -> Secret:
+    """What opens this home's keystore: the unlocked agent's key, else the passphrase."""
+    key = unlocked_key(store)
+    return key if key is not None else passphrase(confirm=False)
+
+
+def open_client(store: StateFile, secret: Secret) -> Client:
+    """Open the client; an agent's key that no longer opens the keystore falls back to asking."""
+    try:
+        return Client.open(store, secret)
+    except ClientError as exc:
+        if exc.code != "wrong_passphrase" or not isinstance(secret, KeystoreKey):
+            raise
+    # The keystore was made again since `spokes unlock`: ask as if locked.
+    return Client.open(store, passphrase(confirm=False))
+
+
+@dataclass(frozen=True)
+class KdfCost:
+    """The Argon2id cost chosen for a new keystore, and what one derivation took here."""
+
+    params: KdfParams
+    seconds: float | None  # None for the test-only cost, which is not measured
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time_cost": self.params.time_cost,
+            "memory_kib": self.params.memory_kib,
+            "parallelism": self.params.parallelism,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "test_only": self.seconds is None,
+        }
+
+
+def kdf_params(args: argparse.Namespace | None = None) -> KdfCost:
+    """Argon2id cost for a new keystore: about half a second on this machine.
+
+    In plain mode it says on stderr that it is measuring, and what it chose.
+    """
     if os.environ.get("SPOKES_INSECURE_TEST_KDF") == "1":
         print(
             "warning: SPOKES_INSECURE_TEST_KDF=1: this keystore is sealed with a test-only, "
             "trivially cheap passphrase hash. Never use it for real keys.",
             file=sys.stderr,
         )
-        return INSECURE_TEST_KDF
+        return KdfCost(INSECURE_TEST_KDF, None)
+    took = [0.0]
 
     def measure(params: KdfParams) -> float:
         start = time.perf_counter()
         seal_keystore("calibration", b"", params)
-        return time.perf_counter() - start
+        took[0] = time.perf_counter() - start
+        return took[0]
 
-    return calibrate(KDF_TARGET_SECONDS, measure)
+    say(args, "Measuring this machine to set the passphrase cost…", end="")
+    params = calibrate(KDF_TARGET_SECONDS, measure)
+    say(
+        args,
+        f" t={params.time_cost}, m={params.memory_kib // 1024} MiB, "
+        f"p={params.parallelism} ({took[0]:.2f} s)",
+    )
+    return KdfCost(params, took[0])
+
+
+def say(args: argparse.Namespace | None, text: str, end: str = "\n") -> None:
+    """What a slow step is doing, on stderr, in plain mode only (never under --json)."""
+    if args is not None and not args.json:
+        print(text, end=end, file=sys.stderr, flush=True)
 
 
 def store_for(args: argparse.Namespace) -> StateFile:
@@ -161,9 +259,9 @@ async def with_client(
     the action takes the lock again, and re-reads, for each change it makes.
     """
     store = store_for(args)
-    secret = passphrase(confirm=False)
+    secret = secret_for(store)
     with store.lock():
-        client = Client.open(store, secret)
+        client = open_client(store, secret)
         if hold_lock:
             try:
                 return await action(client)

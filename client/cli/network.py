@@ -11,9 +11,12 @@ from client.cli.common import (
     Commands,
     Output,
     client_command,
+    generate_option,
     kdf_params,
-    passphrase,
+    new_passphrase,
     run_duties,
+    say,
+    secret_for,
     store_for,
     when,
     with_client,
@@ -71,12 +74,25 @@ async def invite_create(args: argparse.Namespace, client: Client) -> Output:
 
 async def join(args: argparse.Namespace) -> Output:
     store = store_for(args)
-    secret = passphrase(confirm=not store.exists())
-    params = None if store.exists() else kdf_params()
+    generated, params = None, None
+    if store.exists():
+        if args.generate_passphrase:
+            raise ClientError(
+                "already_initialized",
+                f"{store.home} already holds a keystore, sealed under its passphrase; "
+                "nothing was changed. Leave out --generate-passphrase.",
+            )
+        secret = secret_for(store)
+    else:
+        secret, generated = new_passphrase(args)
+        params = kdf_params(args)
+        say(args, "Generating your keys and sealing them under your passphrase…")
     made_home = not store.home.exists()
     try:
         with store.lock(create=True):
-            client, joined = await invites.join(store, secret, args.code, args.server, params)
+            client, joined = await invites.join(
+                store, secret, args.code, args.server, None if params is None else params.params
+            )
             await client.close()
     except BaseException:
         if made_home and not store.exists():
@@ -84,6 +100,10 @@ async def join(args: argparse.Namespace) -> Output:
             shutil.rmtree(store.home, ignore_errors=True)
         raise
     data = asdict(joined)
+    if params is not None:
+        data["kdf"] = params.to_json()
+    if generated is not None:
+        data["passphrase"] = generated
     text = (
         f"You asked to join {joined.network_name!r}. Your member id: {joined.member_id}\n"
         f"Safety number with your inviter: {joined.safety_number}\n"
@@ -131,3 +151,4 @@ def register(commands: Commands) -> None:
         "code", help="the invite code, as read to you (spaces and dashes are fine)"
     )
     joining.add_argument("--server", required=True, help="the server URL your inviter gave you")
+    generate_option(joining)

@@ -12,6 +12,8 @@ from client.cli import AREAS, build_parser, main
 COMMANDS = [
     ["init"],
     ["whoami"],
+    ["unlock"],
+    ["lock"],
     ["network", "create"],
     ["invite", "create"],
     ["join"],
