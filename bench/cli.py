@@ -21,6 +21,9 @@ the cost `init` calibrates on this machine:
    one new message each time), `motions`, `sign` (Sam, the next motion), and
    `whoami` (no server round trip: the floor of a command).
 
+The commands run with PYTHONDONTWRITEBYTECODE unset, as on a member's
+machine, so Python keeps spokes' compiled modules between runs.
+
 It prints one row per command: p50, p95 and max in milliseconds, and the
 target (0.5 s at p50). Not part of the test suite; about a minute.
 """
@@ -154,6 +157,9 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "SPOKES_PASSPHRASE": PASSPHRASE}
     env.pop("SPOKES_INSECURE_TEST_KDF", None)
+    # As on a member's machine: Python keeps the compiled modules (some test
+    # machines set this, and then every command compiles spokes anew).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if args.cheap_kdf:
         env["SPOKES_INSECURE_TEST_KDF"] = "1"
     with running_server() as server, tempfile.TemporaryDirectory(prefix="spokes-cli-") as tmp:
