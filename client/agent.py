@@ -99,7 +99,8 @@ def stop(home: Path) -> str:
     """Tell this home's agent to forget the key and exit.
 
     Returns "locked" (an agent was running and is gone), "none" (no socket),
-    "stale" (a socket nobody listened on; it was removed) or "refused".
+    "stale" (a socket nobody listened on; it was removed), "refused" (the
+    agent is another user's) or "unreachable" (it did not answer in time).
     """
     path = socket_path(home)
     try:
@@ -109,6 +110,8 @@ def stop(home: Path) -> str:
     except ConnectionRefusedError:
         path.unlink(missing_ok=True)
         return "stale"
+    except OSError:
+        return "unreachable"
     if reply == LOCKED:
         _wait_gone(path)
         return "locked"

@@ -116,6 +116,13 @@ async def lock(args: argparse.Namespace) -> Output:
             f"The agent at {agent.socket_path(store.home)} runs as another user and "
             "refused to lock; that user (or root) must stop it.",
         )
+    if result == "unreachable":
+        raise ClientError(
+            "agent_unreachable",
+            f"The agent at {agent.socket_path(store.home)} did not answer. Stop its process "
+            f"(`ps` shows it as `python -m client.agent --home {store.home}`), then run "
+            "`spokes lock` again.",
+        )
     data = {"was_running": result == "locked", "stale_socket_removed": result == "stale"}
     text = {
         "locked": "Locked: the agent forgot your key. Commands ask for the passphrase again.",

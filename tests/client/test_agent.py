@@ -150,6 +150,16 @@ def test_a_stale_socket_falls_back_to_the_passphrase_and_is_cleaned_up(home: Pat
     assert ok(home, "whoami", env=LOCKED_ENV)["member_id"]
 
 
+def test_a_socket_that_never_answers_falls_back_and_lock_says_so(home: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(agent.socket_path(home)))
+        silent.listen(4)  # connections wait in the backlog; nothing is ever answered
+        assert agent.ask_key(home) is None
+        assert ok(home, "whoami")["member_id"]  # with the passphrase
+        assert refused(home, "lock") == "agent_unreachable"
+    agent.socket_path(home).unlink()
+
+
 def test_removing_the_socket_stops_the_agent(home: Path) -> None:
     pid = ok(home, "unlock")["agent_pid"]
     agent.socket_path(home).unlink()
@@ -268,6 +278,12 @@ def test_a_generated_passphrase_is_shown_once_and_opens_the_keystore(tmp_path: P
     assert StateFile(home).read(made["passphrase"]).member_id
     assert made["kdf"]["test_only"] is True  # SPOKES_INSECURE_TEST_KDF=1 in these tests
     passphrases.check_strength(made["passphrase"])
+
+
+def test_join_into_a_home_with_a_keystore_keeps_its_passphrase(home: Path) -> None:
+    args = ("join", "abcd-efgh", "--server", "http://127.0.0.1:9", "--generate-passphrase")
+    assert refused(home, *args) == "already_initialized"
+    assert StateFile(home).read(PASSPHRASE).member_id
 
 
 def test_generated_passphrases_differ_and_are_strong() -> None:
