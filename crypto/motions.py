@@ -1,7 +1,7 @@
 """Motions: roster changes that need several members' signatures.
 
-One mechanism for every such change (a split now; elections, recalls and
-expulsions later): a member signs a `motion` naming the group, its kind, its
+One mechanism for every such change (splits, elections and recalls of a
+spokesperson (crypto/elections.py); expulsions later): a member signs a `motion` naming the group, its kind, its
 terms and the roster head they saw; members sign `motion-sign` statements
 for it; when the signatures reach the kind's quorum, one roster event
 carries the motion and its signatures. This module makes and parses the
@@ -21,7 +21,7 @@ from crypto.network import GROUP_ID_BYTES
 from crypto.roster_state import RosterState
 from crypto.statements import Statement, get_bytes, get_str, pack, sign_statement
 
-MOTION_KINDS = ("split",)
+MOTION_KINDS = ("split", "elect", "recall")
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,31 @@ class Motion:
         return self.statement.id
 
 
-def make_split_motion(
-    key: IdentityKey, network: bytes, state: RosterState, moved: Sequence[bytes], time: int
+def make_motion(
+    key: IdentityKey,
+    network: bytes,
+    state: RosterState,
+    kind: str,
+    terms: dict[str, Value],
+    time: int,
 ) -> Motion:
-    moved_ids: list[Value] = list(sorted(moved))
-    terms: dict[str, Value] = {"moved": moved_ids, "new_group": os.urandom(GROUP_ID_BYTES)}
+    """Open a motion of `kind` in the group of `state` (opening it is signing it)."""
     statement = sign_statement(
         key,
         "motion",
         network,
         time,
-        {"group": state.group, "kind": "split", "terms": terms, "head": state.head},
+        {"group": state.group, "kind": kind, "terms": terms, "head": state.head},
     )
     return parse_motion(statement)
+
+
+def make_split_motion(
+    key: IdentityKey, network: bytes, state: RosterState, moved: Sequence[bytes], time: int
+) -> Motion:
+    moved_ids: list[Value] = list(sorted(moved))
+    terms: dict[str, Value] = {"moved": moved_ids, "new_group": os.urandom(GROUP_ID_BYTES)}
+    return make_motion(key, network, state, "split", terms, time)
 
 
 def parse_motion(statement: Statement) -> Motion:

@@ -37,6 +37,7 @@ KEM_PUBLIC_BYTES = {
     "X25519/HKDF_SHA256/AES_256_GCM": 32,
 }
 EXPULSION_QUORUMS = ("majority", "two-thirds", "all")
+QUORUMS = EXPULSION_QUORUMS  # `majority` is more than half; `two-thirds` rounds up
 
 
 def cells_can_split(cell_min: int, cell_max: int) -> bool:
@@ -65,6 +66,10 @@ class Policy:
     vetting_seconds: int = 72 * HOUR
     expulsion_quorum: str = "majority"
     review_seconds: int = 14 * DAY
+    # Who signs an election or a recall of a spokesperson: of the group's members.
+    election_quorum: str = "majority"
+    # Seats a council holds at most (one per linked group).
+    council_max: int = 50
     # An epoch is retired after this long or this many messages, whichever first.
     epoch_seconds: int = 7 * DAY
     epoch_messages: int = 10_000
@@ -95,6 +100,8 @@ class Policy:
                 "vetting window must be 0 to 30 days",
             ),
             (self.expulsion_quorum in EXPULSION_QUORUMS, "unknown expulsion quorum"),
+            (self.election_quorum in QUORUMS, "unknown election quorum"),
+            (2 <= self.council_max <= 1000, "a council must allow 2 to 1,000 seats"),
             (
                 0 <= self.review_seconds <= 90 * DAY,
                 "review window must be 0 to 90 days",
@@ -134,6 +141,8 @@ class Policy:
             "vetting_seconds": self.vetting_seconds,
             "expulsion_quorum": self.expulsion_quorum,
             "review_seconds": self.review_seconds,
+            "election_quorum": self.election_quorum,
+            "council_max": self.council_max,
             "epoch_seconds": self.epoch_seconds,
             "epoch_messages": self.epoch_messages,
         }
@@ -152,6 +161,8 @@ class Policy:
             vetting_seconds=get_int(value, "vetting_seconds"),
             expulsion_quorum=get_str(value, "expulsion_quorum", 16),
             review_seconds=get_int(value, "review_seconds"),
+            election_quorum=get_str(value, "election_quorum", 16),
+            council_max=get_int(value, "council_max"),
             epoch_seconds=get_int(value, "epoch_seconds"),
             epoch_messages=get_int(value, "epoch_messages"),
         )

@@ -10,6 +10,9 @@ Quorum by motion kind:
   without consent); at least one member stays and at least one moves, and
   both cells keep at least the policy's `cell_min` members.
 
+- `elect`, `recall`: the policy's `election_quorum` (default a strict
+  majority) of the group's current members (`quorum_of`).
+
 Vouches for an admission (the inviter's certificate counts as one): the
 policy's count; only a founding cell smaller than it needs every member
 instead. A cell made by a split is held to the full count however small.
@@ -43,6 +46,17 @@ def window_start(certified_at: int, outsider_vouches: Iterable[int]) -> int:
     outside vouch longer; a back-dated certificate gains nothing.
     """
     return max([certified_at, min(outsider_vouches, default=certified_at)])
+
+
+def quorum_of(rule: str, size: int) -> int:
+    """Signatures a quorum rule (`majority`, `two-thirds`, `all`) asks of a group of `size`."""
+    if rule == "majority":
+        return size // 2 + 1
+    if rule == "two-thirds":
+        return -(-2 * size // 3)
+    if rule == "all":
+        return size
+    raise RuleViolation("invalid_policy", f"unknown quorum rule {rule!r}")
 
 
 def check_split_sizes(rules: GroupRules, staying: int, moving: int) -> None:

@@ -28,6 +28,9 @@ Operations:
 - `split`: a motion and the signatures that carry it (motions.py); the moved
   members leave this group for the new one; both sides keep at least the
   policy's `cell_min` members.
+- `elect`, `recall`: a motion and the signatures of a quorum of current
+  members; they make or unmake the group's one spokesperson (elections.py).
+  A spokesperson who leaves the roster is no longer spokesperson.
 Who must sign and how many vouches are enough are quorum.py's to say; this
 module asks it. A new operation is one entry in `_OPS` (its rule here, its
 quorum in quorum.py) and nothing else dispatches on an operation's name.
@@ -42,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from crypto.chains import Admission, parse_admission, parse_revocation, parse_verdict
+from crypto.elections import apply_elect, apply_recall
 from crypto.encoding import Value
 from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import IdentityKey
@@ -109,10 +113,19 @@ def create_fields(
     bundles: Sequence[KeyBundle],
     origin: bytes | None,
     lines: Mapping[bytes, frozenset[bytes]] | None = None,
+    since: Mapping[bytes, int] | None = None,
 ) -> dict[str, Value]:
-    """A create event's fields; `lines` gives each member's invite line (none: stewards)."""
+    """A create event's fields; `lines` gives each member's invite line (none: stewards).
+
+    `since` (a split-made cell) carries when each member's probation counts
+    from, as the splitting cell's state has it; without it, from the create.
+    """
     lines = lines or {}
+    extra: dict[str, Value] = {}
+    if since:
+        extra["since"] = [[b.statement.author, since[b.statement.author]] for b in bundles]
     return {
+        **extra,
         "kind": kind,
         "level": level,
         "parent": parent,
@@ -143,6 +156,30 @@ def _parse_lines(
             raise RuleViolation("invalid_event", "a member's invite line is malformed")
         lines[member_id] = frozenset(i for i in item[1] if isinstance(i, bytes))
     return lines
+
+
+def _parse_since(
+    value: Value, members: Mapping[bytes, RosterMember], founding: bool, time: int
+) -> dict[bytes, int]:
+    """`since` of a create event: one [member id, time] per member, in order (split-made only).
+
+    Absent, probation counts from the create (stewards of the founding cell have none).
+    """
+    if value is None:
+        return {m: 0 if founding else time for m in members}
+    if founding or not isinstance(value, list) or len(value) != len(members):
+        raise RuleViolation("invalid_event", "a split-made cell gives one `since` per member")
+    since: dict[bytes, int] = {}
+    for item, member_id in zip(value, members, strict=True):
+        if not isinstance(item, list) or len(item) != 2 or item[0] != member_id:
+            raise RuleViolation("invalid_event", "a member's `since` is malformed")
+        at = item[1]
+        if not isinstance(at, int) or not 0 <= at <= time:
+            raise RuleViolation(
+                "invalid_event", "a member's `since` is not a time before the create"
+            )
+        since[member_id] = at
+    return since
 
 
 def apply(
@@ -228,6 +265,7 @@ def _create(
     lines = _parse_lines(fields.get("lines"), members)
     if founding and any(lines.values()):
         raise RuleViolation("invalid_event", "stewards have no invite line")
+    since = _parse_since(fields.get("since"), members, founding, event.time)
     return RosterState(
         group,
         kind,
@@ -241,6 +279,7 @@ def _create(
         None,
         founding=founding,
         lines=lines,
+        since=since,
     )
 
 
@@ -274,6 +313,7 @@ def _add(
             **state.lines,
             member.member_id: state.lines[certificate.issuer] | {certificate.issuer},
         },
+        since={**state.since, member.member_id: event.time},
     )
 
 
@@ -356,7 +396,14 @@ def _remove(
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
     remaining = {k: v for k, v in state.members.items() if k != member_id}
-    return replace(state, members=remaining, changed_since_epoch=True)
+    return _without_leavers(replace(state, members=remaining, changed_since_epoch=True))
+
+
+def _without_leavers(state: RosterState) -> RosterState:
+    """A spokesperson who left the roster (removed, moved away) is no longer spokesperson."""
+    if state.spokesperson is not None and state.spokesperson not in state.members:
+        return replace(state, spokesperson=None)
+    return state
 
 
 def _epoch(
@@ -382,15 +429,23 @@ def _split(
         raise RuleViolation("stale_motion", "this motion has already been carried out")
     remaining = {k: v for k, v in state.members.items() if k not in moved}
     check_split_sizes(rules, len(remaining), len(moved))
-    return replace(
+    changed = replace(
         state,
         members=remaining,
         changed_since_epoch=True,
         motions_done=state.motions_done | {motion_id},
     )
+    return _without_leavers(changed)
 
 
-_OPS = {"add": _add, "remove": _remove, "epoch": _epoch, "split": _split}
+_OPS = {
+    "add": _add,
+    "remove": _remove,
+    "epoch": _epoch,
+    "split": _split,
+    "elect": apply_elect,
+    "recall": apply_recall,
+}
 
 
 # Reading what an event of a verified log carries, by its operation: callers
@@ -448,6 +503,7 @@ def make_group(
     origin: bytes | None = None,
     group: bytes | None = None,
     lines: Mapping[bytes, frozenset[bytes]] | None = None,
+    since: Mapping[bytes, int] | None = None,
     rules: GroupRules,
 ) -> GroupCreation:
     """Sign the create event of a new group (a fresh random id unless `group` is given).
@@ -462,7 +518,7 @@ def make_group(
         None,
         "create",
         time,
-        create_fields(kind, level, parent, bundles, origin, lines),
+        create_fields(kind, level, parent, bundles, origin, lines, since),
         group=group_id,
     )
     return parse_group_creation(event, rules=rules)

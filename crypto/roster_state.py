@@ -65,6 +65,13 @@ class RosterState:
     # Each member's invite line: the issuers above them up to a steward (empty
     # for a steward). Kept for members who left too; only current ones are read.
     lines: Mapping[bytes, frozenset[bytes]] = field(default_factory=dict)
+    # When each member's probation counts from (the time of the event that
+    # put them on this cell's roster, carried over by a split; 0 for the
+    # stewards of the founding cell). Kept for members who left too.
+    since: Mapping[bytes, int] = field(default_factory=dict)
+    # The member a carried-out `elect` made spokesperson, until a `recall` or
+    # their leaving the roster (crypto/elections.py).
+    spokesperson: bytes | None = None
 
     def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
         """Is `member_id` the member `root` or someone `root`'s invites led to?"""

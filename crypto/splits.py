@@ -41,6 +41,8 @@ def check_split_creation(
         or set(state.members) != set(moved)
         or any(state.members[m] != before.members[m] for m in moved)
         or any(state.lines.get(m) != before.lines.get(m) for m in moved)
+        # Probation carries over; a later `since` only lengthens it.
+        or any(state.since[m] < before.since.get(m, 0) for m in moved)
         or creation.statement.author not in moved
         or (state.kind, state.level, state.parent) != (before.kind, before.level, before.parent)
         or after.seq != split.fields.get("seq")

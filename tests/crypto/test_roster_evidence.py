@@ -379,6 +379,34 @@ def test_a_split_cell_keeps_its_members_lines_and_a_lie_about_them_is_refused() 
     assert info.value.code == "invalid_origin"
 
 
+def test_a_split_cell_keeps_when_probation_began_and_an_earlier_date_is_refused() -> None:
+    r = rules()
+    state = founding(A, B, rules_=r)
+    state = apply(state, add(state, A, C, (B, STEWARD)), rules=r)
+    added_at = state.since[C.member_id]
+    split = split_of(state, (B, C), r)
+    _, new_group = split_terms(parse_motion(unpack(split.fields["motion"], "motion", NETWORK)))
+
+    def created(since: dict[bytes, int] | None) -> GroupCreation:
+        fields = create_fields(
+            "cell", 0, None, [bundle(B), bundle(C)], split.id, state.lines, since
+        )
+        event = sign_event(B, NETWORK, None, "create", T0 + 23, fields, group=new_group)
+        return parse_group_creation(event, rules=r)
+
+    carried = created(dict(state.since))
+    check_split_creation(state, split, carried, rules=r)
+    assert carried.state.since[C.member_id] == added_at
+    # Without `since`, probation counts again from the create: later, so allowed.
+    fresh = created(None)
+    check_split_creation(state, split, fresh, rules=r)
+    assert fresh.state.since[C.member_id] == T0 + 23
+    # C pretends their probation began before they were added: refused.
+    with pytest.raises(RuleViolation) as info:
+        check_split_creation(state, split, created({**state.since, C.member_id: 0}), rules=r)
+    assert info.value.code == "invalid_origin"
+
+
 def test_stewards_carry_no_line_and_a_create_gives_one_per_member() -> None:
     fields = create_fields(
         "cell", 0, None, [bundle(STEWARD)], None, {STEWARD.member_id: frozenset({A.member_id})}

@@ -1,0 +1,118 @@
+"""Spokespeople: electing and recalling a group's spokesperson by motion.
+
+The rule this module keeps: a group has at most one spokesperson, and only
+a roster event that carries a motion and the signatures of a quorum of the
+group's *current* members changes who it is. `elect` names a member on the
+roster whose probation has passed, in a group that has no spokesperson;
+`recall` names the current spokesperson (so a recall signed before a new
+election can't unseat the next one). A motion is carried out once. The
+signed `elect` event, with its motion and signatures inside, is the
+spokesperson's delegation: what a council checks before it seats them.
+
+The quorum is the policy's `election_quorum` of the group's members at the
+time the event is applied (crypto/quorum.py's `quorum_of`): members who
+left since they signed no longer count, and a signature by anyone off the
+roster makes the event invalid. Opening a motion is signing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from crypto.errors import RuleViolation
+from crypto.keys import IdentityKey
+from crypto.motions import Motion, make_motion, parse_motion
+from crypto.quorum import quorum_of, valid_signers
+from crypto.roster_state import GroupRules, RosterState
+from crypto.statements import Statement, unpack
+
+ELECTION_KINDS = ("elect", "recall")
+
+
+def make_elect_motion(
+    key: IdentityKey, network: bytes, state: RosterState, member: bytes, time: int
+) -> Motion:
+    """A motion to elect `member` the group's spokesperson."""
+    return make_motion(key, network, state, "elect", {"member": member}, time)
+
+
+def make_recall_motion(key: IdentityKey, network: bytes, state: RosterState, time: int) -> Motion:
+    """A motion to recall the group's current spokesperson (no reason needed)."""
+    if state.spokesperson is None:
+        raise RuleViolation("no_spokesperson", "the group has no spokesperson to recall")
+    return make_motion(key, network, state, "recall", {"member": state.spokesperson}, time)
+
+
+def election_member(motion: Motion) -> bytes:
+    """The member an `elect` or `recall` motion names."""
+    if motion.kind not in ELECTION_KINDS:
+        raise RuleViolation("invalid_motion", "not an election or a recall")
+    member = motion.terms.get("member")
+    if not isinstance(member, bytes) or len(member) != 32 or set(motion.terms) != {"member"}:
+        raise RuleViolation("invalid_motion", "an election or recall names one member")
+    return member
+
+
+def check_eligible(state: RosterState, member: bytes, rules: GroupRules, at: int) -> None:
+    """Raise unless `member` may be elected in `state` at time `at`."""
+    if member not in state.members:
+        raise RuleViolation("not_in_group", "only a member of the group can be its spokesperson")
+    since = state.since.get(member, at)
+    if at < since + rules.policy.probation_seconds and member not in rules.stewards:
+        raise RuleViolation("in_probation", "a member in probation can't be elected")
+
+
+def carried_motion(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
+) -> tuple[Motion, frozenset[bytes]]:
+    """The motion an `elect`/`recall` event carries, checked to have its quorum; and its signers."""
+    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+    if motion.kind != kind:
+        raise RuleViolation("invalid_motion", f"a {kind} event carries a {kind} motion")
+    if motion.group != state.group:
+        raise RuleViolation("wrong_group", "this motion is for another group")
+    if motion.id in state.motions_done:
+        raise RuleViolation("stale_motion", "this motion has already been carried out")
+    raw = event.fields.get("signatures")
+    if not isinstance(raw, list) or len(raw) > len(state.members):
+        raise RuleViolation("invalid_motion", f"a {kind} carries its signatures")
+    signatures = [unpack(s, "motion-sign", network) for s in raw]
+    authors = [s.author for s in signatures]
+    if len(set(authors)) != len(authors) or motion.statement.author in authors:
+        raise RuleViolation(
+            "invalid_motion", "a member signs a motion once (opening it is signing it)"
+        )
+    signers = valid_signers(motion, signatures, state)
+    needed = quorum_of(rules.policy.election_quorum, len(state.members))
+    if len(signers) < needed:
+        raise RuleViolation(
+            "quorum_not_reached",
+            f"{len(signers)} of the {needed} signatures of current members needed",
+        )
+    times = [motion.statement.time, *(s.time for s in signatures)]
+    if event.time < max(times):
+        raise RuleViolation("invalid_event", "the event is older than a signature it carries")
+    return motion, signers
+
+
+def apply_elect(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    motion, _ = carried_motion(state, event, network, rules, "elect")
+    member = election_member(motion)
+    if state.spokesperson is not None:
+        raise RuleViolation(
+            "has_spokesperson", "the group has a spokesperson: recall them before electing another"
+        )
+    check_eligible(state, member, rules, event.time)
+    return replace(state, spokesperson=member, motions_done=state.motions_done | {motion.id})
+
+
+def apply_recall(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    motion, _ = carried_motion(state, event, network, rules, "recall")
+    member = election_member(motion)
+    if state.spokesperson != member:
+        raise RuleViolation("not_spokesperson", "the member recalled is not the spokesperson")
+    return replace(state, spokesperson=None, motions_done=state.motions_done | {motion.id})
