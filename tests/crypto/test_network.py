@@ -168,6 +168,8 @@ def test_every_field_of_a_policy_round_trips() -> None:
         vetting_seconds=0,
         expulsion_quorum="all",
         review_seconds=90 * DAY,
+        election_quorum="two-thirds",
+        council_max=1000,
     )
     assert Policy.from_value(policy.to_value()) == policy
 
@@ -192,6 +194,9 @@ def test_every_field_of_a_policy_round_trips() -> None:
         ("expulsion_quorum", "most"),
         ("review_seconds", -1),
         ("review_seconds", 90 * DAY + 1),
+        ("election_quorum", "plurality"),
+        ("council_max", 1),
+        ("council_max", 1001),
         ("epoch_seconds", 3600 - 1),
         ("epoch_seconds", 90 * DAY + 1),
         ("epoch_messages", 99),
@@ -216,6 +221,8 @@ def test_policy_out_of_bounds_is_refused(field: str, value: Any) -> None:
         ("vetting_seconds", 30 * DAY),
         ("expulsion_quorum", "two-thirds"),
         ("review_seconds", 0),
+        ("election_quorum", "all"),
+        ("council_max", 2),
     ],
 )
 def test_policy_at_its_bounds_is_accepted(field: str, value: Any) -> None:
