@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.messages import machine, percentile, running_server  # noqa: E402
 
 SPOKES = str(Path(sys.executable).parent / "spokes")
-PASSPHRASE = "lantern orchard velvet quarry mosaic thimble"
+PASSPHRASE = "lantern orchard velvet quarry mosaic thimble"  # noqa: S105 - a throwaway bench keystore
 TARGET_MS = 500.0
 
 

@@ -21,12 +21,10 @@ from dataclasses import replace
 
 from crypto.errors import RuleViolation
 from crypto.keys import IdentityKey
-from crypto.motions import Motion, make_motion, parse_motion
+from crypto.motions import Motion, election_terms, make_motion, parse_motion
 from crypto.quorum import quorum_of, valid_signers
 from crypto.roster_state import GroupRules, RosterState
 from crypto.statements import Statement, unpack
-
-ELECTION_KINDS = ("elect", "recall")
 
 
 def make_elect_motion(
@@ -41,16 +39,6 @@ def make_recall_motion(key: IdentityKey, network: bytes, state: RosterState, tim
     if state.spokesperson is None:
         raise RuleViolation("no_spokesperson", "the group has no spokesperson to recall")
     return make_motion(key, network, state, "recall", {"member": state.spokesperson}, time)
-
-
-def election_member(motion: Motion) -> bytes:
-    """The member an `elect` or `recall` motion names."""
-    if motion.kind not in ELECTION_KINDS:
-        raise RuleViolation("invalid_motion", "not an election or a recall")
-    member = motion.terms.get("member")
-    if not isinstance(member, bytes) or len(member) != 32 or set(motion.terms) != {"member"}:
-        raise RuleViolation("invalid_motion", "an election or recall names one member")
-    return member
 
 
 def check_eligible(state: RosterState, member: bytes, rules: GroupRules, at: int) -> None:
@@ -99,7 +87,7 @@ def apply_elect(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     motion, _ = carried_motion(state, event, network, rules, "elect")
-    member = election_member(motion)
+    member = election_terms(motion)
     if state.spokesperson is not None:
         raise RuleViolation(
             "has_spokesperson", "the group has a spokesperson: recall them before electing another"
@@ -112,7 +100,7 @@ def apply_recall(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     motion, _ = carried_motion(state, event, network, rules, "recall")
-    member = election_member(motion)
+    member = election_terms(motion)
     if state.spokesperson != member:
         raise RuleViolation("not_spokesperson", "the member recalled is not the spokesperson")
     return replace(state, spokesperson=None, motions_done=state.motions_done | {motion.id})

@@ -91,6 +91,16 @@ def split_terms(motion: Motion) -> tuple[frozenset[bytes], bytes]:
     return as_set, new_group
 
 
+def election_terms(motion: Motion) -> bytes:
+    """The member an `elect` or `recall` motion names (crypto/elections.py)."""
+    if motion.kind not in ("elect", "recall"):
+        raise RuleViolation("invalid_motion", "not an election or a recall")
+    member = motion.terms.get("member")
+    if not isinstance(member, bytes) or len(member) != 32 or set(motion.terms) != {"member"}:
+        raise RuleViolation("invalid_motion", "an election or recall names one member")
+    return member
+
+
 def sign_motion(key: IdentityKey, network: bytes, motion: Motion, time: int) -> Statement:
     return sign_statement(
         key, "motion-sign", network, time, {"motion": motion.id, "group": motion.group}

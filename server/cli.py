@@ -115,8 +115,8 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument(
             "--database-url",
-            help="PostgreSQL URL (or SPOKES_DATABASE_URL); without one, an embedded "
-            "PostgreSQL runs in the data folder",
+            help="PostgreSQL URL (default SPOKES_DATABASE_URL, or none: an embedded "
+            "PostgreSQL runs in the data folder)",
         )
         sub.add_argument("-v", "--verbose", action="store_true", help="log requests and startup")
     return parser

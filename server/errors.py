@@ -78,6 +78,11 @@ class ErrorCode(str, Enum):  # noqa: UP042
     ADMISSION_USED = "admission_used"
     # The revocation chain (issue 7, item 8).
     ALREADY_REVOKED = "already_revoked"
+    # Spokespeople (issue 10).
+    STALE_MOTION = "stale_motion"
+    HAS_SPOKESPERSON = "has_spokesperson"
+    NOT_SPOKESPERSON = "not_spokesperson"
+    NO_SPOKESPERSON = "no_spokesperson"
 
 
 class ApiError(Exception):

@@ -56,6 +56,11 @@ _RULE_STATUS = {
     ErrorCode.WRONG_MEMBER: 400,
     ErrorCode.ADMISSION_USED: 409,
     ErrorCode.KEY_MISMATCH: 400,
+    ErrorCode.STALE_MOTION: 409,
+    ErrorCode.HAS_SPOKESPERSON: 409,
+    ErrorCode.NOT_SPOKESPERSON: 409,
+    ErrorCode.NO_SPOKESPERSON: 409,
+    ErrorCode.IN_PROBATION: 403,
 }
 
 

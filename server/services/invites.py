@@ -75,7 +75,11 @@ async def _create_invite(
         raise api_error(400, ErrorCode.BAD_REQUEST, "the invite payload is too large")
     member = await require_admitted(conn, session)
     if member_status(member, genesis, now) == "probation":
-        raise api_error(403, ErrorCode.IN_PROBATION, "members in probation can't invite yet")
+        raise api_error(
+            403,
+            ErrorCode.IN_PROBATION,
+            "members in probation can't invite yet: wait until it ends (`spokes status` shows when)",
+        )
     if invite.cell != member.cell_id:
         raise api_error(400, ErrorCode.INVALID_STATEMENT, "invites are for your own cell")
     if not 0 < invite.expires - seconds(now) <= genesis.policy.invite_expiry_seconds + 60:
@@ -86,7 +90,10 @@ async def _create_invite(
     await member_store.get_member(conn, member.member_id, for_update=True)
     if await store.count_open_invites(conn, member.member_id, now) >= genesis.policy.invite_quota:
         raise api_error(
-            409, ErrorCode.QUOTA_EXHAUSTED, "you have as many open invites as the policy allows"
+            409,
+            ErrorCode.QUOTA_EXHAUSTED,
+            "you have as many open invites as the policy allows: one must be used or expire "
+            "before you make another",
         )
     if len(await member_store.cell_members(conn, invite.cell)) >= genesis.policy.cell_max:
         raise api_error(

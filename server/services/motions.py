@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from crypto.motion_rules import check_opening
 from crypto.motions import parse_motion
-from crypto.quorum import required_signers
-from crypto.roster import GroupRules, check_split_sizes
+from crypto.roster import GroupRules
 from crypto.statements import Statement, get_bytes
 from server.errors import ErrorCode
 from server.services.auth import Session
@@ -47,10 +47,9 @@ async def open_motion(
         state = await load_state(conn, genesis, group_id)
         with crypto_errors():
             motion = parse_motion(statement)
-            moving = required_signers(state, motion)
             # Refused now rather than when its last signature arrives: nobody
-            # signs a split that could never be carried out.
-            check_split_sizes(GroupRules.of(genesis), len(state.members) - len(moving), len(moving))
+            # signs a motion that could never be carried out.
+            check_opening(state, motion, GroupRules.of(genesis), statement.time)
         await _store(conn, statement, group_id)
         await store.insert_motion(conn, motion.id, group_id, motion.kind)
         await event_store.append_event(

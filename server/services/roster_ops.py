@@ -214,10 +214,20 @@ async def _split(conn: Connection, change: RosterChange) -> None:
     await motion_store.mark_done(conn, motion.id)
 
 
+async def _motion_carried(conn: Connection, change: RosterChange) -> None:
+    """An election or a recall: the motion it carries is no longer open."""
+    network = change.genesis.network_id
+    with crypto_errors():
+        motion = parse_motion(unpack(change.event.fields.get("motion"), "motion", network))
+    await motion_store.mark_done(conn, motion.id)
+
+
 EFFECTS: Mapping[str, Effect] = {
     "create": _create,
     "add": _add,
     "remove": _remove,
     "epoch": _epoch,
     "split": _split,
+    "elect": _motion_carried,
+    "recall": _motion_carried,
 }

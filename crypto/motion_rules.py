@@ -1,0 +1,77 @@
+"""What each kind of motion asks before it may be opened and before it takes effect.
+
+The rule it keeps: the server (opening a motion, appending the event that
+carries it) and every client (listing, signing, carrying out) ask this one
+module, so they agree on who may sign a motion, how many signatures carry
+it, and whether it may be opened at all:
+
+- `split`: only the members who move sign, all of them; opened only if both
+  cells would keep the policy's minimum.
+- `elect`: any current member signs; the policy's `election_quorum` of the
+  current members carries it; opened only for a member on the roster, past
+  probation, in a group with no spokesperson.
+- `recall`: as `elect`, for the group's current spokesperson.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from crypto.elections import check_eligible
+from crypto.errors import RuleViolation
+from crypto.motions import Motion, election_terms
+from crypto.quorum import check_split_sizes, quorum_of, required_signers, valid_signers
+from crypto.roster_state import GroupRules, RosterState
+from crypto.statements import Statement
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """Who may sign a motion and how many signatures (opening counts) carry it out."""
+
+    signers: frozenset[bytes]  # the members whose signature counts
+    needed: int
+
+    def counted(self, signed: frozenset[bytes]) -> int:
+        return len(signed & self.signers)
+
+    def reached(self, signed: frozenset[bytes]) -> bool:
+        return self.counted(signed) >= self.needed
+
+
+def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
+    if motion.group != state.group:
+        raise RuleViolation("wrong_group", "this motion is for another group")
+    if motion.kind == "split":
+        moved = required_signers(state, motion)
+        return Quorum(moved, len(moved))
+    election_terms(motion)
+    members = frozenset(state.members)
+    return Quorum(members, quorum_of(rules.policy.election_quorum, len(members)))
+
+
+def signed_by(
+    motion: Motion, signatures: Sequence[Statement], state: RosterState
+) -> frozenset[bytes]:
+    """The current members who signed (the opener included); signatures of others are left out."""
+    current = [s for s in signatures if s.author in state.members]
+    return valid_signers(motion, current, state)
+
+
+def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int) -> Quorum:
+    """Raise RuleViolation unless `motion` may be opened in `state` at `at`; its quorum."""
+    quorum = quorum_for(state, motion, rules)
+    if motion.kind == "split":
+        moving = len(quorum.signers)
+        check_split_sizes(rules, len(state.members) - moving, moving)
+    elif motion.kind == "elect":
+        if state.spokesperson is not None:
+            raise RuleViolation(
+                "has_spokesperson",
+                "the group has a spokesperson: recall them before electing another",
+            )
+        check_eligible(state, election_terms(motion), rules, at)
+    elif state.spokesperson is None or election_terms(motion) != state.spokesperson:
+        raise RuleViolation("not_spokesperson", "the member to recall is not the spokesperson")
+    return quorum
