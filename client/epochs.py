@@ -39,7 +39,9 @@ class Epochs:
             state = await self.commit_epoch(record, state)
         if state.needs_rekey:
             raise ClientError(
-                "rekey_failed", "The group's new epoch could not be committed; try again."
+                "rekey_failed",
+                "The group's next key period could not be started (another member's client may "
+                "have been starting it at the same moment); run the command again.",
             )
         infos = epoch_infos(record.events, rules=self.client.rules())
         await self.open_epoch(record, state.epoch, infos[state.epoch])
@@ -89,7 +91,7 @@ class Epochs:
         except ServerError as exc:
             if exc.code == "not_found":
                 raise lying(
-                    f"the server withholds your key of epoch {epoch}, whose signed roster "
+                    f"the server withholds your key for key period {epoch}, whose signed roster "
                     "includes you"
                 ) from None
             raise
@@ -105,8 +107,8 @@ class Epochs:
             )
         except CryptoError:
             raise lying(
-                f"your sealed key of epoch {epoch} does not match the commitment its signed "
-                "epoch event carries (someone other than a member sealed it)"
+                f"your sealed key for key period {epoch} does not match the commitment its "
+                "signed roster event carries (someone other than a member sealed it)"
             ) from None
         keys = epochs.derive_epoch_keys(secret, group, epoch, info.members)
         del secret

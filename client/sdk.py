@@ -211,7 +211,9 @@ class Client:
         state = self.state
         return {
             "member_id": member_id_text(state.member_id),
-            "safety_number": fingerprint(state.identity.public_key()),
+            # Your own key's fingerprint; a safety number is of two keys (the
+            # inviter's and the newcomer's), compared at admission.
+            "fingerprint": fingerprint(state.identity.public_key()),
             "server": state.server,
             "network_id": None if state.network_id is None else b32e(state.network_id),
             "network_name": state.network_name,

@@ -15,8 +15,10 @@ and importing aiohttp costs about as much as everything else a command does
 from __future__ import annotations
 
 import asyncio
+import errno
 import http.client
 import json
+import socket
 import ssl
 import time
 import urllib.parse
@@ -207,11 +209,35 @@ class Feed:
 
 
 def _unreachable(base_url: str, exc: BaseException) -> ClientError:
+    """A network failure in words a person can act on: never a library's exception name."""
     return ClientError(
         "server_unreachable",
-        f"Could not reach the Spokes server at {base_url} ({type(exc).__name__}). "
-        "Check the address and that the server is running, then try again.",
+        f"Can't reach the Spokes server at {base_url}: {_why_unreachable(exc)}. Check the "
+        "address (`spokes whoami` shows the one this home uses), that the server is running "
+        "and that this device is online, then run the command again.",
     )
+
+
+def _why_unreachable(exc: BaseException) -> str:
+    # aiohttp wraps the OS's error (os_error, certificate_error); http.client raises it.
+    seen = [exc, getattr(exc, "os_error", None), getattr(exc, "certificate_error", None)]
+    seen += [exc.__cause__, exc.__context__]
+    for error in seen:
+        if isinstance(error, ssl.SSLCertVerificationError | ssl.CertificateError):
+            return "its TLS certificate does not verify for that address"
+        if isinstance(error, ssl.SSLError):
+            return "the TLS connection failed (check http:// or https://)"
+        if isinstance(error, socket.gaierror):
+            return "that host name is not found"
+        if isinstance(error, ConnectionRefusedError):
+            return "nothing is listening at that address and port"
+        if isinstance(error, TimeoutError):
+            return f"no answer within {TIMEOUT_SECONDS} s"
+        if isinstance(error, ConnectionError):
+            return "the connection broke off before the answer came"
+        if isinstance(error, OSError) and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return "there is no route to it from this device"
+    return "the connection failed"
 
 
 def _decode(text: str) -> Any:

@@ -156,8 +156,10 @@ def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int])
     if evidence.cell_group is None:
         raise ClientError(
             "not_admitted",
-            "The server shows nothing of your cell until your vetting completes (or it is "
-            "withholding it). Run `spokes status` to see where you stand.",
+            "You are not admitted yet: until your vetting completes, your cell is not shown "
+            "to you. Wait for your inviter's certificate and your cell's vouches; `spokes "
+            "status` shows where you stand (if it says you are admitted, the server is "
+            "withholding your cell: tell your inviter in person).",
         )
     with checking("cell"):
         group = parse_group_creation(

@@ -156,7 +156,9 @@ class Vetting:
             )
         if report.admission is not None:
             raise ClientError(
-                "already_admitted", "This newcomer already has an admission certificate."
+                "already_admitted",
+                "This newcomer already has an admission certificate; their cell's vouches come "
+                "next (`spokes pending` shows how far they are).",
             )
         expected = safety_number(me.public_key(), newcomer.key)
         if normalize_safety_number(typed_safety_number) != normalize_safety_number(expected):
@@ -196,7 +198,9 @@ class Vetting:
             )
         if self.client.state.member_id not in report.cell.members:
             raise ClientError(
-                "not_in_cell", "Only admitted members of the newcomer's cell can vouch or block."
+                "not_in_cell",
+                "Only admitted members of the newcomer's cell can vouch or block: they are in "
+                "another cell, or you are not admitted yet (`spokes status` shows which).",
             )
         verdict = make_verdict(
             kind,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 from dataclasses import asdict
 
@@ -25,13 +26,44 @@ from client.errors import ClientError
 from client.invites import Invites
 from client.sdk import Client
 from crypto.errors import InvalidStatement
-from crypto.network import DAY, HOUR, Policy
+from crypto.network import DAY, HOUR, Policy, cells_can_split
+
+
+def cell_bounds(args: argparse.Namespace) -> tuple[int, int]:
+    """--cell-min and --cell-max, each the default if not given; never one changed to fit.
+
+    A full cell must split into two that keep the minimum (cell_max >= 2 *
+    cell_min, crypto.network.cells_can_split). Bounds that break it are
+    refused, naming both values, which of them was a default, and what would do.
+    """
+    given = {"--cell-min": args.cell_min, "--cell-max": args.cell_max}
+    cell_min = Policy.cell_min if args.cell_min is None else args.cell_min
+    cell_max = Policy.cell_max if args.cell_max is None else args.cell_max
+    if cell_min < 2 or cell_max > 100 or cells_can_split(cell_min, cell_max):
+        return cell_min, cell_max  # in bounds, or refused by the policy's own check
+    shown = ", ".join(
+        f"{option} {value}" + (" (the default)" if given[option] is None else "")
+        for option, value in (("--cell-min", cell_min), ("--cell-max", cell_max))
+    )
+    would_do = [f"--cell-max {2 * cell_min} or more"] if 2 * cell_min <= 100 else []
+    if cell_max >= 4:
+        would_do.insert(0, f"--cell-min {cell_max // 2} or less")
+    raise ClientError(
+        "invalid_policy",
+        f"{shown}: a full cell of {cell_max} could not split into two cells of at least "
+        f"{cell_min}, so --cell-max must be at least twice --cell-min. Nothing was created; "
+        f"run it again with {', or '.join(would_do)}.",
+    )
+
+
+def _option(field: re.Match[str]) -> str:
+    """A policy field as the option that sets it (`cell_max` -> `--cell-max`)."""
+    return "--" + field[1].replace("_", "-")
 
 
 async def network_create(args: argparse.Namespace) -> Output:
+    cell_min, cell_max = cell_bounds(args)
     try:
-        cell_max = args.cell_max if args.cell_max is not None else Policy.cell_max
-        cell_min = args.cell_min if args.cell_min is not None else min(Policy.cell_min, cell_max)
         policy = Policy(
             cell_min=cell_min,
             cell_max=cell_max,
@@ -40,11 +72,16 @@ async def network_create(args: argparse.Namespace) -> Output:
             invite_quota=args.invite_quota,
             invite_expiry_seconds=args.invite_expiry_hours * HOUR,
             vetting_seconds=args.vetting_hours * HOUR,
-            epoch_seconds=args.epoch_hours * HOUR,
-            epoch_messages=args.epoch_messages,
+            epoch_seconds=args.key_period_hours * HOUR,
+            epoch_messages=args.key_period_messages,
         )
     except InvalidStatement as exc:
-        raise ClientError("invalid_policy", f"{exc}; change the option and run it again.") from None
+        said = re.sub(r"\b(cell_min|cell_max|vouches|invite_quota)\b", _option, str(exc))
+        raise ClientError(
+            "invalid_policy",
+            f"{said}. Nothing was created; change the option and run it again "
+            "(`spokes network create --help` shows each option's default).",
+        ) from None
 
     async def action(client: Client) -> Output:
         data = await founding.create_network(client, args.name, policy)
@@ -119,32 +156,98 @@ def register(commands: Commands) -> None:
         "create", "Found a network with its policy; you become its steward.", network_create
     )
     create.add_argument("--name", required=True, help="the network's name (only members see it)")
-    create.add_argument("--vouches", type=int, default=Policy.vouches, help="vouches to admit")
-    create.add_argument("--probation-days", type=int, default=Policy.probation_seconds // DAY)
-    create.add_argument("--invite-quota", type=int, default=Policy.invite_quota)
     create.add_argument(
-        "--invite-expiry-hours", type=int, default=Policy.invite_expiry_seconds // HOUR
-    )
-    create.add_argument("--cell-max", type=int, default=None, help=f"default {Policy.cell_max}")
-    create.add_argument("--cell-min", type=int, default=None, help=f"default {Policy.cell_min}")
-    create.add_argument("--vetting-hours", type=int, default=Policy.vetting_seconds // HOUR)
-    create.add_argument(
-        "--epoch-hours",
+        "--vouches",
         type=int,
-        default=Policy.epoch_seconds // HOUR,
-        help="a cell's key epoch is retired after this long",
+        metavar="N",
+        default=Policy.vouches,
+        help="vouches a newcomer needs to be admitted, the inviter's certificate counting as "
+        "one (default %(default)s)",
     )
     create.add_argument(
-        "--epoch-messages",
+        "--probation-days",
         type=int,
-        default=Policy.epoch_messages,
-        help="…or after this many messages, whichever comes first",
+        metavar="DAYS",
+        default=Policy.probation_seconds // DAY,
+        help="days after admission before a member may invite (default %(default)s)",
     )
+    create.add_argument(
+        "--invite-quota",
+        type=int,
+        metavar="N",
+        default=Policy.invite_quota,
+        help="open invites a member may have at once (default %(default)s)",
+    )
+    create.add_argument(
+        "--invite-expiry-hours",
+        type=int,
+        metavar="HOURS",
+        default=Policy.invite_expiry_seconds // HOUR,
+        help="hours an invite code stays valid (default %(default)s)",
+    )
+    create.add_argument(
+        "--cell-max",
+        type=int,
+        metavar="N",
+        default=None,
+        help="members at which a cell is full and takes no one until it splits; at least "
+        f"twice --cell-min (default {Policy.cell_max})",
+    )
+    create.add_argument(
+        "--cell-min",
+        type=int,
+        metavar="N",
+        default=None,
+        help="members each cell must keep when a cell splits; at most half --cell-max "
+        f"(default {Policy.cell_min})",
+    )
+    create.add_argument(
+        "--vetting-hours",
+        type=int,
+        metavar="HOURS",
+        default=Policy.vetting_seconds // HOUR,
+        help="hours a newcomer's cell has to block them, unless every member vouched "
+        "(default %(default)s)",
+    )
+    # `--epoch-…`: the words of the protocol, still taken (hidden) from older scripts.
+    for option, alias, dest, default, text in (
+        (
+            "--key-period-hours",
+            "--epoch-hours",
+            "key_period_hours",
+            Policy.epoch_seconds // HOUR,
+            "a cell's key period ends, and a new shared key is made, after this many hours",
+        ),
+        (
+            "--key-period-messages",
+            "--epoch-messages",
+            "key_period_messages",
+            Policy.epoch_messages,
+            "…or after this many messages, whichever comes first",
+        ),
+    ):
+        create.add_argument(
+            option,
+            type=int,
+            dest=dest,
+            default=default,
+            metavar="HOURS" if option.endswith("hours") else "N",
+            help=f"{text} (default %(default)s)",
+        )
+        create.add_argument(alias, type=int, dest=dest, help=argparse.SUPPRESS)
 
     invite = commands.group("invite", "Invite someone you have met.")
     invite_new = invite.add("create", "Make a one-time invite code for your cell.", invite_create)
-    invite_new.add_argument("--note", help="a private note, sealed inside the invite")
-    invite_new.add_argument("--expiry-hours", type=int, help="shorter than the network's expiry")
+    invite_new.add_argument(
+        "--note", help="a private note, sealed inside the invite (default: none)"
+    )
+    invite_new.add_argument(
+        "--expiry-hours",
+        type=int,
+        metavar="HOURS",
+        help="hours the code stays valid, at most the network's invite expiry "
+        "(default: the network's, 72 unless its founder chose otherwise)",
+    )
 
     joining = commands.add("join", "Join a network with an invite code.", join)
     joining.add_argument(

@@ -40,14 +40,14 @@ async def init(args: argparse.Namespace) -> Output:
     with store.lock(create=True):
         client = Client.init(store, secret, args.server, cost.params)
     me = client.whoami()
-    data = {"member_id": me["member_id"], "safety_number": me["safety_number"]}
+    data = {"member_id": me["member_id"], "fingerprint": me["fingerprint"]}
     data["kdf"] = cost.to_json()
     if generated is not None:
         data["passphrase"] = generated
     text = (
         f"Keystore created in {store.home}.\n"
-        f"Your member id:   {me['member_id']}\n"
-        f"Your key number:  {me['safety_number']}\n"
+        f"Your member id:       {me['member_id']}\n"
+        f"Your key fingerprint: {me['fingerprint']}\n"
         "Next: `spokes network create --name NAME` to found a network."
     )
     return Output(data, text)
@@ -145,7 +145,7 @@ def register(commands: Commands) -> None:
         "--server", required=True, help="server URL, e.g. https://spokes.example:8443"
     )
     generate_option(command)
-    commands.add("whoami", "Show your member id, key number, server and cell.", whoami)
+    commands.add("whoami", "Show your member id, key fingerprint, server and cell.", whoami)
     unlocking = commands.add(
         "unlock",
         "Keep your keystore unlocked for a while: no passphrase asked until then.",

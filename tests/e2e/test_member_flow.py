@@ -60,7 +60,7 @@ def server_url(spawn_server: Any, database_url: str) -> str:
 def found(tmp_path: Path, url: str, *policy: str) -> Path:
     home = tmp_path / "founder"
     me = run(home, "init", "--server", url)
-    assert len(me["safety_number"].replace(" ", "")) == 30
+    assert len(me["fingerprint"].replace(" ", "")) == 30
     network = run(home, "network", "create", "--name", "Riverside", *policy)
     assert set(network) == {"network_id", "cell_id"}
     return home
