@@ -247,7 +247,13 @@ class GroupRecord:
 
     group_id: bytes
     events: list[Statement] = field(default_factory=list)
+    # The last event checked and absorbed: where verification (and the feed) resumes.
     cursor: int = 0
+    # What each view has shown, apart from `cursor` and from each other: `read`
+    # shows history after read_cursor, `watch` after watch_cursor (None: never
+    # watched, so a first watch starts at what is absorbed).
+    read_cursor: int = 0
+    watch_cursor: int | None = None
     epochs: dict[int, EpochRecord] = field(default_factory=dict)
     unreadable: set[int] = field(default_factory=set)  # epochs from before I joined
     counters: dict[str, int] = field(default_factory=dict)
@@ -267,6 +273,8 @@ class GroupRecord:
         return {
             "events": [pack(e) for e in self.events],
             "cursor": self.cursor,
+            "read_cursor": self.read_cursor,
+            "watch_cursor": self.watch_cursor,
             "epochs": {str(n): _epoch_value(r) for n, r in self.epochs.items()},
             "unreadable": list[Value](sorted(self.unreadable)),
             "counters": dict[str, Value](self.counters),
@@ -294,6 +302,9 @@ class GroupRecord:
             # Re-verified on read, like every statement in the keystore.
             events=[unpack(e, "roster", network) for e in cast(list[Value], raw["events"])],
             cursor=cast(int, raw["cursor"]),
+            # A keystore from before the views had cursors: read has shown what is absorbed.
+            read_cursor=cast(int, raw.get("read_cursor", raw["cursor"])),
+            watch_cursor=cast(int | None, raw.get("watch_cursor")),
             epochs={
                 int(n): _epoch_from_value(group_id, int(n), r)
                 for n, r in cast(dict[str, Value], raw["epochs"]).items()

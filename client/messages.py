@@ -273,11 +273,19 @@ class Messages:
             raise lying("the group's events and its roster log disagree")
 
     async def read(self, group_text: str, since: int | None) -> list[ReadMessage]:
+        """The group's messages after `since`, or after what `read` last showed.
+
+        `read` has its own cursor, apart from the absorbed one and from
+        `watch`'s: a message a watch printed is still new to `read`.
+        """
         group = await self.rosters.group(group_text)
-        before = self.client.state.record(group).cursor
         record, _ = await self.catch_up(group)
-        start = before if since is None else since
-        return [m for m in record.history if m.cursor > start]
+        start = record.read_cursor if since is None else since
+        shown = [m for m in record.history if m.cursor > start]
+        if record.read_cursor < record.cursor:
+            record.read_cursor = record.cursor
+            self.client.save()
+        return shown
 
 
 def _transient(exc: ClientError) -> bool:

@@ -1,12 +1,19 @@
 """`spokes cells`, `members`, `profile set`, `send`, `read` and `watch`: my groups.
 
-With --json, watch prints one JSON object per line, one per message.
+`watch` prints one line per message on stdout (with --json, one JSON object
+per message), so `spokes watch | grep` sees only messages. It ends with how
+many it showed: on stderr for a person ("Watched for 30 s: 4 messages."), or
+with --json as a last line {"received": N, "reason": "timeout" | "count",
+"reconnects": K}. When it loses the server it says so on stderr, connects
+again by itself and resumes where it stopped (client/feed.py); an error
+ends it as any command's does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict
 
@@ -96,8 +103,26 @@ async def watch(args: argparse.Namespace, client: Client) -> Output:
         else:
             print(message_line(message), flush=True)
 
-    count = await LiveFeed(client).watch(args.count, args.timeout, emit)
-    return Output({"received": count}, "", streamed=True)
+    def notify(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    watched = await LiveFeed(client).watch(args.count, args.timeout, emit, notify)
+    data = {
+        "received": watched.received,
+        "reason": watched.reason,
+        "reconnects": watched.reconnects,
+    }
+    if args.json:
+        print(json.dumps(data), flush=True)
+    else:
+        plural = "" if watched.received == 1 else "s"
+        print(
+            f"Watched for {watched.seconds:.0f} s: {watched.received} message{plural}"
+            + (" (--count reached)." if watched.reason == "count" else "."),
+            file=sys.stderr,
+            flush=True,
+        )
+    return Output(data, "", streamed=True)
 
 
 def register(commands: Commands) -> None:

@@ -164,6 +164,20 @@ def test_a_group_record_round_trips_with_its_chains(log) -> None:  # type: ignor
     assert sorted(again.epochs[2].keys.chains[founder.member_id].skipped) == [0, 1, 2]
 
 
+def test_read_and_watch_keep_their_own_cursors_and_an_old_keystore_gets_defaults(log) -> None:  # type: ignore[no-untyped-def]
+    _, events = log
+    group = roster.verify_log(events, rules=RULES).group
+    record = GroupRecord(group, events, cursor=9, read_cursor=4, watch_cursor=7)
+    again = GroupRecord.from_value(group, record.to_value(), NETWORK)
+    assert (again.cursor, again.read_cursor, again.watch_cursor) == (9, 4, 7)
+    # A keystore written before the views had cursors: read has shown what was
+    # absorbed, and a first watch starts from what is absorbed.
+    old = record.to_value()
+    del old["read_cursor"], old["watch_cursor"]
+    again = GroupRecord.from_value(group, old, NETWORK)
+    assert (again.read_cursor, again.watch_cursor) == (9, None)
+
+
 def test_each_message_must_name_the_senders_previous_one() -> None:
     from client.groups import check_previous, previous_counter
 

@@ -110,11 +110,20 @@ def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str
     run(d, "send", "cell", "live two")
     out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, err
-    lines = [json.loads(line) for line in out.splitlines()]
+    *lines, end = [json.loads(line) for line in out.splitlines()]
     assert [m["text"] for m in lines] == ["live one", "live two"]
+    assert end == {"received": 2, "reason": "count", "reconnects": 0}
     assert all(m["group_id"] == cell_id for m in lines)
 
-    # Split: B and C move to a new cell once both have signed.
+    # Split: B and C move to a new cell once both have signed. B's watch, started
+    # before, follows B there.
+    follower = subprocess.Popen(
+        [*COMMAND, "watch", "--count", "1", "--timeout", "60", "--home", str(b), "--json"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     split = run(founder, "cell", "split", "cell", "--member", ids[b], "--member", ids[c])
     (motion,) = run(b, "motions")["motions"]
     assert (motion["motion_id"], motion["group_id"]) == (split["motion_id"], cell_id)
@@ -124,6 +133,10 @@ def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str
 
     run(b, "send", "cell", "new cell, new epoch")
     assert texts(run(c, "read", "cell")) == ["new cell, new epoch"]
+    out, err = follower.communicate(timeout=90)
+    assert follower.returncode == 0, err
+    followed, _ = [json.loads(line) for line in out.splitlines()]
+    assert (followed["text"], followed["group_id"]) == ("new cell, new epoch", split["group_id"])
     run(founder, "send", "cell", "still here")
     assert texts(run(d, "read", "cell"))[-1] == "still here"
     (old,) = run(founder, "cells")["groups"]

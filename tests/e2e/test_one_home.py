@@ -95,7 +95,8 @@ def test_sends_and_a_watch_from_one_home_never_reuse_a_counter(
     assert len(sent) >= SENDS - 1, "the lock makes sends wait, not fail"
     out, err = watcher.communicate(timeout=120)
     assert watcher.returncode == 0, err
-    watched = [json.loads(line) for line in out.splitlines()]
+    *watched, end = [json.loads(line) for line in out.splitlines()]
+    assert end["received"] == len(watched)
     assert len({m["message_id"] for m in watched}) == len(watched), "the watch printed twice"
 
     # The watch stopped last: its state written back must not hand out a used counter.
