@@ -13,6 +13,15 @@ The quorum is the policy's `election_quorum` of the group's members at the
 time the event is applied (crypto/quorum.py's `quorum_of`): members who
 left since they signed no longer count, and a signature by anyone off the
 roster makes the event invalid. Opening a motion is signing it.
+
+Each election or recall is a link of a chain a council can follow without
+the group's roster log: its motion commits to the roster (size and the root
+of crypto/rostertree.py's tree, checked here against the log), names the
+previous link, and needs, besides its quorum, a quorum of the `anchor`: the
+members present at the previous link who have not left since. Whoever left
+never counts again, so informants elsewhere can't make a group of their own
+keys pass for this one, and a roster that changed while the vote ran spoils
+the motion (`stale_roster`; it is opened again).
 """
 
 from __future__ import annotations
@@ -21,9 +30,17 @@ from dataclasses import replace
 
 from crypto.errors import RuleViolation
 from crypto.keys import IdentityKey
-from crypto.motions import Motion, election_terms, make_motion, parse_motion
+from crypto.motions import (
+    ElectionTerms,
+    Motion,
+    election_terms,
+    election_terms_for,
+    make_motion,
+    parse_motion,
+)
 from crypto.quorum import quorum_of, valid_signers
 from crypto.roster_state import GroupRules, RosterState
+from crypto.rostertree import roster_root
 from crypto.statements import Statement, unpack
 
 
@@ -31,14 +48,39 @@ def make_elect_motion(
     key: IdentityKey, network: bytes, state: RosterState, member: bytes, time: int
 ) -> Motion:
     """A motion to elect `member` the group's spokesperson."""
-    return make_motion(key, network, state, "elect", {"member": member}, time)
+    terms = election_terms_for(state, member, roster_root(state.members.values()))
+    return make_motion(key, network, state, "elect", terms, time)
 
 
 def make_recall_motion(key: IdentityKey, network: bytes, state: RosterState, time: int) -> Motion:
     """A motion to recall the group's current spokesperson (no reason needed)."""
     if state.spokesperson is None:
         raise RuleViolation("no_spokesperson", "the group has no spokesperson to recall")
-    return make_motion(key, network, state, "recall", {"member": state.spokesperson}, time)
+    terms = election_terms_for(state, state.spokesperson, roster_root(state.members.values()))
+    return make_motion(key, network, state, "recall", terms, time)
+
+
+def check_commitment(state: RosterState, motion: Motion) -> ElectionTerms:
+    """The motion's roster commitment and chain are this state's, or it is stale."""
+    terms = election_terms(motion)
+    if terms.level != state.level:
+        raise RuleViolation("invalid_motion", "the election names another level")
+    if terms.prev_link != state.last_link:
+        raise RuleViolation(
+            "stale_motion", "another election or recall took effect since this motion was opened"
+        )
+    if (terms.size, terms.root) != (len(state.members), roster_root(state.members.values())):
+        raise RuleViolation(
+            "stale_roster", "the roster changed since this motion was opened: open it again"
+        )
+    return terms
+
+
+def continuity_needed(state: RosterState, rules: GroupRules) -> int:
+    """Signatures needed from the members present at the last election who are still here."""
+    if not state.anchor:
+        return 0
+    return quorum_of(rules.policy.election_quorum, len(state.anchor))
 
 
 def check_eligible(state: RosterState, member: bytes, rules: GroupRules, at: int) -> None:
@@ -77,6 +119,14 @@ def carried_motion(
             "quorum_not_reached",
             f"{len(signers)} of the {needed} signatures of current members needed",
         )
+    check_commitment(state, motion)
+    continuing = continuity_needed(state, rules)
+    if len(signers & state.anchor) < continuing:
+        raise RuleViolation(
+            "quorum_not_reached",
+            f"{len(signers & state.anchor)} of the {continuing} signatures needed from members "
+            "present at the last election",
+        )
     times = [motion.statement.time, *(s.time for s in signatures)]
     if event.time < max(times):
         raise RuleViolation("invalid_event", "the event is older than a signature it carries")
@@ -87,20 +137,29 @@ def apply_elect(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     motion, _ = carried_motion(state, event, network, rules, "elect")
-    member = election_terms(motion)
+    member = election_terms(motion).member
     if state.spokesperson is not None:
         raise RuleViolation(
             "has_spokesperson", "the group has a spokesperson: recall them before electing another"
         )
     check_eligible(state, member, rules, event.time)
-    return replace(state, spokesperson=member, motions_done=state.motions_done | {motion.id})
+    return _linked(replace(state, spokesperson=member), event, motion)
 
 
 def apply_recall(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     motion, _ = carried_motion(state, event, network, rules, "recall")
-    member = election_terms(motion)
-    if state.spokesperson != member:
+    if state.spokesperson != election_terms(motion).member:
         raise RuleViolation("not_spokesperson", "the member recalled is not the spokesperson")
-    return replace(state, spokesperson=None, motions_done=state.motions_done | {motion.id})
+    return _linked(replace(state, spokesperson=None), event, motion)
+
+
+def _linked(state: RosterState, event: Statement, motion: Motion) -> RosterState:
+    """The event is the group's last link; its members at this moment are the next anchor."""
+    return replace(
+        state,
+        last_link=event.id,
+        anchor=frozenset(state.members),
+        motions_done=state.motions_done | {motion.id},
+    )

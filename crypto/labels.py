@@ -59,5 +59,10 @@ MESSAGE_ID = b"spokes/v1/message-id\x00"
 PROFILE_AAD = b"spokes/v1/profile\x00"
 PROFILE_SIGNATURE = b"spokes/v1/profile-signature\x00"
 
+# Spokespeople and councils (part 3): the Merkle tree over a group's roster
+# that an election commits to (crypto/rostertree.py).
+ROSTER_LEAF = b"spokes/v1/roster-leaf\x00"
+ROSTER_NODE = b"spokes/v1/roster-node\x00"
+
 # Every signature context that is not a statement's.
 OTHER_SIGNATURE_CONTEXTS = (LOGIN, INVITE_PROOF, MESSAGE_SIGNATURE, PROFILE_SIGNATURE)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from crypto.elections import check_eligible
+from crypto.elections import check_commitment, check_eligible, continuity_needed
 from crypto.errors import RuleViolation
 from crypto.motions import Motion, election_terms
 from crypto.quorum import check_split_sizes, quorum_of, required_signers, valid_signers
@@ -28,16 +28,28 @@ from crypto.statements import Statement
 
 @dataclass(frozen=True)
 class Quorum:
-    """Who may sign a motion and how many signatures (opening counts) carry it out."""
+    """Who may sign a motion and how many signatures (opening counts) carry it out.
+
+    An election also needs `anchor_needed` of the `anchor`: the members
+    present at the group's last election who are still on the roster.
+    """
 
     signers: frozenset[bytes]  # the members whose signature counts
     needed: int
+    anchor: frozenset[bytes] = frozenset()
+    anchor_needed: int = 0
 
     def counted(self, signed: frozenset[bytes]) -> int:
         return len(signed & self.signers)
 
+    def anchor_counted(self, signed: frozenset[bytes]) -> int:
+        return len(signed & self.anchor)
+
     def reached(self, signed: frozenset[bytes]) -> bool:
-        return self.counted(signed) >= self.needed
+        return (
+            self.counted(signed) >= self.needed
+            and self.anchor_counted(signed) >= self.anchor_needed
+        )
 
 
 def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
@@ -48,7 +60,12 @@ def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
         return Quorum(moved, len(moved))
     election_terms(motion)
     members = frozenset(state.members)
-    return Quorum(members, quorum_of(rules.policy.election_quorum, len(members)))
+    return Quorum(
+        members,
+        quorum_of(rules.policy.election_quorum, len(members)),
+        state.anchor,
+        continuity_needed(state, rules),
+    )
 
 
 def signed_by(
@@ -65,13 +82,17 @@ def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int
     if motion.kind == "split":
         moving = len(quorum.signers)
         check_split_sizes(rules, len(state.members) - moving, moving)
-    elif motion.kind == "elect":
+    else:
+        check_commitment(state, motion)
+    if motion.kind == "elect":
         if state.spokesperson is not None:
             raise RuleViolation(
                 "has_spokesperson",
                 "the group has a spokesperson: recall them before electing another",
             )
-        check_eligible(state, election_terms(motion), rules, at)
-    elif state.spokesperson is None or election_terms(motion) != state.spokesperson:
+        check_eligible(state, election_terms(motion).member, rules, at)
+    elif motion.kind == "recall" and (
+        state.spokesperson is None or election_terms(motion).member != state.spokesperson
+    ):
         raise RuleViolation("not_spokesperson", "the member to recall is not the spokesperson")
     return quorum

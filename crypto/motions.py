@@ -91,14 +91,58 @@ def split_terms(motion: Motion) -> tuple[frozenset[bytes], bytes]:
     return as_set, new_group
 
 
-def election_terms(motion: Motion) -> bytes:
-    """The member an `elect` or `recall` motion names (crypto/elections.py)."""
+@dataclass(frozen=True)
+class ElectionTerms:
+    """What an `elect` or `recall` motion says (crypto/elections.py).
+
+    `member` is whom it elects or recalls; `size` and `root` commit to the
+    group's roster when it was opened (crypto/rostertree.py); `prev_link`
+    is the group's last election or recall event (None before the first),
+    and `level` the group's level: the chain a council follows.
+    """
+
+    member: bytes
+    size: int
+    root: bytes
+    prev_link: bytes | None
+    level: int
+
+
+ELECTION_TERMS = {"member", "roster", "prev_link", "level"}
+
+
+def election_terms(motion: Motion) -> ElectionTerms:
     if motion.kind not in ("elect", "recall"):
         raise RuleViolation("invalid_motion", "not an election or a recall")
-    member = motion.terms.get("member")
-    if not isinstance(member, bytes) or len(member) != 32 or set(motion.terms) != {"member"}:
-        raise RuleViolation("invalid_motion", "an election or recall names one member")
-    return member
+    terms = motion.terms
+    if set(terms) != ELECTION_TERMS:
+        raise RuleViolation(
+            "invalid_motion", "an election names a member, the roster and the chain"
+        )
+    member, roster, prev, level = (terms[k] for k in ("member", "roster", "prev_link", "level"))
+    if (
+        not isinstance(member, bytes)
+        or len(member) != 32
+        or not isinstance(roster, list)
+        or len(roster) != 2
+        or not isinstance(roster[0], int)
+        or not isinstance(roster[1], bytes)
+        or len(roster[1]) != 32
+        or not (prev is None or (isinstance(prev, bytes) and len(prev) == 32))
+        or not isinstance(level, int)
+    ):
+        raise RuleViolation("invalid_motion", "an election's terms are malformed")
+    return ElectionTerms(member, roster[0], roster[1], prev, level)
+
+
+def election_terms_for(state: RosterState, member: bytes, root: bytes) -> dict[str, Value]:
+    """The terms of an election or recall of `member` opened in `state` (`root`: its roster tree)."""
+    return {
+        "member": member,
+        "roster": [len(state.members), root],
+        "prev_link": state.last_link,
+        "level": state.level,
+    }
 
 
 def sign_motion(key: IdentityKey, network: bytes, motion: Motion, time: int) -> Statement:

@@ -400,10 +400,9 @@ def _remove(
 
 
 def _without_leavers(state: RosterState) -> RosterState:
-    """A spokesperson who left the roster (removed, moved away) is no longer spokesperson."""
-    if state.spokesperson is not None and state.spokesperson not in state.members:
-        return replace(state, spokesperson=None)
-    return state
+    """Whoever left is out of the election anchor for good, and no longer spokesperson."""
+    spokesperson = state.spokesperson if state.spokesperson in state.members else None
+    return replace(state, spokesperson=spokesperson, anchor=state.anchor & set(state.members))
 
 
 def _epoch(

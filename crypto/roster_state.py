@@ -72,6 +72,12 @@ class RosterState:
     # The member a carried-out `elect` made spokesperson, until a `recall` or
     # their leaving the roster (crypto/elections.py).
     spokesperson: bytes | None = None
+    # The group's last `elect` or `recall` event, which the next one names.
+    last_link: bytes | None = None
+    # The members at that event who are still on the roster (whoever leaves
+    # drops out for good): the next election needs a quorum of them too, so
+    # a council that checked the last one can check this one (elections.py).
+    anchor: frozenset[bytes] = frozenset()
 
     def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
         """Is `member_id` the member `root` or someone `root`'s invites led to?"""

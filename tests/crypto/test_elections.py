@@ -9,10 +9,11 @@ import pytest
 from crypto.elections import make_elect_motion, make_recall_motion
 from crypto.errors import RuleViolation
 from crypto.keys import IdentityKey
-from crypto.motions import Motion, sign_motion, split_event_fields
+from crypto.motions import Motion, election_terms_for, make_motion, sign_motion, split_event_fields
 from crypto.network import DAY, Policy
 from crypto.quorum import quorum_of
 from crypto.roster import GroupRules, RosterState, apply, make_group, sign_event
+from crypto.rostertree import roster_root
 from crypto.statements import Statement, pack
 from tests.crypto.helpers import T0, fixed_key
 from tests.crypto.test_roster import NETWORK, add_event, bundle, remove_event
@@ -155,8 +156,56 @@ def test_a_recall_names_the_spokesperson_it_unseats() -> None:
     )
     # A recall signed for B can't unseat C: neither replayed nor a fresh copy of its terms.
     refused("stale_motion", again, carry(again, "recall", old_recall, [C, D], at=LATER + 8))
-    forged = make_recall_motion(A, NETWORK, state, LATER + 8)  # still names B
+    stale = make_recall_motion(A, NETWORK, state, LATER + 8)  # still names B, an old link
+    refused("stale_motion", again, carry(again, "recall", stale, [C, D], at=LATER + 9))
+    root = roster_root(again.members.values())
+    forged = make_motion(
+        A, NETWORK, again, "recall", election_terms_for(again, B.member_id, root), LATER + 8
+    )
     refused("not_spokesperson", again, carry(again, "recall", forged, [C, D], at=LATER + 9))
+
+
+def test_a_roster_change_during_the_vote_spoils_the_motion() -> None:
+    state = with_d()
+    motion = make_elect_motion(A, NETWORK, state, B.member_id, LATER - 10)
+    grown = apply(state, add_event(state, A, bundle(E)), rules=RULES)
+    refused("stale_roster", grown, carry(grown, "elect", motion, [B, C, D]))
+    lied = make_motion(
+        A,
+        NETWORK,
+        state,
+        "elect",
+        {**election_terms_for(state, B.member_id, bytes(32))},
+        LATER - 10,
+    )
+    refused("stale_roster", state, carry(state, "elect", lied, [B, C]))
+
+
+def test_the_next_election_needs_a_quorum_of_those_present_at_the_last() -> None:
+    state = with_d()  # A B C D
+    state = elected(state, B, B, C)
+    assert state.anchor == {k.member_id for k in (A, B, C, D)}
+    recall = make_recall_motion(A, NETWORK, state, LATER)
+    state = apply(state, carry(state, "recall", recall, [C, D], at=LATER + 1), rules=RULES)
+    # E joins; A and D leave: the anchor is B and C, and stays so if D comes back.
+    state = apply(state, add_event(state, A, bundle(E)), rules=RULES)
+    state = apply(state, remove_event(state, A, A), rules=RULES)
+    state = apply(state, remove_event(state, D, D), rules=RULES)
+    assert state.anchor == {B.member_id, C.member_id}
+    # B, C, E: a majority of 3, but E counts only there; B alone of the anchor is 1 of 2.
+    motion = make_elect_motion(E, NETWORK, state, E.member_id, LATER + 2)
+    signatures = [sign_motion(B, NETWORK, motion, LATER + 3)]
+    event = sign_event(
+        E, NETWORK, state, "elect", LATER + 4, split_event_fields(motion, signatures)
+    )
+    with pytest.raises(RuleViolation, match="present at the last election"):
+        apply(state, event, rules=RULES)
+    signatures.append(sign_motion(C, NETWORK, motion, LATER + 3))
+    event = sign_event(
+        E, NETWORK, state, "elect", LATER + 4, split_event_fields(motion, signatures)
+    )
+    # E joined within probation of LATER + 4? E was added at T0 + seq: long past.
+    assert apply(state, event, rules=RULES).spokesperson == E.member_id
 
 
 def test_a_replayed_election_is_refused() -> None:

@@ -12,6 +12,7 @@ from crypto.encoding import b32e
 from crypto.motions import Motion
 from crypto.network import DAY, Policy
 from crypto.roster import RosterState
+from crypto.rostertree import roster_root
 from tests.server.actors import Actor, bring_in, table_counts
 from tests.server.group_actors import GroupView
 
@@ -83,7 +84,8 @@ async def test_motions_that_could_never_pass_are_refused_when_opened(cell, pool)
     assert (reply.status, reply.code) == (403, "not_in_group")
     with pytest.raises(Exception, match="no spokesperson"):
         make_recall_motion(c.key, c.network, state, c.now())
-    forged = motions.make_motion(c.key, c.network, state, "recall", {"member": founder.id}, c.now())
+    terms = motions.election_terms_for(state, founder.id, roster_root(state.members.values()))
+    forged = motions.make_motion(c.key, c.network, state, "recall", terms, c.now())
     reply = await open_motion(c, forged)
     assert (reply.status, reply.code) == (409, "not_spokesperson")
     assert await table_counts(pool) == before
