@@ -114,14 +114,49 @@ def epoch_infos(events: Sequence[Statement], *, rules: roster.GroupRules) -> dic
     return infos
 
 
+def readable_epochs(record: GroupRecord, *, rules: roster.GroupRules) -> dict[int, EpochInfo]:
+    """The epochs of a group's verified log that its messages may belong to.
+
+    For a cell a split moved me out of, the log as it stood before that
+    split: a message can't name the roster after it (nobody could send one
+    then: the split made the epoch stale), so none is read from after I left.
+    """
+    events = record.events if record.left_at is None else record.events[: record.left_at]
+    return epoch_infos(events, rules=rules)
+
+
+def lineage(records: Mapping[bytes, GroupRecord], group: bytes) -> list[bytes]:
+    """`group`, preceded by the cells a split moved me out of on the way to it, oldest first.
+
+    Each step back is a cell this client kept as left (`left_at`, set only
+    once the split that moved me was verified) whose log ends with the split
+    that the later cell's create event names as its origin.
+    """
+    chain = [group]
+    record = records.get(group)
+    while record is not None and record.events and len(chain) <= len(records):
+        origin = record.events[0].fields.get("origin")
+        record = next(
+            (
+                r
+                for r in records.values()
+                if r.left_at is not None and r.events and r.events[-1].id == origin
+            ),
+            None,
+        )
+        if record is not None:
+            chain.insert(0, record.group_id)
+    return chain
+
+
 def check_head(infos: Mapping[int, EpochInfo], epoch: int, head: object) -> None:
     """A message's inner roster head must be one this client's log has for that epoch."""
     info = infos.get(epoch)
     if not isinstance(head, bytes) or info is None or head not in info.heads:
         raise Equivocation(
-            f"A message in epoch {epoch} was written by someone who saw a roster this client "
-            "was never shown: the server is showing members different rosters. Nothing was "
-            "accepted; compare safety numbers and rosters with your cell in person."
+            f"A message in key period {epoch} was written by someone who saw a roster this "
+            "client was never shown: the server is showing members different rosters. Nothing "
+            "was accepted; compare roster fingerprints (`spokes cells`) with your cell in person."
         )
 
 
@@ -131,7 +166,10 @@ def bundle_of(events: Sequence[Statement], member: bytes, network: bytes) -> Key
         for statement in roster.carried_bundles(event):
             if statement.author == member:
                 return parse_key_bundle(statement)
-    raise ClientError("not_in_group", "That member is not in this group's roster.")
+    raise ClientError(
+        "not_in_group",
+        "That member is not on this group's roster; `spokes members cell` lists who is.",
+    )
 
 
 def admission_ids(events: Sequence[Statement], network: bytes) -> dict[bytes, bytes]:
@@ -166,7 +204,7 @@ def check_counter(last: dict[str, int], epoch: int, sender: bytes, counter: int)
     if previous is not None and counter <= previous:
         raise lying(
             f"a message arrived out of order or twice (counter {counter} after {previous} "
-            f"from the same sender in epoch {epoch})"
+            f"from the same sender in key period {epoch})"
         )
     last[key] = counter
 
@@ -184,7 +222,7 @@ def check_previous(claimed: Value, seen: int, epoch: int) -> None:
     """
     if claimed != seen:
         raise lying(
-            f"a message from this sender in epoch {epoch} was dropped: it follows their "
+            f"a message from this sender in key period {epoch} was dropped: it follows their "
             f"message {claimed!r}, but the last one this client saw was {seen}"
         )
 
@@ -222,7 +260,11 @@ class EpochRecord:
 
     def next_for_sending(self) -> tuple[int, MessageKey]:
         if self.sending is None:
-            raise ClientError("not_in_group", "You are not a sender in this epoch.")
+            raise ClientError(
+                "not_in_group",
+                "You are not among the senders of this key period: the group's roster changed. "
+                "Run the command again to send under the next one.",
+            )
         return self.sending.next_for_sending()
 
 
@@ -264,6 +306,13 @@ class GroupRecord:
     profile_versions: dict[bytes, int] = field(default_factory=dict)
     # My last accepted counter per epoch, named in my next message as "prev".
     sent: dict[str, int] = field(default_factory=dict)
+    # The last name each member's verified profile gave in this group: who is
+    # who in its history, even after they left it (client/profiles.py).
+    names: dict[bytes, str] = field(default_factory=dict)
+    # Set once a verified split moved me out of this cell (client/rosters.py):
+    # the roster seq of that split, where its kept log ends. The cell is then
+    # read-only: its messages up to the split, never anything after it.
+    left_at: int | None = None
 
     def remember(self, message: ReadMessage) -> None:
         self.history.append(message)
@@ -292,6 +341,8 @@ class GroupRecord:
             "profile_epoch": self.profile_epoch,
             "profile_versions": {m.hex(): v for m, v in self.profile_versions.items()},
             "sent": dict[str, Value](self.sent),
+            "names": {m.hex(): n for m, n in self.names.items()},
+            "left_at": self.left_at,
         }
 
     @classmethod
@@ -325,6 +376,11 @@ class GroupRecord:
                 for m, v in cast(dict[str, Value], raw.get("profile_versions") or {}).items()
             },
             sent=dict(cast(dict[str, int], raw.get("sent", {}))),
+            names={
+                bytes.fromhex(m): cast(str, n)
+                for m, n in cast(dict[str, Value], raw.get("names") or {}).items()
+            },
+            left_at=cast("int | None", raw.get("left_at")),
         )
 
 

@@ -27,11 +27,12 @@ from client.groups import (
     check_head,
     check_previous,
     check_seqs,
-    epoch_infos,
+    lineage,
     lying,
     message_header,
     parse_message_body,
     previous_counter,
+    readable_epochs,
 )
 from client.profiles import Profiles
 from client.revocations import Revocations
@@ -72,6 +73,7 @@ class Messages:
         """
         await self.flush_outbox()
         group = await self.rosters.group(group_text)
+        self.rosters.writable(group)
         record, state = await self.rosters.sync_roster(group)
         state = await self.epochs.ready_to_send(record, state)
         await self.profiles.reseal(record, state)
@@ -181,7 +183,7 @@ class Messages:
         # The log is fetched after the events, so it holds every roster event among them.
         record, state = await self.rosters.sync_roster(group)
         check_seqs(record.cursor, [e.seq for e in fetched])
-        infos = epoch_infos(record.events, rules=self.client.rules())
+        infos = readable_epochs(record, rules=self.client.rules())
         read = []
         for event in fetched:
             message = await self.absorb(record, infos, event)
@@ -212,7 +214,7 @@ class Messages:
         info = infos.get(header.epoch)
         member = None if info is None else info.members.get(header.sender)
         if info is None or member is None:
-            raise lying(f"a message of epoch {header.epoch} from someone outside its roster")
+            raise lying(f"a message of key period {header.epoch} from someone outside its roster")
         with verify.checking("message signature"):
             verify_sealed(sealed, member.key)
         seen = previous_counter(record.counters, header.epoch, header.sender)
@@ -286,6 +288,24 @@ class Messages:
             record.read_cursor = record.cursor
             self.client.save()
         return shown
+
+    async def history(self, group_text: str) -> list[tuple[bytes, ReadMessage]]:
+        """A group's kept messages, after those of the cells splits moved me out of to reach it.
+
+        Oldest cell first, each up to the split that moved me out of it (the
+        server serves me no more; client/groups.py `lineage`), then the group
+        itself; each cell is caught up first, so messages sent before a split
+        that this client never fetched are read now. What a cell shows is what
+        this client decrypted and kept (the last HISTORY_LIMIT of each group):
+        a message key is used once, so nothing is decrypted twice. Neither
+        `read`'s cursor nor `watch`'s moves.
+        """
+        group = await self.rosters.group(group_text)
+        kept = []
+        for step in lineage(self.client.state.groups, group):
+            record, _ = await self.catch_up(step)
+            kept += [(step, m) for m in record.history]
+        return kept
 
 
 def _transient(exc: ClientError) -> bool:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from client import api, verify
+from client.elections import Elections
 from client.errors import ClientError, ServerError
 from client.groups import GroupRecord, bundle_of, lying
 from client.rosters import Rosters
 from client.sdk import Client
-from crypto import motions, quorum, roster
+from crypto import motion_rules, motions, quorum, roster
 from crypto.encoding import b32e
 from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import member_id_text, parse_member_id
@@ -34,8 +35,9 @@ class MotionView:
     signatures: int
     needed: int
     moved: list[str]
-    new_group: str
+    new_group: str  # a split's; "" for other kinds
     signed_by_me: bool
+    member: str | None = None  # whom an election or a recall names
 
 
 class Motions:
@@ -67,18 +69,24 @@ class Motions:
         self, motion: Motion, signatures: list[Statement], state: RosterState
     ) -> MotionView:
         with verify.checking("motion"):
-            needed = quorum.required_signers(state, motion)
-            signers = quorum.valid_signers(motion, signatures, state)
-            moved, new_group = motions.split_terms(motion)
+            needed = motion_rules.quorum_for(state, motion, self.client.rules())
+            signers = motion_rules.signed_by(motion, signatures, state)
+            moved: frozenset[bytes] = frozenset()
+            new_group, member = b"", None
+            if motion.kind == "split":
+                moved, new_group = motions.split_terms(motion)
+            else:
+                member = member_id_text(motions.election_terms(motion).member)
         return MotionView(
             motion_id=b32e(motion.id),
             kind=motion.kind,
             group_id=b32e(motion.group),
-            signatures=len(needed & signers),
-            needed=len(needed),
+            signatures=needed.counted(signers),
+            needed=needed.needed,
             moved=[member_id_text(m) for m in sorted(moved)],
-            new_group=b32e(new_group),
+            new_group=b32e(new_group) if new_group else "",
             signed_by_me=self.client.me in signers,
+            member=member,
         )
 
     async def motions(self) -> list[MotionView]:
@@ -102,14 +110,32 @@ class Motions:
             )
         motion, signatures, state, record = await self._verified_motion(listed[0])
         view = self._motion_view(motion, signatures, state)
+        if motion.kind == "split" and self.client.me not in quorum.required_signers(state, motion):
+            # A signature the quorum does not count would read as consent it is not.
+            raise ClientError(
+                "not_a_signer",
+                "You stay in this cell, and only the members who move sign a split (no one is "
+                "moved without their own signature), so nothing was signed and there is "
+                "nothing for you to do. It takes effect once every member who moves has signed "
+                f"({view.signatures} of {view.needed} so far; `spokes motions` shows it).",
+            )
         if view.signed_by_me:
-            raise ClientError("already_signed", "You already signed this motion.")
+            raise ClientError(
+                "already_signed",
+                "You already signed this motion; `spokes motions` shows who else still has to.",
+            )
         network = self.client.network_id()
         signature = motions.sign_motion(
             self.client.state.identity, network, motion, self.client.now()
         )
         await self.client.call(api.sign_motion(motion.id, signature))
         signatures.append(signature)
+        if motion.kind != "split":
+            signed = motion_rules.signed_by(motion, signatures, state)
+            if not motion_rules.quorum_for(state, motion, self.client.rules()).reached(signed):
+                return {"motion_id": view.motion_id, "status": "open"}
+            await Elections(self.client).carry_out(state, motion, signatures)
+            return {"motion_id": view.motion_id, "status": "done"}
         moved, new_group = motions.split_terms(motion)
         if self.client.me in moved:
             splits = {**self.client.state.splits, new_group: motion.group}
@@ -154,6 +180,7 @@ class Motions:
                 parent=state.parent,
                 origin=event.id,
                 lines=state.lines,
+                since=state.since,
                 group=new_group,
                 rules=self.client.rules(),
             )
@@ -174,6 +201,7 @@ class Motions:
 
     async def split(self, group_text: str, member_texts: list[str]) -> dict[str, str]:
         group = await self.rosters.group(group_text)
+        self.rosters.writable(group)
         record, state = await self.rosters.sync_roster(group)
         moved = []
         for text in member_texts:

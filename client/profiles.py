@@ -15,9 +15,9 @@ from client.epochs import Epochs
 from client.groups import GroupRecord, epoch_infos, lying
 from client.rosters import Rosters
 from client.sdk import Client
-from crypto.encoding import Value
-from crypto.errors import DecryptionFailed
-from crypto.keys import member_id_text
+from crypto.encoding import Value, b32e
+from crypto.errors import DecryptionFailed, InvalidStatement
+from crypto.keys import member_id_text, parse_member_id
 from crypto.messages import open_profile, seal_profile
 from crypto.roster import RosterState
 
@@ -62,44 +62,110 @@ class Profiles:
         self.client.save()
         return True
 
+    async def seal_mine(self, record: GroupRecord, state: RosterState) -> RosterState:
+        """My profile sealed in a group I am in, under an epoch that covers its roster.
+
+        Duties (b) and (c) for a reader: a cell a split just made has no epoch
+        until its first sender commits one, and one whose roster changed has
+        none that covers it; either way my cellmates would see me without a
+        name, so my client commits the epoch (as a sender's would) and seals
+        my profile under it. Nothing happens without a profile of mine.
+        """
+        if self.client.state.profile is None or self.client.me not in state.members:
+            return state
+        if record.profile_epoch == state.epoch and not state.needs_rekey:
+            return state
+        state = await self.epochs.ready_to_send(record, state)
+        await self.reseal(record, state)
+        return state
+
     async def members(self, group_text: str) -> list[MemberView]:
         group = await self.rosters.group(group_text)
         record, state = await self.rosters.sync_roster(group)
+        state = await self.seal_mine(record, state)
+        # A cell a split moved me out of: those who stayed, as its log stood at the
+        # split, with the names last verified there (its profiles are not served to me).
+        opened = (
+            await self.opened(record, state)
+            if record.left_at is None
+            else {m: {"name": n} for m, n in record.names.items()}
+        )
+        views = [
+            MemberView(
+                member_id=member_id_text(member),
+                name=_text(opened.get(member, {}).get("name")),
+                contact=_text(opened.get(member, {}).get("contact")),
+                notes=_text(opened.get(member, {}).get("notes")),
+            )
+            for member in sorted(state.members)
+        ]
+        self.client.save()
+        return views
+
+    async def names(self, record: GroupRecord, state: RosterState) -> Names:
+        """The names this client can verify in the group, for showing who is who.
+
+        Fresh from the members' sealed profiles when this member may fetch
+        them, and the last verified names otherwise (a group left by a split
+        keeps the names its history was written under).
+        """
+        if self.client.state.member_id in state.members:
+            await self.opened(record, state)
+        return Names(dict(record.names))
+
+    async def names_of(self, group_text: str) -> Names:
+        group = await self.rosters.group(group_text)
+        record, state = await self.rosters.sync_roster(group)
+        names = await self.names(record, state)
+        self.client.save()
+        return names
+
+    async def known_names(self) -> dict[str, dict[bytes, str]]:
+        """Verified names in each group this client verified (by group id text), refreshed."""
+        await self.rosters.sync_cell()
+        known = {}
+        for group in self.rosters.verified_groups():
+            record, state = await self.rosters.sync_roster(group)
+            known[b32e(group)] = (await self.names(record, state)).verified
+        return known
+
+    async def opened(self, record: GroupRecord, state: RosterState) -> dict[bytes, dict[str, Value]]:
+        """Every current member's profile that opens and verifies, by member id.
+
+        A profile counts only if it opens under an epoch key of this group
+        and carries the member's signature (crypto.messages.open_profile),
+        and is not older than one seen before; any other is left out.
+        """
         infos = epoch_infos(record.events, rules=self.client.rules())
         sealed = {
             p.member_id.lower(): p
-            for p in api.parse_profiles(await self.client.call(api.group_profiles(group)))
+            for p in api.parse_profiles(await self.client.call(api.group_profiles(state.group)))
         }
-        views = []
+        opened: dict[bytes, dict[str, Value]] = {}
         for member in sorted(state.members):
-            profile: dict[str, Value] = {}
             found = sealed.get(member_id_text(member))
             info = None if found is None else infos.get(found.epoch)
-            if found is not None and info is not None:
-                keys = await self.epochs.open_epoch(record, found.epoch, info)
-                if keys is not None:
-                    try:
-                        profile, version = open_profile(
-                            keys.keys.profile_key,
-                            group,
-                            found.epoch,
-                            state.members[member].key,
-                            found.sealed,
-                        )
-                    except DecryptionFailed:
-                        profile = {}
-                    else:
-                        self._check_profile_version(record, member, version)
-            views.append(
-                MemberView(
-                    member_id=member_id_text(member),
-                    name=_text(profile.get("name")),
-                    contact=_text(profile.get("contact")),
-                    notes=_text(profile.get("notes")),
+            if found is None or info is None:
+                continue
+            keys = await self.epochs.open_epoch(record, found.epoch, info)
+            if keys is None:
+                continue
+            try:
+                profile, version = open_profile(
+                    keys.keys.profile_key,
+                    state.group,
+                    found.epoch,
+                    state.members[member].key,
+                    found.sealed,
                 )
-            )
-        self.client.save()
-        return views
+            except DecryptionFailed:
+                continue
+            self._check_profile_version(record, member, version)
+            opened[member] = profile
+            name = _text(profile.get("name"))
+            if name is not None:
+                record.names[member] = name
+        return opened
 
     @staticmethod
     def _check_profile_version(record: GroupRecord, member: bytes, version: int) -> None:
@@ -135,6 +201,25 @@ class Profiles:
             uploaded += 1
         self.client.save()
         return uploaded
+
+
+@dataclass(frozen=True)
+class Names:
+    """Who is who in one group, as far as this client could verify their profiles."""
+
+    verified: dict[bytes, str]
+
+    def of(self, member: bytes) -> str:
+        """A verified name, else a short id marked as one: `(id 3vq5r4vesz)`."""
+        name = self.verified.get(member)
+        return name if name is not None else f"(id {member_id_text(member)[:10]})"
+
+    def of_text(self, member_text: str) -> str:
+        try:
+            member = parse_member_id(member_text)
+        except InvalidStatement:
+            return f"(id {member_text[:10]})"
+        return self.of(member)
 
 
 def _text(value: Value | None) -> str | None:

@@ -6,7 +6,10 @@ posts), and the client does its share of the cell's upkeep without being
 asked (DESIGN §7): the first cell member whose client notices that a
 newcomer's admission completed adds them to the roster, a revoked member
 is taken off it, and a move to another cell is believed only through a
-verified split of my own cell.
+verified split of my own cell. The cell such a split moved me out of is
+kept, read-only, its log cut at the split: what I could read there before
+the split I still can, and nothing after it (PROTOCOL §11, "History after a
+split").
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from crypto.encoding import Value, b32d, b32e
 from crypto.errors import RuleViolation
 from crypto.keys import member_id_text, roster_fingerprint
 from crypto.network import GROUP_ID_BYTES
-from crypto.roster import RosterState
+from crypto.roster import GroupCreation, RosterState
 from crypto.splits import find_split_creation
 from crypto.statements import Statement, get_bytes, pack
 
@@ -42,6 +45,8 @@ class GroupView:
     needs_rekey: bool
     current_cell: bool
     unread_events: int
+    # The spokesperson a verified `elect` event made (None: none elected).
+    spokesperson: str | None
     # What members compare when they meet (crypto.keys.roster_fingerprint): the
     # same number is the same roster log; another at the same seq is a fork.
     roster_seq: int
@@ -75,8 +80,26 @@ class Rosters:
         _, cell_id = self.client.network()
         return [cell_id] if cell_id in self.client.verified_groups else []
 
+    def left_cells(self) -> list[GroupRecord]:
+        """The cells verified splits moved me out of, kept read-only up to the split."""
+        return [r for r in self.client.state.groups.values() if r.left_at is not None]
+
+    def writable(self, group: bytes) -> None:
+        """Refuse to act in a cell a split moved me out of: it is only read."""
+        if self.client.state.record(group).left_at is not None:
+            raise ClientError(
+                "read_only",
+                f"A split moved you out of {b32e(group)}: you can read its messages up to the "
+                f"split (`spokes read {b32e(group)}`), but not send or act there. Your cell "
+                "now is `cell`.",
+            )
+
     def resolve(self, text: str) -> bytes:
-        """A group id in b32, or the word `cell` for my current cell."""
+        """A group id in b32, or the word `cell` for my current cell.
+
+        A cell a verified split moved me out of resolves too, for reading:
+        `writable` refuses anything more there.
+        """
         if text.strip().lower() == CELL_WORD:
             _, cell_id = self.client.network()
             return cell_id
@@ -90,7 +113,8 @@ class Rosters:
                 f"{text!r} is not a group id; copy one from `spokes cells`, or say `cell`.",
             )
         _, cell_id = self.client.network()
-        if raw != cell_id:
+        left = self.client.state.groups.get(raw)
+        if raw != cell_id and (left is None or left.left_at is None):
             raise ClientError(
                 "not_found",
                 f"No group {b32e(raw)} that you belong to. `spokes cells` lists yours.",
@@ -107,6 +131,13 @@ class Rosters:
         try:
             data = await self.client.call(api.group_roster(group))
         except ServerError as exc:
+            if exc.code == "not_found" and group == self.client.state.cell_id:
+                raise ClientError(
+                    "not_admitted",
+                    "You are not on your cell's signed roster yet: once your vetting has "
+                    "completed, a cellmate's client adds you the next time they run a command. "
+                    "Try again later; `spokes status` shows where you stand.",
+                ) from None
             if exc.code == "not_found":
                 raise ClientError(
                     "not_found",
@@ -119,6 +150,11 @@ class Rosters:
         state = extend_log(record.events, events, rules=self.client.rules())
         if state.group != group:
             raise lying("the server answered with the roster log of another group")
+        if record.left_at is not None and len(events) > record.left_at + 1:
+            raise lying(
+                f"the server sent the roster log of {b32e(group)}, a cell a split moved you "
+                "out of, past that split: what it did after you left is not yours to see"
+            )
         # An add's vetting window is judged by the event's signed time; one
         # from the future would let a member add a newcomer before it closed.
         late = self.client.now() + roster.MAX_FUTURE_SECONDS
@@ -159,7 +195,7 @@ class Rosters:
         try:
             record, state = await self.sync_roster(cell_id)
         except ClientError as exc:
-            if exc.code == "not_found":
+            if exc.code == "not_admitted":
                 return  # not on the roster yet: someone else's client adds me
             raise
         self._check_origin(record.events[0], mine.logs)
@@ -206,6 +242,7 @@ class Rosters:
                 raise lying(
                     f"the server moved you to a cell that no split of your cell made ({exc})"
                 ) from None
+            self._keep_left_cell(parent, step)
             if parent[0].fields.get("group") == old_cell:
                 self.client.save(replace(self.client.state, cell_id=new_cell))
                 return
@@ -232,6 +269,27 @@ class Rosters:
             find_split_creation(parent, creation, rules=rules)
         except RuleViolation as exc:
             raise lying(f"your cell was not made by the split it names ({exc})") from None
+        if self.client.me in creation.state.members:  # the split moved me: keep what I read
+            self._keep_left_cell(parent, creation)
+
+    def _keep_left_cell(self, log: list[Statement], creation: GroupCreation) -> None:
+        """Keep the cell a verified split moved me out of, read-only, its log cut at the split.
+
+        `creation` is the create event of the cell the split made, already
+        checked against the split in `log` (find_split_creation) and holding
+        me. The log kept must extend what this client verified of that cell;
+        later, the server serves me that cell only up to the split, and a log
+        that goes past it is a lie (sync_roster).
+        """
+        origin = creation.statement.fields.get("origin")
+        cut = next(i for i, event in enumerate(log) if event.id == origin)
+        kept = list(log[: cut + 1])
+        record = self.client.state.record(get_bytes(kept[0].fields, "group", GROUP_ID_BYTES))
+        if record.left_at is not None:
+            return
+        extend_log(record.events, kept, rules=self.client.rules())
+        record.events, record.left_at = kept, cut
+        self.client.save()
 
     async def _remove_revoked(self, state: RosterState, revocation: Revocation) -> RosterState:
         """Take a revoked member off the roster, the steward's revocation as the reason.
@@ -396,6 +454,9 @@ class Rosters:
                     needs_rekey=state.needs_rekey,
                     current_cell=group == cell_id,
                     unread_events=max(0, summary.last_seq - record.cursor),
+                    spokesperson=None
+                    if state.spokesperson is None
+                    else member_id_text(state.spokesperson),
                     roster_seq=state.seq if at is None else at,
                     fingerprint=roster_fingerprint(group, _head_at(record.events, at)),
                 )

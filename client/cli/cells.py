@@ -17,29 +17,45 @@ import sys
 import time
 from dataclasses import asdict
 
-from client.cli.common import Commands, Output, client_command
+from client.cli.common import Commands, Output, cell_names, client_command
 from client.feed import LiveFeed
 from client.groups import ReadMessage
 from client.messages import Messages
-from client.profiles import Profiles
+from client.profiles import Names, Profiles
 from client.rosters import Rosters
 from client.sdk import Client
-from crypto.keys import revocation_fingerprint
+from crypto.encoding import b32e
+from crypto.keys import parse_member_id, revocation_fingerprint
 
 
-def message_line(message: ReadMessage) -> str:
+def message_line(message: ReadMessage, names: Names) -> str:
     sent = time.strftime("%Y-%m-%d %H:%M", time.gmtime(message.sent_at))
-    return f"[{message.cursor}] {sent} {message.sender[:12]}…: {message.text}"
+    return f"[{message.cursor}] {sent} {names.of_text(message.sender)}: {message.text}"
+
+
+def message_data(message: ReadMessage, names: Names) -> dict[str, object]:
+    sender = names.verified.get(parse_member_id(message.sender))
+    return {**asdict(message), "sender_name": sender}
 
 
 @client_command()
 async def cells(args: argparse.Namespace, client: Client) -> Output:
     views = await Rosters(client).cells(args.at)
+    names = await cell_names(client) if any(v.spokesperson for v in views) else Names({})
     lines = [
-        f"{v.group_id}  {v.kind} level {v.level}, {v.members} members, epoch {v.epoch}"
+        f"{v.group_id}  {v.kind} level {v.level}, {v.members} members, key period {v.epoch}"
         + ("  (your cell)" if v.current_cell else "")
+        + (f"\n    spokesperson {names.of_text(v.spokesperson)}" if v.spokesperson else "")
         + f"\n    roster {v.roster_seq}, fingerprint {v.fingerprint}"
         for v in views
+    ]
+    left = [
+        {"group_id": b32e(r.group_id), "split_at": r.left_at} for r in Rosters(client).left_cells()
+    ]
+    lines += [
+        f"{c['group_id']}  a cell a split moved you out of: read-only, up to roster "
+        f"{c['split_at']} (`spokes read {c['group_id']}`)"
+        for c in left
     ]
     known = client.state.revocations
     revoked = {
@@ -58,7 +74,7 @@ async def cells(args: argparse.Namespace, client: Client) -> Output:
             "for revocations: the same count with another fingerprint is a forked list, "
             "and a lower count means a revocation was kept from you."
         )
-    data = {"groups": [asdict(v) for v in views], "revocations": revoked}
+    data = {"groups": [asdict(v) for v in views], "left_cells": left, "revocations": revoked}
     return Output(data, "\n".join(lines) or "You are in no group yet.")
 
 
@@ -66,7 +82,7 @@ async def cells(args: argparse.Namespace, client: Client) -> Output:
 async def members(args: argparse.Namespace, client: Client) -> Output:
     views = await Profiles(client).members(args.group)
     lines = [
-        f"{v.member_id}  {v.name or '(no profile)'}" + (f"  {v.contact}" if v.contact else "")
+        f"{v.member_id}  {v.name or '(no profile yet)'}" + (f"  {v.contact}" if v.contact else "")
         for v in views
     ]
     return Output({"members": [asdict(v) for v in views]}, "\n".join(lines))
@@ -88,20 +104,51 @@ async def send(args: argparse.Namespace, client: Client) -> Output:
 
 @client_command()
 async def read(args: argparse.Namespace, client: Client) -> Output:
+    if args.history:
+        return await read_history(args.group, client)
     messages = await Messages(client).read(args.group, args.since)
-    lines = [message_line(m) for m in messages]
+    names = await Profiles(client).names_of(args.group)
+    lines = [message_line(m, names) for m in messages]
     return Output(
-        {"messages": [asdict(m) for m in messages]}, "\n".join(lines) or "No new messages."
+        {"messages": [message_data(m, names) for m in messages]},
+        "\n".join(lines) or "No new messages.",
     )
+
+
+async def read_history(group_text: str, client: Client) -> Output:
+    """`read GROUP --history`: the cells splits moved me out of, up to each split, then GROUP.
+
+    Each line is marked with its group; a line marks each split.
+    """
+    kept = await Messages(client).history(group_text)
+    profiles = Profiles(client)
+    current = Rosters(client).resolve(group_text)
+    names = {current: await profiles.names_of(group_text)}
+    lines, data, previous = [], [], None
+    for group, message in kept:
+        if group not in names:  # a cell I left: the names last verified there
+            names[group] = Names(dict(client.state.record(group).names))
+        if previous is not None and group != previous:
+            lines.append(f"--- split: from here on, {b32e(group)} ---")
+        previous = group
+        tag = b32e(group)[:8] + ("" if client.state.record(group).left_at is None else ", left")
+        lines.append(f"({tag}) {message_line(message, names[group])}")
+        data.append({"group_id": b32e(group), **message_data(message, names[group])})
+    return Output({"messages": data}, "\n".join(lines) or "No messages kept.")
 
 
 @client_command(hold_lock=False)
 async def watch(args: argparse.Namespace, client: Client) -> Output:
+    async with client.fresh():
+        known = await Profiles(client).known_names()
+        client.save()
+
     def emit(group: str, message: ReadMessage) -> None:
+        names = Names(known.get(group, {}))
         if args.json:
-            print(json.dumps({"group_id": group, **asdict(message)}), flush=True)
+            print(json.dumps({"group_id": group, **message_data(message, names)}), flush=True)
         else:
-            print(message_line(message), flush=True)
+            print(message_line(message, names), flush=True)
 
     def notify(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -140,24 +187,38 @@ def register(commands: Commands) -> None:
     profile = commands.group("profile", "Your profile in your groups.")
     setting = profile.add("set", "Set your name and contact, sealed per group.", profile_set)
     setting.add_argument("--name", required=True, help="the name your groups see")
-    setting.add_argument("--contact", help="how to reach you")
-    setting.add_argument("--notes", help="anything else for your groups")
+    setting.add_argument("--contact", help="how to reach you (default: none)")
+    setting.add_argument("--notes", help="anything else for your groups (default: none)")
 
     sending = commands.add("send", "Send an encrypted message to a group.", send)
     sending.add_argument("group", help="a group id, or `cell` for your cell")
     sending.add_argument("text", help="the message")
 
     reading = commands.add("read", "Read a group's messages, verified.", read)
-    reading.add_argument("group", help="a group id, or `cell` for your cell")
     reading.add_argument(
+        "group",
+        help="a group id, or `cell` for your cell; a cell a split moved you out of "
+        "reads up to the split",
+    )
+    which = reading.add_mutually_exclusive_group()
+    which.add_argument(
         "--since",
         type=int,
         default=None,
         help="show messages after this cursor (default: new ones)",
     )
+    which.add_argument(
+        "--history",
+        action="store_true",
+        help="show every message kept, oldest first, after those of the cells splits "
+        "moved you out of (each up to its split), each marked with its group "
+        "(default: off)",
+    )
 
     watching = commands.add("watch", "Print messages as they arrive, one per line.", watch)
-    watching.add_argument("--count", type=int, default=None, help="stop after this many messages")
     watching.add_argument(
-        "--timeout", type=float, default=3600.0, help="stop after this many seconds"
+        "--count", type=int, default=None, help="stop after this many messages (default: no limit)"
+    )
+    watching.add_argument(
+        "--timeout", type=float, default=3600.0, help="stop after this many seconds (default 3600)"
     )

@@ -10,18 +10,20 @@ command returns an `Output`; only `client.cli.main` prints it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from client import agent, passphrases
 from client.errors import ClientError, ServerError, VerificationFailed
+from client.profiles import Names, Profiles
 from client.rosters import Rosters
 from client.sdk import Client
 from client.state import Secret, StateFile, default_home
@@ -46,15 +48,34 @@ ClientAction = Callable[[argparse.Namespace, Client], Awaitable[Output]]
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that, under --json, reports usage errors as one JSON object."""
+    """argparse that, under --json, reports usage errors as one JSON object,
+    and answers a mistyped command with the command it resembles."""
 
     json_mode = False
 
     def error(self, message: str) -> NoReturn:
         if Parser.json_mode:
-            print_error("usage", f"{message}. See `{self.prog} --help`.", True)
+            if "--help" not in message:
+                end = "" if message.endswith((".", "?")) else "."
+                message = f"{message}{end} See `{self.prog} --help`."
+            print_error("usage", message, True)
             sys.exit(2)
         super().error(message)
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's own check lists every choice; for a level of commands
+        # (its choices are the subparsers by name) say what was probably meant.
+        if isinstance(action.choices, dict) and value not in action.choices:
+            raise argparse.ArgumentError(None, unknown_command(self.prog, value, action.choices))
+        super()._check_value(action, value)
+
+
+def unknown_command(prog: str, typed: str, names: Iterable[str]) -> str:
+    """`spokes sned` -> "unknown command 'sned'; did you mean `spokes send`?"."""
+    close = difflib.get_close_matches(typed, list(names), n=1)
+    if close:
+        return f"unknown command {typed!r}; did you mean `{prog} {close[0]}`?"
+    return f"unknown command {typed!r}: `{prog} --help` lists them"
 
 
 def common_options(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -286,6 +307,16 @@ def client_command(*, hold_lock: bool = True) -> Callable[[ClientAction], Handle
         return handler
 
     return decorate
+
+
+async def cell_names(client: Client) -> Names:
+    """My cell's verified names, or none when I have no cell to ask (pending, say)."""
+    try:
+        return await Profiles(client).names_of("cell")
+    except ClientError as exc:
+        if exc.code in ("not_found", "not_admitted", "no_cell"):
+            return Names({})
+        raise
 
 
 async def run_duties(client: Client) -> None:

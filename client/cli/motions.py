@@ -5,27 +5,45 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from client.cli.common import Commands, Output, client_command
+from client.cli.common import Commands, Output, cell_names, client_command
 from client.motions import Motions
+from client.profiles import Names
 from client.sdk import Client
+from crypto.keys import parse_member_id
 
 
 @client_command()
 async def motions(args: argparse.Namespace, client: Client) -> Output:
     views = await Motions(client).motions()
+    names = await cell_names(client) if views else Names({})
     lines = [
         f"{v.motion_id}  {v.kind} of {v.group_id}: {v.signatures}/{v.needed} signatures"
         + (" (you signed)" if v.signed_by_me else "")
+        + (f"\n    moving {', '.join(names.of_text(m) for m in v.moved)}" if v.moved else "")
+        + (f"\n    {v.kind}ing {names.of_text(v.member)}" if v.member else "")
         for v in views
     ]
-    return Output({"motions": [asdict(v) for v in views]}, "\n".join(lines) or "No open motions.")
+    data = [
+        {**asdict(v), "moved_names": [names.verified.get(parse_member_id(m)) for m in v.moved]}
+        for v in views
+    ]
+    return Output({"motions": data}, "\n".join(lines) or "No open motions.")
 
 
 @client_command()
 async def sign(args: argparse.Namespace, client: Client) -> Output:
     data = await Motions(client).sign(args.motion)
-    done = "it took effect" if data["status"] == "done" else "it needs more signatures"
-    return Output(data, f"Signed motion {data['motion_id']}; {done}.")
+    if data["status"] == "done":
+        text = (
+            f"Signed motion {data['motion_id']}: yours was the last signature it needed, and "
+            "the split took effect. `spokes cells` shows your cell now."
+        )
+    else:
+        text = (
+            f"Signed motion {data['motion_id']}. The split takes effect when the last member "
+            "who moves signs; `spokes motions` shows how many have."
+        )
+    return Output(data, text)
 
 
 @client_command()

@@ -5,21 +5,28 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from client.cli.common import Commands, Output, client_command, run_duties, when
+from client.cli.common import Commands, Output, cell_names, client_command, run_duties, when
+from client.profiles import Names
 from client.sdk import Client
 from client.vetting import Vetting
+from crypto.keys import parse_member_id
 
 
 @client_command()
 async def pending(args: argparse.Namespace, client: Client) -> Output:
     waiting = await Vetting(client).pending()
+    names = await cell_names(client) if waiting else Names({})
     lines = [
-        f"{p.member_id}  safety number {p.safety_number}  {p.stage} "
-        f"({p.vouches}/{p.needed} vouches)"
+        f"{p.member_id}  invited by {names.of_text(p.invited_by)}, "
+        f"safety number {p.safety_number}\n    {p.stage} ({p.vouches}/{p.needed} vouches)"
         for p in waiting
     ]
     text = "\n".join(lines) if lines else "No newcomers are waiting in your cell."
-    return Output({"pending": [asdict(p) for p in waiting]}, text)
+    data = [
+        {**asdict(p), "invited_by_name": names.verified.get(parse_member_id(p.invited_by))}
+        for p in waiting
+    ]
+    return Output({"pending": data}, text)
 
 
 @client_command()

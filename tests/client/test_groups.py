@@ -16,7 +16,9 @@ from client.groups import (
     check_seqs,
     epoch_infos,
     extend_log,
+    lineage,
     new_epoch_record,
+    readable_epochs,
 )
 from crypto import epochs, roster
 from crypto.keys import IdentityKey
@@ -190,3 +192,37 @@ def test_each_message_must_name_the_senders_previous_one() -> None:
     check_counter(seen, 1, sender, 3)  # counters 1 and 2 were refused sends: fine
     with pytest.raises(VerificationFailed, match="was dropped"):
         check_previous(2, previous_counter(seen, 1, sender), 1)  # it follows a message never seen
+
+
+def test_a_left_cell_reads_no_message_naming_the_roster_after_the_split(log) -> None:  # type: ignore[no-untyped-def]
+    _, events = log
+    group = roster.verify_log(events, rules=RULES).group
+    # As if the event at seq 2 had moved me out: the kept log ends there.
+    record = GroupRecord(group, events[:3], left_at=2)
+    readable = readable_epochs(record, rules=RULES)
+    check_head(readable, 1, events[1].id)  # written before I left: read
+    with pytest.raises(Equivocation):
+        check_head(readable, 1, events[2].id)  # names the roster after I left
+    assert events[2].id in epoch_infos(events[:3], rules=RULES)[1].heads  # uncut, it would be
+    again = GroupRecord.from_value(group, record.to_value(), NETWORK)
+    assert again.left_at == 2
+    old = record.to_value()  # a keystore from before cells were kept after a split
+    del old["left_at"]
+    assert GroupRecord.from_value(group, old, NETWORK).left_at is None
+
+
+def test_lineage_walks_back_only_through_cells_a_split_moved_me_out_of(log) -> None:  # type: ignore[no-untyped-def]
+    founder, events = log
+    old = roster.verify_log(events, rules=RULES).group
+    made = roster.make_group(
+        founder, NETWORK, NOW, [bundle(founder)], origin=events[-1].id, rules=RULES
+    ).statement
+    new = made.fields["group"]
+    assert isinstance(new, bytes)
+    left = GroupRecord(old, events, left_at=len(events) - 1)
+    records = {old: left, new: GroupRecord(new, [made])}
+    assert lineage(records, new) == [old, new]
+    assert lineage(records, old) == [old]
+    # A cell this client never kept as left (it never verified the split moved it) is no step.
+    records[old] = GroupRecord(old, events)
+    assert lineage(records, new) == [new]

@@ -86,11 +86,23 @@ def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str
         got = run(home, "read", "cell")["messages"]
         assert [m["text"] for m in got] == ["meet at six", "I'll bring the banner"]
         assert got[0]["sender"] == ids[founder] and got[0]["message_id"] == sent["message_id"]
+        # Names the reader verified from the senders' sealed profiles.
+        assert [m["sender_name"] for m in got] == ["Ana", "Bo"]
     assert run(c, "read", "cell")["messages"] == []  # nothing new
     assert texts(run(c, "read", "cell", "--since", "0")) == ["meet at six", "I'll bring the banner"]
+    plain = subprocess.run(
+        [*COMMAND, "read", "cell", "--since", "0", "--home", str(c)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert " Ana: meet at six" in plain and " Bo: I'll bring the banner" in plain, plain
 
     # A member added later reads only what came after.
     d, d_joined = join(tmp_path, "d", url, invite(founder))
+    (waiting,) = run(b, "pending")["pending"]
+    assert (waiting["member_id"], waiting["invited_by_name"]) == (d_joined["member_id"], "Ana")
     admit(founder, d_joined, b, c)
     assert run(d, "read", "cell", "--since", "0")["messages"] == []
     run(c, "send", "cell", "welcome, D")
@@ -112,6 +124,7 @@ def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str
     assert watcher.returncode == 0, err
     *lines, end = [json.loads(line) for line in out.splitlines()]
     assert [m["text"] for m in lines] == ["live one", "live two"]
+    assert [m["sender_name"] for m in lines] == ["Ana", None]  # D set no profile
     assert end == {"received": 2, "reason": "count", "reconnects": 0}
     assert all(m["group_id"] == cell_id for m in lines)
 
@@ -128,6 +141,7 @@ def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str
     (motion,) = run(b, "motions")["motions"]
     assert (motion["motion_id"], motion["group_id"]) == (split["motion_id"], cell_id)
     assert (motion["signatures"], motion["needed"]) == (0, 2)
+    assert sorted(motion["moved_names"]) == ["Bo", "Cy"]
     assert run(b, "sign", split["motion_id"]) == {"motion_id": split["motion_id"], "status": "open"}
     assert run(c, "sign", split["motion_id"]) == {"motion_id": split["motion_id"], "status": "done"}
 

@@ -122,5 +122,8 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path, server_url: str
     assert [m["text"] for m in said["spokes --home ~/sam read cell"]["messages"]] == [
         "new cell, new key"
     ]
+    kept = said["spokes --home ~/sam read cell --history"]["messages"]
+    assert [m["text"] for m in kept] == ["meeting moved to Thursday", "new cell, new key"]
+    assert kept[0]["group_id"] != kept[1]["group_id"]  # the old cell, then the new one
     signed = [r["status"] for c, r in results if " sign " in c]
     assert signed == ["open", "done"]

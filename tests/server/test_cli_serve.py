@@ -208,3 +208,10 @@ def test_serve_refuses_a_bad_worker_count(server_command: list[str]) -> None:
     )
     assert done.returncode == 2
     assert "--workers must be 1 to 64" in done.stderr
+
+
+def test_every_option_of_spokes_server_has_help_stating_its_default() -> None:
+    from server.cli import _parser
+    from tests.client.test_cli import options_without_help
+
+    assert options_without_help(_parser()) == []

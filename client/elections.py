@@ -1,0 +1,133 @@
+"""Electing and recalling a group's spokesperson, for one member.
+
+The rule it keeps: this client opens, signs and carries out an election or a
+recall only against the roster log it verified itself (crypto/motion_rules.py
+decides who may sign, how many must, and whether the motion could pass);
+the signatures it carries are those of members on that roster, so a motion
+never passes on the word of someone who left. The member whose signature
+completes the quorum posts the `elect` or `recall` roster event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from client import api
+from client.errors import ClientError, ServerError
+from client.rosters import Rosters
+from client.sdk import Client
+from crypto import motion_rules, motions, roster
+from crypto.elections import make_elect_motion, make_recall_motion
+from crypto.encoding import b32e
+from crypto.errors import CryptoError, RuleViolation
+from crypto.keys import parse_member_id
+from crypto.motions import Motion
+from crypto.roster import RosterState
+from crypto.statements import Statement
+
+# What a refusal from the rule book means to the person who asked.
+_REFUSALS = {
+    "has_spokesperson": "The group already has a spokesperson: recall them first "
+    "(`spokes recall GROUP`), then elect another.",
+    "not_spokesperson": "That member is not the group's spokesperson (`spokes cells` shows who is).",
+    "no_spokesperson": "The group has no spokesperson to recall.",
+    "in_probation": "A member in probation can't be elected yet; `spokes status ID` shows "
+    "when it ends.",
+    "not_in_group": "Only a member of the group can be elected; `spokes members GROUP` lists them.",
+}
+
+
+def refusal(exc: RuleViolation) -> ClientError:
+    """A rule book refusal of an election, worded for the person who asked; nothing was signed."""
+    hint = _REFUSALS.get(exc.code, f"{exc}.")
+    return ClientError(exc.code, f"{hint} Nothing was signed.")
+
+
+class Elections:
+    """Elections and recalls in my groups."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.rosters = Rosters(client)
+
+    async def elect(self, group_text: str, member_text: str) -> dict[str, str]:
+        try:
+            member = parse_member_id(member_text)
+        except CryptoError:
+            raise ClientError(
+                "invalid_member_id", f"{member_text!r} is not a member id; see `spokes members`."
+            ) from None
+        state = await self._group(group_text)
+        identity, network = self.client.state.identity, self.client.network_id()
+        motion = make_elect_motion(identity, network, state, member, self.client.now())
+        return await self._open(state, motion)
+
+    async def recall(self, group_text: str) -> dict[str, str]:
+        state = await self._group(group_text)
+        identity, network = self.client.state.identity, self.client.network_id()
+        try:
+            motion = make_recall_motion(identity, network, state, self.client.now())
+        except RuleViolation as exc:
+            raise refusal(exc) from None
+        return await self._open(state, motion)
+
+    async def _group(self, group_text: str) -> RosterState:
+        group = await self.rosters.group(group_text)
+        self.rosters.writable(group)
+        _, state = await self.rosters.sync_roster(group)
+        if self.client.me not in state.members:
+            raise ClientError("not_in_group", "You are not on this group's roster.")
+        return state
+
+    async def _open(self, state: RosterState, motion: Motion) -> dict[str, str]:
+        try:
+            quorum = motion_rules.check_opening(
+                state, motion, self.client.rules(), motion.statement.time
+            )
+        except RuleViolation as exc:
+            raise refusal(exc) from None
+        opened = api.parse_motion_id(
+            await self.client.call(api.open_motion(state.group, motion.statement))
+        )
+        if opened.lower() != b32e(motion.id):
+            raise ClientError("bad_response", "The server answered with another motion id.")
+        status = "open"
+        if quorum.reached(frozenset({self.client.me})):  # a group of one or two
+            await self.carry_out(state, motion, [])
+            status = "done"
+        return {"motion_id": b32e(motion.id), "status": status}
+
+    async def carry_out(
+        self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
+    ) -> None:
+        """Post the `elect`/`recall` event with the signatures of current members (mine included).
+
+        If the log moved on meanwhile, the roster is fetched again and the
+        signatures of those no longer on it are left out; if that leaves the
+        motion short of its quorum, it stays open.
+        """
+        identity, network = self.client.state.identity, self.client.network_id()
+        for attempt in range(2):
+            current = [s for s in signatures if s.author in state.members]
+            event = roster.sign_event(
+                identity,
+                network,
+                state,
+                motion.kind,
+                self.client.now(),
+                motions.split_event_fields(motion, current),
+            )
+            try:
+                roster.apply(state, event, rules=self.client.rules())
+            except RuleViolation as exc:
+                raise refusal(exc) from None
+            try:
+                await self.client.call(api.post_roster_event(state.group, event))
+            except ServerError as exc:
+                if exc.code != "stale_head" or attempt == 1:
+                    raise
+                _, state = await self.rosters.sync_roster(state.group)
+                continue
+            break
+        await self.rosters.sync_roster(state.group)
+        self.client.save()
