@@ -11,6 +11,8 @@ it, and whether it may be opened at all:
   current members carries it; opened only for a member on the roster, past
   probation, in a group with no spokesperson.
 - `recall`: as `elect`, for the group's current spokesperson.
+- `link` (councils): as `elect`'s quorum, of the council's seat holders;
+  opened only for a group with no seat (crypto/councils.py).
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
     if motion.kind == "split":
         moved = required_signers(state, motion)
         return Quorum(moved, len(moved))
-    election_terms(motion)
+    if motion.kind != "link":
+        election_terms(motion)
     members = frozenset(state.members)
     return Quorum(
         members,
@@ -82,6 +85,12 @@ def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int
     if motion.kind == "split":
         moving = len(quorum.signers)
         check_split_sizes(rules, len(state.members) - moving, moving)
+    elif motion.kind == "link":
+        group = motion.terms.get("group")
+        if state.kind != "council" or group in state.seats:
+            raise RuleViolation(
+                "invalid_motion", "a council links a group that has no seat in it yet"
+            )
     else:
         check_commitment(state, motion)
     if motion.kind == "elect":

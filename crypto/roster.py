@@ -31,6 +31,9 @@ Operations:
 - `elect`, `recall`: a motion and the signatures of a quorum of current
   members; they make or unmake the group's one spokesperson (elections.py).
   A spokesperson who leaves the roster is no longer spokesperson.
+- councils (kind `council`, level >= 1; councils.py): `create` with the
+  founder's seat, `link` (a seat for another group), `seat` (a seat changes
+  hands); a council takes no `add` and no `split`.
 Who must sign and how many vouches are enough are quorum.py's to say; this
 module asks it. A new operation is one entry in `_OPS` (its rule here, its
 quorum in quorum.py) and nothing else dispatches on an operation's name.
@@ -45,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from crypto.chains import Admission, parse_admission, parse_revocation, parse_verdict
+from crypto.councils import COUNCIL, apply_link, apply_seat, create_council, vacate
 from crypto.elections import apply_elect, apply_recall
 from crypto.encoding import Value
 from crypto.errors import CryptoError, RuleViolation
@@ -61,6 +65,7 @@ from crypto.quorum import check_split_sizes as check_split_sizes
 from crypto.roster_state import GroupRules as GroupRules
 from crypto.roster_state import RosterMember as RosterMember
 from crypto.roster_state import RosterState as RosterState
+from crypto.roster_state import member_from_bundle
 from crypto.roster_state import roster_hash as roster_hash
 from crypto.statements import (
     Statement,
@@ -79,11 +84,6 @@ MAX_FUTURE_SECONDS = 300
 # `left`: by the member themself. `revoked`: by any member, carrying a
 # steward's revocation of the member removed. Expulsion by quorum is part 4.
 REMOVE_REASONS = ("left", "revoked")
-
-
-def _member_from_bundle(bundle: KeyBundle) -> RosterMember:
-    statement = bundle.statement
-    return RosterMember(statement.author, statement.author_key, bundle.suite, bundle.kem_public)
 
 
 def sign_event(
@@ -219,7 +219,7 @@ def _apply(
         raise RuleViolation("wrong_group", "this event belongs to another group")
     if seq != state.seq + 1 or prev != state.head:
         raise RuleViolation("stale_head", "this event does not extend the current head of the log")
-    if event.author not in state.members:
+    if event.author not in state.members and op != "seat":  # a seat change: councils.py
         raise RuleViolation("not_in_group", "only members of the group can extend its log")
     after = _OPS.get(op)
     if after is None:
@@ -234,8 +234,10 @@ def _create(
     fields = event.fields
     kind = get_str(fields, "kind", 16)
     level = get_int(fields, "level")
+    if kind == COUNCIL:
+        return create_council(event, group, network, rules, now)
     if kind != "cell" or level != 0:
-        raise RuleViolation("invalid_event", "only cells (level 0) exist yet; councils are part 3")
+        raise RuleViolation("invalid_event", "a group is a cell (level 0) or a council")
     parent = fields.get("parent")
     if parent is not None and (not isinstance(parent, bytes) or len(parent) != GROUP_ID_BYTES):
         raise RuleViolation("invalid_event", "bad parent group id")
@@ -248,7 +250,7 @@ def _create(
         raise RuleViolation("group_full", f"a group is created with 1 to {cell_max} members")
     members: dict[bytes, RosterMember] = {}
     for packed in raw:
-        member = _member_from_bundle(parse_key_bundle(unpack(packed, "key-bundle", network), now))
+        member = member_from_bundle(parse_key_bundle(unpack(packed, "key-bundle", network), now))
         members[member.member_id] = member
     if len(members) != len(raw):
         raise RuleViolation("invalid_event", "a member is listed twice")
@@ -298,7 +300,9 @@ def _add(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     bundle = parse_key_bundle(unpack(event.fields.get("bundle"), "key-bundle", network), now)
-    member = _member_from_bundle(bundle)
+    member = member_from_bundle(bundle)
+    if state.kind == COUNCIL:
+        raise RuleViolation("invalid_event", "a council's members come only with its seats")
     if member.member_id in state.members:
         raise RuleViolation("already_in_group", "this member is already in the group")
     if len(state.members) >= rules.policy.cell_max:
@@ -402,7 +406,8 @@ def _remove(
 def _without_leavers(state: RosterState) -> RosterState:
     """Whoever left is out of the election anchor for good, and no longer spokesperson."""
     spokesperson = state.spokesperson if state.spokesperson in state.members else None
-    return replace(state, spokesperson=spokesperson, anchor=state.anchor & set(state.members))
+    left = replace(state, spokesperson=spokesperson, anchor=state.anchor & set(state.members))
+    return vacate(left) if state.kind == COUNCIL else left
 
 
 def _epoch(
@@ -423,6 +428,8 @@ def _epoch(
 def _split(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
+    if state.kind == COUNCIL:
+        raise RuleViolation("invalid_event", "a council does not split")
     motion_id, moved = check_split(state, event, network)
     if motion_id in state.motions_done:
         raise RuleViolation("stale_motion", "this motion has already been carried out")
@@ -444,6 +451,8 @@ _OPS = {
     "split": _split,
     "elect": apply_elect,
     "recall": apply_recall,
+    "link": apply_link,
+    "seat": apply_seat,
 }
 
 

@@ -16,7 +16,7 @@ from crypto import labels
 from crypto.encoding import Value, encode
 from crypto.errors import RuleViolation
 from crypto.keys import IdentityPublicKey
-from crypto.network import Genesis, Policy
+from crypto.network import Genesis, KeyBundle, Policy
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,22 @@ class RosterMember:
     key: IdentityPublicKey
     kem_suite: str
     kem_public: bytes
+
+
+@dataclass(frozen=True)
+class SeatAnchor:
+    """A council's seat: the last link of the linked group it accepted, and who holds it.
+
+    (crypto/delegations.py checks links; the seat's holder is a council member.)
+    """
+
+    group: bytes
+    link: bytes  # the link event's id
+    seq: int  # its place in the linked group's roster log
+    level: int
+    size: int
+    root: bytes
+    holder: bytes | None
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,8 @@ class RosterState:
     # drops out for good): the next election needs a quorum of them too, so
     # a council that checked the last one can check this one (elections.py).
     anchor: frozenset[bytes] = frozenset()
+    # A council's seats, by linked group (empty for a cell).
+    seats: Mapping[bytes, SeatAnchor] = field(default_factory=dict)
 
     def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
         """Is `member_id` the member `root` or someone `root`'s invites led to?"""
@@ -97,6 +115,12 @@ class RosterState:
         if found is None:
             raise RuleViolation("not_in_group", "not a member of this group")
         return found
+
+
+def member_from_bundle(bundle: KeyBundle) -> RosterMember:
+    """The roster entry a key bundle makes: the author's identity key and their KEM key."""
+    statement = bundle.statement
+    return RosterMember(statement.author, statement.author_key, bundle.suite, bundle.kem_public)
 
 
 def roster_hash(members: Iterable[RosterMember]) -> bytes:

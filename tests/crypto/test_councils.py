@@ -1,0 +1,341 @@
+"""Tests of crypto.councils and crypto.delegations: seats held on a linked group's delegation.
+
+Two cells (every member a steward, so no probation) elect spokespeople; a
+council is founded on one delegation, links the other, and follows each
+cell's later elections and recalls from its own log, without the cells'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from crypto import councils
+from crypto.elections import make_elect_motion, make_recall_motion
+from crypto.errors import RuleViolation
+from crypto.keys import IdentityKey
+from crypto.motions import Motion, make_split_motion, sign_motion, split_event_fields
+from crypto.network import Policy
+from crypto.roster import GroupRules, RosterState, apply, make_group, sign_event
+from crypto.roster_state import RosterMember
+from crypto.statements import Statement, pack
+from tests.crypto.helpers import T0, fixed_bytes, fixed_key
+from tests.crypto.test_roster import NETWORK, bundle, remove_event
+
+KEYS = {name: fixed_key(f"council {name}") for name in "ABCDEFGHXYZ"}
+A, B, C, D, E, F, G, H, X, Y, Z = KEYS.values()
+RULES = GroupRules(
+    Policy(cell_min=2, cell_max=12, vouches=1, vetting_seconds=0, probation_seconds=0),
+    frozenset(k.member_id for k in KEYS.values()),
+)
+NOW = T0 + 1000
+
+
+@dataclass
+class Cell:
+    """A cell's state, with every event so far (what its members' clients hold)."""
+
+    state: RosterState
+    events: list[Statement] = field(default_factory=list)
+    clock: int = NOW
+
+    def tick(self) -> int:
+        self.clock += 10
+        return self.clock
+
+    def post(self, by: IdentityKey, op: str, fields: dict) -> Statement:  # type: ignore[type-arg]
+        event = sign_event(by, NETWORK, self.state, op, self.tick(), fields)
+        self.state = apply(self.state, event, rules=RULES)
+        self.events.append(event)
+        return event
+
+    def motion_event(self, op: str, motion: Motion, signers: list[IdentityKey]) -> Statement:
+        """`signers` (the opener among them or not: opening is signing) sign; the first posts."""
+        opener = motion.statement.author
+        signatures = [
+            sign_motion(k, NETWORK, motion, self.tick()) for k in signers if k.member_id != opener
+        ]
+        return self.post(signers[0], op, split_event_fields(motion, signatures))
+
+    def elect(self, who: IdentityKey, opener: IdentityKey, *signers: IdentityKey) -> Statement:
+        motion = make_elect_motion(opener, NETWORK, self.state, who.member_id, self.tick())
+        return self.motion_event("elect", motion, list(signers) or [opener])
+
+    def recall(self, opener: IdentityKey, *signers: IdentityKey) -> Statement:
+        motion = make_recall_motion(opener, NETWORK, self.state, self.tick())
+        return self.motion_event("recall", motion, list(signers))
+
+
+def members_at(cell_: Cell, event: Statement) -> list[RosterMember]:
+    """The roster an event of the cell's log was applied to."""
+    state = None
+    for e in [_create_of(cell_), *cell_.events]:
+        if e.id == event.id:
+            assert state is not None
+            return list(state.members.values())
+        state = apply(state, e, rules=RULES)
+    raise AssertionError("not in the log")
+
+
+_CREATES: dict[bytes, Statement] = {}
+
+
+def _create_of(cell_: Cell) -> Statement:
+    return _CREATES[cell_.state.group]
+
+
+def tracked(*keys: IdentityKey, name: str) -> Cell:
+    group = fixed_bytes(f"cell {name}", 16)
+    made = make_group(keys[0], NETWORK, NOW, [bundle(k) for k in keys], group=group, rules=RULES)
+    _CREATES[group] = made.statement
+    return Cell(made.state)
+
+
+def signers_of(event: Statement) -> set[bytes]:
+    from crypto.delegations import parse_link
+
+    return set(parse_link(pack(event), event.fields["group"], NETWORK, RULES).signers)  # type: ignore[arg-type]
+
+
+def first_seat(cell_: Cell, event: Statement, holder: IdentityKey) -> dict:  # type: ignore[type-arg]
+    roster = members_at(cell_, event)
+    wanted = signers_of(event) | {holder.member_id}
+    return councils.seat_evidence(event, councils.link_proofs(roster, wanted), bundle(holder))
+
+
+def found_council(cell_: Cell, event: Statement, holder: IdentityKey) -> RosterState:
+    _, state = councils.make_council(
+        holder,
+        NETWORK,
+        cell_.tick(),
+        1,
+        bundle(holder),
+        cell_.state.group,
+        first_seat(cell_, event, holder),
+        rules=RULES,
+        group=fixed_bytes("council", 16),
+    )
+    return state
+
+
+def refused(code: str, action) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(RuleViolation) as caught:
+        action()
+    assert caught.value.code == code, caught.value
+
+
+def test_a_spokesperson_founds_a_council_on_their_cells_delegation() -> None:
+    one = tracked(A, B, C, name="one")
+    elected = one.elect(A, B, B, C)
+    council = found_council(one, elected, A)
+    assert council.kind == "council" and council.level == 1
+    assert set(council.members) == {A.member_id}
+    (seat,) = council.seats.values()
+    assert (seat.group, seat.holder, seat.size) == (one.state.group, A.member_id, 3)
+
+
+def test_a_council_is_founded_only_by_the_member_the_cell_elected() -> None:
+    one = tracked(A, B, C, name="one")
+    elected = one.elect(A, B, B, C)
+    refused("invalid_delegation", lambda: found_council(one, elected, B))
+
+
+def test_a_delegation_short_of_its_quorum_or_without_proofs_is_refused() -> None:
+    one = tracked(A, B, C, D, name="one")
+    elected = one.elect(A, B, B, C, D)
+    roster = members_at(one, elected)
+    # Proofs for only some signers: a signer not shown on the committed roster.
+    seat = councils.seat_evidence(
+        elected, councils.link_proofs(roster, {A.member_id, B.member_id}), bundle(A)
+    )
+    refused(
+        "invalid_proof",
+        lambda: councils.make_council(
+            A, NETWORK, NOW + 99, 1, bundle(A), one.state.group, seat, rules=RULES
+        ),
+    )
+    # Proofs whose keys are not the signers': a KEM key swapped in the holder's leaf.
+    other = tracked(A, B, C, name="other")
+    forged = other.elect(A, B, B, A)  # 2 of 3 signatures: a valid election of its own cell
+    seat = first_seat(other, forged, A)
+    proofs = seat["proofs"]
+    assert isinstance(proofs, list)
+    proofs[0] = [*proofs[0][:3], bytes(32), *proofs[0][4:]]
+    refused(
+        "invalid_proof",
+        lambda: councils.make_council(
+            A, NETWORK, NOW + 99, 1, bundle(A), other.state.group, seat, rules=RULES
+        ),
+    )
+
+
+def two_seats() -> tuple[Cell, Cell, RosterState]:
+    one = tracked(A, B, C, name="one")
+    two = tracked(D, E, F, name="two")
+    council = found_council(one, one.elect(A, B, B, C), A)
+    elected = two.elect(D, E, E, F)
+    motion = councils.make_link_motion(A, NETWORK, council, two.state.group, two.tick())
+    acceptance = councils.make_acceptance(D, NETWORK, council.group, two.state.group, two.tick())
+    fields = councils.link_fields(motion, [], acceptance, first_seat(two, elected, D))
+    event = sign_event(A, NETWORK, council, "link", two.tick(), fields)
+    return one, two, apply(council, event, rules=RULES)
+
+
+def test_a_council_links_a_group_by_its_quorum_and_the_spokespersons_acceptance() -> None:
+    _, two, council = two_seats()
+    assert set(council.members) == {A.member_id, D.member_id}
+    assert council.seats[two.state.group].holder == D.member_id
+    assert council.needs_rekey
+
+
+def test_a_link_without_the_spokespersons_acceptance_is_refused() -> None:
+    one = tracked(A, B, C, name="one")
+    two = tracked(D, E, F, name="two")
+    council = found_council(one, one.elect(A, B, B, C), A)
+    elected = two.elect(D, E, E, F)
+    motion = councils.make_link_motion(A, NETWORK, council, two.state.group, two.tick())
+    for signer, group in ((E, two.state.group), (D, one.state.group)):
+        acceptance = councils.make_acceptance(signer, NETWORK, council.group, group, two.tick())
+        fields = councils.link_fields(motion, [], acceptance, first_seat(two, elected, D))
+        event = sign_event(A, NETWORK, council, "link", two.tick(), fields)
+        refused("invalid_delegation", lambda e=event: apply(council, e, rules=RULES))
+
+
+BY_ID = {k.member_id: k for k in KEYS.values()}
+
+
+def seat_change(  # type: ignore[no-untyped-def]
+    cell_: Cell,
+    council: RosterState,
+    links: list[Statement],
+    holder: IdentityKey | None,
+    departures=(),
+) -> Statement:
+    """A seat event carrying `links`, with the proofs an honest client builds from the cell's log."""
+    anchor = council.seats[cell_.state.group]
+    anchor_event = next(e for e in cell_.events if e.id == anchor.link)
+    old_roster = _roster_after(cell_, anchor_event)
+    values = []
+    for position, link in enumerate(links):
+        roster = members_at(cell_, link)
+        wanted = signers_of(link) | (
+            {holder.member_id} if holder and position == len(links) - 1 else set()
+        )
+        old_ids = {m.member_id for m in old_roster}
+        values.append(
+            councils.seat_link_value(
+                link,
+                councils.link_proofs(roster, wanted),
+                councils.link_proofs(old_roster, signers_of(link) & old_ids),
+                [(d, councils.link_proofs(old_roster, ids)) for d, ids in departures]
+                if position == 0
+                else [],
+            )
+        )
+        old_roster = _roster_after(cell_, link)
+    fields = councils.seat_fields(
+        cell_.state.group, values, None if holder is None else bundle(holder)
+    )
+    author = holder or BY_ID[min(council.members)]  # the new holder, else any council member
+    return sign_event(author, NETWORK, council, "seat", cell_.tick(), fields)
+
+
+def _roster_after(cell_: Cell, event: Statement) -> list[RosterMember]:
+    state = None
+    for e in [_create_of(cell_), *cell_.events]:
+        state = apply(state, e, rules=RULES)
+        if e.id == event.id:
+            return list(state.members.values())
+    raise AssertionError("not in the log")
+
+
+def test_a_recall_and_a_new_election_change_the_seats_holder() -> None:
+    one, two, council = two_seats()
+    recalled = one.recall(B, B, C)
+    elected = one.elect(B, C, C, A)
+    after = apply(council, seat_change(one, council, [recalled, elected], B), rules=RULES)
+    assert set(after.members) == {B.member_id, D.member_id}
+    assert after.seats[one.state.group].holder == B.member_id
+    assert after.needs_rekey
+    # A recall alone empties the seat; its holder leaves the council.
+    recalled = two.recall(E, E, F)
+    vacated = apply(after, seat_change(two, after, [recalled], None), rules=RULES)
+    assert set(vacated.members) == {B.member_id}
+    assert vacated.seats[two.state.group].holder is None
+
+
+def test_an_old_delegation_replayed_after_a_recall_is_refused() -> None:
+    one, _, council = two_seats()
+    first = one.events[-1]  # A's election, the seat's anchor
+    recalled = one.recall(B, B, C)
+    after = apply(council, seat_change(one, council, [recalled], None), rules=RULES)
+    refused("stale_motion", lambda: apply(after, seat_change(one, after, [first], A), rules=RULES))
+
+
+def test_informants_elsewhere_cant_make_a_cell_of_their_own_pass_for_this_one() -> None:
+    """X, Y, Z (network members, not in cell one) sign an 'election' of X in cell one's name."""
+    one, _, council = two_seats()
+    recalled = one.recall(B, B, C)
+    council = apply(council, seat_change(one, council, [recalled], None), rules=RULES)
+    group = one.state.group
+    made = make_group(X, NETWORK, NOW, [bundle(k) for k in (X, Y, Z)], group=group, rules=RULES)
+    # A log of their own under cell one's id, following its last link.
+    fake = Cell(replace(made.state, last_link=recalled.id, seq=recalled.fields["seq"]))  # type: ignore[arg-type]
+    elected = fake.elect(X, Y, Y, Z)
+    refused(
+        "quorum_not_reached",
+        lambda: apply(council, _fake_seat(fake, council, elected, recalled), rules=RULES),
+    )
+
+
+def _fake_seat(
+    fake: Cell, council: RosterState, elected: Statement, recalled: Statement
+) -> Statement:
+    roster = list(fake.state.members.values())
+    wanted = signers_of(elected) | {X.member_id}
+    value = councils.seat_link_value(elected, councils.link_proofs(roster, wanted), [], [])
+    fields = councils.seat_fields(fake.state.group, [value], bundle(X))
+    return sign_event(X, NETWORK, council, "seat", NOW + 5000, fields)
+
+
+def test_a_split_between_elections_counts_as_departures_only_when_shown() -> None:
+    one = tracked(A, B, C, D, E, F, name="one")
+    council = found_council(one, one.elect(A, B, B, C, D, E), A)  # anchor: A..F
+    motion = make_split_motion(
+        D, NETWORK, one.state, [D.member_id, E.member_id, F.member_id], one.tick()
+    )
+    split = one.motion_event("split", motion, [D, E, F])
+    recalled = one.recall(B, B, C)  # A, B, C: a majority of 3, of the anchor 3 of 6
+    elected = one.elect(B, C, C, A)
+    # Without the split shown, 3 of the 6 anchor members signed: short of 4.
+    refused(
+        "quorum_not_reached",
+        lambda: apply(council, seat_change(one, council, [recalled, elected], B), rules=RULES),
+    )
+    moved = {D.member_id, E.member_id, F.member_id}
+    shown = seat_change(one, council, [recalled, elected], B, departures=[(split, moved)])
+    assert apply(council, shown, rules=RULES).seats[one.state.group].holder == B.member_id
+
+
+def test_councils_do_not_split_and_cells_have_no_seats() -> None:
+    one, two, council = two_seats()
+    motion = make_split_motion(D, NETWORK, council, [D.member_id], NOW + 7000)
+    split = sign_event(D, NETWORK, council, "split", NOW + 7001, split_event_fields(motion, []))
+    refused("invalid_event", lambda: apply(council, split, rules=RULES))
+    recalled = one.recall(B, B, C)
+    fields = councils.seat_fields(one.state.group, [], None)
+    refused(
+        "invalid_event",
+        lambda: apply(
+            one.state, sign_event(B, NETWORK, one.state, "seat", one.tick(), fields), rules=RULES
+        ),
+    )
+    assert recalled.fields["op"] == "recall"
+
+
+def test_a_holder_who_leaves_the_council_leaves_the_seat_empty() -> None:
+    _, two, council = two_seats()
+    after = apply(council, remove_event(council, D, D, "left"), rules=RULES)
+    assert set(after.members) == {A.member_id}
+    assert after.seats[two.state.group].holder is None
