@@ -17,6 +17,9 @@ from crypto import epochs, roster
 from crypto.errors import CryptoError
 from crypto.roster import RosterState
 
+# From this many members, sealing a new key period takes long enough to say so.
+SAY_SEALING_AT = 8
+
 
 class Epochs:
     """The keys of my groups' epochs."""
@@ -50,6 +53,10 @@ class Epochs:
     async def commit_epoch(self, record: GroupRecord, state: RosterState) -> RosterState:
         """Commit the next epoch (its secret sealed to every member), or take another's."""
         identity = self.client.state.identity
+        if len(state.members) >= SAY_SEALING_AT:
+            self.client.progress(
+                f"Starting a new key period: sealing its secret to {len(state.members)} members…"
+            )
         for attempt in range(2):
             secret = epochs.new_epoch_secret()
             epoch, group = state.epoch + 1, state.group

@@ -69,6 +69,8 @@ class Client:
         # Groups whose membership this process verified from signed events
         # (client/rosters.py): the only ones it seals to, reads or lists.
         self.verified_groups: set[bytes] = set()
+        # Where a slow step says what it is doing (the CLI: stderr in plain mode).
+        self.progress: Callable[[str], None] = lambda text: None
 
     # Opening and closing.
 

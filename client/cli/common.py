@@ -283,6 +283,7 @@ async def with_client(
     secret = secret_for(store)
     with store.lock():
         client = open_client(store, secret)
+        client.progress = lambda text: say(args, text)
         if hold_lock:
             try:
                 return await action(client)
