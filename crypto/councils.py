@@ -9,7 +9,8 @@ the seat's last accepted link:
 - `create` (kind `council`): a spokesperson founds it with their own seat,
   shown by their group's election (the delegation's first link);
 - `link`: a council motion signed by the council's quorum, the acceptance
-  signed by the linked group's spokesperson, and that group's election;
+  signed by the linked group's spokesperson, and that group's election
+  (posted by a council member or by that spokesperson);
 - `seat`: the linked group's next elections or recalls, following the
   seat's anchor; the old holder leaves the council, the new one joins.
   Anyone may post it (the links prove it), the new holder first of all.
@@ -247,6 +248,8 @@ def apply_link(
         )
     if holder.member_id in state.members:
         raise RuleViolation("already_in_group", "one member holds one seat of a council")
+    if event.author not in state.members and event.author != holder.member_id:
+        raise RuleViolation("not_in_group", "a link is posted by a council member or the new holder")
     return replace(
         state,
         members={**state.members, holder.member_id: holder},

@@ -219,7 +219,7 @@ def _apply(
         raise RuleViolation("wrong_group", "this event belongs to another group")
     if seq != state.seq + 1 or prev != state.head:
         raise RuleViolation("stale_head", "this event does not extend the current head of the log")
-    if event.author not in state.members and op != "seat":  # a seat change: councils.py
+    if event.author not in state.members and op not in ("seat", "link"):  # see councils.py
         raise RuleViolation("not_in_group", "only members of the group can extend its log")
     after = _OPS.get(op)
     if after is None:

@@ -83,6 +83,9 @@ class ErrorCode(str, Enum):  # noqa: UP042
     HAS_SPOKESPERSON = "has_spokesperson"
     NOT_SPOKESPERSON = "not_spokesperson"
     NO_SPOKESPERSON = "no_spokesperson"
+    STALE_ROSTER = "stale_roster"
+    INVALID_DELEGATION = "invalid_delegation"
+    INVALID_PROOF = "invalid_proof"
 
 
 class ApiError(Exception):

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from server.errors import ErrorCode
+from server.http.councils import add_council_routes
 from server.http.events import add_event_routes
 from server.http.groups import add_group_routes
 from server.http.membership import add_membership_routes
@@ -27,6 +28,7 @@ def add_routes(app: web.Application) -> None:
     add_membership_routes(app)
     add_event_routes(app)
     add_group_routes(app)
+    add_council_routes(app)
 
 
 async def healthz(request: web.Request) -> web.Response:

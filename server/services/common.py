@@ -61,6 +61,9 @@ _RULE_STATUS = {
     ErrorCode.NOT_SPOKESPERSON: 409,
     ErrorCode.NO_SPOKESPERSON: 409,
     ErrorCode.IN_PROBATION: 403,
+    ErrorCode.STALE_ROSTER: 409,
+    ErrorCode.INVALID_DELEGATION: 400,
+    ErrorCode.INVALID_PROOF: 400,
 }
 
 

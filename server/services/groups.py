@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from crypto.councils import COUNCIL, link_terms
+from crypto.motions import parse_motion
 from crypto.network import Genesis
 from crypto.roster import GroupRules, RosterState, apply, verify_log
+from crypto.statements import Statement, get_bytes, unpack
 from server.errors import ErrorCode
 from server.services.auth import Session
 from server.services.common import (
@@ -90,9 +93,15 @@ async def append_roster_event(
     """Append the caller's roster event; the new state, and who it removed from the group."""
     async with transaction(pool) as conn:
         genesis = await load_genesis(conn, session.network_id)
-        await locked_group_for(conn, session, group_id)
-        state = await load_state(conn, genesis, group_id)
         event = statement_from(body, "event", "roster", genesis.network_id)
+        group = await store.lock_group(conn, group_id)
+        # Members extend a log; a linked group's members post their seat's changes.
+        if group is None or not (
+            await store.is_group_member(conn, group_id, session.member_id)
+            or await _seats_linked_group(conn, session, group, event)
+        ):
+            raise api_error(404, ErrorCode.NOT_FOUND, "no such group")
+        state = await load_state(conn, genesis, group_id)
         check_fresh(event, now)
         if event.author != session.member_id:
             raise api_error(
@@ -102,6 +111,24 @@ async def append_roster_event(
             after = apply(state, event, rules=GroupRules.of(genesis), now=seconds(now))
         await record_event(conn, RosterChange(genesis, state, after, event, body, now))
     return after, frozenset(state.members) - frozenset(after.members)
+
+
+async def _seats_linked_group(
+    conn: Connection, session: Session, group: store.GroupRow, event: Statement
+) -> bool:
+    """A council's `link` or `seat` may come from a member of the group it seats."""
+    if group.kind != COUNCIL:
+        return False
+    op = event.fields.get("op")
+    with crypto_errors():
+        if op == "seat":
+            linked = get_bytes(event.fields, "seat_group", 16)
+        elif op == "link":
+            motion = parse_motion(unpack(event.fields.get("motion"), "motion", event.network))
+            linked = link_terms(motion)
+        else:
+            return False
+    return await store.is_group_member(conn, linked, session.member_id)
 
 
 async def my_epoch_secret(pool: Pool, session: Session, group_id: bytes, epoch: int) -> bytes:

@@ -35,6 +35,7 @@ from crypto.statements import Statement, statement_id, unpack
 from server.errors import ErrorCode
 from server.services.common import api_error, crypto_errors, load_genesis, statement_from
 from server.store import admissions as admission_store
+from server.store import councils as council_store
 from server.store import events as event_store
 from server.store import groups as group_store
 from server.store import members as member_store
@@ -138,6 +139,55 @@ async def _create(conn: Connection, change: RosterChange) -> None:
         state.parent,
         change.event.id,
     )
+    await _seats_changed(conn, change)
+
+
+async def _seats_changed(conn: Connection, change: RosterChange) -> None:
+    """A council's seats as the event leaves them, indexed; each carried link is in its group's log.
+
+    The rule book checked the links' signatures and proofs; an honest server
+    also holds every carried link (and departure) in the linked group's own
+    log, so it never seats anyone on an election that group did not record.
+    """
+    before = {} if change.before is None else change.before.seats
+    for group, anchor in change.after.seats.items():
+        if before.get(group) == anchor:
+            continue
+        for event_id in _carried_links(change.event):
+            if await roster_store.group_of_roster_event(conn, event_id) != group:
+                raise api_error(
+                    400,
+                    ErrorCode.INVALID_DELEGATION,
+                    "a delegation names an election its group's log does not hold",
+                )
+        await council_store.put_seat(
+            conn,
+            council_store.SeatRow(change.after.group, group, anchor.holder, anchor.link, anchor.seq),
+        )
+
+
+def _carried_links(event: Statement) -> list[bytes]:
+    """The ids of the linked group's events a council event carries (links and departures)."""
+    fields, network = event.fields, event.network or b""
+    found = []
+    seat = fields.get("seat")
+    if isinstance(seat, dict):
+        found.append(unpack(seat.get("link"), "roster", network).id)
+    links = fields.get("links")
+    for item in links if isinstance(links, list) else []:
+        if isinstance(item, dict):
+            found.append(unpack(item.get("link"), "roster", network).id)
+            departures = item.get("departures")
+            for departure in departures if isinstance(departures, list) else []:
+                if isinstance(departure, list) and departure:
+                    found.append(unpack(departure[0], "roster", network).id)
+    return found
+
+
+async def _link(conn: Connection, change: RosterChange) -> None:
+    """A group linked to the council: its seat indexed, the council's motion closed."""
+    await _motion_carried(conn, change)
+    await _seats_changed(conn, change)
 
 
 async def _add(conn: Connection, change: RosterChange) -> None:
@@ -230,4 +280,6 @@ EFFECTS: Mapping[str, Effect] = {
     "split": _split,
     "elect": _motion_carried,
     "recall": _motion_carried,
+    "link": _link,
+    "seat": _seats_changed,
 }

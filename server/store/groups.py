@@ -81,6 +81,17 @@ async def group_statement(conn: Connection, group_id: bytes) -> StoredStatement 
     return None if row is None else StoredStatement(row["body"], row["sig"])
 
 
+async def get_group(conn: Connection, group_id: bytes) -> GroupRow | None:
+    """The group's row, read without a lock."""
+    row = await conn.fetchrow(
+        """SELECT group_id, network_id, kind, level, roster_seq, roster_head, epoch, rekey_needed,
+                  epoch_started_at, epoch_messages
+           FROM groups WHERE group_id = $1""",
+        group_id,
+    )
+    return None if row is None else GroupRow(**dict(row))
+
+
 async def lock_group(conn: Connection, group_id: bytes) -> GroupRow | None:
     """The group's row, locked until the transaction ends: the compare-and-swap point."""
     row = await conn.fetchrow(

@@ -86,3 +86,31 @@ async def open_motions(conn: Connection, member_id: bytes) -> list[OpenMotion]:
             )
         )
     return result
+
+
+async def open_motions_of_group(conn: Connection, group_id: bytes, kind: str) -> list[OpenMotion]:
+    """The group's open motions of one kind, oldest first, each with its signatures."""
+    rows = await conn.fetch(
+        """SELECT m.motion_id, s.body, s.sig FROM motions m
+           JOIN statements s ON s.statement_id = m.motion_id
+           WHERE m.group_id = $1 AND m.kind = $2 AND m.status = 'open' ORDER BY m.created_at""",
+        group_id,
+        kind,
+    )
+    result = []
+    for row in rows:
+        signatures = await conn.fetch(
+            """SELECT s.body, s.sig FROM motion_signatures ms
+               JOIN statements s ON s.statement_id = ms.statement_id
+               WHERE ms.motion_id = $1 ORDER BY s.statement_id""",
+            row["motion_id"],
+        )
+        result.append(
+            OpenMotion(
+                StoredStatement(row["body"], row["sig"]),
+                group_id,
+                kind,
+                [StoredStatement(s["body"], s["sig"]) for s in signatures],
+            )
+        )
+    return result

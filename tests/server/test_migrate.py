@@ -36,6 +36,8 @@ EXPECTED_TABLES = {
     "motion_signatures",
     # 005_former_members
     "former_group_members",
+    # 007_councils
+    "council_seats",
 }
 
 
