@@ -18,4 +18,7 @@ async def test_every_operation_a_log_may_hold_has_one_effect(pool: Pool) -> None
              AND pg_get_constraintdef(c.oid) LIKE '%op%'"""
     )
     accepted = set(re.findall(r"'([a-z_]+)'", check))
-    assert accepted == set(EFFECTS) == {"create", "add", "remove", "epoch", "split"}
+    assert accepted == set(EFFECTS) == {
+        *("create", "add", "remove", "epoch", "split"),
+        *("elect", "recall", "link", "seat"),
+    }
