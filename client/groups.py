@@ -227,6 +227,21 @@ def check_previous(claimed: Value, seen: int, epoch: int) -> None:
         )
 
 
+def check_mine_served(record: GroupRecord, me: bytes) -> None:
+    """Once caught up, every message of mine the server accepted must have been served.
+
+    `prev` shows a dropped message only when its sender's next one arrives;
+    the sender knows at once. A client that decides from what it has read
+    (client/proposals.py: whether I already answered) checks this first.
+    """
+    for epoch, sent in record.sent.items():
+        if sent > previous_counter(record.counters, int(epoch), me):
+            raise lying(
+                f"a message you sent in key period {epoch} (counter {sent}), which the server "
+                "accepted, is missing from the group's events it served"
+            )
+
+
 def parse_message_body(body: bytes) -> SealedMessage:
     fields = decode(body)
     if not isinstance(fields, dict):
@@ -281,6 +296,11 @@ class ReadMessage:
     text: str
     sent_at: int
     cursor: int
+    # The key period it was sealed in (None: kept before this was recorded).
+    epoch: int | None = None
+    # What its sender sealed beside the text, as sealed: read by client/proposals.py.
+    proposal: dict[str, Value] | None = None
+    answer: dict[str, Value] | None = None
 
 
 @dataclass
@@ -335,6 +355,10 @@ class GroupRecord:
                     "text": m.text,
                     "sent_at": m.sent_at,
                     "cursor": m.cursor,
+                    "epoch": m.epoch,
+                    # Only where sealed, so plain messages keep their old size.
+                    **({} if m.proposal is None else {"proposal": m.proposal}),
+                    **({} if m.answer is None else {"answer": m.answer}),
                 }
                 for m in self.history
             ],

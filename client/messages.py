@@ -13,6 +13,7 @@ current epoch (client/epochs.py) and my profile is sealed under it
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -50,6 +51,8 @@ from crypto.statements import verify_statement
 PAGE = 500
 RESEND_TRIES = 3
 RESEND_DELAY_SECONDS = 0.5
+# What the message layer seals in every message (PROTOCOL §12).
+MESSAGE_FIELDS = frozenset({"text", "head", "sent_at", "prev", "revocations"})
 
 
 class Messages:
@@ -62,8 +65,19 @@ class Messages:
         self.profiles = Profiles(client)
         self.revocations = Revocations(client)
 
-    async def send(self, group_text: str, text: str) -> dict[str, Any]:
+    async def send(
+        self,
+        group_text: str,
+        text: str,
+        extra: Mapping[str, Value] | None = None,
+        sent_at: int | None = None,
+    ) -> dict[str, Any]:
         """Seal and post one message (the caller holds the home's lock throughout).
+
+        `extra` is sealed beside the text (a proposal or an answer,
+        client/proposals.py); it can't replace a field the message layer
+        seals. `sent_at` fixes the sealed time (default: now), so a field
+        computed from it (a proposal's deadline) agrees with it exactly.
 
         The order is what makes a key never serve twice: the chain's advance
         is saved, then the message is sealed, put in the outbox and saved,
@@ -71,6 +85,8 @@ class Messages:
         bytes (the server answers it as stored), and what is still unanswered
         is posted again by the next send, before anything new is sealed.
         """
+        if extra is not None and extra.keys() & MESSAGE_FIELDS:
+            raise ValueError("extra fields may not replace a message's own")
         await self.flush_outbox()
         group = await self.rosters.group(group_text)
         self.rosters.writable(group)
@@ -86,11 +102,12 @@ class Messages:
             content: dict[str, Value] = {
                 "text": text,
                 "head": state.head,
-                "sent_at": self.client.now(),
+                "sent_at": self.client.now() if sent_at is None else sent_at,
                 "prev": record.sent.get(str(state.epoch), -1),
                 # The revocation head I know, carried forward to every reader.
                 "revocations": self.revocations.head(),
             }
+            content.update(extra or {})
             outgoing = Outgoing(group, seal_message(identity, header, message_key, content))
             del message_key
             self._set_outbox((*self.client.state.outbox, outgoing))
@@ -240,6 +257,9 @@ class Messages:
             text=text if isinstance(text, str) else "",
             sent_at=sent_at if isinstance(sent_at, int) else event.created_at,
             cursor=event.seq,
+            epoch=header.epoch,
+            proposal=_sealed_record(content.get("proposal")),
+            answer=_sealed_record(content.get("answer")),
         )
         record.remember(message)
         return message
@@ -306,6 +326,11 @@ class Messages:
             record, _ = await self.catch_up(step)
             kept += [(step, m) for m in record.history]
         return kept
+
+
+def _sealed_record(value: Value | None) -> dict[str, Value] | None:
+    """A record its sender sealed beside the text, kept as sealed (client/proposals.py reads it)."""
+    return value if isinstance(value, dict) else None
 
 
 def _transient(exc: ClientError) -> bool:

@@ -18,12 +18,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from client.cli import cells, elections, motions, network, revoke, setup, vetting
+from client.cli import cells, elections, motions, network, proposals, revoke, setup, vetting
 from client.cli.common import Commands, Handler, Parser, common_options, print_error
 from client.errors import ClientError
 from crypto.errors import CryptoError
 
-AREAS = (setup, network, vetting, revoke, cells, motions, elections)
+AREAS = (setup, network, vetting, revoke, cells, motions, elections, proposals)
 
 
 def build_parser() -> Parser:

@@ -39,6 +39,9 @@ COMMANDS = [
     ["cell", "split"],
     ["elect"],
     ["recall"],
+    ["propose"],
+    ["answer"],
+    ["proposals"],
 ]
 
 
