@@ -329,6 +329,8 @@ class GroupRecord:
     # The last name each member's verified profile gave in this group: who is
     # who in its history, even after they left it (client/profiles.py).
     names: dict[bytes, str] = field(default_factory=dict)
+    # Set when a profile or roster event arrives: `names` is fetched again then.
+    names_stale: bool = True
     # Set once a verified split moved me out of this cell (client/rosters.py):
     # the roster seq of that split, where its kept log ends. The cell is then
     # read-only: its messages up to the split, never anything after it.
@@ -366,6 +368,7 @@ class GroupRecord:
             "profile_versions": {m.hex(): v for m, v in self.profile_versions.items()},
             "sent": dict[str, Value](self.sent),
             "names": {m.hex(): n for m, n in self.names.items()},
+            "names_stale": self.names_stale,
             "left_at": self.left_at,
         }
 
@@ -404,6 +407,7 @@ class GroupRecord:
                 bytes.fromhex(m): cast(str, n)
                 for m, n in cast(dict[str, Value], raw.get("names") or {}).items()
             },
+            names_stale=cast(bool, raw.get("names_stale", True)),
             left_at=cast("int | None", raw.get("left_at")),
         )
 

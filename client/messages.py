@@ -219,6 +219,8 @@ class Messages:
         """Check one group event against the verified log; open it if it is a message to me."""
         if event.group.lower() != b32e(record.group_id):
             raise lying("the server relayed an event of another group")
+        if event.kind in ("roster", "profile"):
+            record.names_stale = True  # someone joined, left or changed their profile
         if event.kind == "roster":
             self._check_roster_event(record, event)
             return None

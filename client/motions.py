@@ -48,11 +48,20 @@ class Motions:
         self.rosters = Rosters(client)
 
     async def _verified_motion(
-        self, wire: api.MotionWire
+        self,
+        wire: api.MotionWire,
+        synced: dict[bytes, tuple[GroupRecord, RosterState]] | None = None,
     ) -> tuple[Motion, list[Statement], RosterState, GroupRecord]:
+        """The motion and its signatures, checked against its group's log (fetched once per
+        group when `synced` keeps the logs fetched during one listing)."""
         network = self.client.network_id()
         group = verify.parse_id(wire.group_id, GROUP_ID_BYTES, "group id")
-        record, state = await self.rosters.sync_roster(group)
+        if synced is not None and group in synced:
+            record, state = synced[group]
+        else:
+            record, state = await self.rosters.sync_roster(group)
+            if synced is not None:
+                synced[group] = (record, state)
         with verify.checking("motion"):
             motion = motions.parse_motion(verify.statement(wire.motion, "motion", network))
             signatures = [verify.statement(w, "motion-sign", network) for w in wire.signatures]
@@ -91,8 +100,9 @@ class Motions:
 
     async def motions(self) -> list[MotionView]:
         views = []
+        synced: dict[bytes, tuple[GroupRecord, RosterState]] = {}
         for wire in api.parse_motions(await self.client.call(api.open_motions())):
-            motion, signatures, state, _ = await self._verified_motion(wire)
+            motion, signatures, state, _ = await self._verified_motion(wire, synced)
             views.append(self._motion_view(motion, signatures, state))
         self.client.save()
         return views

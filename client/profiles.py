@@ -109,8 +109,9 @@ class Profiles:
         them, and the last verified names otherwise (a group left by a split
         keeps the names its history was written under).
         """
-        if self.client.state.member_id in state.members:
+        if record.names_stale and self.client.state.member_id in state.members:
             await self.opened(record, state)
+            record.names_stale = False
         return Names(dict(record.names))
 
     async def names_of(self, group_text: str) -> Names:

@@ -541,10 +541,37 @@ def parse_group_creation(
 def verify_log(
     events: Sequence[Statement], *, rules: GroupRules, now: int | None = None
 ) -> RosterState:
-    """Replay a whole log from its create event; raise RuleViolation at the first bad event."""
+    """Replay a whole log from its create event; raise RuleViolation at the first bad event.
+
+    Each event names the one before it, so a chain of events that each name
+    the one before stands, by its last event's id, for the whole log up to
+    it: states replayed before (without `now`) are kept by that id, and a log
+    whose first events chain up to one of them is replayed from there on.
+    """
     state: RosterState | None = None
-    for event in events:
+    start = 0
+    if now is None:
+        chained = 0  # events[:chained] each name the event before them
+        while chained < len(events) and events[chained].fields.get("prev") == (
+            events[chained - 1].id if chained else ZERO_HEAD
+        ):
+            chained += 1
+        for position in range(chained, 0, -1):
+            known = _REPLAYED.get((rules, events[position - 1].id))
+            if known is not None and known.seq == position - 1:
+                state, start = known, position
+                break
+    for event in events[start:]:
         state = apply(state, event, rules=rules, now=now)
     if state is None:
         raise RuleViolation("invalid_event", "an empty roster log")
+    if now is None and start < len(events):
+        _REPLAYED[(rules, state.head)] = state
+        while len(_REPLAYED) > _REPLAYED_MAX:
+            _REPLAYED.pop(next(iter(_REPLAYED)))
     return state
+
+
+# Logs replayed in this process, by their last event's id (see verify_log).
+_REPLAYED: dict[tuple[GroupRules, bytes], RosterState] = {}
+_REPLAYED_MAX = 1024

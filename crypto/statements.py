@@ -12,6 +12,7 @@ that holds one never has to ask whether it was checked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -132,6 +133,18 @@ def verify_statement(
     `network` is the network the statement must belong to; None only for
     the genesis. Raises InvalidStatement or InvalidSignature.
     """
+    return _verified(body, signature, expected_type, network)
+
+
+# The same bytes verify to the same Statement every time, and a client (or
+# the server) replays the same logs over and over within one process: the
+# last statements verified are kept, keyed by everything the check depends
+# on. Only successes are kept (a failure raises, and is checked afresh).
+# A Statement and its fields are never changed once made.
+@functools.lru_cache(maxsize=8192)
+def _verified(
+    body: bytes, signature: bytes, expected_type: str, network: bytes | None
+) -> Statement:
     if len(body) > MAX_BODY_BYTES:
         raise InvalidStatement("statement too large")
     fields = decode(body)

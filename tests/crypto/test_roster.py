@@ -300,6 +300,17 @@ def test_log_with_a_dropped_event_is_stale_head(history: History) -> None:
     refused_log("stale_head", [history.events[0], *history.events[2:]])
 
 
+def test_a_log_replayed_before_vouches_for_no_other_prefix_ending_alike(
+    history: History,
+) -> None:
+    """verify_log keeps states by last event id: a log that merely ends the same is replayed."""
+    events = list(history.events)
+    assert verify_log(events, rules=RULES).head == events[-1].id  # now kept
+    refused_log("stale_head", [events[0], *events[2:]])  # one dropped, the same last event
+    refused_log("stale_head", [events[0], events[2], events[1], *events[3:]])
+    refused_log("invalid_event", events[1:])  # no create
+
+
 def test_log_with_two_events_swapped_is_stale_head(history: History) -> None:
     events = list(history.events)
     events[1], events[2] = events[2], events[1]
