@@ -161,7 +161,8 @@ def test_serve_with_workers_shares_the_port_and_stops_them_all(
     time.sleep(0.2)
     served = [_tcp_connections(p, port) for p in (running.process.pid, worker)]
     assert all(n > 0 for n in served), served
-    assert sum(served) == 24
+    # Ours, and maybe the fixture's own readiness probe still kept alive.
+    assert 24 <= sum(served) <= 25, served
     for conn in connections:
         conn.close()
     assert running.stop() == 0, running.stderr()
