@@ -301,6 +301,8 @@ class ReadMessage:
     # What its sender sealed beside the text, as sealed: read by client/proposals.py.
     proposal: dict[str, Value] | None = None
     answer: dict[str, Value] | None = None
+    # A relayed message's provenance, checked against the roster (crypto/relays.py).
+    provenance: dict[str, Value] | None = None
 
 
 @dataclass
@@ -361,6 +363,7 @@ class GroupRecord:
                     # Only where sealed, so plain messages keep their old size.
                     **({} if m.proposal is None else {"proposal": m.proposal}),
                     **({} if m.answer is None else {"answer": m.answer}),
+                    **({} if m.provenance is None else {"provenance": m.provenance}),
                 }
                 for m in self.history
             ],

@@ -40,6 +40,7 @@ from client.revocations import Revocations
 from client.rosters import Rosters
 from client.sdk import Client
 from client.state import Outgoing
+from crypto import relays, roster
 from crypto.chains import RevocationHead
 from crypto.encoding import Value, b32e, decode
 from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
@@ -251,6 +252,7 @@ class Messages:
         check_head(infos, header.epoch, head)
         record.heads_seen.setdefault(header.epoch, set()).add(head)  # type: ignore[arg-type]
         await self._check_revocations(content.get("revocations"), header.sender)
+        provenance = self._check_relay(record, content.get("relay"), head, header.sender)
         text = content.get("text")
         sent_at = content.get("sent_at")
         message = ReadMessage(
@@ -262,9 +264,32 @@ class Messages:
             epoch=header.epoch,
             proposal=_sealed_record(content.get("proposal")),
             answer=_sealed_record(content.get("answer")),
+            provenance=provenance,
         )
         record.remember(message)
         return message
+
+    def _check_relay(
+        self, record: GroupRecord, relay: Value | None, head: Value | None, sender: bytes
+    ) -> dict[str, Value] | None:
+        """A relayed message's provenance, if it has one: its sender may relay into this group.
+
+        Judged on the roster as the sender saw it (the head their message
+        names): up into a council from a seat holder, down from the group's
+        spokesperson (crypto/relays.py).
+        """
+        if relay is None:
+            return None
+        position = next((i for i, e in enumerate(record.events) if e.id == head), None)
+        if position is None:
+            raise lying("a relayed message names a roster this client has not verified")
+        state = roster.verify_log(record.events[: position + 1], rules=self.client.rules())
+        try:
+            provenance = relays.parse_provenance(relay)
+            relays.check_relayer(state, sender, provenance)
+        except RuleViolation as exc:
+            raise lying(f"a relayed message does not hold ({exc})") from None
+        return provenance.to_value()
 
     async def _check_revocations(self, claimed: Value | None, sender: bytes) -> None:
         """A message names the revocation head its sender knew: my chain must hold it.

@@ -18,12 +18,22 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from client.cli import cells, elections, motions, network, proposals, revoke, setup, vetting
+from client.cli import (
+    cells,
+    elections,
+    motions,
+    network,
+    proposals,
+    relays,
+    revoke,
+    setup,
+    vetting,
+)
 from client.cli.common import Commands, Handler, Parser, common_options, print_error
 from client.errors import ClientError
 from crypto.errors import CryptoError
 
-AREAS = (setup, network, vetting, revoke, cells, motions, elections, proposals)
+AREAS = (setup, network, vetting, revoke, cells, motions, elections, proposals, relays)
 
 
 def build_parser() -> Parser:

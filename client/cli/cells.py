@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 from client.cli.common import Commands, Output, cell_names, client_command
 from client.cli.proposals import marked_text, sealed_data
+from client.cli.relays import provenance_data, provenance_mark
 from client.feed import LiveFeed
 from client.groups import ReadMessage
 from client.messages import Messages
@@ -31,12 +32,21 @@ from crypto.keys import parse_member_id, revocation_fingerprint
 
 def message_line(message: ReadMessage, names: Names) -> str:
     sent = time.strftime("%Y-%m-%d %H:%M", time.gmtime(message.sent_at))
-    return f"[{message.cursor}] {sent} {names.of_text(message.sender)}: {marked_text(message)}"
+    relayed = provenance_mark(message)
+    return (
+        f"[{message.cursor}] {sent} {names.of_text(message.sender)}: "
+        f"{relayed}{marked_text(message)}"
+    )
 
 
 def message_data(message: ReadMessage, names: Names) -> dict[str, object]:
     sender = names.verified.get(parse_member_id(message.sender))
-    return {**asdict(message), "sender_name": sender, **sealed_data(message)}
+    return {
+        **asdict(message),
+        "sender_name": sender,
+        **sealed_data(message),
+        "provenance": provenance_data(message),
+    }
 
 
 @client_command()

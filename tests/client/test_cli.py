@@ -39,6 +39,7 @@ COMMANDS = [
     ["cell", "split"],
     ["elect"],
     ["recall"],
+    ["relay"],
     ["propose"],
     ["answer"],
     ["proposals"],
