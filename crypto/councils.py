@@ -254,7 +254,7 @@ def apply_link(
         state,
         members={**state.members, holder.member_id: holder},
         seats={**state.seats, group: anchor},
-        since={**state.since, holder.member_id: event.time},
+        since={**state.since, holder.member_id: 0},  # probation served below
         changed_since_epoch=True,
         motions_done=state.motions_done | {motion.id},
     )
@@ -335,20 +335,20 @@ def apply_seat(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     before = state.seats.get(get_bytes(event.fields, "seat_group", GROUP_ID_BYTES))
+    # Anyone may post it: the links prove it (the server takes it from the council's
+    # members and the seated group's).
     anchor, holder = seat_change(state, event, network, rules, now)
-    if event.author not in state.members and (holder is None or event.author != holder.member_id):
-        raise RuleViolation(
-            "not_in_group", "a seat change is posted by a council member or the new holder"
-        )
+    if holder is not None and any(
+        s.holder == holder.member_id and s.group != anchor.group for s in state.seats.values()
+    ):
+        raise RuleViolation("already_in_group", "one member holds one seat of a council")
     members = dict(state.members)
     if before is not None and before.holder is not None and before.holder != anchor.holder:
         members.pop(before.holder, None)
     since = dict(state.since)
     if holder is not None and holder.member_id not in members:
-        if any(s.holder == holder.member_id for s in state.seats.values()):
-            raise RuleViolation("already_in_group", "one member holds one seat of a council")
         members[holder.member_id] = holder
-        since[holder.member_id] = event.time
+        since[holder.member_id] = 0  # probation was served in the group that elected them
     spokesperson = state.spokesperson if state.spokesperson in members else None
     return replace(
         state,

@@ -208,7 +208,7 @@ def first_link(
     _check_own_quorum(link, entries, rules)
     holder = holder_of(link, entries, bundle_member)
     group = get_bytes(link.event.fields, "group", 16)
-    return SeatAnchor(group, link.event.id, link.seq, level, link.size, link.root, holder)
+    return SeatAnchor(group, link.motion.id, link.seq, level, link.size, link.root, holder)
 
 
 def next_link(
@@ -245,7 +245,7 @@ def next_link(
             f"{len(continuing)} of the {needed} signatures needed from members present at the "
             "group's last election",
         )
-    if link.motion.kind == "recall" and link.member != anchor.holder:
+    if link.motion.kind == "recall" and anchor.holder not in (None, link.member):
         raise RuleViolation(
             "not_spokesperson", "the recall is of someone else than the seat holder"
         )
@@ -253,7 +253,7 @@ def next_link(
         raise RuleViolation("has_spokesperson", "the seat's holder was not recalled")
     holder = holder_of(link, new, bundle_member)
     return SeatAnchor(
-        anchor.group, link.event.id, link.seq, anchor.level, link.size, link.root, holder
+        anchor.group, link.motion.id, link.seq, anchor.level, link.size, link.root, holder
     )
 
 
@@ -284,6 +284,13 @@ def _departed(
     return frozenset(gone)
 
 
+def leaving(event: Statement, rules: GroupRules) -> frozenset[bytes]:
+    """The members a linked group's event shows leaving in a way a council accepts as a
+    departure (a `remove` they or a steward signed, a `split` they signed); RuleViolation
+    for any other event. What a client asks before it carries a departure to a council."""
+    return _leaving(event, event.network or b"", rules)
+
+
 def _leaving(event: Statement, network: bytes, rules: GroupRules) -> frozenset[bytes]:
     op = get_str(event.fields, "op", 16)
     if op == "remove":
@@ -302,6 +309,8 @@ def _leaving(event: Statement, network: bytes, rules: GroupRules) -> frozenset[b
         )
     if op == "split":
         motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+        if motion.group != get_bytes(event.fields, "group", 16):
+            raise RuleViolation("invalid_delegation", "a departure's split is of another group")
         moved, _ = split_terms(motion)
         raw = event.fields.get("signatures")
         signed = {motion.statement.author} | {

@@ -156,10 +156,12 @@ def apply_recall(
 
 
 def _linked(state: RosterState, event: Statement, motion: Motion) -> RosterState:
-    """The event is the group's last link; its members at this moment are the next anchor."""
+    """The event is the group's last link, named by its motion's id (which only the quorum
+    that signed it makes: a copy of the event under another wrapper names the same link);
+    its members at this moment are the next anchor."""
     return replace(
         state,
-        last_link=event.id,
+        last_link=motion.id,
         anchor=frozenset(state.members),
         motions_done=state.motions_done | {motion.id},
     )

@@ -86,7 +86,9 @@ def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int
         moving = len(quorum.signers)
         check_split_sizes(rules, len(state.members) - moving, moving)
     elif motion.kind == "link":
-        group = motion.terms.get("group")
+        from crypto.councils import link_terms  # noqa: PLC0415 - councils.py imports this module
+
+        group = link_terms(motion)
         if state.kind != "council" or group in state.seats:
             raise RuleViolation(
                 "invalid_motion", "a council links a group that has no seat in it yet"

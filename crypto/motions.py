@@ -97,7 +97,7 @@ class ElectionTerms:
 
     `member` is whom it elects or recalls; `size` and `root` commit to the
     group's roster when it was opened (crypto/rostertree.py); `prev_link`
-    is the group's last election or recall event (None before the first),
+    is the motion id of the group's last election or recall (None before the first),
     and `level` the group's level: the chain a council follows.
     """
 

@@ -70,6 +70,8 @@ class Policy:
     election_quorum: str = "majority"
     # Seats a council holds at most (one per linked group).
     council_max: int = 50
+    # Alerts that may leave a member's group (scope up or network) per 24 hours.
+    wide_alerts_per_day: int = 3
     # An epoch is retired after this long or this many messages, whichever first.
     epoch_seconds: int = 7 * DAY
     epoch_messages: int = 10_000
@@ -102,6 +104,10 @@ class Policy:
             (self.expulsion_quorum in EXPULSION_QUORUMS, "unknown expulsion quorum"),
             (self.election_quorum in QUORUMS, "unknown election quorum"),
             (2 <= self.council_max <= 1000, "a council must allow 2 to 1,000 seats"),
+            (
+                0 <= self.wide_alerts_per_day <= 100,
+                "wide alerts per member and day must be 0 to 100",
+            ),
             (
                 0 <= self.review_seconds <= 90 * DAY,
                 "review window must be 0 to 90 days",
@@ -143,6 +149,7 @@ class Policy:
             "review_seconds": self.review_seconds,
             "election_quorum": self.election_quorum,
             "council_max": self.council_max,
+            "wide_alerts_per_day": self.wide_alerts_per_day,
             "epoch_seconds": self.epoch_seconds,
             "epoch_messages": self.epoch_messages,
         }
@@ -163,6 +170,7 @@ class Policy:
             review_seconds=get_int(value, "review_seconds"),
             election_quorum=get_str(value, "election_quorum", 16),
             council_max=get_int(value, "council_max"),
+            wide_alerts_per_day=get_int(value, "wide_alerts_per_day"),
             epoch_seconds=get_int(value, "epoch_seconds"),
             epoch_messages=get_int(value, "epoch_messages"),
         )

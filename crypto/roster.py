@@ -46,6 +46,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from crypto.chains import Admission, parse_admission, parse_revocation, parse_verdict
 from crypto.councils import COUNCIL, apply_link, apply_seat, create_council, vacate
@@ -461,13 +462,20 @@ _OPS = {
 
 
 def carried_bundles(event: Statement) -> list[Statement]:
-    """The key-bundle statements an event puts on the roster: a create's members, an add's one."""
+    """The key-bundle statements an event puts on the roster: a create's members, an add's one,
+    a council's new seat holder's (`link`, and `seat` when it seats someone)."""
     op, network = event.fields.get("op"), event.network or b""
     if op == "create":
         raw = event.fields.get("members")
         items = raw if isinstance(raw, list) else []
         return [unpack(item, "key-bundle", network) for item in items]
     if op == "add":
+        return [unpack(event.fields.get("bundle"), "key-bundle", network)]
+    if op == "link":
+        seat = event.fields.get("seat")
+        if isinstance(seat, dict):
+            return [unpack(seat.get("bundle"), "key-bundle", network)]
+    if op == "seat" and event.fields.get("bundle") is not None:
         return [unpack(event.fields.get("bundle"), "key-bundle", network)]
     return []
 
@@ -566,10 +574,21 @@ def verify_log(
     if state is None:
         raise RuleViolation("invalid_event", "an empty roster log")
     if now is None and start < len(events):
+        state = _read_only(state)  # handed to every later caller of this log
         _REPLAYED[(rules, state.head)] = state
         while len(_REPLAYED) > _REPLAYED_MAX:
             _REPLAYED.pop(next(iter(_REPLAYED)))
     return state
+
+
+def _read_only(state: RosterState) -> RosterState:
+    return replace(
+        state,
+        members=MappingProxyType(dict(state.members)),
+        lines=MappingProxyType(dict(state.lines)),
+        since=MappingProxyType(dict(state.since)),
+        seats=MappingProxyType(dict(state.seats)),
+    )
 
 
 # Logs replayed in this process, by their last event's id (see verify_log).

@@ -47,7 +47,7 @@ class SeatAnchor:
     """
 
     group: bytes
-    link: bytes  # the link event's id
+    link: bytes  # the motion id of the link (the linked group's election or recall)
     seq: int  # its place in the linked group's roster log
     level: int
     size: int
@@ -88,7 +88,7 @@ class RosterState:
     # The member a carried-out `elect` made spokesperson, until a `recall` or
     # their leaving the roster (crypto/elections.py).
     spokesperson: bytes | None = None
-    # The group's last `elect` or `recall` event, which the next one names.
+    # The motion id of the group's last `elect` or `recall`, which the next one names.
     last_link: bytes | None = None
     # The members at that event who are still on the roster (whoever leaves
     # drops out for good): the next election needs a quorum of them too, so

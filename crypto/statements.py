@@ -16,6 +16,7 @@ import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, cast
 
 from crypto import labels
@@ -141,7 +142,7 @@ def verify_statement(
 # last statements verified are kept, keyed by everything the check depends
 # on. Only successes are kept (a failure raises, and is checked afresh).
 # A Statement and its fields are never changed once made.
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=4096)
 def _verified(
     body: bytes, signature: bytes, expected_type: str, network: bytes | None
 ) -> Statement:
@@ -164,7 +165,9 @@ def _verified(
     elif fields.get("network") != network:
         raise InvalidStatement("statement belongs to another network")
     IdentityPublicKey(key_raw).verify(signing_context(expected_type), body, signature)
-    return Statement(body=body, signature=signature, fields=fields)
+    # Read-only: the same Statement is handed to every caller that verifies these bytes.
+    frozen = cast(dict[str, Value], MappingProxyType(fields))
+    return Statement(body=body, signature=signature, fields=frozen)
 
 
 def from_wire(wire: Any, expected_type: str, network: bytes | None) -> Statement:

@@ -15,7 +15,9 @@ CREATE TABLE council_seats (
     council_id bytea NOT NULL REFERENCES groups (group_id),
     group_id   bytea NOT NULL REFERENCES groups (group_id),
     holder     bytea NULL REFERENCES members (member_id),
-    link_id    bytea NOT NULL REFERENCES statements (statement_id),
+    -- The motion id of the seat's last link (the linked group's election or
+    -- recall, crypto/delegations.py): motions need not have been opened here.
+    link_id    bytea NOT NULL CHECK (length(link_id) = 32),
     link_seq   int   NOT NULL CHECK (link_seq >= 0),
     PRIMARY KEY (council_id, group_id)
 );

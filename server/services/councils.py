@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from crypto.councils import COUNCIL, link_terms
+from crypto.errors import CryptoError
 from crypto.motions import parse_motion
 from crypto.roster import GroupRules, parse_group_creation
 from server.errors import ErrorCode
@@ -124,9 +125,11 @@ async def invitation(pool: Pool, session: Session, council_id: bytes) -> Invitat
         if council is None or council.kind != COUNCIL:
             raise api_error(404, ErrorCode.NOT_FOUND, "no such invitation")
         for motion in await motion_store.open_motions_of_group(conn, council_id, "link"):
-            parsed = parse_motion(parse_stored(motion.motion, "motion", genesis.network_id))
-            with crypto_errors():
+            try:
+                parsed = parse_motion(parse_stored(motion.motion, "motion", genesis.network_id))
                 group = link_terms(parsed)
+            except CryptoError:
+                continue  # a malformed motion invites nobody (and blocks no one)
             if not await group_store.is_group_member(conn, group, session.member_id):
                 continue
             state = await load_state(conn, genesis, group)

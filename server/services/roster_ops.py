@@ -30,6 +30,7 @@ from crypto.roster import (
     RosterState,
     parse_group_creation,
 )
+from crypto.roster_state import SeatAnchor
 from crypto.splits import check_split_creation
 from crypto.statements import Statement, statement_id, unpack
 from server.errors import ErrorCode
@@ -160,9 +161,27 @@ async def _seats_changed(conn: Connection, change: RosterChange) -> None:
                     ErrorCode.INVALID_DELEGATION,
                     "a delegation names an election its group's log does not hold",
                 )
+        if change.op != "remove":  # a holder leaving the council only empties the seat
+            await _is_latest(conn, change, group, anchor)
         await council_store.put_seat(
             conn,
             council_store.SeatRow(change.after.group, group, anchor.holder, anchor.link, anchor.seq),
+        )
+
+
+async def _is_latest(
+    conn: Connection, change: RosterChange, group: bytes, anchor: SeatAnchor
+) -> None:
+    """A seat follows its group's latest election or recall, to the group's spokesperson."""
+    from server.services.groups import load_state  # noqa: PLC0415 - groups.py imports this module
+
+    linked = await load_state(conn, change.genesis, group)
+    if linked.last_link != anchor.link or linked.spokesperson != anchor.holder:
+        raise api_error(
+            409,
+            ErrorCode.STALE_MOTION,
+            "the seat must follow its group's latest election or recall, to its current "
+            "spokesperson",
         )
 
 
@@ -221,8 +240,9 @@ async def _add(conn: Connection, change: RosterChange) -> None:
         )
 
 
-async def _remove(conn: Connection, change: RosterChange) -> None:
-    """Nothing beyond the index, which record_event keeps for every operation."""
+async def _removed(conn: Connection, change: RosterChange) -> None:
+    """Beyond the member index (record_event's): a council seat its holder left is empty."""
+    await _seats_changed(conn, change)
 
 
 async def _epoch(conn: Connection, change: RosterChange) -> None:
@@ -275,7 +295,7 @@ async def _motion_carried(conn: Connection, change: RosterChange) -> None:
 EFFECTS: Mapping[str, Effect] = {
     "create": _create,
     "add": _add,
-    "remove": _remove,
+    "remove": _removed,
     "epoch": _epoch,
     "split": _split,
     "elect": _motion_carried,

@@ -19,7 +19,7 @@ from crypto.motions import Motion, make_split_motion, sign_motion, split_event_f
 from crypto.network import Policy
 from crypto.roster import GroupRules, RosterState, apply, make_group, sign_event
 from crypto.roster_state import RosterMember
-from crypto.statements import Statement, pack
+from crypto.statements import Statement, pack, unpack
 from tests.crypto.helpers import T0, fixed_bytes, fixed_key
 from tests.crypto.test_roster import NETWORK, bundle, remove_event
 
@@ -205,6 +205,13 @@ def test_a_link_without_the_spokespersons_acceptance_is_refused() -> None:
 BY_ID = {k.member_id: k for k in KEYS.values()}
 
 
+def motion_id_of(event: Statement) -> bytes | None:
+    """The id of the motion an election or recall event carries (links are named by it)."""
+    if event.fields.get("op") not in ("elect", "recall"):
+        return None
+    return unpack(event.fields["motion"], "motion", NETWORK).id
+
+
 def seat_change(  # type: ignore[no-untyped-def]
     cell_: Cell,
     council: RosterState,
@@ -214,7 +221,7 @@ def seat_change(  # type: ignore[no-untyped-def]
 ) -> Statement:
     """A seat event carrying `links`, with the proofs an honest client builds from the cell's log."""
     anchor = council.seats[cell_.state.group]
-    anchor_event = next(e for e in cell_.events if e.id == anchor.link)
+    anchor_event = next(e for e in cell_.events if motion_id_of(e) == anchor.link)
     old_roster = _roster_after(cell_, anchor_event)
     values = []
     for position, link in enumerate(links):
@@ -281,7 +288,9 @@ def test_informants_elsewhere_cant_make_a_cell_of_their_own_pass_for_this_one() 
     group = one.state.group
     made = make_group(X, NETWORK, NOW, [bundle(k) for k in (X, Y, Z)], group=group, rules=RULES)
     # A log of their own under cell one's id, following its last link.
-    fake = Cell(replace(made.state, last_link=recalled.id, seq=recalled.fields["seq"]))  # type: ignore[arg-type]
+    fake = Cell(
+        replace(made.state, last_link=motion_id_of(recalled), seq=recalled.fields["seq"])  # type: ignore[arg-type]
+    )
     elected = fake.elect(X, Y, Y, Z)
     refused(
         "quorum_not_reached",

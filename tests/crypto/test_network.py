@@ -197,6 +197,8 @@ def test_every_field_of_a_policy_round_trips() -> None:
         ("election_quorum", "plurality"),
         ("council_max", 1),
         ("council_max", 1001),
+        ("wide_alerts_per_day", -1),
+        ("wide_alerts_per_day", 101),
         ("epoch_seconds", 3600 - 1),
         ("epoch_seconds", 90 * DAY + 1),
         ("epoch_messages", 99),
@@ -223,6 +225,7 @@ def test_policy_out_of_bounds_is_refused(field: str, value: Any) -> None:
         ("review_seconds", 0),
         ("election_quorum", "all"),
         ("council_max", 2),
+        ("wide_alerts_per_day", 0),
     ],
 )
 def test_policy_at_its_bounds_is_accepted(field: str, value: Any) -> None:

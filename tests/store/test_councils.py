@@ -27,16 +27,16 @@ async def test_a_seat_is_indexed_and_changes_hands(rows: Rows) -> None:
     assert await councils.seats_of_group(rows.conn, council) == []
 
 
-async def test_a_seat_names_a_stored_link_and_a_real_member(rows: Rows) -> None:
+async def test_a_seat_names_a_real_member_and_a_motion_id(rows: Rows) -> None:
     cell = await rows.group()
     council = await rows.group("council", 1)
     link = await rows.stored("roster", group_id=cell)
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         async with rows.conn.transaction():
             await councils.put_seat(rows.conn, SeatRow(council, cell, bytes(32), link.id, 1))
-    with pytest.raises(asyncpg.ForeignKeyViolationError):
+    with pytest.raises(asyncpg.CheckViolationError):  # a link is named by a 32-byte motion id
         async with rows.conn.transaction():
-            await councils.put_seat(rows.conn, SeatRow(council, cell, None, bytes(32), 1))
+            await councils.put_seat(rows.conn, SeatRow(council, cell, None, bytes(31), 1))
     with pytest.raises(asyncpg.CheckViolationError):
         async with rows.conn.transaction():
             await councils.put_seat(rows.conn, SeatRow(council, cell, None, link.id, -1))
