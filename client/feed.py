@@ -29,7 +29,7 @@ from typing import Any
 
 from client import api, verify
 from client.errors import ClientError, FeedClosed, ServerError, VerificationFailed
-from client.groups import EpochInfo, ReadMessage, check_seqs, epoch_infos, lying
+from client.groups import EpochInfo, GroupRecord, ReadMessage, check_seqs, epoch_infos, lying
 from client.messages import Messages
 from client.rosters import Rosters
 from client.sdk import Client
@@ -122,8 +122,9 @@ class Backoff:
 class LiveFeed:
     """My groups' events as they arrive."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, view: str = "watch") -> None:
         self.client = client
+        self.view = view  # whose cursor: `watch`'s, or the relay daemon's
         self.rosters = Rosters(client)
         self.messages = Messages(client)
 
@@ -194,8 +195,8 @@ class LiveFeed:
             cursors = {}
             for group in self.rosters.verified_groups():
                 record, _ = await self.rosters.sync_roster(group)
-                if record.watch_cursor is None:
-                    record.watch_cursor = record.cursor  # a first watch starts from now
+                if self._cursor(record) is None:
+                    self._move(record, record.cursor)  # a first watch starts from now
                 cursors[b32e(group)] = record.cursor
             shown = self._unshown(list(self.rosters.verified_groups()), run)
             self.client.save()
@@ -237,19 +238,30 @@ class LiveFeed:
         found: list[tuple[str, ReadMessage]] = []
         for group in groups:
             record = self.client.state.record(group)
-            start = record.cursor if record.watch_cursor is None else record.watch_cursor
+            mine = self._cursor(record)
+            start = record.cursor if mine is None else mine
             new = [m for m in record.history if m.cursor > start]
             room = run.room()
             if room is not None:
                 room -= len(found)
                 if len(new) > room:
                     new = new[:room]
-                    record.watch_cursor = new[-1].cursor if new else start
+                    self._move(record, new[-1].cursor if new else start)
                     found += [(b32e(group), m) for m in new]
                     continue
-            record.watch_cursor = max(start, record.cursor)
+            self._move(record, max(start, record.cursor))
             found += [(b32e(group), m) for m in new]
         return found
+
+    def _cursor(self, record: GroupRecord) -> int | None:
+        """Where this view (`watch`, or the relay daemon) stopped showing the group."""
+        return record.daemon_cursor if self.view == "daemon" else record.watch_cursor
+
+    def _move(self, record: GroupRecord, cursor: int) -> None:
+        if self.view == "daemon":
+            record.daemon_cursor = cursor
+        else:
+            record.watch_cursor = cursor
 
     @staticmethod
     def _show(shown: list[tuple[str, ReadMessage]], run: _Run) -> None:

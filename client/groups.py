@@ -303,6 +303,8 @@ class ReadMessage:
     answer: dict[str, Value] | None = None
     # A relayed message's provenance, checked against the roster (crypto/relays.py).
     provenance: dict[str, Value] | None = None
+    # An alert record it carries, {"kind", "id", …} (crypto/alerts.py), if well formed.
+    alert: dict[str, Value] | None = None
 
 
 @dataclass
@@ -318,6 +320,8 @@ class GroupRecord:
     # watched, so a first watch starts at what is absorbed).
     read_cursor: int = 0
     watch_cursor: int | None = None
+    # The relay daemon's own (client/daemon.py), apart from watch's and read's.
+    daemon_cursor: int | None = None
     epochs: dict[int, EpochRecord] = field(default_factory=dict)
     unreadable: set[int] = field(default_factory=set)  # epochs from before I joined
     counters: dict[str, int] = field(default_factory=dict)
@@ -348,6 +352,7 @@ class GroupRecord:
             "cursor": self.cursor,
             "read_cursor": self.read_cursor,
             "watch_cursor": self.watch_cursor,
+            "daemon_cursor": self.daemon_cursor,
             "epochs": {str(n): _epoch_value(r) for n, r in self.epochs.items()},
             "unreadable": list[Value](sorted(self.unreadable)),
             "counters": dict[str, Value](self.counters),
@@ -364,6 +369,7 @@ class GroupRecord:
                     **({} if m.proposal is None else {"proposal": m.proposal}),
                     **({} if m.answer is None else {"answer": m.answer}),
                     **({} if m.provenance is None else {"provenance": m.provenance}),
+                    **({} if m.alert is None else {"alert": m.alert}),
                 }
                 for m in self.history
             ],
@@ -386,6 +392,7 @@ class GroupRecord:
             # A keystore from before the views had cursors: read has shown what is absorbed.
             read_cursor=cast(int, raw.get("read_cursor", raw["cursor"])),
             watch_cursor=cast(int | None, raw.get("watch_cursor")),
+            daemon_cursor=cast(int | None, raw.get("daemon_cursor")),
             epochs={
                 int(n): _epoch_from_value(group_id, int(n), r)
                 for n, r in cast(dict[str, Value], raw["epochs"]).items()

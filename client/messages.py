@@ -40,7 +40,7 @@ from client.revocations import Revocations
 from client.rosters import Rosters
 from client.sdk import Client
 from client.state import Outgoing
-from crypto import relays, roster
+from crypto import alerts, relays, roster
 from crypto.chains import RevocationHead
 from crypto.encoding import Value, b32e, decode
 from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
@@ -265,6 +265,7 @@ class Messages:
             proposal=_sealed_record(content.get("proposal")),
             answer=_sealed_record(content.get("answer")),
             provenance=provenance,
+            alert=_alert_record(content),
         )
         record.remember(message)
         return message
@@ -358,6 +359,19 @@ class Messages:
 def _sealed_record(value: Value | None) -> dict[str, Value] | None:
     """A record its sender sealed beside the text, kept as sealed (client/proposals.py reads it)."""
     return value if isinstance(value, dict) else None
+
+
+def _alert_record(content: dict[str, Value]) -> dict[str, Value] | None:
+    """The alert record a message carries, kept as {"kind", "id", …}; a malformed one is
+    none (every reader drops it alike)."""
+    for kind in alerts.KINDS:
+        if kind in content:
+            try:
+                parsed = alerts.parse_alert_record(kind, content[kind])
+            except RuleViolation:
+                return None
+            return {"kind": kind, **alerts.record_value(parsed)}
+    return None
 
 
 def _transient(exc: ClientError) -> bool:

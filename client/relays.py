@@ -16,7 +16,7 @@ from client.errors import ClientError
 from client.messages import Messages
 from client.rosters import Rosters
 from client.sdk import Client
-from crypto.encoding import b32d, b32e
+from crypto.encoding import Value, b32d, b32e
 from crypto.relays import MAX_ALIAS, Provenance, original_hash
 from crypto.roster import RosterState
 
@@ -44,7 +44,7 @@ class Relays:
                 f"No message at {seq} in {b32e(source)} that you have read; "
                 "`spokes read GROUP --since 0` shows what you hold.",
             )
-        if message.provenance is not None:
+        if message.provenance is not None and message.alert is None:
             raise ClientError("invalid_relay", "A relayed message is not relayed again.")
         _, source_state = await self.rosters.sync_roster(source)
         _, target_state = await self.rosters.sync_roster(target)
@@ -53,10 +53,15 @@ class Relays:
         if not 1 <= len(label) <= MAX_ALIAS:
             raise ClientError("invalid_alias", f"An alias is 1 to {MAX_ALIAS} characters.")
         original = original_hash(source, b32d(message.message_id))
-        provenance = Provenance(label, direction, original, message.sent_at)
-        sent = await self.messages.send(
-            b32e(target), message.text, extra={"relay": provenance.to_value()}
+        first = message.provenance.get("sent_at") if message.provenance else message.sent_at
+        provenance = Provenance(
+            label, direction, original, first if isinstance(first, int) else message.sent_at
         )
+        extra: dict[str, Value] = {"relay": provenance.to_value()}
+        if message.alert is not None:  # an alert travels as itself, under its own id
+            carried: dict[str, Value] = {k: v for k, v in message.alert.items() if k != "kind"}
+            extra[str(message.alert["kind"])] = carried
+        sent = await self.messages.send(b32e(target), message.text, extra=extra)
         return {"group": b32e(target), "seq": sent["cursor"], "message_id": sent["message_id"]}
 
     def _direction(self, source: RosterState, target: RosterState) -> str:

@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Sequence
 
 from client.cli import (
+    alerts,
     cells,
     elections,
     motions,
@@ -33,7 +34,7 @@ from client.cli.common import Commands, Handler, Parser, common_options, print_e
 from client.errors import ClientError
 from crypto.errors import CryptoError
 
-AREAS = (setup, network, vetting, revoke, cells, motions, elections, proposals, relays)
+AREAS = (setup, network, vetting, revoke, cells, motions, elections, proposals, relays, alerts)
 
 
 def build_parser() -> Parser:

@@ -1,0 +1,231 @@
+"""The relay daemon: a spokesperson's client carrying alerts between levels as they arrive.
+
+`spokes daemon` keeps one live feed open (client/feed.py, with its own
+cursor) and, for each alert record that arrives in one of my groups, does
+what my seats ask of me (the rules are crypto/alerts.py's, applied to what
+this client verified):
+
+- up, from a group I speak for into each council where I hold its seat: a
+  wide alert (scope `up` or `network`) once it is confirmed (a second
+  member of its group, or it came relayed) and within its raiser's daily
+  limit; scope `up` goes one level only, `network` on up to the top; a
+  retraction of an alert that went up; and my group's count of who has it
+  and who acknowledged it (counts, never names);
+- down, from a council into the group whose seat I hold there: an alert of
+  scope `network`, and a retraction of an alert that went down.
+
+Each alert goes into a group at most once: before relaying, the daemon
+looks for the alert's id in the target group's history, so loops, repeats
+and two daemons of one member add nothing. A member offline when an alert
+passed finds it in their group's history on their next command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from client.alerts import alert_id_of, confirmed_in, over_limit, records
+from client.errors import ClientError
+from client.feed import LiveFeed
+from client.groups import GroupRecord, ReadMessage
+from client.messages import Messages
+from client.relays import Relays
+from client.rosters import Rosters
+from client.sdk import Client
+from crypto import roster
+from crypto.alerts import WIDE
+from crypto.encoding import Value, b32d, b32e
+from crypto.keys import member_id_text
+from crypto.roster import RosterState
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """One relay the daemon made."""
+
+    alert_id: str
+    kind: str
+    source: str
+    target: str
+    seq: int
+    direction: str
+
+
+class Daemon:
+    """My seats' relays of alerts, as they arrive."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.rosters = Rosters(client)
+        self.messages = Messages(client)
+        self.relays = Relays(client)
+
+    async def run(self, seconds: float, count: int | None, emit: Callable[[Relayed], None]) -> int:
+        """Relay for `seconds`, or until `count` relays were made; how many were made."""
+        queue: asyncio.Queue[tuple[str, ReadMessage]] = asyncio.Queue()
+        made = 0
+        stop = asyncio.Event()
+
+        async def work() -> None:
+            nonlocal made
+            while True:
+                group_text, message = await queue.get()
+                if message.alert is None:
+                    continue
+                async with self.client.fresh():
+                    done = await self.handle(b32d(group_text), message)
+                    self.client.save()
+                for relayed in done:
+                    emit(relayed)
+                made += len(done)
+                if count is not None and made >= count:
+                    stop.set()
+                    return
+
+        worker = asyncio.create_task(work())
+        feed = asyncio.create_task(
+            LiveFeed(self.client, view="daemon").watch(
+                None, seconds, lambda g, m: queue.put_nowait((g, m))
+            )
+        )
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({feed, stopped, worker}, return_when=asyncio.FIRST_COMPLETED)
+            if worker.done() and worker.exception() is not None:
+                raise worker.exception()  # type: ignore[misc]
+            if feed.done() and feed.exception() is not None:
+                raise feed.exception()  # type: ignore[misc]
+        finally:
+            for task in (feed, worker, stopped):
+                task.cancel()
+            await asyncio.gather(feed, worker, stopped, return_exceptions=True)
+        return made
+
+    async def handle(self, group: bytes, message: ReadMessage) -> list[Relayed]:
+        """What my seats ask of me for one alert record in `group` (the lock held)."""
+        record = self.client.state.record(group)
+        state = roster.verify_log(record.events, rules=self.client.rules())
+        done: list[Relayed] = []
+        for council in self._councils_holding(group):
+            done += await self._up(group, record, state, council, message)
+        if state.kind == "council":
+            for below, seat in state.seats.items():
+                if seat.holder == self.client.me and self.rosters.verified(below):
+                    done += await self._down(group, record, below, message)
+        return done
+
+    def _councils_holding(self, group: bytes) -> list[bytes]:
+        """The verified councils where I hold `group`'s seat."""
+        found = []
+        for council in self.rosters.verified_groups():
+            record = self.client.state.record(council)
+            if not record.events:
+                continue
+            state = roster.verify_log(record.events, rules=self.client.rules())
+            seat = state.seats.get(group)
+            if state.kind == "council" and seat is not None and seat.holder == self.client.me:
+                found.append(council)
+        return found
+
+    async def _up(
+        self,
+        group: bytes,
+        record: GroupRecord,
+        state: RosterState,
+        council: bytes,
+        message: ReadMessage,
+    ) -> list[Relayed]:
+        alert_id = alert_id_of(message)
+        alert = next(iter(records(record.history, "alert", alert_id)), None)
+        if alert is None or alert.alert is None:
+            return []
+        kind = str(message.alert.get("kind")) if message.alert else ""
+        target = await self._caught_up(council)
+        there = bool(records(target.history, "alert", alert_id))
+        done = []
+        if not there and self._goes_up(record, alert):
+            done.append(await self._relay(group, alert, council, "up"))
+            there = True
+        if (
+            kind == "alert_retract"
+            and there
+            and not records(target.history, "alert_retract", alert_id)
+        ):
+            done.append(await self._relay(group, message, council, "up"))
+        if kind == "alert_ack" and there:
+            done += await self._count(group, record, state, council, alert_id)
+        return done
+
+    def _goes_up(self, record: GroupRecord, alert: ReadMessage) -> bool:
+        """Whether an alert in a group I speak for leaves it upward (crypto/alerts.py's rules)."""
+        scope = alert.alert.get("scope") if alert.alert else None
+        direction = alert.provenance.get("direction") if alert.provenance else None
+        if scope not in WIDE or direction == "down" or (scope == "up" and direction == "up"):
+            return False  # for this group only; from above; or one level up already
+        limit = self.client.rules().policy.wide_alerts_per_day
+        if alert.provenance is None and over_limit(record.history, alert, limit):
+            return False
+        return confirmed_in(record.history, alert)
+
+    async def _down(
+        self, council: bytes, record: GroupRecord, below: bytes, message: ReadMessage
+    ) -> list[Relayed]:
+        alert_id = alert_id_of(message)
+        alert = next(iter(records(record.history, "alert", alert_id)), None)
+        if alert is None or alert.alert is None or alert.alert.get("scope") != "network":
+            return []
+        target = await self._caught_up(below)
+        done = []
+        if not records(target.history, "alert", alert_id):
+            done.append(await self._relay(council, alert, below, "down"))
+        kind = str(message.alert.get("kind")) if message.alert else ""
+        if kind == "alert_retract" and not records(target.history, "alert_retract", alert_id):
+            done.append(await self._relay(council, message, below, "down"))
+        return done
+
+    async def _count(
+        self, group: bytes, record: GroupRecord, state: RosterState, council: bytes, alert: bytes
+    ) -> list[Relayed]:
+        """My group's count for an alert, sent up when it changed (counts, never names)."""
+        members = {member_id_text(m) for m in state.members}
+        acked = len({m.sender for m in records(record.history, "alert_ack", alert)} & members)
+        target = await self._caught_up(council)
+        me = member_id_text(self.client.me)
+        mine = [m for m in records(target.history, "alert_count", alert) if m.sender == me]
+        last = mine[-1].alert if mine else None
+        if last is not None and last.get("acked") == acked and last.get("reached") == len(members):
+            return []
+        extra: dict[str, Value] = {
+            "alert_count": {"id": alert, "reached": len(members), "acked": acked}
+        }
+        sent = await self.messages.send(
+            b32e(council), f"{acked} of {len(members)} acknowledged", extra
+        )
+        return [
+            Relayed(b32e(alert), "alert_count", b32e(group), b32e(council), sent["cursor"], "up")
+        ]
+
+    async def _caught_up(self, group: bytes) -> GroupRecord:
+        record, _ = await self.messages.catch_up(group)
+        return record
+
+    async def _relay(
+        self, source: bytes, message: ReadMessage, target: bytes, direction: str
+    ) -> Relayed:
+        try:
+            sent = await self.relays.relay(b32e(source), message.cursor, b32e(target), None)
+        except ClientError as exc:
+            raise ClientError(
+                exc.code, f"The daemon could not relay an alert {direction}: {exc.message}"
+            ) from exc
+        kind = str(message.alert.get("kind")) if message.alert else "alert"
+        return Relayed(
+            b32e(alert_id_of(message)),
+            kind,
+            b32e(source),
+            b32e(target),
+            int(sent["seq"]),
+            direction,
+        )
