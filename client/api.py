@@ -170,6 +170,21 @@ def open_motions() -> Request:
     return Request("GET", "/v1/motions")
 
 
+# Councils (part 3).
+
+
+def create_council(create: Statement) -> Request:
+    return Request("POST", "/v1/councils", {"create": create.to_wire()})
+
+
+def group_seats(group: bytes) -> Request:
+    return Request("GET", f"/v1/groups/{b32e(group)}/seats")
+
+
+def council_invitation(council: bytes) -> Request:
+    return Request("GET", f"/v1/councils/{b32e(council)}/invitation")
+
+
 # Response shapes.
 
 
@@ -455,3 +470,54 @@ def parse_motions(data: Any) -> list[MotionWire]:
 
 def parse_motion_id(data: Any) -> str:
     return str(field(data, "motion_id", str))
+
+
+def parse_group_id(data: Any) -> str:
+    return str(field(data, "group_id", str))
+
+
+@dataclass(frozen=True)
+class SeatWire:
+    """A seat my group holds in a council, as the server tells it: a hint, not a fact."""
+
+    council_id: str
+    holder: str | None
+    link_id: bytes
+    link_seq: int
+    council_seq: int
+    council_head: bytes | None
+
+
+def parse_seats(data: Any) -> list[SeatWire]:
+    return [
+        SeatWire(
+            field(item, "council_id", str),
+            optional(item, "holder", str),
+            b64_field(item, "link_id"),
+            field(item, "link_seq", int),
+            field(item, "council_seq", int),
+            None
+            if optional(item, "council_head", str) is None
+            else b64_field(item, "council_head"),
+        )
+        for item in field(data, "seats", list)
+    ]
+
+
+@dataclass(frozen=True)
+class InvitationWire:
+    """A council's open motion to link my group, with its signatures and the council's log."""
+
+    group_id: str
+    motion: Wire
+    signatures: tuple[Wire, ...]
+    roster: tuple[Wire, ...]
+
+
+def parse_invitation(data: Any) -> InvitationWire:
+    return InvitationWire(
+        field(data, "group_id", str),
+        field(data, "motion", dict),
+        _wires(data, "signatures"),
+        _wires(data, "roster"),
+    )

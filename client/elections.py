@@ -5,14 +5,18 @@ recall only against the roster log it verified itself (crypto/motion_rules.py
 decides who may sign, how many must, and whether the motion could pass);
 the signatures it carries are those of members on that roster, so a motion
 never passes on the word of someone who left. The member whose signature
-completes the quorum posts the `elect` or `recall` roster event.
+completes the quorum posts the `elect` or `recall` roster event, then
+carries it to every council where the group holds a seat
+(client/councils.py `follow_seats`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from client import api
+from client.councils import Councils
 from client.errors import ClientError, ServerError
 from client.rosters import Rosters
 from client.sdk import Client
@@ -50,7 +54,7 @@ class Elections:
         self.client = client
         self.rosters = Rosters(client)
 
-    async def elect(self, group_text: str, member_text: str) -> dict[str, str]:
+    async def elect(self, group_text: str, member_text: str) -> dict[str, Any]:
         try:
             member = parse_member_id(member_text)
         except CryptoError:
@@ -62,7 +66,7 @@ class Elections:
         motion = make_elect_motion(identity, network, state, member, self.client.now())
         return await self._open(state, motion)
 
-    async def recall(self, group_text: str) -> dict[str, str]:
+    async def recall(self, group_text: str) -> dict[str, Any]:
         state = await self._group(group_text)
         identity, network = self.client.state.identity, self.client.network_id()
         try:
@@ -79,7 +83,7 @@ class Elections:
             raise ClientError("not_in_group", "You are not on this group's roster.")
         return state
 
-    async def _open(self, state: RosterState, motion: Motion) -> dict[str, str]:
+    async def _open(self, state: RosterState, motion: Motion) -> dict[str, Any]:
         try:
             quorum = motion_rules.check_opening(
                 state, motion, self.client.rules(), motion.statement.time
@@ -91,16 +95,16 @@ class Elections:
         )
         if opened.lower() != b32e(motion.id):
             raise ClientError("bad_response", "The server answered with another motion id.")
-        status = "open"
-        if quorum.reached(frozenset({self.client.me})):  # a group of one or two
-            await self.carry_out(state, motion, [])
-            status = "done"
-        return {"motion_id": b32e(motion.id), "status": status}
+        if not quorum.reached(frozenset({self.client.me})):
+            return {"motion_id": b32e(motion.id), "status": "open"}
+        seats = await self.carry_out(state, motion, [])  # a group of one (or two)
+        return {"motion_id": b32e(motion.id), "status": "done", **seats_field(seats)}
 
     async def carry_out(
         self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
-    ) -> None:
-        """Post the `elect`/`recall` event with the signatures of current members (mine included).
+    ) -> list[dict[str, str]]:
+        """Post the `elect`/`recall` event with the signatures of current members (mine included),
+        then carry it to the group's councils; what became of each seat (follow_seats).
 
         If the log moved on meanwhile, the roster is fetched again and the
         signatures of those no longer on it are left out; if that leaves the
@@ -131,3 +135,9 @@ class Elections:
             break
         await self.rosters.sync_roster(state.group)
         self.client.save()
+        return await Councils(self.client).follow_seats(state.group)
+
+
+def seats_field(seats: list[dict[str, str]]) -> dict[str, Any]:
+    """The seat changes an election or recall brought about, where the group holds seats."""
+    return {"seats": seats} if seats else {}

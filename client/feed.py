@@ -191,7 +191,7 @@ class LiveFeed:
     async def _connect(self, run: _Run) -> Feed:
         """Bring my groups up to date, show what the watch has not shown, open and subscribe."""
         async with self.client.fresh():
-            await self.rosters.sync_cell()
+            await self.rosters.sync_groups()  # my cell and the councils I sit in
             cursors = {}
             for group in self.rosters.verified_groups():
                 record, _ = await self.rosters.sync_roster(group)

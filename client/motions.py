@@ -3,20 +3,24 @@
 The quorum is crypto.quorum's to decide; this module verifies each motion
 against the roster log it replayed itself, signs, and, when its own
 signature completes a split that moves it, posts the split with the new
-cell's create event.
+cell's create event. A council's `link` motion is signed here too, but never
+carried out by a signature: the linked group's spokesperson takes the seat
+(`spokes council accept`, client/councils.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from client import api, verify
-from client.elections import Elections
+from client.elections import Elections, seats_field
 from client.errors import ClientError, ServerError
 from client.groups import GroupRecord, bundle_of, lying
 from client.rosters import Rosters
 from client.sdk import Client
 from crypto import motion_rules, motions, quorum, roster
+from crypto.councils import COUNCIL, link_terms
 from crypto.encoding import b32e
 from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import member_id_text, parse_member_id
@@ -38,6 +42,7 @@ class MotionView:
     new_group: str  # a split's; "" for other kinds
     signed_by_me: bool
     member: str | None = None  # whom an election or a recall names
+    links: str | None = None  # the group a council's link motion gives a seat
 
 
 class Motions:
@@ -60,6 +65,8 @@ class Motions:
             record, state = synced[group]
         else:
             record, state = await self.rosters.sync_roster(group)
+            if state.kind == COUNCIL:  # one of mine only while my seat in it verifies
+                record, state = await self.rosters.sync_council(group)
             if synced is not None:
                 synced[group] = (record, state)
         with verify.checking("motion"):
@@ -81,9 +88,11 @@ class Motions:
             needed = motion_rules.quorum_for(state, motion, self.client.rules())
             signers = motion_rules.signed_by(motion, signatures, state)
             moved: frozenset[bytes] = frozenset()
-            new_group, member = b"", None
+            new_group, member, links = b"", None, None
             if motion.kind == "split":
                 moved, new_group = motions.split_terms(motion)
+            elif motion.kind == "link":
+                links = b32e(link_terms(motion))
             else:
                 member = member_id_text(motions.election_terms(motion).member)
         return MotionView(
@@ -96,6 +105,7 @@ class Motions:
             new_group=b32e(new_group) if new_group else "",
             signed_by_me=self.client.me in signers,
             member=member,
+            links=links,
         )
 
     async def motions(self) -> list[MotionView]:
@@ -107,7 +117,7 @@ class Motions:
         self.client.save()
         return views
 
-    async def sign(self, motion_text: str) -> dict[str, str]:
+    async def sign(self, motion_text: str) -> dict[str, Any]:
         wanted = motion_text.strip().lower()
         listed = [
             w
@@ -140,12 +150,27 @@ class Motions:
         )
         await self.client.call(api.sign_motion(motion.id, signature))
         signatures.append(signature)
+        if motion.kind == "link":
+            # Never carried out here: the linked group's spokesperson accepts the seat.
+            signed = motion_rules.signed_by(motion, signatures, state)
+            reached = motion_rules.quorum_for(state, motion, self.client.rules()).reached(signed)
+            return {
+                "motion_id": view.motion_id,
+                "status": "open",
+                "kind": "link",
+                "waiting_for": "acceptance" if reached else "signatures",
+            }
         if motion.kind != "split":
             signed = motion_rules.signed_by(motion, signatures, state)
             if not motion_rules.quorum_for(state, motion, self.client.rules()).reached(signed):
-                return {"motion_id": view.motion_id, "status": "open"}
-            await Elections(self.client).carry_out(state, motion, signatures)
-            return {"motion_id": view.motion_id, "status": "done"}
+                return {"motion_id": view.motion_id, "status": "open", "kind": motion.kind}
+            seats = await Elections(self.client).carry_out(state, motion, signatures)
+            return {
+                "motion_id": view.motion_id,
+                "status": "done",
+                "kind": motion.kind,
+                **seats_field(seats),
+            }
         moved, new_group = motions.split_terms(motion)
         if self.client.me in moved:
             splits = {**self.client.state.splits, new_group: motion.group}
@@ -155,9 +180,9 @@ class Motions:
             not needed <= quorum.valid_signers(motion, signatures, state)
             or self.client.me not in moved
         ):
-            return {"motion_id": view.motion_id, "status": "open"}
+            return {"motion_id": view.motion_id, "status": "open", "kind": "split"}
         await self._carry_out_split(record, state, motion, signatures)
-        return {"motion_id": view.motion_id, "status": "done"}
+        return {"motion_id": view.motion_id, "status": "done", "kind": "split"}
 
     async def _carry_out_split(
         self,

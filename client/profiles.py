@@ -123,9 +123,8 @@ class Profiles:
 
     async def known_names(self) -> dict[str, dict[bytes, str]]:
         """Verified names in each group this client verified (by group id text), refreshed."""
-        await self.rosters.sync_cell()
         known = {}
-        for group in self.rosters.verified_groups():
+        for group in await self.rosters.sync_groups():
             record, state = await self.rosters.sync_roster(group)
             known[b32e(group)] = (await self.names(record, state)).verified
         return known
@@ -190,11 +189,10 @@ class Profiles:
         # A new version for every change, saved before anything is sealed with it.
         version = max(1, self.client.state.profile_version + 1)
         self.client.save(replace(self.client.state, profile=profile, profile_version=version))
-        await self.rosters.sync_cell()
         uploaded = 0
         # Only groups whose membership this client verified: a group the server
         # merely lists (one an informant made up around me) gets nothing.
-        for group in self.rosters.verified_groups():
+        for group in await self.rosters.sync_groups():
             record, state = await self.rosters.sync_roster(group)
             record.profile_epoch = 0  # the profile changed: seal it again everywhere
             state = await self.epochs.ready_to_send(record, state)

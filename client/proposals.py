@@ -367,8 +367,7 @@ class Proposals:
 
     async def _holding(self, proposal_id: str) -> tuple[bytes, GroupRecord]:
         """The group whose kept history holds the proposal, caught up first."""
-        await self.rosters.sync_cell()
-        for group in self.rosters.verified_groups():
+        for group in await self.rosters.sync_groups():
             await self.messages.catch_up(group)
         groups = [*self.rosters.verified_groups(), *(r.group_id for r in self.rosters.left_cells())]
         for group in groups:

@@ -9,7 +9,9 @@ is taken off it, and a move to another cell is believed only through a
 verified split of my own cell. The cell such a split moved me out of is
 kept, read-only, its log cut at the split: what I could read there before
 the split I still can, and nothing after it (PROTOCOL §11, "History after a
-split").
+split"). A council is one of my groups only once its log verifies and the
+seat it gives me rests on an election in my own verified group's log
+(`sync_council`, PROTOCOL §15 "A council for its members").
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from client import api, verify
-from client.errors import ClientError, ServerError
+from client.errors import ClientError, ServerError, VerificationFailed
 from client.groups import GroupRecord, admission_ids, extend_log, lying
 from client.revocations import Revocations
 from client.sdk import Client
+from client.seats import council_level, delegations
 from client.vetting import Vetting
 from crypto import roster
 from crypto.chains import Revocation
+from crypto.councils import COUNCIL
 from crypto.encoding import Value, b32d, b32e
 from crypto.errors import RuleViolation
 from crypto.keys import member_id_text, roster_fingerprint
@@ -51,6 +55,8 @@ class GroupView:
     # same number is the same roster log; another at the same seq is a fork.
     roster_seq: int
     fingerprint: str
+    # A council's seats (the groups it links); 0 for a cell.
+    seats: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,9 +82,20 @@ class Rosters:
         return group in self.client.verified_groups
 
     def verified_groups(self) -> list[bytes]:
-        """The groups I may act in: my cell, once sync_cell verified how it was made."""
+        """The groups I may act in: my cell, once sync_cell verified how it was made, and
+        the councils whose seat of mine this process verified (sync_council), lowest first."""
         _, cell_id = self.client.network()
-        return [cell_id] if cell_id in self.client.verified_groups else []
+        cells = [cell_id] if cell_id in self.client.verified_groups else []
+        return cells + self.councils()
+
+    def councils(self) -> list[bytes]:
+        """The councils this process verified I sit in, by level."""
+        found = []
+        for group in self.client.verified_groups:
+            level = council_level(self.client.state.groups.get(group))
+            if level is not None:
+                found.append((level, group))
+        return [group for _, group in sorted(found)]
 
     def left_cells(self) -> list[GroupRecord]:
         """The cells verified splits moved me out of, kept read-only up to the split."""
@@ -98,8 +115,25 @@ class Rosters:
         """A group id in b32, or the word `cell` for my current cell.
 
         A cell a verified split moved me out of resolves too, for reading:
-        `writable` refuses anything more there.
+        `writable` refuses anything more there. So does a council this
+        keystore holds the log of; `group` verifies my seat in it first.
         """
+        raw = self.group_id(text)
+        _, cell_id = self.client.network()
+        known = self.client.state.groups.get(raw)
+        if (
+            raw != cell_id
+            and (known is None or known.left_at is None)
+            and council_level(known) is None
+        ):
+            raise ClientError(
+                "not_found",
+                f"No group {b32e(raw)} that you belong to. `spokes cells` lists yours.",
+            )
+        return raw
+
+    def group_id(self, text: str) -> bytes:
+        """The id `text` names (b32, or `cell` for my current cell), whether mine or not."""
         if text.strip().lower() == CELL_WORD:
             _, cell_id = self.client.network()
             return cell_id
@@ -112,19 +146,131 @@ class Rosters:
                 "invalid_group",
                 f"{text!r} is not a group id; copy one from `spokes cells`, or say `cell`.",
             )
-        _, cell_id = self.client.network()
-        left = self.client.state.groups.get(raw)
-        if raw != cell_id and (left is None or left.left_at is None):
-            raise ClientError(
-                "not_found",
-                f"No group {b32e(raw)} that you belong to. `spokes cells` lists yours.",
-            )
         return raw
 
     async def group(self, text: str) -> bytes:
-        """Follow my cell first (it may have split), then resolve `text` as `resolve` does."""
+        """Follow my cell first (it may have split), then resolve `text` as `resolve` does;
+        any other group must be a council whose seat of mine verifies (sync_council)."""
         await self.sync_cell()
+        raw = self.group_id(text)
+        _, cell_id = self.client.network()
+        known = self.client.state.groups.get(raw)
+        if raw != cell_id and (known is None or known.left_at is None):
+            await self.sync_council(raw)
         return self.resolve(text)
+
+    async def sync_council(
+        self, council: bytes, level: int | None = None
+    ) -> tuple[GroupRecord, RosterState]:
+        """A council's log, believed one of my groups only if my seat in it verifies.
+
+        The log must verify with the rule book (as any group's), and the seat
+        it gives me must rest on a link that is in my own verified log of the
+        group I hold it for: my cell for a level-1 council, a council I sit in
+        one level down for a higher one (checked the same way, so `level`
+        falls by one at each step and the walk ends at my cell). A seat on an
+        election my group never recorded is the lying alarm; no seat at all
+        (the group recalled me, or the server answers with another group) is
+        `not_seated`/`not_found`, and the council is no longer one of mine.
+        """
+        known = council in self.client.state.groups
+        try:
+            record, state = await self.sync_roster(council)
+            if state.kind != COUNCIL or (level is not None and state.level != level):
+                raise ClientError(
+                    "not_found",
+                    f"No group {b32e(council)} that you belong to. `spokes cells` lists yours.",
+                )
+            await self._check_seat(state)
+        except ClientError:
+            self.client.verified_groups.discard(council)
+            if not known:
+                self.client.state.groups.pop(council, None)  # keep nothing of a stranger's group
+            raise
+        self.client.verified_groups.add(council)
+        return record, state
+
+    async def _check_seat(self, state: RosterState) -> None:
+        me = self.client.me
+        seat = next((a for a in state.seats.values() if a.holder == me), None)
+        if seat is None:
+            raise ClientError(
+                "not_seated",
+                f"You hold no seat in council {b32e(state.group)} now (your group recalled you, "
+                "or its seat went to the next spokesperson); what you read there before stays "
+                "kept. `spokes tree` shows where you sit.",
+            )
+        below = await self._seat_group(seat.group, state.level - 1)
+        if below is None:
+            raise ClientError(
+                "not_seated",
+                f"Council {b32e(state.group)} seats you for a group you are not in; "
+                "`spokes tree` shows where you sit.",
+            )
+        rules = self.client.rules()
+        if seat.link not in delegations(below.events, rules).link_ids:
+            # My log of that group may lag the council's: fetch it once more.
+            below, _ = await self.sync_roster(seat.group)
+            if seat.link not in delegations(below.events, rules).link_ids:
+                raise lying(
+                    f"council {b32e(state.group)} seats you on an election that your own "
+                    "group's signed log does not hold"
+                )
+
+    async def _seat_group(self, group: bytes, level: int) -> GroupRecord | None:
+        """My verified record of the group a council seats me for, at `level`; None if it
+        is not a group of mine."""
+        _, cell_id = self.client.network()
+        if level == 0:
+            if group != cell_id:
+                return None
+            if cell_id not in self.client.verified_groups:
+                await self.sync_cell()
+            return self.client.state.record(group) if self.verified(group) else None
+        if level < 0 or group == cell_id:
+            return None
+        try:
+            record, _ = await self.sync_council(group, level)
+        except VerificationFailed:
+            raise
+        except ClientError as exc:
+            if exc.code == "equivocation" or isinstance(exc, ServerError):
+                raise
+            return None
+        return record
+
+    async def sync_groups(self) -> list[bytes]:
+        """My cell (sync_cell) and every council the server lists me in whose seat of mine
+        verifies; one I hold no seat in is left out here (`spokes cells` raises the alarm
+        on it), one whose log does not verify raises the alarm at once."""
+        await self.sync_cell()
+        _, cell_id = self.client.network()
+        for summary in api.parse_groups(await self.client.call(api.my_groups())):
+            group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
+            if group == cell_id or summary.kind != COUNCIL:
+                continue
+            try:
+                await self.sync_council(group)
+            except VerificationFailed:
+                raise
+            except ClientError as exc:
+                if exc.code == "equivocation" or isinstance(exc, ServerError):
+                    raise
+        return self.verified_groups()
+
+    async def listed_council(self, group: bytes) -> tuple[GroupRecord, RosterState]:
+        """A group the server lists me in besides my cell: believed only as a council whose
+        seat of mine verifies; anything else is the lying alarm."""
+        try:
+            return await self.sync_council(group)
+        except VerificationFailed:
+            raise
+        except ClientError as exc:
+            if exc.code == "equivocation" or isinstance(exc, ServerError):
+                raise
+            raise lying(
+                f"the server lists you in group {b32e(group)}, which no verified event puts you in"
+            ) from None
 
     async def sync_roster(self, group: bytes) -> tuple[GroupRecord, RosterState]:
         """Fetch the group's log and accept it only if it extends what was verified."""
@@ -199,8 +345,7 @@ class Rosters:
                 return  # not on the roster yet: someone else's client adds me
             raise
         self._check_origin(record.events[0], mine.logs)
-        # Today my cell is the only group I act in; councils will come with
-        # their own proof of membership.
+        # Councils come with their own proof of membership (sync_council).
         self.client.verified_groups.add(cell_id)
         if self.client.me not in state.members:
             return
@@ -435,15 +580,14 @@ class Rosters:
         await self.sync_cell()
         _, cell_id = self.client.network()
         views = []
-        mine = self.verified_groups()
-        for summary in api.parse_groups(await self.client.call(api.my_groups())):
+        summaries = api.parse_groups(await self.client.call(api.my_groups()))
+        # The server's levels only order the checks: a council below is verified first.
+        for summary in sorted(summaries, key=lambda s: s.level):
             group = verify.parse_id(summary.group_id, GROUP_ID_BYTES, "group id")
-            if group not in mine:
-                raise lying(
-                    f"the server lists you in group {b32e(group)}, which no verified event "
-                    "puts you in"
-                )
-            record, state = await self.sync_roster(group)
+            if group == cell_id and self.verified(group):
+                record, state = await self.sync_roster(group)
+            else:
+                record, state = await self.listed_council(group)
             views.append(
                 GroupView(
                     group_id=b32e(group),
@@ -459,6 +603,7 @@ class Rosters:
                     else member_id_text(state.spokesperson),
                     roster_seq=state.seq if at is None else at,
                     fingerprint=roster_fingerprint(group, _head_at(record.events, at)),
+                    seats=len(state.seats),
                 )
             )
         self.client.save()

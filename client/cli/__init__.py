@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from client.cli import (
     alerts,
     cells,
+    council,
     elections,
     motions,
     network,
@@ -34,7 +35,19 @@ from client.cli.common import Commands, Handler, Parser, common_options, print_e
 from client.errors import ClientError
 from crypto.errors import CryptoError
 
-AREAS = (setup, network, vetting, revoke, cells, motions, elections, proposals, relays, alerts)
+AREAS = (
+    setup,
+    network,
+    vetting,
+    revoke,
+    cells,
+    motions,
+    elections,
+    council,
+    proposals,
+    relays,
+    alerts,
+)
 
 
 def build_parser() -> Parser:

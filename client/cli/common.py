@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from client import agent, passphrases
+from client.councils import Councils
 from client.errors import ClientError, ServerError, VerificationFailed
 from client.profiles import Names, Profiles
 from client.rosters import Rosters
@@ -321,7 +322,11 @@ async def cell_names(client: Client) -> Names:
 
 
 async def run_duties(client: Client) -> None:
-    """Best-effort group upkeep after a membership command; lies are still reported."""
+    """Best-effort group upkeep after a membership command; lies are still reported.
+
+    My cell's roster first; then, for a spokesperson, the seats of the groups
+    they speak for follow those groups' elections (client/councils.py).
+    """
     try:
         await Rosters(client).sync_cell()
     except VerificationFailed:
@@ -332,3 +337,12 @@ async def run_duties(client: Client) -> None:
         # not_admitted: the server shows a pending member no cell to look after.
         if not isinstance(exc, ServerError) and exc.code not in ("not_found", "not_admitted"):
             raise
+        return
+    try:
+        await Councils(client).upkeep()
+    except VerificationFailed:
+        raise
+    except ClientError as exc:
+        if exc.code == "equivocation":
+            raise
+        # Anything else waits for the next command: the seat changes stay in my group's log.

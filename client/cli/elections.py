@@ -7,8 +7,10 @@ completes the quorum carries it out (client/elections.py).
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from client.cli.common import Commands, Output, client_command
+from client.cli.council import seat_lines
 from client.elections import Elections
 from client.sdk import Client
 
@@ -19,9 +21,10 @@ NEXT_STEP = (
 )
 
 
-def _text(action: str, data: dict[str, str]) -> str:
+def _text(action: str, data: dict[str, Any]) -> str:
     if data["status"] == "done":
-        return f"{action} motion {data['motion_id']} opened and carried out at once."
+        done = f"{action} motion {data['motion_id']} opened and carried out at once."
+        return "\n".join([done, *seat_lines(data)])
     return f"{action} motion {data['motion_id']} opened and signed by you. " + NEXT_STEP.format(
         motion=data["motion_id"]
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from typing import Any
 
 from client.cli.common import Commands, Output, cell_names, client_command
+from client.cli.council import seat_lines
 from client.motions import Motions
 from client.profiles import Names
 from client.sdk import Client
@@ -21,6 +23,7 @@ async def motions(args: argparse.Namespace, client: Client) -> Output:
         + (" (you signed)" if v.signed_by_me else "")
         + (f"\n    moving {', '.join(names.of_text(m) for m in v.moved)}" if v.moved else "")
         + (f"\n    {v.kind}ing {names.of_text(v.member)}" if v.member else "")
+        + (f"\n    linking group {v.links} (its spokesperson then accepts)" if v.links else "")
         for v in views
     ]
     data = [
@@ -33,17 +36,38 @@ async def motions(args: argparse.Namespace, client: Client) -> Output:
 @client_command()
 async def sign(args: argparse.Namespace, client: Client) -> Output:
     data = await Motions(client).sign(args.motion)
-    if data["status"] == "done":
+    return Output(data, signed_text(data))
+
+
+def signed_text(data: dict[str, Any]) -> str:
+    motion, kind = data["motion_id"], data.get("kind")
+    if kind == "link":
+        if data.get("waiting_for") == "acceptance":
+            return (
+                f"Signed motion {motion}: the council's quorum has signed. The seat is taken "
+                "once the linked group's spokesperson runs `spokes council accept COUNCIL`."
+            )
+        return f"Signed motion {motion}. `spokes motions` shows how many signatures it has."
+    if kind in ("elect", "recall"):
+        if data["status"] != "done":
+            return (
+                f"Signed motion {motion}. It takes effect once the group's quorum has signed; "
+                "`spokes motions` shows how many have."
+            )
         text = (
-            f"Signed motion {data['motion_id']}: yours was the last signature it needed, and "
+            f"Signed motion {motion}: yours was the last signature it needed, and the {kind} "
+            "took effect. `spokes cells` shows the spokesperson now."
+        )
+        return "\n".join([text, *seat_lines(data)])
+    if data["status"] == "done":
+        return (
+            f"Signed motion {motion}: yours was the last signature it needed, and "
             "the split took effect. `spokes cells` shows your cell now."
         )
-    else:
-        text = (
-            f"Signed motion {data['motion_id']}. The split takes effect when the last member "
-            "who moves signs; `spokes motions` shows how many have."
-        )
-    return Output(data, text)
+    return (
+        f"Signed motion {motion}. The split takes effect when the last member "
+        "who moves signs; `spokes motions` shows how many have."
+    )
 
 
 @client_command()

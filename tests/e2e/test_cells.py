@@ -142,8 +142,9 @@ def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str
     assert (motion["motion_id"], motion["group_id"]) == (split["motion_id"], cell_id)
     assert (motion["signatures"], motion["needed"]) == (0, 2)
     assert sorted(motion["moved_names"]) == ["Bo", "Cy"]
-    assert run(b, "sign", split["motion_id"]) == {"motion_id": split["motion_id"], "status": "open"}
-    assert run(c, "sign", split["motion_id"]) == {"motion_id": split["motion_id"], "status": "done"}
+    signed = {"motion_id": split["motion_id"], "kind": "split"}
+    assert run(b, "sign", split["motion_id"]) == {**signed, "status": "open"}
+    assert run(c, "sign", split["motion_id"]) == {**signed, "status": "done"}
 
     run(b, "send", "cell", "new cell, new epoch")
     assert texts(run(c, "read", "cell")) == ["new cell, new epoch"]

@@ -57,6 +57,7 @@ def test_a_cell_elects_and_recalls_its_spokesperson(
     assert run(b, "sign", opened["motion_id"]) == {
         "motion_id": opened["motion_id"],
         "status": "done",
+        "kind": "elect",
     }
     assert {spokesperson(home) for home in (founder, b, c)} == {ids[b]}
     assert run(c, "motions")["motions"] == []

@@ -5,7 +5,9 @@ is read here and its `spokes` commands are run as a person would type them
 (with `--json` added, so that what they print can be read back). A word in
 capitals stands for what an earlier command printed: CODE is the code of the
 last invite, NAME_ID and NAME_NUMBER the member id and safety number that
-`spokes --home ~/name join` printed, MOTION_ID the motion a split opened.
+`spokes --home ~/name join` printed (NAME_ID also what `whoami` printed),
+MOTION_ID the motion a split or an election last opened, COUNCIL_ID the
+council `council create` founded.
 The README's server address and `~/` are mapped to this test's server and
 folder. So the README can't drift from the code again.
 """
@@ -93,8 +95,12 @@ class Reader:
             name = Path(argv[1]).name.upper()
             self.words[f"{name}_ID"] = result["member_id"]
             self.words[f"{name}_NUMBER"] = result["safety_number"]
-        elif argv[2:4] == ["cell", "split"]:
+        elif argv[2] == "whoami":
+            self.words[f"{Path(argv[1]).name.upper()}_ID"] = result["member_id"]
+        elif argv[2:4] == ["cell", "split"] or argv[2] in ("elect", "recall"):
             self.words["MOTION_ID"] = result["motion_id"]
+        elif argv[2:4] == ["council", "create"]:
+            self.words["COUNCIL_ID"] = result["group_id"]
 
 
 def bare(command: str) -> str:
@@ -126,4 +132,9 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path, server_url: str
     assert [m["text"] for m in kept] == ["meeting moved to Thursday", "new cell, new key"]
     assert kept[0]["group_id"] != kept[1]["group_id"]  # the old cell, then the new one
     signed = [r["status"] for c, r in results if " sign " in c]
-    assert signed == ["open", "done"]
+    assert signed == ["open", "done", "done"]  # the split, then the founder's election
+    tree = said["spokes --home ~/founder tree"]
+    founder_id = said["spokes --home ~/founder whoami"]["member_id"]
+    assert tree["spokesperson"] == founder_id
+    (council,) = tree["councils"]
+    assert (council["level"], council["seats"]) == (1, 1)
