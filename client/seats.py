@@ -144,10 +144,12 @@ class SeatChange:
 def seat_changes(found: Delegations, anchor: bytes) -> list[SeatChange] | None:
     """The seat events that bring a seat anchored at `anchor` up to the group's last link.
 
-    An election ends a seat event (the council seats its holder there, with
-    their keys); what follows goes in the next one. None if `anchor` is not a
-    link of this log: the council's seat rests on something this group never
-    recorded, and nothing can follow it.
+    One event carries every link since the anchor (up to MAX_LINKS each),
+    elections and recalls alike: the council seats only the last one's holder,
+    with their keys, and an honest server takes a seat change only when it
+    lands on the group's latest link. None if `anchor` is not a link of this
+    log: the council's seat rests on something this group never recorded,
+    and nothing can follow it.
     """
     start = found.index(anchor)
     if start is None:
@@ -158,11 +160,11 @@ def seat_changes(found: Delegations, anchor: bytes) -> list[SeatChange] | None:
     for link in found.links[start + 1 :]:
         pending.append(_link_value(previous, link, found.departures))
         previous = link
-        if link.elects is not None or len(pending) == MAX_LINKS:
+        if len(pending) == MAX_LINKS:
             changes.append(SeatChange(tuple(pending), link.elects, link.link_id))
             pending = []
     if pending:
-        changes.append(SeatChange(tuple(pending), None, previous.link_id))
+        changes.append(SeatChange(tuple(pending), previous.elects, previous.link_id))
     return changes
 
 

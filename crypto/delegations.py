@@ -175,11 +175,19 @@ def _check_own_quorum(link: Link, entries: dict[bytes, Entry], rules: GroupRules
 
 
 def holder_of(
-    link: Link, entries: dict[bytes, Entry], bundle_member: RosterMember | None
+    link: Link,
+    entries: dict[bytes, Entry],
+    bundle_member: RosterMember | None,
+    *,
+    seated: bool = True,
 ) -> bytes | None:
-    """An election's new holder, shown on its roster with the keys of their bundle; None for a recall."""
+    """An election's new holder, shown on its roster with the keys of their bundle; None for a
+    recall. `seated=False`: an election a later link of the same seat change undoes (its
+    holder never takes the seat, so no keys are shown; the next link must recall them)."""
     if link.motion.kind == "recall":
         return None
+    if not seated:
+        return link.member
     if bundle_member is None or bundle_member.member_id != link.member:
         raise RuleViolation("invalid_delegation", "the seat goes to the member the group elected")
     entry = _proven(entries, link.member, link.size, link.root)
@@ -251,7 +259,7 @@ def next_link(
         )
     if link.motion.kind == "elect" and anchor.holder is not None and anchor.holder not in departed:
         raise RuleViolation("has_spokesperson", "the seat's holder was not recalled")
-    holder = holder_of(link, new, bundle_member)
+    holder = holder_of(link, new, bundle_member, seated=last)
     return SeatAnchor(
         anchor.group, link.motion.id, link.seq, anchor.level, link.size, link.root, holder
     )

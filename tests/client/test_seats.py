@@ -63,6 +63,20 @@ def test_a_recall_and_the_next_election_move_the_seat_in_one_event() -> None:
     assert seats.seat_changes(found, two.state.last_link) == []  # up to date
 
 
+def test_a_seat_that_missed_two_elections_catches_up_in_one_event() -> None:
+    _, two, council = two_seats()  # D holds cell two's seat
+    two.recall(E, E, F)
+    two.elect(E, F, F, E)  # E elected: never shown to the council
+    two.recall(F, F, D)
+    two.elect(F, D, D, F)  # then F
+    found = seats.delegations(log_of(two), RULES)
+    (change,) = seats.seat_changes(found, council.seats[two.state.group].link) or []
+    assert (len(change.links), change.holder) == (4, F.member_id)
+    after = apply(council, seat_event(two, council, change, F), rules=RULES)
+    assert set(after.members) == {A.member_id, F.member_id}
+    assert after.seats[two.state.group].link == two.state.last_link
+
+
 def test_a_recall_alone_empties_the_seat() -> None:
     _, two, council = two_seats()
     two.recall(E, E, F)
