@@ -194,8 +194,8 @@ class Alerts:
         raise ClientError("not_found", "No such alert in your groups; `spokes alerts` lists them.")
 
     async def _groups(self) -> list[bytes]:
-        await self.rosters.sync_cell()
-        return list(self.rosters.verified_groups())
+        """My cell and the councils I sit in, each verified (client/rosters.py)."""
+        return list(await self.rosters.sync_groups())
 
     async def alerts(self, since: int | None = None) -> list[AlertView]:
         """Every alert in my groups (raised there or relayed there), with what I know of it."""

@@ -20,6 +20,7 @@ statements, never copied from the server.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -69,6 +70,7 @@ class Client:
         # Groups whose membership this process verified from signed events
         # (client/rosters.py): the only ones it seals to, reads or lists.
         self.verified_groups: set[bytes] = set()
+        self._one_unit = asyncio.Lock()  # see fresh()
         # Where a slow step says what it is doing (the CLI: stderr in plain mode).
         self.progress: Callable[[str], None] = lambda text: None
 
@@ -120,10 +122,15 @@ class Client:
 
     @asynccontextmanager
     async def fresh(self) -> AsyncIterator[None]:
-        """Take the home's lock and re-read the keystore: a unit of work for a long command."""
-        async with self.store.lock_async():
-            self.reread()
-            yield
+        """Take the home's lock and re-read the keystore: a unit of work for a long command.
+
+        Tasks of one process (the daemon's feed and its relays) take turns: the
+        file lock is held once per process.
+        """
+        async with self._one_unit:
+            async with self.store.lock_async():
+                self.reread()
+                yield
 
     # Sending, with automatic login.
 

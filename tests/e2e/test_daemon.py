@@ -1,0 +1,123 @@
+"""End to end: alerts travel between cells through a council by the spokespeople's daemons.
+
+Cell one (A, B) and cell two (C, D) each elect a spokesperson (A, C), who
+sit in one council. With `spokes daemon` running for A and C, an alert B
+raises for the whole network leaves cell one once A confirms it, reaches
+the council and cell two; D's acknowledgement comes back up as a count, and
+B's retraction follows the same path. An alert nobody confirmed stays home.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_councils import elected, two_cells
+from tests.e2e.test_member_flow import COMMAND, ENV, run
+
+WAIT_S = 30.0
+
+
+@pytest.fixture
+def served(spawn_server: Any, database_url: str) -> str:
+    url: str = spawn_server("--database-url", database_url).url
+    return url
+
+
+@contextmanager
+def daemons(*homes: Path, said: list[str]) -> Iterator[list[subprocess.Popen[str]]]:
+    """`spokes daemon` for each home while the block runs; their stdout lines into `said`."""
+    running = [
+        subprocess.Popen(
+            [*COMMAND, "daemon", "--timeout", "120", "--home", str(home), "--json"],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for home in homes
+    ]
+    try:
+        yield running
+    finally:
+        for process in running:
+            process.terminate()
+        for process in running:
+            out, err = process.communicate(timeout=30)
+            said += out.splitlines()
+            print("daemon said:", out, err)  # shown when a test fails
+
+
+def eventually(check: Callable[[], Any], what: str) -> Any:
+    """`check()` once it is truthy, within WAIT_S (a bounded loop)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {WAIT_S} s: {what}")
+        time.sleep(0.3)
+
+
+def alert_in(home: Path, alert_id: str) -> dict[str, Any] | None:
+    return next((a for a in run(home, "alerts")["alerts"] if a["alert_id"] == alert_id), None)
+
+
+def test_a_network_alert_reaches_the_other_cell_and_its_acknowledgement_comes_back(
+    tmp_path: Path, served: str
+) -> None:
+    a, b, c, d, two = two_cells(tmp_path, served)
+    elected(b, a, a)
+    council = run(a, "council", "create")["group_id"]
+    elected(d, c, c)
+    run(a, "council", "link", council, two)
+    run(c, "council", "accept", council)
+
+    said: list[str] = []
+    with daemons(a, c, said=said) as running:
+        time.sleep(2)  # the daemons subscribe
+        started = time.monotonic()
+        raised = run(b, "alert", "cell", "eviction crew at number 12", "--scope", "network")
+        alert_id = raised["alert_id"]
+        quiet = run(b, "alert", "cell", "nobody confirms this one", "--scope", "network")
+        run(a, "alert", "confirm", alert_id)
+        seen = eventually(lambda: alert_in(d, alert_id), "the alert in cell two")
+        took = time.monotonic() - started
+        assert (seen["text"], seen["confirmed"], seen["raised_by"]) == (
+            "eviction crew at number 12",
+            True,
+            None,  # cell two never learns who raised it
+        )
+        assert seen["relayed_from"]
+        assert alert_in(c, alert_id) is not None
+        run(d, "ack", alert_id)
+        counted = eventually(
+            lambda: (x := alert_in(a, alert_id)) and x["acknowledged"] >= 1 and x,
+            "cell two's acknowledgement counted where A sees it",
+        )
+        assert counted["reached"] >= 4
+        run(b, "alert", "retract", alert_id)
+        eventually(
+            lambda: (x := alert_in(d, alert_id)) and x["retracted"], "the retraction in cell two"
+        )
+        # Unconfirmed, the other wide alert stayed in cell one.
+        assert alert_in(d, quiet["alert_id"]) is None
+        for process in running:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+    print(f"alert raised in cell one, read in cell two after {took:.1f} s")
+    relays = [json.loads(line) for line in said if line.startswith("{")]
+    assert {(r["kind"], r["direction"]) for r in relays} >= {
+        ("alert", "up"),
+        ("alert", "down"),
+        ("alert_count", "up"),
+        ("alert_retract", "up"),
+        ("alert_retract", "down"),
+    }
