@@ -305,6 +305,8 @@ class ReadMessage:
     provenance: dict[str, Value] | None = None
     # An alert record it carries, {"kind", "id", …} (crypto/alerts.py), if well formed.
     alert: dict[str, Value] | None = None
+    # A mandate a relay up carries: an agreed proposal's id, outcome and counts.
+    mandate: dict[str, Value] | None = None
 
 
 @dataclass
@@ -370,6 +372,7 @@ class GroupRecord:
                     **({} if m.answer is None else {"answer": m.answer}),
                     **({} if m.provenance is None else {"provenance": m.provenance}),
                     **({} if m.alert is None else {"alert": m.alert}),
+                    **({} if m.mandate is None else {"mandate": m.mandate}),
                 }
                 for m in self.history
             ],

@@ -266,6 +266,8 @@ class Messages:
             answer=_sealed_record(content.get("answer")),
             provenance=provenance,
             alert=_alert_record(content),
+            # Only as a relay up: a spokesperson carrying their group's agreed proposal.
+            mandate=_sealed_record(content.get("mandate")) if provenance is not None else None,
         )
         record.remember(message)
         return message

@@ -359,6 +359,34 @@ class Proposals:
         }
         return tallies(record.history, rosters, now)
 
+    async def mandate(self, proposal_text: str, council_text: str) -> dict[str, object]:
+        """Carry an agreed proposal of a group I speak for up to its council, as a relay that
+        names the proposal and its outcome (the council sees the counts, never who answered)."""
+        from client.relays import Relays  # noqa: PLC0415 - relays.py imports messages only
+
+        proposal_id = b32e(parse_proposal_id(proposal_text))
+        group, record = await self._holding(proposal_id)
+        found = self._tally(record, proposal_id, self.client.now())
+        if found.outcome != AGREED:
+            raise ClientError(
+                "not_agreed",
+                f"This proposal is {found.outcome}, not agreed: only an agreed proposal is a "
+                "mandate. Nothing was sent.",
+            )
+        mandate: dict[str, Value] = {
+            "proposal": b32d(proposal_id),
+            "outcome": found.outcome,
+            "asked": len(found.asked),
+            "agree": found.count("agree"),
+            "stand_aside": found.count("stand-aside"),
+            "block": found.count("block"),
+        }
+        message = next(m for m in record.history if m.message_id == proposal_id)
+        sent = await Relays(self.client).relay(
+            b32e(group), message.cursor, council_text, None, extra={"mandate": mandate}
+        )
+        return {"proposal_id": proposal_id, "group": sent["group"], "seq": sent["seq"]}
+
     def _tally(self, record: GroupRecord, proposal_id: str, now: int) -> Tally:
         for found in self.tallies(record, now):
             if found.proposal.proposal_id == proposal_id:

@@ -30,8 +30,15 @@ class Relays:
         self.messages = Messages(client)
 
     async def relay(
-        self, source_text: str, seq: int, target_text: str, alias: str | None
+        self,
+        source_text: str,
+        seq: int,
+        target_text: str,
+        alias: str | None,
+        *,
+        extra: dict[str, Value] | None = None,
     ) -> dict[str, Any]:
+        """Relay the message at `seq`; `extra` seals more beside it (a mandate)."""
         source = await self.rosters.group(source_text)
         target = self.rosters.resolve(target_text)
         if source == target:
@@ -57,11 +64,11 @@ class Relays:
         provenance = Provenance(
             label, direction, original, first if isinstance(first, int) else message.sent_at
         )
-        extra: dict[str, Value] = {"relay": provenance.to_value()}
+        sealed: dict[str, Value] = {**(extra or {}), "relay": provenance.to_value()}
         if message.alert is not None:  # an alert travels as itself, under its own id
             carried: dict[str, Value] = {k: v for k, v in message.alert.items() if k != "kind"}
-            extra[str(message.alert["kind"])] = carried
-        sent = await self.messages.send(b32e(target), message.text, extra=extra)
+            sealed[str(message.alert["kind"])] = carried
+        sent = await self.messages.send(b32e(target), message.text, extra=sealed)
         return {"group": b32e(target), "seq": sent["cursor"], "message_id": sent["message_id"]}
 
     def _direction(self, source: RosterState, target: RosterState) -> str:

@@ -33,6 +33,12 @@ from crypto.keys import parse_member_id, revocation_fingerprint
 def message_line(message: ReadMessage, names: Names) -> str:
     sent = time.strftime("%Y-%m-%d %H:%M", time.gmtime(message.sent_at))
     relayed = provenance_mark(message)
+    if message.mandate is not None:
+        m = {k: str(v) for k, v in message.mandate.items() if not isinstance(v, bytes)}
+        relayed += (
+            f"[mandate: {m.get('outcome')}, {m.get('agree')} agree, {m.get('stand_aside')} "
+            f"stand aside, {m.get('block')} block of {m.get('asked')}] "
+        )
     return (
         f"[{message.cursor}] {sent} {names.of_text(message.sender)}: "
         f"{relayed}{marked_text(message)}"
@@ -46,7 +52,20 @@ def message_data(message: ReadMessage, names: Names) -> dict[str, object]:
         "sender_name": sender,
         **sealed_data(message),
         "provenance": provenance_data(message),
+        "alert": json_safe(message.alert),
+        "mandate": json_safe(message.mandate),
     }
+
+
+def json_safe(value: object) -> object:
+    """A sealed record for --json: its ids (bytes) as the base32 text commands take."""
+    if isinstance(value, bytes):
+        return b32e(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
 
 
 @client_command()

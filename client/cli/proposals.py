@@ -191,6 +191,16 @@ async def proposals(args: argparse.Namespace, client: Client) -> Output:
     )
 
 
+@client_command()
+async def mandate(args: argparse.Namespace, client: Client) -> Output:
+    data = await Proposals(client).mandate(args.proposal, args.to)
+    return Output(
+        data,
+        f"Mandate carried to {data['group']} (seq {data['seq']}): the proposal and its counts, "
+        "never who answered.",
+    )
+
+
 def register(commands: Commands) -> None:
     proposing = commands.add(
         "propose", "Put a proposal to a group; members answer until its deadline.", propose
@@ -221,3 +231,8 @@ def register(commands: Commands) -> None:
         proposals,
     )
     listing.add_argument("group", help="a group id, or `cell` for your cell")
+    mandating = commands.add(
+        "mandate", "Carry an agreed proposal of your group to its council, as its mandate.", mandate
+    )
+    mandating.add_argument("proposal", help="the proposal's id, as `spokes proposals` shows it")
+    mandating.add_argument("--to", required=True, help="the council to carry it to (a group id)")

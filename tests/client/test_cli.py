@@ -48,6 +48,7 @@ COMMANDS = [
     ["ack"],
     ["alerts"],
     ["daemon"],
+    ["mandate"],
     ["propose"],
     ["answer"],
     ["proposals"],

@@ -51,6 +51,10 @@ def test_an_alert_in_a_cell_is_acknowledged_confirmed_and_retracted(
     run(founder, "alert", "retract", alert_id)
     assert all(alert_of(home, alert_id)["retracted"] for home in (founder, b, c))
     run(b, "ack", "nonsense", expect="invalid_alert_id")
+    # read and watch show the records, ids as the text commands take.
+    shown = [m["alert"] for m in run(c, "read", "cell", "--since", "0")["messages"]]
+    assert {"kind": "alert", "id": alert_id, "scope": "up"} in shown
+    assert {"kind": "alert_ack", "id": alert_id} in shown
 
 
 def test_wide_alerts_are_limited_per_member_and_day(tmp_path: Path, served: str) -> None:

@@ -113,6 +113,25 @@ def test_a_network_alert_reaches_the_other_cell_and_its_acknowledgement_comes_ba
         for process in running:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
     print(f"alert raised in cell one, read in cell two after {took:.1f} s")
+
+    # A mandate: cell one agrees a proposal, its spokesperson carries it to the council.
+    proposal = run(b, "propose", "cell", "join the rent strike on the 1st")["proposal_id"]
+    run(c, "mandate", proposal, "--to", council, expect="proposal_not_found")  # not cell two's
+    run(a, "answer", proposal, "agree")
+    run(a, "mandate", proposal, "--to", council, expect="not_agreed")  # B has not answered
+    run(b, "answer", proposal, "agree")
+    run(a, "mandate", proposal, "--to", council)
+    carried = run(c, "read", council)["messages"][-1]
+    assert carried["text"] == "join the rent strike on the 1st"
+    assert carried["provenance"]["direction"] == "up"
+    assert carried["mandate"] == {
+        "proposal": proposal,
+        "outcome": "agreed",
+        "asked": 2,
+        "agree": 2,
+        "stand_aside": 0,
+        "block": 0,
+    }
     relays = [json.loads(line) for line in said if line.startswith("{")]
     assert {(r["kind"], r["direction"]) for r in relays} >= {
         ("alert", "up"),
