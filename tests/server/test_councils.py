@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -189,3 +190,42 @@ async def test_a_council_is_founded_only_on_the_latest_election_in_the_log(two_c
     reply = await b.call("POST", "/v1/councils", {"create": create.to_wire()})
     assert (reply.status, reply.code) == (400, "invalid_statement")
     assert await table_counts(pool) == before
+
+
+async def test_a_council_is_as_foreign_as_no_group_to_everyone_not_seated_in_it(
+    two_cells, http, server, pool
+) -> None:
+    """Cell one's other member, a sibling cell's members: every endpoint and the live feed
+    answer about the council exactly as about a group that does not exist."""
+    from tests.server.test_group_privacy import subscribe, well_formed_requests, without_group
+
+    one, _, (founder, b, c, d) = two_cells
+    council, reply = await found_council(one, founder, b)
+    assert reply.status == 201, reply.body
+    council_view = GroupView(founder, council)
+    await council_view.refresh()
+    assert (await council_view.commit_epoch()).status == 201
+    assert (await council_view.send("for the council")).status == 201
+    for asker in (b, c, d):
+        before = await table_counts(pool)
+        nowhere = os.urandom(16)
+        def requests(group: bytes, asker: Actor = asker) -> list[tuple[str, str, Any]]:
+            return [
+                *well_formed_requests(asker, group),
+                ("GET", f"/v1/groups/{b32e(group)}/seats", None),
+                ("GET", f"/v1/councils/{b32e(group)}/invitation", None),
+            ]
+
+        for (method, path, body), (_, other, other_body) in zip(
+            requests(council), requests(nowhere), strict=True
+        ):
+            real = await asker.call(method, path, body)
+            fake = await asker.call(method, other, other_body)
+            assert (real.status, real.code) == (404, "not_found"), (method, path, real.body)
+            assert real.body == fake.body, (method, path)
+        real_feed = await subscribe(http, server.url, asker, council)
+        fake_feed = await subscribe(http, server.url, asker, nowhere)
+        assert without_group(real_feed, council) == without_group(fake_feed, nowhere)
+        listed = await asker.call("GET", "/v1/groups")
+        assert b32e(council) not in str(listed.body)
+        assert await table_counts(pool) == before
