@@ -26,29 +26,35 @@ done
 if [ "$#" -gt 0 ]; then
     exec "$PY" -m pytest -q "$@"
 fi
-# The whole suite as three pytest sessions side by side on the two cores: the
-# end-to-end tests in two halves (they mostly wait on `spokes` processes and
-# servers) and everything else. Each session has its own embedded PostgreSQL
-# and its own temporary folder.
+# The whole suite as four pytest sessions side by side on the two cores: the
+# end-to-end tests in three parts (they mostly wait on `spokes` processes and
+# servers, so they overlap well) and everything else. Each session has its
+# own embedded PostgreSQL and its own temporary folder.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 e2e_a=(tests/e2e/test_lying_server.py tests/e2e/test_revocation.py)
-e2e_b=(tests/e2e --ignore=tests/e2e/test_lying_server.py --ignore=tests/e2e/test_revocation.py)
-"$PY" -m pytest -q "${e2e_a[@]}" --basetemp="$work/a" >"$work/a.log" 2>&1 &
-pid_a=$!
-"$PY" -m pytest -q "${e2e_b[@]}" --basetemp="$work/b" >"$work/b.log" 2>&1 &
-pid_b=$!
-rest=0
-"$PY" -m pytest -q --ignore=tests/e2e --basetemp="$work/rest" || rest=$?
-a=0
-wait "$pid_a" || a=$?
-b=0
-wait "$pid_b" || b=$?
-echo "--- end-to-end tests: ${e2e_a[*]} ---"
-cat "$work/a.log"
-echo "--- end-to-end tests: the others ---"
-cat "$work/b.log"
-if [ "$rest" -ne 0 ] || [ "$a" -ne 0 ] || [ "$b" -ne 0 ]; then
-    echo "pytest failed (exit codes: the rest $rest, e2e lying/revocation $a, e2e others $b)" >&2
+e2e_b=(tests/e2e/test_councils.py tests/e2e/test_daemon.py tests/e2e/test_watch.py
+    tests/e2e/test_proposals.py tests/e2e/test_split_history.py)
+e2e_c=(tests/e2e)
+for file in "${e2e_a[@]}" "${e2e_b[@]}"; do e2e_c+=(--ignore="$file"); done
+pids=()
+for part in a b c; do
+    declare -n files="e2e_$part"
+    "$PY" -m pytest -q "${files[@]}" --basetemp="$work/$part" >"$work/$part.log" 2>&1 &
+    pids+=($!)
+    unset -n files
+done
+status=0
+"$PY" -m pytest -q --ignore=tests/e2e --basetemp="$work/rest" || status=1
+for index in 0 1 2; do
+    part=$(printf 'abc' | cut -c$((index + 1)))
+    code=0
+    wait "${pids[$index]}" || code=$?
+    echo "--- end-to-end tests, part $part (exit $code) ---"
+    cat "$work/$part.log"
+    if [ "$code" -ne 0 ]; then status=1; fi
+done
+if [ "$status" -ne 0 ]; then
+    echo "pytest failed (see the exit codes above)" >&2
     exit 1
 fi
