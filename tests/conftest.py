@@ -157,6 +157,9 @@ async def _admin_execute(admin_url: str, sql: str) -> None:
         await conn.close()
 
 
+HTTP_CLOSE_S = 10
+
+
 async def bounded(work: Coroutine[Any, Any, Any], seconds: float) -> bool:
     """Run `work` for at most `seconds`; False if it had not finished by then.
 
@@ -260,9 +263,13 @@ async def server(server_factory: ServerFactory) -> RunningServer:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A plain HTTP client session."""
-    async with aiohttp.ClientSession() as session:
+    """A plain HTTP client session (its close bounded, as the servers' and pools' are)."""
+    session = aiohttp.ClientSession()
+    try:
         yield session
+    finally:
+        if not await bounded(session.close(), HTTP_CLOSE_S):
+            warnings.warn("a test's HTTP session did not close", stacklevel=1)
 
 
 # --- The real `spokes-server` command as a subprocess -------------------------
