@@ -35,6 +35,7 @@ from crypto.delegations import (
     parse_entries,
     parse_link,
 )
+from crypto.elections import carried_signatures
 from crypto.encoding import Value
 from crypto.errors import RuleViolation
 from crypto.keys import IdentityKey
@@ -214,19 +215,8 @@ def apply_link(
         raise RuleViolation("invalid_event", "only a council links groups")
     motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
     group = link_terms(motion)
-    if motion.group != state.group:
-        raise RuleViolation("wrong_group", "this motion is for another group")
-    if motion.id in state.motions_done:
-        raise RuleViolation("stale_motion", "this motion has already been carried out")
-    raw = event.fields.get("signatures")
-    if not isinstance(raw, list) or len(raw) > len(state.members):
-        raise RuleViolation("invalid_motion", "a link carries its signatures")
-    signatures = [unpack(s, "motion-sign", network) for s in raw]
+    signatures = carried_signatures(state, event, motion, network, "link")
     authors = [s.author for s in signatures]
-    if len(set(authors)) != len(authors) or motion.statement.author in authors:
-        raise RuleViolation(
-            "invalid_motion", "a member signs a motion once (opening it is signing it)"
-        )
     quorum = quorum_for(state, motion, rules)
     if not quorum.reached(signed_by(motion, signatures, state)) or any(
         a not in state.members for a in authors

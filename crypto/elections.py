@@ -92,13 +92,11 @@ def check_eligible(state: RosterState, member: bytes, rules: GroupRules, at: int
         raise RuleViolation("in_probation", "a member in probation can't be elected")
 
 
-def carried_motion(
-    state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
-) -> tuple[Motion, frozenset[bytes]]:
-    """The motion an `elect`/`recall` event carries, checked to have its quorum; and its signers."""
-    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
-    if motion.kind != kind:
-        raise RuleViolation("invalid_motion", f"a {kind} event carries a {kind} motion")
+def carried_signatures(
+    state: RosterState, event: Statement, motion: Motion, network: bytes, kind: str
+) -> list[Statement]:
+    """The motion-signs an event carries for `motion` of this group, not yet carried out:
+    each signer once, the opener not again (opening is signing). Who counts is the caller's."""
     if motion.group != state.group:
         raise RuleViolation("wrong_group", "this motion is for another group")
     if motion.id in state.motions_done:
@@ -112,6 +110,17 @@ def carried_motion(
         raise RuleViolation(
             "invalid_motion", "a member signs a motion once (opening it is signing it)"
         )
+    return signatures
+
+
+def carried_motion(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
+) -> tuple[Motion, frozenset[bytes]]:
+    """The motion an `elect`/`recall` event carries, checked to have its quorum; and its signers."""
+    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+    if motion.kind != kind:
+        raise RuleViolation("invalid_motion", f"a {kind} event carries a {kind} motion")
+    signatures = carried_signatures(state, event, motion, network, kind)
     signers = valid_signers(motion, signatures, state)
     needed = quorum_of(rules.policy.election_quorum, len(state.members))
     if len(signers) < needed:
