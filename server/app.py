@@ -8,7 +8,6 @@ shared lives in PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -24,6 +23,7 @@ from server.services import ratelimit
 from server.services.message_writer import MessageWriter
 from server.settings import Settings
 from server.store.db import Pool, create_pool
+from server.supervisor import Supervisor
 from server.verifier import Verifier
 
 # The keys live in server.http.appkeys so handlers can import them without
@@ -77,11 +77,12 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _prune_ctx(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(_prune_forever(app))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    supervisor = Supervisor()
+    supervisor.start("prune", lambda: _prune_forever(app))
+    try:
+        yield
+    finally:
+        await supervisor.stop()
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:

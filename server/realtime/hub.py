@@ -43,6 +43,7 @@ from server.services.events import FeedSession, event_wire
 from server.store import events as store
 from server.store import sessions as session_store
 from server.store.db import Pool
+from server.supervisor import Supervisor
 
 log = logging.getLogger("spokes.realtime")
 
@@ -58,7 +59,15 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_SESSION_ENDED = 4401
 CLOSE_REMOVED = 4403
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# InternalClientError: asyncpg's "another operation is in progress" on a
+# connection a restart of PostgreSQL left half-way; it is an outage too.
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 class Hub:
@@ -70,7 +79,7 @@ class Hub:
         self._clock = clock
         self._feeds: dict[bytes, Feed] = {}
         self._by_member: dict[bytes, set[Socket]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor = Supervisor()
         self._listening = asyncio.Event()
         self._stale: dict[Feed, int] = {}  # feeds a notification announced news for: newest seq
         self._refresh = asyncio.Event()
@@ -81,11 +90,10 @@ class Hub:
         """Start listening; returns once LISTEN is active (or after ``wait_s``)."""
         if self._url is None:
             raise RuntimeError("the realtime hub needs settings.database_url")
-        self._tasks = [
-            asyncio.create_task(self._listen_forever(self._url)),
-            asyncio.create_task(self._tick_forever()),
-            asyncio.create_task(self._read_ahead_forever()),
-        ]
+        url = self._url
+        self._supervisor.start("hub.listen", lambda: self._listen_forever(url))
+        self._supervisor.start("hub.tick", self._tick_forever)
+        self._supervisor.start("hub.read_ahead", self._read_ahead_forever)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), wait_s)
 
@@ -99,12 +107,12 @@ class Hub:
             await asyncio.wait(tasks, timeout=5)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await self._supervisor.stop()
+
+    @property
+    def crashes(self) -> dict[str, int]:
+        """Background task name -> how often it crashed and was restarted."""
+        return dict(self._supervisor.crashes)
 
     @property
     def listening(self) -> bool:

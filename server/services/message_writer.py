@@ -10,7 +10,7 @@ with the error that failed its whole batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable
 
@@ -21,6 +21,9 @@ from server.services.messages import MAX_BATCH, Accepted, Prepared, Submission, 
 from server.store.db import Pool
 from server.store.events import EventRow
 from server.verifier import Verifier
+
+log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 10.0
 
 
 class MessageWriter:
@@ -64,12 +67,21 @@ class MessageWriter:
             self._preparing = asyncio.create_task(self._prepare_all())
         return future
 
-    async def close(self) -> None:
-        """Finish what was submitted (shutdown)."""
-        for task in (self._preparing, self._committing):
-            if task is not None:
-                with contextlib.suppress(Exception):
-                    await task
+    async def close(self, within_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Finish what was submitted (shutdown), for at most ``within_s`` seconds.
+
+        A batch still waiting for the database then (an outage) is cancelled:
+        its requests get no answer and their clients resend, which the
+        message counter makes safe.
+        """
+        tasks = {t for t in (self._preparing, self._committing) if t is not None}
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=within_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("message batches still waiting at shutdown were abandoned")
 
     async def _prepare_all(self) -> None:
         while self._queue:

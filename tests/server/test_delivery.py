@@ -31,6 +31,7 @@ from crypto.network import Policy
 from server.app import create_app
 from server.settings import RateLimit, Settings
 from server.store.db import Pool
+from tests.conftest import RUNNER_CLEANUP_S, bounded
 from tests.server.actors import Actor, bring_in
 from tests.server.group_actors import GroupView
 
@@ -66,7 +67,7 @@ class Instance:
     async def stop(self) -> None:
         if self.runner is not None:
             runner, self.runner, self.url = self.runner, None, ""
-            await runner.cleanup()
+            assert await bounded(runner.cleanup(), RUNNER_CLEANUP_S), "shutdown did not end"
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from server.settings import Settings
 from server.store import events as store
 from server.store import groups as group_store
 from server.store.db import Pool, transaction
+from tests.conftest import RUNNER_CLEANUP_S, bounded
 from tests.server.actors import Actor
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
@@ -144,7 +145,7 @@ async def instances(
     runners: list[web.AppRunner] = []
     yield runners
     for runner in reversed(runners):
-        await runner.cleanup()
+        await bounded(runner.cleanup(), RUNNER_CLEANUP_S)
 
 
 async def start_instance(
