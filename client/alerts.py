@@ -20,9 +20,10 @@ from client.messages import Messages
 from client.rosters import Rosters
 from client.sdk import Client
 from crypto import alerts, roster
-from crypto.alerts import ALERT_ID_BYTES, WIDE
+from crypto.alerts import ALERT_ID_BYTES, WIDE, Count, CountRecord
 from crypto.encoding import Value, b32d, b32e
 from crypto.keys import member_id_text
+from crypto.roster import RosterState
 
 
 @dataclass
@@ -96,6 +97,49 @@ def retracted_in(history: list[ReadMessage], alert: ReadMessage) -> bool:
     return any(
         m.provenance is not None or (alert.provenance is None and m.sender == alert.sender)
         for m in records(history, "alert_retract", alert_id_of(alert))
+    )
+
+
+def direction_of(message: ReadMessage | None) -> str | None:
+    """Which way a relayed message came into its group ("up" or "down"); None if raised there."""
+    if message is None or message.provenance is None:
+        return None
+    direction = message.provenance.get("direction")
+    return direction if isinstance(direction, str) else None
+
+
+def tally(
+    history: list[ReadMessage],
+    state: RosterState,
+    alert: bytes,
+    exclude: tuple[str, str] | None = None,
+) -> Count:
+    """An alert's reach as one group's verified roster and history show it (crypto/alerts.py)."""
+    council = state.kind == "council"
+    found = [
+        CountRecord(m.sender, str(m.alert.get("dir")), Count(int(reached), int(acked)))
+        for m in records(history, "alert_count", alert)
+        if m.alert is not None
+        and isinstance(reached := m.alert.get("reached"), int)
+        and isinstance(acked := m.alert.get("acked"), int)
+    ]
+    spokesperson = state.spokesperson
+    counts = alerts.accepted_counts(
+        found,
+        council=council,
+        seat_holders=(
+            member_id_text(seat.holder) for seat in state.seats.values() if seat.holder is not None
+        ),
+        spokesperson=None if spokesperson is None else member_id_text(spokesperson),
+    )
+    arrived = next(iter(records(history, "alert", alert)), None)
+    return alerts.total(
+        council=council,
+        members=(member_id_text(m) for m in state.members),
+        ackers=(m.sender for m in records(history, "alert_ack", alert)),
+        counts=counts,
+        came_up_from=arrived.sender if arrived and direction_of(arrived) == "up" else None,
+        exclude=exclude,
     )
 
 
@@ -235,16 +279,9 @@ class Alerts:
                 view.retracted = view.retracted or retracted_in(history, message)
                 ackers = {m.sender for m in records(history, "alert_ack", alert_id)}
                 view.acked_by_me = view.acked_by_me or me in ackers
-                view.acknowledged += len(ackers & {member_id_text(m) for m in state.members})
-                view.reached += len(state.members)
-                counts: dict[str, ReadMessage] = {}
-                for count in records(history, "alert_count", alert_id):
-                    counts[count.sender] = count  # the latest count of each relayer
-                for count in counts.values():
-                    reached, acked = (
-                        (count.alert or {}).get("reached"),
-                        (count.alert or {}).get("acked"),
-                    )
-                    view.reached += reached if isinstance(reached, int) else 0
-                    view.acknowledged += acked if isinstance(acked, int) else 0
+                # The group where it was raised totals the whole tree once the
+                # counts are in, others what lies beyond them: the widest view stands.
+                seen = tally(history, state, alert_id)
+                if (seen.reached, seen.acked) > (view.reached, view.acknowledged):
+                    view.reached, view.acknowledged = seen.reached, seen.acked
         return sorted(views.values(), key=lambda v: v.raised_at)

@@ -9,10 +9,13 @@ this client verified):
   wide alert (scope `up` or `network`) once it is confirmed (a second
   member of its group, or it came relayed) and within its raiser's daily
   limit; scope `up` goes one level only, `network` on up to the top; a
-  retraction of an alert that went up; and my group's count of who has it
-  and who acknowledged it (counts, never names);
+  retraction of an alert that went up;
 - down, from a council into the group whose seat I hold there: an alert of
-  scope `network`, and a retraction of an alert that went down.
+  scope `network`, and a retraction of an alert that went down;
+- counts back toward where the alert was raised, across each link I hold
+  (crypto/alerts.py `total`): up into the council when the alert came down
+  to my group, down into my group when it came up from it, each time the
+  number who have it or acknowledged it changes (counts, never names).
 
 Each alert goes into a group at most once: before relaying, the daemon
 looks for the alert's id in the target group's history, so loops, repeats
@@ -26,7 +29,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from client.alerts import alert_id_of, confirmed_in, over_limit, records
+from client.alerts import alert_id_of, confirmed_in, direction_of, over_limit, records, tally
 from client.errors import ClientError
 from client.feed import LiveFeed
 from client.groups import GroupRecord, ReadMessage
@@ -38,7 +41,6 @@ from crypto import roster
 from crypto.alerts import WIDE
 from crypto.encoding import Value, b32d, b32e
 from crypto.keys import member_id_text
-from crypto.roster import RosterState
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,17 @@ class Daemon:
         record = self.client.state.record(group)
         state = roster.verify_log(record.events, rules=self.client.rules())
         done: list[Relayed] = []
+        links = []  # (group below, council above) of each seat I hold that touches `group`
         for council in self._councils_holding(group):
-            done += await self._up(group, record, state, council, message)
+            done += await self._up(group, record, council, message)
+            links.append((group, council))
         if state.kind == "council":
             for below, seat in state.seats.items():
                 if seat.holder == self.client.me and self.rosters.verified(below):
                     done += await self._down(group, record, below, message)
+                    links.append((below, group))
+        for below, council in links:
+            done += await self._count(below, council, alert_id_of(message))
         return done
 
     def _councils_holding(self, group: bytes) -> list[bytes]:
@@ -130,12 +137,7 @@ class Daemon:
         return found
 
     async def _up(
-        self,
-        group: bytes,
-        record: GroupRecord,
-        state: RosterState,
-        council: bytes,
-        message: ReadMessage,
+        self, group: bytes, record: GroupRecord, council: bytes, message: ReadMessage
     ) -> list[Relayed]:
         alert_id = alert_id_of(message)
         alert = next(iter(records(record.history, "alert", alert_id)), None)
@@ -154,8 +156,6 @@ class Daemon:
             and not records(target.history, "alert_retract", alert_id)
         ):
             done.append(await self._relay(group, message, council, "up"))
-        if kind == "alert_ack" and there:
-            done += await self._count(group, record, state, council, alert_id)
         return done
 
     def _goes_up(self, record: GroupRecord, alert: ReadMessage) -> bool:
@@ -185,26 +185,52 @@ class Daemon:
             done.append(await self._relay(council, message, below, "down"))
         return done
 
-    async def _count(
-        self, group: bytes, record: GroupRecord, state: RosterState, council: bytes, alert: bytes
-    ) -> list[Relayed]:
-        """My group's count for an alert, sent up when it changed (counts, never names)."""
-        members = {member_id_text(m) for m in state.members}
-        acked = len({m.sender for m in records(record.history, "alert_ack", alert)} & members)
-        target = await self._caught_up(council)
+    async def _count(self, below: bytes, council: bytes, alert: bytes) -> list[Relayed]:
+        """Across my link (below, council): the far side's count toward the alert's origin.
+
+        Sent only when it differs from the last one I sent that way.
+        """
+        lower, upper = await self._caught_up(below), await self._caught_up(council)
+        in_lower = next(iter(records(lower.history, "alert", alert)), None)
+        in_upper = next(iter(records(upper.history, "alert", alert)), None)
+        if in_lower is None or in_upper is None:
+            return []
         me = member_id_text(self.client.me)
-        mine = [m for m in records(target.history, "alert_count", alert) if m.sender == me]
-        last = mine[-1].alert if mine else None
-        if last is not None and last.get("acked") == acked and last.get("reached") == len(members):
+        if direction_of(in_lower) == "down":  # it came down to `below`: count that side, up
+            source, target, direction = below, council, "up"
+        elif direction_of(in_upper) == "up":  # it came up from `below`: count above, down
+            source, target, direction = council, below, "down"
+        else:
+            return []
+        source_record = lower if source == below else upper
+        state = roster.verify_log(source_record.events, rules=self.client.rules())
+        back = "down" if direction == "up" else "up"  # what came across this link toward me
+        count = tally(source_record.history, state, alert, exclude=(me, back))
+        target_record = upper if target == council else lower
+        sent_before = [
+            m.alert
+            for m in records(target_record.history, "alert_count", alert)
+            if m.sender == me and m.alert is not None and m.alert.get("dir") == direction
+        ]
+        if sent_before and (sent_before[-1].get("reached"), sent_before[-1].get("acked")) == (
+            count.reached,
+            count.acked,
+        ):
             return []
         extra: dict[str, Value] = {
-            "alert_count": {"id": alert, "reached": len(members), "acked": acked}
+            "alert_count": {
+                "id": alert,
+                "reached": count.reached,
+                "acked": count.acked,
+                "dir": direction,
+            }
         }
-        sent = await self.messages.send(
-            b32e(council), f"{acked} of {len(members)} acknowledged", extra
-        )
+        text = f"{count.acked} of {count.reached} acknowledged"
+        sent = await self.messages.send(b32e(target), text, extra)
         return [
-            Relayed(b32e(alert), "alert_count", b32e(group), b32e(council), sent["cursor"], "up")
+            Relayed(
+                b32e(alert), "alert_count", b32e(source), b32e(target), sent["cursor"], direction
+            )
         ]
 
     async def _caught_up(self, group: bytes) -> GroupRecord:

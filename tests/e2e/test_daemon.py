@@ -9,6 +9,7 @@ B's retraction follows the same path. An alert nobody confirmed stays home.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -19,6 +20,10 @@ from typing import Any
 
 import pytest
 
+from client.messages import Messages
+from client.sdk import Client
+from client.state import StateFile
+from crypto.encoding import Value, b32d
 from tests.e2e.test_councils import elected, two_cells
 from tests.e2e.test_member_flow import COMMAND, ENV, run
 
@@ -67,6 +72,26 @@ def eventually(check: Callable[[], Any], what: str) -> Any:
         time.sleep(0.3)
 
 
+def send_as(home: Path, group: str, text: str, extra: dict[str, Value]) -> None:
+    """Post a message with any sealed record, as a member's own client could (an informant's)."""
+
+    async def send() -> None:
+        store = StateFile(home)
+        with store.lock():
+            client = Client.open(store, ENV["SPOKES_PASSPHRASE"])
+            try:
+                await Messages(client).send(group, text, extra)
+                client.save()
+            finally:
+                await client.close()
+
+    asyncio.run(send())
+
+
+def count_of(alert_id: str, number: int) -> dict[str, Value]:
+    return {"id": b32d(alert_id), "reached": number, "acked": number, "dir": "down"}
+
+
 def alert_in(home: Path, alert_id: str) -> dict[str, Any] | None:
     return next((a for a in run(home, "alerts")["alerts"] if a["alert_id"] == alert_id), None)
 
@@ -99,11 +124,24 @@ def test_a_network_alert_reaches_the_other_cell_and_its_acknowledgement_comes_ba
         assert seen["relayed_from"]
         assert alert_in(c, alert_id) is not None
         run(d, "ack", alert_id)
+        # Counts come back along the alert's path: cell two's up into the
+        # council, the council's down into cell one, where B raised it.
         counted = eventually(
-            lambda: (x := alert_in(a, alert_id)) and x["acknowledged"] >= 1 and x,
-            "cell two's acknowledgement counted where A sees it",
+            lambda: (x := alert_in(b, alert_id)) and x["acknowledged"] == 1 and x,
+            "cell two's acknowledgement counted where B, who raised it, sees it",
         )
-        assert counted["reached"] >= 4
+        assert counted["reached"] == 4  # A, B, C, D: each once
+        # D, holding no seat, claims 500 acknowledgements for the council's side:
+        # a count from anyone but the link's holder counts for nothing.
+        send_as(d, two, "500 of 500 acknowledged", {"alert_count": count_of(alert_id, 500)})
+        run(b, "ack", alert_id)
+        counted = eventually(
+            lambda: (x := alert_in(b, alert_id)) and x["acknowledged"] == 2 and x,
+            "B's own acknowledgement counted",
+        )
+        assert counted["reached"] == 4
+        # D's own view is of its side only: cell two's two members, D's acknowledgement.
+        assert (alert_in(d, alert_id) or {}).get("reached") == 2
         run(b, "alert", "retract", alert_id)
         eventually(
             lambda: (x := alert_in(d, alert_id)) and x["retracted"], "the retraction in cell two"
