@@ -16,6 +16,8 @@ this client verified):
   (crypto/alerts.py `total`): up into the council when the alert came down
   to my group, down into my group when it came up from it, each time the
   number who have it or acknowledged it changes (counts, never names).
+  Alerts go first: the links a record touched are counted once nothing
+  else waits, each link once however many records touched it.
 
 Each alert goes into a group at most once: before relaying, the daemon
 looks for the alert's id in the target group's history, so loops, repeats
@@ -63,6 +65,8 @@ class Daemon:
         self.rosters = Rosters(client)
         self.messages = Messages(client)
         self.relays = Relays(client)
+        # Links whose count may have changed: (group below, council, alert).
+        self._stale: dict[tuple[bytes, bytes, bytes], None] = {}
 
     async def run(self, seconds: float, count: int | None, emit: Callable[[Relayed], None]) -> int:
         """Relay for `seconds`, or until `count` relays were made; how many were made."""
@@ -73,12 +77,18 @@ class Daemon:
         async def work() -> None:
             nonlocal made
             while True:
-                group_text, message = await queue.get()
-                if message.alert is None:
-                    continue
-                async with self.client.fresh():
-                    done = await self.handle(b32d(group_text), message)
-                    self.client.save()
+                if queue.empty() and self._stale:
+                    # Alerts first; counts when nothing waits, each link once.
+                    async with self.client.fresh():
+                        done = await self.counts()
+                        self.client.save()
+                else:
+                    group_text, message = await queue.get()
+                    if message.alert is None:
+                        continue
+                    async with self.client.fresh():
+                        done = await self.handle(b32d(group_text), message)
+                        self.client.save()
                 for relayed in done:
                     emit(relayed)
                 made += len(done)
@@ -120,7 +130,15 @@ class Daemon:
                     done += await self._down(group, record, below, message)
                     links.append((below, group))
         for below, council in links:
-            done += await self._count(below, council, alert_id_of(message))
+            self._stale[(below, council, alert_id_of(message))] = None
+        return done
+
+    async def counts(self) -> list[Relayed]:
+        """The counts of every link touched since the last time (the lock held)."""
+        stale, self._stale = list(self._stale), {}
+        done: list[Relayed] = []
+        for below, council, alert in stale:
+            done += await self._count(below, council, alert)
         return done
 
     def _councils_holding(self, group: bytes) -> list[bytes]:

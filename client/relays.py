@@ -42,7 +42,9 @@ class Relays:
         source = await self.rosters.group(source_text)
         target = self.rosters.resolve(target_text)
         if source == target:
-            raise ClientError("invalid_relay", "A message is relayed into another group.")
+            raise ClientError(
+                "relay_loop", "A message is relayed into another group. Nothing was sent."
+            )
         record, _ = await self.messages.catch_up(source)
         message = next((m for m in record.history if m.cursor == seq), None)
         if message is None:
@@ -52,10 +54,27 @@ class Relays:
                 "`spokes read GROUP --since 0` shows what you hold.",
             )
         if message.provenance is not None and message.alert is None:
-            raise ClientError("invalid_relay", "A relayed message is not relayed again.")
+            raise ClientError(
+                "relay_loop",
+                "A relayed message is not relayed again (only alerts travel on, once into "
+                "each group). Nothing was sent.",
+            )
         _, source_state = await self.rosters.sync_roster(source)
         _, target_state = await self.rosters.sync_roster(target)
         direction = self._direction(source_state, target_state)
+        if message.alert is not None:
+            there, _ = await self.messages.catch_up(target)
+            if any(
+                m.alert is not None
+                and m.alert.get("kind") == message.alert.get("kind")
+                and m.alert.get("id") == message.alert.get("id")
+                for m in there.history
+            ):
+                raise ClientError(
+                    "relay_loop",
+                    "That group already has this alert record (an alert goes into each "
+                    "group once, whichever way it came). Nothing was sent.",
+                )
         label = alias or _default_alias(source_state)
         if not 1 <= len(label) <= MAX_ALIAS:
             raise ClientError("invalid_alias", f"An alias is 1 to {MAX_ALIAS} characters.")

@@ -170,6 +170,35 @@ def test_a_network_alert_reaches_the_other_cell_and_its_acknowledgement_comes_ba
         "stand_aside": 0,
         "block": 0,
     }
+    # By hand: A relays a cell one message up; it goes no further, and no way back.
+    sent = run(b, "send", "cell", "meeting moved to 7pm")
+    relayed = run(a, "relay", "cell", str(sent["cursor"]), "--to", council)
+    assert relayed["group"] == council
+    shown = run(c, "read", council)["messages"][-1]
+    assert (shown["text"], shown["provenance"]["direction"]) == ("meeting moved to 7pm", "up")
+    assert shown["provenance"]["alias"] == "a cell"  # B is named nowhere in the council
+    run(c, "relay", council, str(relayed["seq"]), "--to", two, expect="relay_loop")
+    in_council = next(
+        m
+        for m in run(a, "read", council, "--since", "0")["messages"]
+        if (m.get("alert") or {}).get("id") == alert_id
+    )
+    run(a, "relay", council, str(in_council["cursor"]), "--to", "cell", expect="relay_loop")
+    # B holds no seat: the council is as foreign to B as no group at all.
+    run(b, "relay", "cell", str(sent["cursor"]), "--to", council, expect="not_found")
+
+    # D, no spokesperson, forges a relay "down from the council" into cell two:
+    # C's client checks the provenance against the roster and raises the alarm.
+    forged = {
+        "alias": "a level-1 council",
+        "direction": "down",
+        "original": bytes(32),
+        "sent_at": 1,
+    }
+    send_as(d, two, "everyone leave the building now", {"relay": forged})
+    refused = run(c, "read", "cell", expect="verification_failed")
+    assert "relay" in refused["error"]["message"]
+
     relays = [json.loads(line) for line in said if line.startswith("{")]
     assert {(r["kind"], r["direction"]) for r in relays} >= {
         ("alert", "up"),
