@@ -113,9 +113,7 @@ class Watchers:
         return max(reach.seen.values()) - reach.raised_at
 
 
-async def measure(
-    network: Network, alerts: int, settle_s: float = 2.0
-) -> dict[str, list[float]]:
+async def measure(network: Network, alerts: int, settle_s: float = 2.0) -> dict[str, list[float]]:
     """Top-raised and cell-raised network alerts: seconds to the last member, each."""
     watchers = Watchers(network, seconds=3600)
     watchers.start()
@@ -136,7 +134,9 @@ async def measure(
 
 
 def table(times: dict[str, list[float]], members: int) -> list[str]:
-    lines = [f"{'alert raised in':<28}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}  (s to the last of {members})"]
+    lines = [
+        f"{'alert raised in':<28}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}  (s to the last of {members})"
+    ]
     for name, label in (("top", "the top council"), ("cell", "a cell (scope network)")):
         values = times[name]
         lines.append(

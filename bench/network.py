@@ -36,7 +36,7 @@ from crypto.encoding import b32e
 from crypto.keys import member_id_text
 from crypto.network import DAY, Policy
 
-PASSPHRASE = "correct horse battery staple"
+PASSPHRASE = "correct horse battery staple"  # noqa: S105 - bench keystores only
 T = TypeVar("T")
 
 

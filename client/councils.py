@@ -19,6 +19,7 @@ from typing import Any
 from client import api, verify
 from client.errors import ClientError, ServerError
 from client.groups import GroupRecord, bundle_of, lying
+from client.messages import MAX_GROUP_NAME, Messages, current_name, group_name_of
 from client.rosters import Rosters
 from client.sdk import Client
 from client.seats import (
@@ -39,9 +40,9 @@ from crypto.councils import (
     make_link_motion,
     seat_fields,
 )
-from crypto.encoding import b32e
+from crypto.encoding import b32d, b32e
 from crypto.errors import CryptoError, RuleViolation
-from crypto.keys import parse_member_id
+from crypto.keys import member_id_text, parse_member_id
 from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
@@ -61,6 +62,7 @@ class CouncilView:
     level: int
     seats: int
     spokesperson: str | None
+    name: str | None = None  # as a member named it (`council create --name`), if I can read it
 
 
 class Councils:
@@ -72,8 +74,17 @@ class Councils:
 
     # Founding, linking, accepting.
 
-    async def create(self, group_text: str) -> dict[str, str]:
-        """Found a council (one level up) with my seat for a group I am spokesperson of."""
+    async def create(self, group_text: str, name: str | None = None) -> dict[str, str]:
+        """Found a council (one level up) with my seat for a group I am spokesperson of.
+
+        A name is sealed to the council as a message (client/messages.py keeps
+        it sealed under each new key period), never shown to the server.
+        """
+        if name is not None and group_name_of(name) is None:
+            raise ClientError(
+                "invalid_name",
+                f"A council's name is 1 to {MAX_GROUP_NAME} characters. Nothing was created.",
+            )
         group = await self.rosters.group(group_text)
         self.rosters.writable(group)
         record, state = await self.rosters.sync_roster(group)
@@ -98,6 +109,10 @@ class Councils:
             raise ClientError("bad_response", "The server answered with another council id.")
         await self.rosters.sync_council(council.group)
         self.client.save()
+        if name is not None:
+            await Messages(self.client).send(
+                b32e(council.group), f"The council's name: {name.strip()}", {"group_name": name}
+            )
         return {"group_id": b32e(council.group)}
 
     async def link(self, council_text: str, group_text: str) -> dict[str, str]:
@@ -371,11 +386,18 @@ class Councils:
                 "not_admitted",
                 "You are on no cell's signed roster yet; `spokes status` shows where you stand.",
             )
-        councils = [
-            CouncilView(v.group_id, v.level, v.seats, v.spokesperson)
-            for v in sorted(views, key=lambda v: (v.level, v.group_id))
-            if v.kind == COUNCIL
-        ]
+        messages = Messages(self.client)
+        councils = []
+        for view in sorted(views, key=lambda v: (v.level, v.group_id)):
+            if view.kind != COUNCIL:
+                continue
+            record, _ = await messages.catch_up(b32d(view.group_id))
+            state = roster.verify_log(record.events, rules=self.client.rules())
+            named = current_name(record.history, {member_id_text(m) for m in state.members})
+            name = None if named is None else named.group_name
+            councils.append(
+                CouncilView(view.group_id, view.level, view.seats, view.spokesperson, name)
+            )
         return {
             "cell": cell.group_id,
             "spokesperson": cell.spokesperson,

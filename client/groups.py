@@ -307,6 +307,8 @@ class ReadMessage:
     alert: dict[str, Value] | None = None
     # A mandate a relay up carries: an agreed proposal's id, outcome and counts.
     mandate: dict[str, Value] | None = None
+    # A name for its group, as its sender gave it (a council's: `council create --name`).
+    group_name: str | None = None
 
 
 @dataclass

@@ -54,6 +54,7 @@ RESEND_TRIES = 3
 RESEND_DELAY_SECONDS = 0.5
 # What the message layer seals in every message (PROTOCOL §12).
 MESSAGE_FIELDS = frozenset({"text", "head", "sent_at", "prev", "revocations"})
+MAX_GROUP_NAME = 64
 
 
 class Messages:
@@ -211,8 +212,26 @@ class Messages:
         if not state.needs_rekey and state.epoch in infos and self.client.me in state.members:
             await self.epochs.open_epoch(record, state.epoch, infos[state.epoch])
             await self.profiles.reseal(record, state)
+        if self.client.me in state.members:
+            await self._renew_name(record, state)
         self.client.save()
         return record, read
+
+    async def _renew_name(self, record: GroupRecord, state: roster.RosterState) -> None:
+        """A council's name, sealed again under its current key period if only older ones
+        hold it, so that a new seat holder reads it too (as a profile is, client/profiles.py)."""
+        if state.kind != "council":
+            return
+        named = current_name(record.history, {member_id_text(m) for m in state.members})
+        if named is None or named.group_name is None:
+            return
+        if named.epoch == state.epoch and not state.needs_rekey:
+            return  # readable by everyone seated now
+        await self.send(
+            b32e(state.group),
+            f"The council's name: {named.group_name}",
+            {"group_name": named.group_name},
+        )
 
     async def absorb(
         self, record: GroupRecord, infos: dict[int, EpochInfo], event: api.GroupEvent
@@ -268,6 +287,7 @@ class Messages:
             alert=_alert_record(content),
             # Only as a relay up: a spokesperson carrying their group's agreed proposal.
             mandate=_sealed_record(content.get("mandate")) if provenance is not None else None,
+            group_name=group_name_of(content.get("group_name")),
         )
         record.remember(message)
         return message
@@ -361,6 +381,20 @@ class Messages:
 def _sealed_record(value: Value | None) -> dict[str, Value] | None:
     """A record its sender sealed beside the text, kept as sealed (client/proposals.py reads it)."""
     return value if isinstance(value, dict) else None
+
+
+def group_name_of(value: Value | None) -> str | None:
+    """A group name a message carries: 1 to MAX_GROUP_NAME characters, else none."""
+    if isinstance(value, str) and 1 <= len(value.strip()) <= MAX_GROUP_NAME:
+        return value.strip()
+    return None
+
+
+def current_name(history: list[ReadMessage], members: set[str]) -> ReadMessage | None:
+    """The latest name a member of the group gave it, among the messages I could read."""
+    return next(
+        (m for m in reversed(history) if m.group_name is not None and m.sender in members), None
+    )
 
 
 def _alert_record(content: dict[str, Value]) -> dict[str, Value] | None:

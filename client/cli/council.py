@@ -40,11 +40,12 @@ def seat_lines(data: dict[str, Any]) -> list[str]:
 
 @client_command()
 async def create(args: argparse.Namespace, client: Client) -> Output:
-    data = await Councils(client).create(args.group)
+    data = await Councils(client).create(args.group, args.name)
     council = data["group_id"]
+    named = f" ({args.name.strip()}, sealed to its members)" if args.name else ""
     return Output(
         data,
-        f"Council {council} founded, with your seat for your group.\n"
+        f"Council {council}{named} founded, with your seat for your group.\n"
         f"Link another group: `spokes council link {council} GROUP`; its spokesperson "
         f"then runs `spokes council accept {council}`.",
     )
@@ -88,7 +89,9 @@ async def tree(args: argparse.Namespace, client: Client) -> Output:
         + (names.of_text(data["spokesperson"]) if data["spokesperson"] else "none elected")
     ]
     lines += [
-        f"  council level {c['level']} {c['group']}: {c['seats']} seat(s), spokesperson "
+        f"  council level {c['level']} {c['group']}"
+        + (f" ({c['name']})" if c["name"] else "")
+        + f": {c['seats']} seat(s), spokesperson "
         + (f"(id {c['spokesperson'][:10]})" if c["spokesperson"] else "none elected")
         for c in data["councils"]
     ]
@@ -109,6 +112,12 @@ def register(commands: Commands) -> None:
         default="cell",
         help="the group you are spokesperson of: a group id (a council you sit in, for a "
         "council above it) (default: cell, your cell)",
+    )
+    creating.add_argument(
+        "--name",
+        default=None,
+        help="a name for the council, 1 to 64 characters, sealed to its members like a "
+        "message: the server never sees it (default: none)",
     )
     linking = council.add("link", "Open a council motion to give another group a seat in it.", link)
     linking.add_argument("council", help="the council's group id (`spokes tree`)")

@@ -71,7 +71,7 @@ def test_two_cells_sit_in_a_council_and_a_recall_moves_the_seat(
 
     assert "seats" not in elected(b, a, a)  # cell one sits in no council yet
     run(b, "council", "create", expect="not_spokesperson")
-    council = run(a, "council", "create")["group_id"]
+    council = run(a, "council", "create", "--name", "Riverside spokes")["group_id"]
     elected(d, c, c)
 
     # A's seat alone is the council's quorum; C, cell two's spokesperson, accepts.
@@ -91,8 +91,15 @@ def test_two_cells_sit_in_a_council_and_a_recall_moves_the_seat(
         assert (mine["kind"], mine["level"], mine["members"], mine["seats"]) == ("council", 1, 2, 2)
         tree = run(home, "tree")
         assert (tree["cell"], tree["spokesperson"]) == (cell, member_id(home))
+        # The name was sealed before C's seat; A's client sealed it again for C.
         assert tree["councils"] == [
-            {"group": council, "level": 1, "seats": 2, "spokesperson": None}
+            {
+                "group": council,
+                "level": 1,
+                "seats": 2,
+                "spokesperson": None,
+                "name": "Riverside spokes",
+            }
         ]
     assert run(b, "tree")["councils"] == []
     run(b, "read", council, expect="not_found")
@@ -119,7 +126,10 @@ def test_two_cells_sit_in_a_council_and_a_recall_moves_the_seat(
         "first council meeting",
         "Ana",
     )
-    assert texts(run(c, "read", council)) == ["first council meeting"]
+    assert texts(run(c, "read", council)) == [
+        "The council's name: Riverside spokes",  # sealed again for C by A's client
+        "first council meeting",
+    ]
 
     # Cell two recalls C: D moves it, C's signature carries it out, and C's
     # client (still in the council) empties the seat.
@@ -147,8 +157,14 @@ def test_two_cells_sit_in_a_council_and_a_recall_moves_the_seat(
     upper = run(a, "council", "create", "--group", council)["group_id"]
     tree = run(a, "tree")
     assert tree["councils"] == [
-        {"group": council, "level": 1, "seats": 2, "spokesperson": member_id(a)},
-        {"group": upper, "level": 2, "seats": 1, "spokesperson": None},
+        {
+            "group": council,
+            "level": 1,
+            "seats": 2,
+            "spokesperson": member_id(a),
+            "name": "Riverside spokes",
+        },
+        {"group": upper, "level": 2, "seats": 1, "spokesperson": None, "name": None},
     ]
     run(a, "send", upper, "a level up")
     assert texts(run(a, "read", upper, "--since", "0")) == ["a level up"]

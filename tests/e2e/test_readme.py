@@ -137,4 +137,4 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path, server_url: str
     founder_id = said["spokes --home ~/founder whoami"]["member_id"]
     assert tree["spokesperson"] == founder_id
     (council,) = tree["councils"]
-    assert (council["level"], council["seats"]) == (1, 1)
+    assert (council["level"], council["seats"], council["name"]) == (1, 1, "Riverside spokes")
