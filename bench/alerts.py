@@ -109,8 +109,14 @@ class Watchers:
         reach.seen.setdefault(raiser.id, time.monotonic())
         if confirmer is not None:
             await confirmer.do(lambda c: Alerts(c).confirm(reach.alert_id))
-        await asyncio.wait_for(reach.everyone.wait(), WAIT_S)
-        return max(reach.seen.values()) - reach.raised_at
+        try:
+            await asyncio.wait_for(reach.everyone.wait(), WAIT_S)
+        except TimeoutError:
+            say(f"  after {WAIT_S:.0f} s only {len(reach.seen)} of {len(self.network.members)} had it")
+            raise
+        took = max(reach.seen.values()) - reach.raised_at
+        say(f"  {text}: the last of {len(reach.seen)} had it after {took:.2f} s")
+        return took
 
 
 async def measure(network: Network, alerts: int, settle_s: float = 2.0) -> dict[str, list[float]]:
