@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,44 +34,75 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.messages import percentile, running_server  # noqa: E402
-from bench.network import Member, Network, build, say  # noqa: E402
+from bench.network import PASSPHRASE, Member, Network, build, say  # noqa: E402
 from client.alerts import Alerts  # noqa: E402
 from client.daemon import Daemon  # noqa: E402
 from client.feed import LiveFeed  # noqa: E402
 from client.groups import ReadMessage  # noqa: E402
+from client.rosters import Rosters  # noqa: E402
+from crypto.encoding import b32e  # noqa: E402
 
 WAIT_S = 60.0  # the longest one alert may take to reach everyone before the run fails
 
 
 @dataclass
 class Reach:
-    """When each member first had one alert, opened and verified."""
+    """When each member first had one alert: delivered to their socket, and opened."""
 
     alert_id: str = ""
+    text: str = ""
     raised_at: float = 0.0
-    seen: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, int] = field(default_factory=dict)  # group -> last seq before it
+    seen: dict[str, float] = field(default_factory=dict)  # opened and verified by the client
+    delivered: dict[str, float] = field(default_factory=dict)  # on the member's socket
     everyone: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Watchers:
-    """Every member's live feed, and every spokesperson's daemon, in this process."""
+    """Who receives alerts, and who relays them.
 
-    def __init__(self, network: Network, seconds: float) -> None:
+    Relays: every spokesperson's daemon, in this process (`in_process`) or as a
+    `spokes daemon` process of its own, as members run it. Receipt: the
+    members in `full` run their client's live feed here (the alert opened and
+    verified, client/feed.py); every other member a bare socket on which the
+    server delivers the relayed message (it is the first message in their
+    groups after the alert was raised). An alert has reached everyone when
+    each member has it one way or the other.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        seconds: float,
+        *,
+        full: list[Member] | None = None,
+        in_process: bool = True,
+    ) -> None:
         self.network = network
         self.seconds = seconds
+        self.full = network.members if full is None else full
+        self.in_process = in_process
         self.current = Reach()
         self.tasks: list[asyncio.Task[object]] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
         self.relays = 0
+        self.last_seq: dict[str, int] = {}
 
     def start(self) -> None:
+        full = {m.id for m in self.full}
         for member in self.network.members:
-            feed = LiveFeed(member.client, view="watch")
-            self.tasks.append(
-                asyncio.create_task(feed.watch(None, self.seconds, self._seen_by(member)))
-            )
+            if member.id in full:
+                feed = LiveFeed(member.client, view="watch")
+                watch = feed.watch(None, self.seconds, self._seen_by(member))
+                self.tasks.append(asyncio.create_task(watch))
+            else:
+                self.tasks.append(asyncio.create_task(self._socket(member)))
         for speaker in self.network.spokespeople():
-            daemon = Daemon(speaker.client)
-            self.tasks.append(asyncio.create_task(daemon.run(self.seconds, None, self._relayed)))
+            if self.in_process:
+                daemon = Daemon(speaker.client).run(self.seconds, None, self._relayed)
+                self.tasks.append(asyncio.create_task(daemon))
+            else:
+                self.processes.append(spawn_daemon(speaker.home, self.seconds))
 
     def _relayed(self, _: object) -> None:
         self.relays += 1
@@ -81,50 +113,109 @@ class Watchers:
             alert = message.alert or {}
             if alert.get("kind") != "alert" or member.id in reach.seen:
                 return
-            from crypto.encoding import b32e
-
-            if b32e(alert.get("id") or b"") != reach.alert_id:  # type: ignore[arg-type]
+            raw = alert.get("id")
+            if not isinstance(raw, bytes) or b32e(raw) != reach.alert_id:
                 return
             reach.seen[member.id] = time.monotonic()
-            if len(reach.seen) == len(self.network.members):
-                reach.everyone.set()
+            self._check()
 
         return seen
 
+    async def _socket(self, member: Member) -> None:
+        """A bare socket on the member's groups: when the server delivers each message."""
+        async with member.client.fresh():
+            groups = await Rosters(member.client).sync_groups()
+            cursors = {b32e(g): member.client.state.record(g).cursor for g in groups}
+        feed = await member.client.open_feed()
+        try:
+            await feed.send({"type": "subscribe", "cursors": cursors})
+            while True:
+                event = await feed.receive(60)
+                if event is None or event.get("type") != "event":
+                    continue
+                group, seq = str(event["group"]), int(event["seq"])
+                self.last_seq[group] = max(seq, self.last_seq.get(group, 0))
+                reach = self.current
+                if (
+                    event.get("kind") == "message"
+                    and reach.raised_at
+                    and seq > reach.baseline.get(group, 1 << 62)
+                    and member.id not in reach.delivered
+                ):
+                    reach.delivered[member.id] = time.monotonic()
+                    self._check()
+        finally:
+            await feed.close()
+
+    def _check(self) -> None:
+        reach = self.current
+        if len(reach.seen.keys() | reach.delivered.keys()) == len(self.network.members):
+            reach.everyone.set()
+
     async def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         failed = [t for t in self.tasks if not t.cancelled() and t.exception() is not None]
         for task in failed:
             say(f"a watcher failed: {task.exception()!r}")
 
     async def alert(self, raiser: Member, confirmer: Member | None, group: str, text: str) -> float:
         """Raise one network alert; seconds until the last member had it."""
-        reach = self.current = Reach()
-        # Who raises it has it at once (it is their own).
+        reach = self.current = Reach(text=text, baseline=dict(self.last_seq))
         reach.raised_at = time.monotonic()
         raised = await raiser.do(lambda c: Alerts(c).raise_alert(group, text, "network"))
         reach.alert_id = str(raised["alert_id"])
-        reach.seen.setdefault(raiser.id, time.monotonic())
+        reach.seen.setdefault(raiser.id, time.monotonic())  # their own
+        self._check()
         if confirmer is not None:
             await confirmer.do(lambda c: Alerts(c).confirm(reach.alert_id))
+        everyone = len(self.network.members)
         try:
             await asyncio.wait_for(reach.everyone.wait(), WAIT_S)
         except TimeoutError:
-            say(f"  after {WAIT_S:.0f} s only {len(reach.seen)} of {len(self.network.members)} had it")
+            had = len(reach.seen.keys() | reach.delivered.keys())
+            say(f"  after {WAIT_S:.0f} s only {had} of {everyone} had it")
             raise
-        took = max(reach.seen.values()) - reach.raised_at
-        say(f"  {text}: the last of {len(reach.seen)} had it after {took:.2f} s")
+        took = max([*reach.seen.values(), *reach.delivered.values()]) - reach.raised_at
+        opened = [t - reach.raised_at for t in reach.seen.values()]
+        say(
+            f"  {text}: the last of {everyone} had it after {took:.2f} s"
+            + (f" (opened by the last of {len(opened)} full clients after {max(opened):.2f} s)")
+        )
         return took
 
 
-async def measure(network: Network, alerts: int, settle_s: float = 2.0) -> dict[str, list[float]]:
+def spawn_daemon(home: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """`spokes daemon` for one member, as they would run it."""
+    env = {**os.environ, "SPOKES_PASSPHRASE": PASSPHRASE, "SPOKES_INSECURE_TEST_KDF": "1"}
+    command = [str(Path(sys.executable).parent / "spokes"), "daemon", "--home", str(home)]
+    return subprocess.Popen(  # noqa: S603 - our own command
+        [*command, "--timeout", str(int(seconds)), "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def measure(
+    network: Network, alerts: int, full: int, settle_s: float = 5.0
+) -> dict[str, list[float]]:
     """Top-raised and cell-raised network alerts: seconds to the last member, each."""
-    watchers = Watchers(network, seconds=3600)
+    sample = [cell.members[-1] for cell in network.cells[:full]]
+    watchers = Watchers(network, seconds=3600, full=sample, in_process=False)
     watchers.start()
-    await asyncio.sleep(settle_s)  # every feed and daemon subscribed
-    top, times = network.top, {"top": [], "cell": []}
+    await asyncio.sleep(settle_s)  # every socket and daemon subscribed
+    top = network.top
+    times: dict[str, list[float]] = {"top": [], "cell": []}
     try:
         for n in range(alerts):
             raiser = top.members[n % len(top.members)]
@@ -159,7 +250,7 @@ async def run(url: str, root: Path, args: argparse.Namespace) -> None:
     built = time.monotonic() - started
     say(f"built {len(network.members)} members in {built:.0f} s")
     try:
-        times = await measure(network, args.alerts)
+        times = await measure(network, args.alerts, args.full)
     finally:
         await network.close()
     levels = " / ".join(str(len(level)) for level in network.levels)
@@ -178,6 +269,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10, help="members per cell (default 10)")
     parser.add_argument("--fanout", type=int, default=10, help="seats per council (default 10)")
     parser.add_argument("--alerts", type=int, default=20, help="alerts of each kind (default 20)")
+    parser.add_argument(
+        "--full",
+        type=int,
+        default=10,
+        help="members (one per cell) whose whole client opens each alert here (default 10)",
+    )
     args = parser.parse_args()
     with running_server() as server, tempfile.TemporaryDirectory(prefix="spokes-alerts-") as tmp:
         asyncio.run(run(server.url, Path(tmp), args))
