@@ -211,6 +211,10 @@ async def measure(
 ) -> dict[str, list[float]]:
     """Top-raised and cell-raised network alerts: seconds to the last member, each."""
     sample = [cell.members[-1] for cell in network.cells[:full]]
+    for speaker in network.spokespeople():
+        # A first daemon starts from now; from then on each resumes where it
+        # stopped, so one whose process subscribes late still relays all.
+        await Daemon(speaker.client).run(0.1, None, lambda _: None)
     watchers = Watchers(network, seconds=3600, full=sample, in_process=False)
     watchers.start()
     await asyncio.sleep(settle_s)  # every socket and daemon subscribed

@@ -198,8 +198,7 @@ def bind(home: Path) -> socket.socket:
     path = socket_path(home)
     if len(os.fsencode(path)) > MAX_UNIX_PATH:
         raise AgentError(
-            f"the home folder's path is too long for a unix socket ({path}); "
-            "use a shorter --home"
+            f"the home folder's path is too long for a unix socket ({path}); use a shorter --home"
         )
     if path.exists() or path.is_symlink():
         try:
@@ -226,9 +225,7 @@ def bind(home: Path) -> socket.socket:
 class Agent:
     """Serves one key over a bound socket until it is locked, times out or is stopped."""
 
-    def __init__(
-        self, listener: socket.socket, path: Path, key: bytearray, seconds: float
-    ) -> None:
+    def __init__(self, listener: socket.socket, path: Path, key: bytearray, seconds: float) -> None:
         self.listener = listener
         self.path = path
         self.key = key  # time_cost, memory_kib, parallelism (>III), salt, key
@@ -243,7 +240,9 @@ class Agent:
                 remaining = self.deadline - _clock()
                 if remaining <= 0:
                     return
-                readable, _, _ = select.select([self.listener], [], [], min(remaining, CHECK_SECONDS))
+                readable, _, _ = select.select(
+                    [self.listener], [], [], min(remaining, CHECK_SECONDS)
+                )
                 if readable and not self._answer_one():
                     return
         finally:

@@ -129,7 +129,9 @@ class Profiles:
             known[b32e(group)] = (await self.names(record, state)).verified
         return known
 
-    async def opened(self, record: GroupRecord, state: RosterState) -> dict[bytes, dict[str, Value]]:
+    async def opened(
+        self, record: GroupRecord, state: RosterState
+    ) -> dict[bytes, dict[str, Value]]:
         """Every current member's profile that opens and verifies, by member id.
 
         A profile counts only if it opens under an epoch key of this group

@@ -145,7 +145,9 @@ def passphrase(confirm: bool) -> str:
         first = getpass.getpass("Keystore passphrase: ")
         if confirm:
             if not first:
-                raise ClientError("no_passphrase", "An empty passphrase would leave your keys open.")
+                raise ClientError(
+                    "no_passphrase", "An empty passphrase would leave your keys open."
+                )
             passphrases.check_strength(first)
             if getpass.getpass("Same passphrase again: ") != first:
                 raise ClientError(

@@ -101,6 +101,10 @@ class Reader:
             self.words["MOTION_ID"] = result["motion_id"]
         elif argv[2:4] == ["council", "create"]:
             self.words["COUNCIL_ID"] = result["group_id"]
+        elif argv[2] == "send":
+            self.words["SEQ"] = str(result["cursor"])
+        elif argv[2] == "alert" and argv[3] not in ("confirm", "retract"):
+            self.words["ALERT_ID"] = result["alert_id"]
 
 
 def bare(command: str) -> str:
@@ -138,3 +142,12 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path, server_url: str
     assert tree["spokesperson"] == founder_id
     (council,) = tree["councils"]
     assert (council["level"], council["seats"], council["name"]) == (1, 1, "Riverside spokes")
+    relayed = said["spokes --home ~/founder relay cell SEQ --to COUNCIL_ID"]
+    assert relayed["group"] == council["group"]
+    (alert,) = said["spokes --home ~/alex alerts"]["alerts"]
+    assert (alert["text"], alert["scope"], alert["confirmed"]) == (
+        "police at the north entrance",
+        "network",
+        True,
+    )
+    assert (alert["reached"], alert["acknowledged"]) == (2, 1)  # the founder acknowledged
