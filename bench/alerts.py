@@ -87,6 +87,10 @@ class Watchers:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.relays = 0
         self.last_seq: dict[str, int] = {}
+        self.opened: dict[str, dict[str, float]] = {}  # alert id -> member id -> when
+        self.subscribed = 0
+        self.sockets = 0  # bare sockets started
+        self.ready = asyncio.Event()  # every bare socket subscribed
 
     def start(self) -> None:
         full = {m.id for m in self.full}
@@ -96,7 +100,10 @@ class Watchers:
                 watch = feed.watch(None, self.seconds, self._seen_by(member))
                 self.tasks.append(asyncio.create_task(watch))
             else:
+                self.sockets += 1
                 self.tasks.append(asyncio.create_task(self._socket(member)))
+        if not self.sockets:
+            self.ready.set()
         for speaker in self.network.spokespeople():
             if self.in_process:
                 daemon = Daemon(speaker.client).run(self.seconds, None, self._relayed)
@@ -109,14 +116,12 @@ class Watchers:
 
     def _seen_by(self, member: Member) -> Callable[[str, ReadMessage], None]:
         def seen(_group: str, message: ReadMessage) -> None:
-            reach = self.current
             alert = message.alert or {}
-            if alert.get("kind") != "alert" or member.id in reach.seen:
-                return
             raw = alert.get("id")
-            if not isinstance(raw, bytes) or b32e(raw) != reach.alert_id:
+            if alert.get("kind") != "alert" or not isinstance(raw, bytes):
                 return
-            reach.seen[member.id] = time.monotonic()
+            # Kept by id: a cellmate's client may open it before the raise has returned it.
+            self.opened.setdefault(b32e(raw), {}).setdefault(member.id, time.monotonic())
             self._check()
 
         return seen
@@ -126,9 +131,14 @@ class Watchers:
         async with member.client.fresh():
             groups = await Rosters(member.client).sync_groups()
             cursors = {b32e(g): member.client.state.record(g).cursor for g in groups}
+        for group, cursor in cursors.items():
+            self.last_seq[group] = max(cursor, self.last_seq.get(group, 0))
         feed = await member.client.open_feed()
         try:
             await feed.send({"type": "subscribe", "cursors": cursors})
+            self.subscribed += 1
+            if self.subscribed == self.sockets:
+                self.ready.set()
             while True:
                 event = await feed.receive(60)
                 if event is None or event.get("type") != "event":
@@ -149,6 +159,8 @@ class Watchers:
 
     def _check(self) -> None:
         reach = self.current
+        if reach.alert_id:
+            reach.seen = self.opened.setdefault(reach.alert_id, reach.seen)
         if len(reach.seen.keys() | reach.delivered.keys()) == len(self.network.members):
             reach.everyone.set()
 
@@ -174,7 +186,7 @@ class Watchers:
         reach.raised_at = time.monotonic()
         raised = await raiser.do(lambda c: Alerts(c).raise_alert(group, text, "network"))
         reach.alert_id = str(raised["alert_id"])
-        reach.seen.setdefault(raiser.id, time.monotonic())  # their own
+        self.opened.setdefault(reach.alert_id, {}).setdefault(raiser.id, time.monotonic())
         self._check()
         if confirmer is not None:
             await confirmer.do(lambda c: Alerts(c).confirm(reach.alert_id))
@@ -183,7 +195,16 @@ class Watchers:
             await asyncio.wait_for(reach.everyone.wait(), WAIT_S)
         except TimeoutError:
             had = len(reach.seen.keys() | reach.delivered.keys())
-            say(f"  after {WAIT_S:.0f} s only {had} of {everyone} had it")
+            missing = [
+                m.name
+                for m in self.network.members
+                if m.id not in reach.seen.keys() | reach.delivered.keys()
+            ]
+            say(f"  after {WAIT_S:.0f} s only {had} of {everyone} had it; not {missing}")
+            for speaker in self.network.spokespeople():
+                said = (speaker.home / "daemon.err").read_text(errors="replace").strip()
+                if said:
+                    say(f"  daemon {speaker.name}: {said[-300:]}")
             raise
         took = max([*reach.seen.values(), *reach.delivered.values()]) - reach.raised_at
         opened = [t - reach.raised_at for t in reach.seen.values()]
@@ -198,12 +219,13 @@ def spawn_daemon(home: Path, seconds: float) -> subprocess.Popen[bytes]:
     """`spokes daemon` for one member, as they would run it."""
     env = {**os.environ, "SPOKES_PASSPHRASE": PASSPHRASE, "SPOKES_INSECURE_TEST_KDF": "1"}
     command = [str(Path(sys.executable).parent / "spokes"), "daemon", "--home", str(home)]
-    return subprocess.Popen(  # noqa: S603 - our own command
-        [*command, "--timeout", str(int(seconds)), "--json"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (home / "daemon.err").open("wb") as stderr:  # read when a run goes wrong
+        return subprocess.Popen(  # noqa: S603 - our own command
+            [*command, "--timeout", str(int(seconds)), "--json"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 async def measure(
@@ -217,7 +239,8 @@ async def measure(
         await Daemon(speaker.client).run(0.1, None, lambda _: None)
     watchers = Watchers(network, seconds=3600, full=sample, in_process=False)
     watchers.start()
-    await asyncio.sleep(settle_s)  # every socket and daemon subscribed
+    await asyncio.wait_for(watchers.ready.wait(), WAIT_S)  # every bare socket subscribed
+    await asyncio.sleep(settle_s)  # the daemons' own sockets, and the full clients'
     top = network.top
     times: dict[str, list[float]] = {"top": [], "cell": []}
     try:
