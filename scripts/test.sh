@@ -37,7 +37,7 @@ fi
 # own embedded PostgreSQL and its own temporary folder.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-e2e_a=(tests/e2e/test_lying_server.py tests/e2e/test_revocation.py)
+e2e_a=(tests/e2e/test_lying_server.py tests/e2e/test_revocation.py tests/e2e/test_alert_tree.py)
 e2e_b=(tests/e2e/test_councils.py tests/e2e/test_daemon.py tests/e2e/test_watch.py
     tests/e2e/test_proposals.py tests/e2e/test_split_history.py)
 e2e_c=(tests/e2e)
