@@ -2,7 +2,9 @@
 
 Everyone runs `spokes` in their own home folder against `spokes-server serve`
 on this test's PostgreSQL. Roster additions, epochs and profile reseals are
-the clients' own automatic duties: no test step asks for them.
+the clients' own automatic duties: no test step asks for them. Tests that
+start from `cell_of_three` get their own copy of one build of it
+(`start_from`, tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,16 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from tests.conftest import run_sync
+from tests.e2e.conftest import StartFrom
+from tests.e2e.conftest import served as served  # test_split_history imports it from here
 from tests.e2e.test_member_flow import COMMAND, ENV, found, invite, join, run
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> tuple[str, str]:
-    url: str = spawn_server("--database-url", database_url).url
-    return url, database_url
 
 
 def member_id(home: Path) -> str:
@@ -64,9 +61,8 @@ def sql(database_url: str, *statements: str) -> None:
     run_sync(go())
 
 
-def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str, str]) -> None:
-    url, _ = served
-    founder, b, c = cell_of_three(tmp_path, url)
+def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, start_from: StartFrom) -> None:
+    url, _, (founder, b, c) = start_from(cell_of_three)
     ids = {home: member_id(home) for home in (founder, b, c)}
 
     # The founder's client added both newcomers when their admission completed.
@@ -162,9 +158,8 @@ def test_a_cell_talks_grows_watches_and_splits(tmp_path: Path, served: tuple[str
     assert run(b, "status")["status"] == "active"
 
 
-def test_a_dropped_roster_event_is_caught(tmp_path: Path, served: tuple[str, str]) -> None:
-    url, database_url = served
-    founder, b, c = cell_of_three(tmp_path, url)
+def test_a_dropped_roster_event_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b, c) = start_from(cell_of_three)
     run(founder, "send", "cell", "hello")
     assert texts(run(b, "read", "cell")) == ["hello"]
     # The operator deletes C's add event from the log and from the event stream.
@@ -180,9 +175,8 @@ def test_a_dropped_roster_event_is_caught(tmp_path: Path, served: tuple[str, str
     run(c, "members", "cell", expect="verification_failed")
 
 
-def test_a_swapped_kem_key_is_caught(tmp_path: Path, served: tuple[str, str]) -> None:
-    url, database_url = served
-    founder, b, c = cell_of_three(tmp_path, url)
+def test_a_swapped_kem_key_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b, c) = start_from(cell_of_three)
     run(founder, "send", "cell", "hello")
     from client.state import StateFile
     from crypto.sealing import KemPrivateKey
@@ -213,15 +207,14 @@ def test_a_swapped_kem_key_is_caught(tmp_path: Path, served: tuple[str, str]) ->
     run(founder, "send", "cell", "anyone there?", expect="verification_failed")
 
 
-def test_a_box_sealed_by_the_server_is_caught(tmp_path: Path, served: tuple[str, str]) -> None:
+def test_a_box_sealed_by_the_server_is_caught(start_from: StartFrom) -> None:
     from client.state import StateFile
     from crypto import epochs
     from crypto.encoding import b32d
     from crypto.roster import GroupRules, verify_log
     from tests.e2e.test_member_flow import ENV as env
 
-    url, database_url = served
-    founder, b, _ = cell_of_three(tmp_path, url)
+    _, database_url, (founder, b, _) = start_from(cell_of_three)
     run(founder, "send", "cell", "the real secret")
     # The operator seals a secret of its own to B under the right info and swaps B's box.
     state = StateFile(b).read(env["SPOKES_PASSPHRASE"])
@@ -267,10 +260,9 @@ def test_a_retired_epoch_is_replaced_by_the_sender(tmp_path: Path, served: tuple
 
 
 def test_statuses_still_verify_after_a_split_moves_the_vouchers(
-    tmp_path: Path, served: tuple[str, str]
+    tmp_path: Path, start_from: StartFrom
 ) -> None:
-    url, _ = served
-    founder, b, c = cell_of_three(tmp_path, url)
+    url, _, (founder, b, c) = start_from(cell_of_three)
     d, d_joined = join(tmp_path, "d", url, invite(founder))
     admit(founder, d_joined, b, c)  # D's vetting needs B's and C's vouches
     ids = {home: member_id(home) for home in (founder, b, c, d)}

@@ -5,7 +5,9 @@ server's own tables consistent with the lie (so the server serves it without
 complaint), and each member's next `spokes` command must fail with
 `verification_failed` (or `equivocation`) rather than show anything. A
 dropped roster event, a swapped KEM key and a forged epoch box are in
-tests/e2e/test_cells.py.
+tests/e2e/test_cells.py. The honest network a lie starts from (`pair`,
+`grown`) is built once and each test lies to its own copy (`start_from`,
+tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -29,16 +31,11 @@ from crypto.roster import RosterState
 from crypto.sealing import KemPrivateKey
 from crypto.statements import Statement, pack, verify_statement
 from tests.conftest import run_sync
+from tests.e2e.conftest import StartFrom
 from tests.e2e.test_cells import admit, texts
 from tests.e2e.test_member_flow import COMMAND, ENV, found, invite, join, run
 
 LIES = ("verification_failed", "equivocation")
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> tuple[str, str]:
-    url: str = spawn_server("--database-url", database_url).url
-    return url, database_url
 
 
 def caught(home: Path, *args: str, because: str = "", tries: int = 1) -> dict[str, Any]:
@@ -167,11 +164,8 @@ def member_of(home: Path) -> bytes:
 # --- (a) a key added to a roster -------------------------------------------------
 
 
-def test_a_key_the_server_adds_to_a_roster_is_caught(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b = pair(tmp_path, url)
+def test_a_key_the_server_adds_to_a_roster_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b) = start_from(pair)
     run(founder, "send", "cell", "hello")
     assert texts(run(b, "read", "cell")) == ["hello"]
     group = cell_id(founder)
@@ -219,9 +213,8 @@ def pair(tmp_path: Path, url: str) -> tuple[Path, Path]:
     return founder, b
 
 
-def cell_at_epoch_two(tmp_path: Path, url: str, database_url: str) -> tuple[Path, Path]:
-    """A founder and B; epoch 2 committed by the founder (epoch 1 retired by policy)."""
-    founder, b = pair(tmp_path, url)
+def to_epoch_two(founder: Path, b: Path, database_url: str) -> None:
+    """The founder of a `pair` commits epoch 2 (epoch 1 retired by policy)."""
     run(founder, "send", "cell", "in epoch 1")
     assert texts(run(b, "read", "cell")) == ["in epoch 1"]
 
@@ -231,14 +224,11 @@ def cell_at_epoch_two(tmp_path: Path, url: str, database_url: str) -> tuple[Path
     Operator(database_url).do(retire)
     run(founder, "send", "cell", "in epoch 2")
     assert run(founder, "cells")["groups"][0]["epoch"] == 2
-    return founder, b
 
 
-def test_a_log_rolled_back_to_an_old_epoch_is_caught(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b = cell_at_epoch_two(tmp_path, url, database_url)
+def test_a_log_rolled_back_to_an_old_epoch_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b) = start_from(pair)
+    to_epoch_two(founder, b, database_url)
     assert texts(run(b, "read", "cell")) == ["in epoch 2"]  # B has seen epoch 2
     group = cell_id(founder)
 
@@ -277,11 +267,9 @@ def test_a_log_rolled_back_to_an_old_epoch_is_caught(
     caught(founder, "cells", because=shorter)
 
 
-def test_an_old_epoch_event_appended_again_is_caught(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b = cell_at_epoch_two(tmp_path, url, database_url)
+def test_an_old_epoch_event_appended_again_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b) = start_from(pair)
+    to_epoch_two(founder, b, database_url)
     assert texts(run(b, "read", "cell")) == ["in epoch 2"]
     group = cell_id(founder)
 
@@ -298,11 +286,9 @@ def test_an_old_epoch_event_appended_again_is_caught(
     caught(founder, "send", "cell", "back to epoch 1?", because=replayed)
 
 
-def test_an_old_epochs_box_served_for_the_new_epoch_is_caught(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b = cell_at_epoch_two(tmp_path, url, database_url)
+def test_an_old_epochs_box_served_for_the_new_epoch_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b) = start_from(pair)
+    to_epoch_two(founder, b, database_url)
     group, member = cell_id(founder), member_of(b)
 
     async def replay_box(conn: Any) -> None:
@@ -333,9 +319,8 @@ async def message_rows(conn: Any, group: bytes, sender: bytes) -> list[tuple[int
     return [(r["seq"], bytes(r["body"])) for r in rows]
 
 
-def test_reordered_messages_are_caught(tmp_path: Path, served: tuple[str, str]) -> None:
-    url, database_url = served
-    founder, b = pair(tmp_path, url)
+def test_reordered_messages_are_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b) = start_from(pair)
     for text in ("one", "two", "three"):
         run(founder, "send", "cell", text)
     group, sender = cell_id(founder), member_of(founder)
@@ -356,11 +341,8 @@ def test_reordered_messages_are_caught(tmp_path: Path, served: tuple[str, str]) 
     caught(b, "read", "cell", because="was dropped", tries=2)
 
 
-def test_a_message_dropped_and_renumbered_away_is_caught(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b = pair(tmp_path, url)
+def test_a_message_dropped_and_renumbered_away_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b) = start_from(pair)
     for text in ("one", "two", "three"):
         run(founder, "send", "cell", text)
     group, sender = cell_id(founder), member_of(founder)
@@ -380,9 +362,8 @@ def test_a_message_dropped_and_renumbered_away_is_caught(
     caught(b, "read", "cell", because="was dropped", tries=2)
 
 
-def test_a_dropped_message_is_caught(tmp_path: Path, served: tuple[str, str]) -> None:
-    url, database_url = served
-    founder, b = pair(tmp_path, url)
+def test_a_dropped_message_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b) = start_from(pair)
     run(founder, "send", "cell", "one")
     assert texts(run(b, "read", "cell")) == ["one"]  # B's cursor is past the first
     for text in ("two", "three", "four"):
@@ -408,11 +389,8 @@ def names(home: Path) -> dict[str, str | None]:
 
 
 @pytest.mark.parametrize("new_epoch", [False, True], ids=["same epoch", "across epochs"])
-def test_an_older_profile_restored_is_caught(
-    tmp_path: Path, served: tuple[str, str], new_epoch: bool
-) -> None:
-    url, database_url = served
-    founder, b = pair(tmp_path, url)
+def test_an_older_profile_restored_is_caught(start_from: StartFrom, new_epoch: bool) -> None:
+    _, database_url, (founder, b) = start_from(pair)
     group, author = cell_id(founder), member_of(founder)
     run(founder, "profile", "set", "--name", "Old Name", "--contact", "old@x")
     assert names(b)[member_id_text(author)] == "Old Name"  # B has seen version 1
@@ -518,11 +496,9 @@ def fake_group_around(
     return fake.group_id
 
 
-def test_a_cell_an_informant_founds_around_a_member_is_refused(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, victim, informant = grown(tmp_path, url, 1, "victim", "informant")
+def test_a_cell_an_informant_founds_around_a_member_is_refused(start_from: StartFrom) -> None:
+    # B is the victim and C the informant (the split test's network, built once).
+    _, database_url, (founder, victim, informant) = start_from(grown, 1, "b", "c")
     theirs = state_of(victim)
     # The informant signs a create holding themself and the victim, with a
     # made-up split origin; the patched server says it is the victim's cell now.
@@ -595,10 +571,10 @@ def test_an_add_short_of_the_policys_vouches_is_refused(
 
 
 def test_cellmates_hidden_from_a_newcomers_evidence_are_caught(
-    tmp_path: Path, served: tuple[str, str]
+    tmp_path: Path, start_from: StartFrom
 ) -> None:
-    url, database_url = served
-    founder, informant, c = grown(tmp_path, url, 2, "informant", "c")
+    # B is the informant (the block test's network, built once).
+    url, database_url, (founder, informant, c) = start_from(grown, 2, "b", "c")
     assert run(informant, "cells")["groups"][0]["members"] == 3
     confederate, joined = join(tmp_path, "confederate", url, invite(informant))
     hidden = [member_of(founder), member_of(c)]
@@ -664,11 +640,8 @@ def test_a_member_of_another_cell_listed_in_this_one_is_refused(
     assert Operator(database_url).do(sealed_in_a) == 0
 
 
-def test_a_split_below_the_minimum_is_refused_and_writes_nothing(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b, c = grown(tmp_path, url, 1, "b", "c")
+def test_a_split_below_the_minimum_is_refused_and_writes_nothing(start_from: StartFrom) -> None:
+    _, database_url, (founder, b, c) = start_from(grown, 1, "b", "c")
     me = member_id_text(member_of(b))
     refused = run(b, "cell", "split", "cell", "--member", me, expect="below_minimum")
     assert "at least 2" in refused["error"]["message"]
@@ -678,10 +651,9 @@ def test_a_split_below_the_minimum_is_refused_and_writes_nothing(
 
 
 def test_a_block_withheld_from_the_cell_is_caught_by_the_blocker(
-    tmp_path: Path, served: tuple[str, str]
+    tmp_path: Path, start_from: StartFrom
 ) -> None:
-    url, database_url = served
-    founder, b, c = grown(tmp_path, url, 2, "b", "c")
+    url, database_url, (founder, b, c) = start_from(grown, 2, "b", "c")
     stranger, joined = join(tmp_path, "stranger", url, invite(founder))
     newcomer = joined["member_id"]
     run(founder, "admit", newcomer, "--safety-number", joined["safety_number"])
@@ -702,10 +674,10 @@ def test_a_block_withheld_from_the_cell_is_caught_by_the_blocker(
 
 
 def test_a_group_the_server_lists_around_a_member_gets_nothing_of_theirs(
-    tmp_path: Path, served: tuple[str, str]
+    start_from: StartFrom,
 ) -> None:
-    url, database_url = served
-    founder, victim, informant = grown(tmp_path, url, 1, "victim", "informant")
+    # B is the victim and C the informant (the split test's network, built once).
+    _, database_url, (founder, victim, informant) = start_from(grown, 1, "b", "c")
     # The patched server lists a made-up group holding the informant and the
     # victim among the victim's groups; the victim's cell stays as it was.
     fake = fake_group_around(database_url, informant, victim, move_victim=False)

@@ -15,18 +15,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from crypto.encoding import b32d
+from tests.e2e.conftest import StartFrom
 from tests.e2e.test_cells import admit, cell_of_three, member_id, texts
 from tests.e2e.test_lying_server import Operator, caught
 from tests.e2e.test_member_flow import COMMAND, ENV, invite, join, run
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> tuple[str, str]:
-    url: str = spawn_server("--database-url", database_url).url
-    return url, database_url
 
 
 def cell_of_four(tmp_path: Path, url: str) -> tuple[Path, Path, Path, Path]:
@@ -53,15 +46,12 @@ def refused(home: Path, *args: str) -> dict[str, Any]:
         timeout=60,
     )
     assert process.returncode == 1, process.stdout
-    result: dict[str, Any] = json.loads(process.stdout.splitlines()[0])
-    return result["error"]
+    error: dict[str, Any] = json.loads(process.stdout.splitlines()[0])["error"]
+    return error
 
 
-def test_after_a_revocation_the_cell_goes_on_without_the_revoked(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b, c, d = cell_of_four(tmp_path, url)
+def test_after_a_revocation_the_cell_goes_on_without_the_revoked(start_from: StartFrom) -> None:
+    _, database_url, (founder, b, c, d) = start_from(cell_of_four)
     revoked = member_id(d)
     result = run(founder, "revoke", revoked)
     assert (result["member_id"], result["status"], result["seq"]) == (revoked, "revoked", 0)
@@ -100,11 +90,8 @@ def test_after_a_revocation_the_cell_goes_on_without_the_revoked(
     assert latest_for_d < current
 
 
-def test_a_revocation_hidden_from_a_cellmate_is_caught(
-    tmp_path: Path, served: tuple[str, str]
-) -> None:
-    url, database_url = served
-    founder, b, c, d = cell_of_four(tmp_path, url)
+def test_a_revocation_hidden_from_a_cellmate_is_caught(start_from: StartFrom) -> None:
+    _, database_url, (founder, b, c, d) = start_from(cell_of_four)
     run(founder, "revoke", member_id(d))
     # B's client learns the revocation (and takes D off the roster) and
     # sends: the message carries, sealed, the revocation head B knows.
