@@ -5,16 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.e2e.test_cells import cell_of_three, member_id
 from tests.e2e.test_member_flow import run
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> str:
-    url: str = spawn_server("--database-url", database_url).url
-    return url
 
 
 def alert_of(home: Path, alert_id: str) -> dict[str, Any]:
@@ -23,9 +15,9 @@ def alert_of(home: Path, alert_id: str) -> dict[str, Any]:
 
 
 def test_an_alert_in_a_cell_is_acknowledged_confirmed_and_retracted(
-    tmp_path: Path, served: str
+    tmp_path: Path, served: tuple[str, str]
 ) -> None:
-    founder, b, c = cell_of_three(tmp_path, served)
+    founder, b, c = cell_of_three(tmp_path, served[0])
     raised = run(founder, "alert", "cell", "police at the north entrance", "--scope", "up")
     assert set(raised) == {"alert_id", "group", "seq"}
     alert_id = raised["alert_id"]
@@ -57,8 +49,10 @@ def test_an_alert_in_a_cell_is_acknowledged_confirmed_and_retracted(
     assert {"kind": "alert_ack", "id": alert_id} in shown
 
 
-def test_wide_alerts_are_limited_per_member_and_day(tmp_path: Path, served: str) -> None:
-    founder, b, _ = cell_of_three(tmp_path, served)
+def test_wide_alerts_are_limited_per_member_and_day(
+    tmp_path: Path, served: tuple[str, str]
+) -> None:
+    founder, b, _ = cell_of_three(tmp_path, served[0])
     for n in range(3):  # the policy's default: 3 wide alerts a day
         run(founder, "alert", "cell", f"wide {n}", "--scope", "network")
     run(founder, "alert", "cell", "one too many", "--scope", "network", expect="alert_limit")

@@ -18,8 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from client.state import StateFile
 from crypto import councils, motions, roster
 from crypto.elections import make_elect_motion, make_recall_motion
@@ -35,12 +33,6 @@ from tests.e2e.test_lying_server import (
     rules_of,
 )
 from tests.e2e.test_member_flow import COMMAND, ENV, found, invite, join, run
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> tuple[str, str]:
-    url: str = spawn_server("--database-url", database_url).url
-    return url, database_url
 
 
 def two_cells(tmp_path: Path, url: str) -> tuple[Path, Path, Path, Path, str]:

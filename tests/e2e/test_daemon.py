@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from client.messages import Messages
 from client.sdk import Client
 from client.state import StateFile
@@ -28,12 +26,6 @@ from tests.e2e.test_councils import elected, two_cells
 from tests.e2e.test_member_flow import COMMAND, ENV, run
 
 WAIT_S = 30.0
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> str:
-    url: str = spawn_server("--database-url", database_url).url
-    return url
 
 
 @contextmanager
@@ -97,9 +89,9 @@ def alert_in(home: Path, alert_id: str) -> dict[str, Any] | None:
 
 
 def test_a_network_alert_reaches_the_other_cell_and_its_acknowledgement_comes_back(
-    tmp_path: Path, served: str
+    tmp_path: Path, served: tuple[str, str]
 ) -> None:
-    a, b, c, d, two = two_cells(tmp_path, served)
+    a, b, c, d, two = two_cells(tmp_path, served[0])
     elected(b, a, a)
     council = run(a, "council", "create")["group_id"]
     elected(d, c, c)

@@ -6,8 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from client.state import StateFile
 from crypto import motions, roster
 from crypto.elections import make_elect_motion
@@ -22,12 +20,6 @@ from tests.e2e.test_lying_server import (
     rules_of,
 )
 from tests.e2e.test_member_flow import ENV, run
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> tuple[str, str]:
-    url: str = spawn_server("--database-url", database_url).url
-    return url, database_url
 
 
 def spokesperson(home: Path) -> str | None:

@@ -14,7 +14,6 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -28,12 +27,6 @@ from tests.e2e.test_cells import admit, cell_of_three, texts
 from tests.e2e.test_member_flow import COMMAND, ENV, invite, join, run
 
 SENDS = 6
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> tuple[str, str]:
-    url: str = spawn_server("--database-url", database_url).url
-    return url, database_url
 
 
 def spokes(home: Path, *args: str) -> subprocess.Popen[str]:

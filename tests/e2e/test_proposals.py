@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from client.messages import Messages
 from client.sdk import Client
 from client.state import StateFile
@@ -31,12 +29,6 @@ SHARED = (
     "proposal_id", "text", "by", "deadline", "outcome", "asked", "agree", "stand_aside",
     "block", "reasons", "ignored", "closed_by",
 )  # fmt: skip
-
-
-@pytest.fixture
-def served(spawn_server: Any, database_url: str) -> tuple[str, str]:
-    url: str = spawn_server("--database-url", database_url).url
-    return url, database_url
 
 
 def named_cell(tmp_path: Path, url: str) -> tuple[Path, Path, Path]:
