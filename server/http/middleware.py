@@ -75,6 +75,21 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         )
 
 
+# What a database outage looks like from inside a handler: the connection was
+# refused or lost (OSError, asyncpg's connection and interface errors, "another
+# operation is in progress" on a connection the restart cut), the server is
+# shutting down or not yet accepting (class 57), or no connection came in time.
+DATABASE_OUTAGE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+OUTAGE_RETRY_AFTER_S = 1
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every failure into the JSON error shape."""
@@ -90,6 +105,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # Two requests raced for the same unique fact (a key, a vouch, an
         # invite); the transaction rolled back, so nothing was half-written.
         return error_response(409, ErrorCode.CONFLICT, "already recorded by another request")
+    except DATABASE_OUTAGE as exc:
+        # The database went away (a restart, a failover, the network): the
+        # transaction did not commit, so the same request may simply come again.
+        error_log.warning(
+            "database unavailable in %s %s (%s)",
+            request.method,
+            route_name(request),
+            type(exc).__name__,
+        )
+        return error_response(
+            503,
+            ErrorCode.UNAVAILABLE,
+            "the database is unavailable for a moment; nothing was stored, send it again",
+            {"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+        )
     except Exception as exc:
         error_log.error(
             "unhandled %s in %s %s at %s",

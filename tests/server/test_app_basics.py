@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
 from server.errors import ApiError, ErrorCode
 from server.http import parse
+from server.http.appkeys import POOL_KEY
 from server.http.routes import openapi_document
 
 pytestmark = pytest.mark.spokes_settings(max_body_bytes=1024)
@@ -38,8 +40,33 @@ async def _refuse(request: web.Request) -> web.Response:
     raise ApiError(409, ErrorCode.CONFLICT, "that already exists")
 
 
+OUTAGES = {
+    "refused": lambda: ConnectionRefusedError(111, "Connection refused"),
+    "reset": lambda: ConnectionResetError(104, "Connection reset by peer"),
+    "starting": lambda: asyncpg.exceptions.CannotConnectNowError(
+        "the database system is starting up"
+    ),
+    "state": lambda: asyncpg.InternalClientError("cannot switch to state 12"),
+    "closed": lambda: asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
+    "timeout": lambda: TimeoutError(),
+}
+
+
+async def _outage(request: web.Request) -> web.Response:
+    raise OUTAGES[request.match_info["kind"]]()
+
+
+async def _lost(request: web.Request) -> web.Response:
+    """Test-only: the database ends this request's connection under it."""
+    async with request.app[POOL_KEY].acquire() as conn:
+        await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    return web.json_response({})
+
+
 def _test_routes(app: web.Application) -> None:
     app.router.add_post("/test/echo", _echo)
+    app.router.add_get("/test/outage/{kind}", _outage)
+    app.router.add_get("/test/lost", _lost)
     app.router.add_get("/test/boom", _boom)
     app.router.add_get("/test/refuse", _refuse)
 
@@ -247,3 +274,27 @@ def test_b64_round_trips_without_padding() -> None:
         text = parse.b64(data)
         assert "=" not in text
         assert parse.b64decode(text) == data
+
+
+@pytest.mark.parametrize("kind", sorted(OUTAGES))
+async def test_a_database_outage_is_a_503_with_retry_after_never_a_500(
+    kind: str, url: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        async with http.get(f"{url}/test/outage/{kind}") as response:
+            assert response.status == 503
+            assert response.headers["Retry-After"] == "1"
+            assert (await _error(response))["code"] == "unavailable"
+    assert "database unavailable" in caplog.text
+    assert "127.0.0.1" not in caplog.text
+
+
+async def test_a_connection_the_database_ends_mid_request_is_a_503(
+    url: str, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(url + "/test/lost") as response:
+        assert response.status == 503, await response.text()
+        assert response.headers["Retry-After"] == "1"
+        assert (await _error(response))["code"] == "unavailable"
+    async with http.get(url + "/healthz") as response:
+        assert response.status == 200  # and the server goes on
