@@ -1,19 +1,20 @@
 """How fast an alert reaches every member of a network of cells and councils.
 
     .venv/bin/python bench/alerts.py [--cells 100] [--size 10] [--fanout 10] [--alerts 20]
+                                     [--full 10]
 
 Starts ``spokes-server serve --port 0`` on its own embedded PostgreSQL in a
 temporary folder and builds, through the member SDK (bench/network.py), a
 network of CELLS cells of SIZE members, councils of FANOUT seats level upon
-level up to one at the top. Every spokesperson runs the relay daemon
-(client/daemon.py) and every member a live feed (client/feed.py), all in
-this process. Then, one after the other: ALERTS alerts raised in the top
-council with scope `network`, and ALERTS raised in a cell (confirmed by a
-cellmate) with scope `network`. For each it takes the time from raising it
-to the moment the last member's client has it opened and verified, and
-prints p50, p95 and p99 of those times, and the acknowledgement count the
-raiser saw once every member acknowledged it (the second set only).
-Loopback only; every wait is bounded, and the command stops the server.
+level up to one at the top. Every spokesperson runs `spokes daemon` as a
+process of its own, as members run it; every member has a socket on which
+the server delivers what their groups receive, and FULL members (one per
+cell) run their whole client's live feed here, which opens and verifies each
+alert. Then, one after the other: ALERTS alerts raised in the top council
+with scope `network`, and ALERTS raised in a cell (confirmed by a cellmate)
+with scope `network`. For each it takes the time from raising it until the
+last member had it, and prints p50, p95, p99 and the worst. Loopback only;
+every wait is bounded, and the command stops the server and the daemons.
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class Reach:
     text: str = ""
     raised_at: float = 0.0
     baseline: dict[str, int] = field(default_factory=dict)  # group -> last seq before it
-    seen: dict[str, float] = field(default_factory=dict)  # opened and verified by the client
     delivered: dict[str, float] = field(default_factory=dict)  # on the member's socket
     everyone: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -157,12 +157,17 @@ class Watchers:
         finally:
             await feed.close()
 
+    def seen(self) -> dict[str, float]:
+        """Member id -> when their client opened and verified the current alert."""
+        return self.opened.get(self.current.alert_id, {}) if self.current.alert_id else {}
+
+    def had(self) -> dict[str, float]:
+        """Member id -> when they first had the current alert, either way."""
+        return {**self.current.delivered, **self.seen()}
+
     def _check(self) -> None:
-        reach = self.current
-        if reach.alert_id:
-            reach.seen = self.opened.setdefault(reach.alert_id, reach.seen)
-        if len(reach.seen.keys() | reach.delivered.keys()) == len(self.network.members):
-            reach.everyone.set()
+        if len(self.had()) == len(self.network.members):
+            self.current.everyone.set()
 
     async def stop(self) -> None:
         for process in self.processes:
@@ -194,23 +199,19 @@ class Watchers:
         try:
             await asyncio.wait_for(reach.everyone.wait(), WAIT_S)
         except TimeoutError:
-            had = len(reach.seen.keys() | reach.delivered.keys())
-            missing = [
-                m.name
-                for m in self.network.members
-                if m.id not in reach.seen.keys() | reach.delivered.keys()
-            ]
-            say(f"  after {WAIT_S:.0f} s only {had} of {everyone} had it; not {missing}")
+            had = self.had()
+            missing = [m.name for m in self.network.members if m.id not in had]
+            say(f"  after {WAIT_S:.0f} s only {len(had)} of {everyone} had it; not {missing}")
             for speaker in self.network.spokespeople():
                 said = (speaker.home / "daemon.err").read_text(errors="replace").strip()
                 if said:
                     say(f"  daemon {speaker.name}: {said[-300:]}")
             raise
-        took = max([*reach.seen.values(), *reach.delivered.values()]) - reach.raised_at
-        opened = [t - reach.raised_at for t in reach.seen.values()]
+        took = max(self.had().values()) - reach.raised_at
+        opened = [t - reach.raised_at for t in self.seen().values()]
         say(
-            f"  {text}: the last of {everyone} had it after {took:.2f} s"
-            + (f" (opened by the last of {len(opened)} full clients after {max(opened):.2f} s)")
+            f"  {text}: the last of {everyone} had it after {took:.2f} s "
+            f"(opened by the last of {len(opened)} full clients after {max(opened):.2f} s)"
         )
         return took
 

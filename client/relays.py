@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from client.alerts import alert_id_of, records
 from client.errors import ClientError
 from client.messages import Messages
 from client.rosters import Rosters
@@ -64,12 +65,7 @@ class Relays:
         direction = self._direction(source_state, target_state)
         if message.alert is not None:
             there, _ = await self.messages.catch_up(target)
-            if any(
-                m.alert is not None
-                and m.alert.get("kind") == message.alert.get("kind")
-                and m.alert.get("id") == message.alert.get("id")
-                for m in there.history
-            ):
+            if records(there.history, str(message.alert.get("kind")), alert_id_of(message)):
                 raise ClientError(
                     "relay_loop",
                     "That group already has this alert record (an alert goes into each "

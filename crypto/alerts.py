@@ -167,7 +167,8 @@ def total(
     own = set(members)
     if council:
         own -= {sender for sender, direction in counts if direction == "up"}
-        own.discard(came_up_from or "")
+        if came_up_from is not None:
+            own.discard(came_up_from)
     reached = len(own)
     acked = len(own & set(ackers))
     for key, count in counts.items():

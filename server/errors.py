@@ -9,6 +9,21 @@ from __future__ import annotations
 
 from enum import Enum
 
+import asyncpg
+
+# What a database outage looks like from inside the server: the connection was
+# refused or lost (OSError, asyncpg's connection and interface errors, "another
+# operation is in progress" on a connection a restart cut), the server is
+# shutting down or not yet accepting (class 57), or no connection came in time.
+DATABASE_OUTAGE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
 
 # (str, Enum) rather than StrEnum: members compare equal to their wire strings
 # while str() keeps naming the member, which reads better in test failures.

@@ -16,7 +16,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from server.errors import ApiError, ErrorCode
+from server.errors import DATABASE_OUTAGE, ApiError, ErrorCode
 
 access_log = logging.getLogger("spokes.access")
 error_log = logging.getLogger("spokes.error")
@@ -75,18 +75,6 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         )
 
 
-# What a database outage looks like from inside a handler: the connection was
-# refused or lost (OSError, asyncpg's connection and interface errors, "another
-# operation is in progress" on a connection the restart cut), the server is
-# shutting down or not yet accepting (class 57), or no connection came in time.
-DATABASE_OUTAGE = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
 OUTAGE_RETRY_AFTER_S = 1
 
 

@@ -28,6 +28,7 @@ import asyncpg
 
 from crypto.encoding import b32d, b32e
 from server.clock import Clock
+from server.errors import DATABASE_OUTAGE
 from server.realtime.feed import (
     READ_LIMIT,
     Feed,
@@ -59,15 +60,8 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_SESSION_ENDED = 4401
 CLOSE_REMOVED = 4403
 
-# InternalClientError: asyncpg's "another operation is in progress" on a
-# connection a restart of PostgreSQL left half-way; it is an outage too.
-_DB_ERRORS = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    TimeoutError,
-)
+# An outage, or any query of the feed that failed: the next poke reads again.
+_DB_ERRORS = (*DATABASE_OUTAGE, asyncpg.PostgresError)
 
 
 class Hub:

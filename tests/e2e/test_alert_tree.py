@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bench.alerts import Watchers
-from bench.network import Network, build
+from bench.network import Member, build
 from client.alerts import Alerts
 
 UNLIMITED = "1000000/3600"
@@ -35,7 +35,7 @@ def served(spawn_server: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
     return url
 
 
-async def counted_by(network: Network, raiser: Any, alert_id: str, everyone: int) -> dict:  # type: ignore[type-arg]
+async def counted_by(raiser: Member, alert_id: str, everyone: int) -> dict[str, int]:
     """The raiser's view of the alert once every member's acknowledgement came back."""
     deadline = time.monotonic() + 60
     while True:
@@ -57,21 +57,21 @@ async def three_levels(root: Path, url: str) -> None:
         await asyncio.sleep(2)  # every feed and daemon subscribed
         top = network.top
         took = await watchers.alert(top.members[0], None, top.id, "police at the north gate")
-        assert set(watchers.current.seen) == {m.id for m in network.members}
+        assert set(watchers.seen()) == {m.id for m in network.members}
         print(f"an alert raised at the top reached all {everyone} members in {took:.2f} s")
 
         cell = network.cells[-1]
         raiser, confirmer = cell.members[1], cell.members[0]
         took = await watchers.alert(raiser, confirmer, cell.id, "eviction at number 12")
         alert_id = watchers.current.alert_id
-        assert set(watchers.current.seen) == {m.id for m in network.members}
+        assert set(watchers.seen()) == {m.id for m in network.members}
         print(f"an alert raised in a cell reached all {everyone} members in {took:.2f} s")
 
         for member in network.members:
             if member is not raiser:
                 await member.do(lambda c: Alerts(c).ack(alert_id))
         await raiser.do(lambda c: Alerts(c).ack(alert_id))
-        seen = await counted_by(network, raiser, alert_id, everyone)
+        seen = await counted_by(raiser, alert_id, everyone)
         print(f"the raiser sees {seen['reached']} reached, {seen['acknowledged']} acknowledged")
         assert seen == {"reached": everyone, "acknowledged": everyone}
         assert watchers.relays > 0
