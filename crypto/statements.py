@@ -25,7 +25,11 @@ from crypto.errors import InvalidStatement
 from crypto.keys import IdentityKey, IdentityPublicKey, member_id_of
 
 VERSION = 1
-MAX_BODY_BYTES = 16 * 1024
+# A statement's body: room for the largest one the rules allow, the create
+# event of a cell a split makes, which carries each moved member's key bundle
+# (about 1.6 KiB with ML-KEM-768) and invite line: up to cell_max - cell_min
+# = 98 members under the widest policy (crypto/network.py), about 170 KiB.
+MAX_BODY_BYTES = 192 * 1024
 _TYPE_RE = re.compile(r"^[a-z][a-z-]{0,31}$")
 _COMMON = ("type", "v", "author", "key", "time")
 

@@ -45,8 +45,9 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     session_ttl: timedelta = timedelta(days=30)
     challenge_ttl: timedelta = timedelta(minutes=2)
-    # The largest message (a 64 KiB padded bucket, base64 in JSON) must fit.
-    max_body_bytes: int = 96 * 1024
+    # The largest statement (crypto/statements.py MAX_BODY_BYTES, 192 KiB: a
+    # split's create event under the widest policy), base64 in JSON, must fit.
+    max_body_bytes: int = 320 * 1024
     # Behind a reverse proxy every request comes from the proxy; when set, the
     # client address is the last hop of X-Forwarded-For (the one our proxy added).
     trust_forwarded_for: bool = False

@@ -475,3 +475,26 @@ def test_a_split_into_its_own_group_is_refused() -> None:
     with pytest.raises(RuleViolation) as info:
         split_terms(parse_motion(statement))
     assert info.value.code == "invalid_motion"
+
+
+def test_the_largest_cell_a_split_can_make_fits_in_one_statement() -> None:
+    # The widest policy (cell_max 100, cell_min 2) lets a split move 98
+    # members; the new cell's create event carries each one's key bundle
+    # (ML-KEM-768 + X25519, about 1.6 KiB) and invite line. A statement limit
+    # below that (it was 16 KiB) made a full cell of 20 unable to split.
+    members = [fixed_key(f"evidence wide {n}") for n in range(98)]
+    bundles = []
+    for key in members:
+        kem = KemPrivateKey.generate(KemSuite.MLKEM768_X25519)
+        bundles.append(
+            make_key_bundle(
+                key, NETWORK, kem.suite.value, kem.public_key().public_bytes(), T0, T0 + DAY
+            )
+        )
+    lines = {
+        key.member_id: frozenset(fixed_bytes(f"line {n}", 32) for n in range(6)) for key in members
+    }
+    fields = create_fields("cell", 0, None, bundles, fixed_bytes("a split", 32), lines)
+    event = sign_event(members[0], NETWORK, None, "create", T0, fields, group=OTHER_GROUP)
+    assert len(event.body) > 150 * 1024
+    assert unpack(pack(event), "roster", NETWORK).id == event.id
