@@ -1,7 +1,7 @@
 """How fast an alert reaches every member of a network of cells and councils.
 
     .venv/bin/python bench/alerts.py [--cells 100] [--size 10] [--fanout 10] [--alerts 20]
-                                     [--full 10]
+                                     [--full 10] [--keep DIR]
 
 Starts ``spokes-server serve --port 0`` on its own embedded PostgreSQL in a
 temporary folder and builds, through the member SDK (bench/network.py), a
@@ -15,6 +15,11 @@ with scope `network`, and ALERTS raised in a cell (confirmed by a cellmate)
 with scope `network`. For each it takes the time from raising it until the
 last member had it, and prints p50, p95, p99 and the worst. Loopback only;
 every wait is bounded, and the command stops the server and the daemons.
+
+Building 1,000 members takes a while (each one invited, vetted and admitted
+as members do it): with --keep DIR the database, the homes and the network's
+shape stay in DIR, and a later run with the same --keep measures that
+network again without building it (the other shape options are then ignored).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.messages import percentile, running_server  # noqa: E402
-from bench.network import PASSPHRASE, Member, Network, build, say  # noqa: E402
+from bench.network import PASSPHRASE, Member, Network, build, load, say  # noqa: E402
 from client.alerts import Alerts  # noqa: E402
 from client.daemon import Daemon  # noqa: E402
 from client.feed import LiveFeed  # noqa: E402
@@ -273,10 +278,16 @@ def table(times: dict[str, list[float]], members: int) -> list[str]:
 
 
 async def run(url: str, root: Path, args: argparse.Namespace) -> None:
+    shape = root / "network.json"
     started = time.monotonic()
-    network = await build(root, url, args.cells, args.size, args.fanout)
-    built = time.monotonic() - started
-    say(f"built {len(network.members)} members in {built:.0f} s")
+    if shape.exists():
+        network = load(shape, root, url)
+        say(f"loaded {len(network.members)} members from {root}")
+    else:
+        network = await build(root, url, args.cells, args.size, args.fanout)
+        say(f"built {len(network.members)} members in {time.monotonic() - started:.0f} s")
+        if args.keep is not None:
+            network.save(shape)
     try:
         times = await measure(network, args.alerts, args.full)
     finally:
@@ -303,7 +314,16 @@ def main() -> None:
         default=10,
         help="members (one per cell) whose whole client opens each alert here (default 10)",
     )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the network built in DIR, or measure the one kept there (see above)",
+    )
     args = parser.parse_args()
+    if args.keep is not None:
+        with running_server(keep=args.keep / "server") as server:
+            asyncio.run(run(server.url, args.keep / "homes", args))
+        return
     with running_server() as server, tempfile.TemporaryDirectory(prefix="spokes-alerts-") as tmp:
         asyncio.run(run(server.url, Path(tmp), args))
 

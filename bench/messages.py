@@ -91,8 +91,11 @@ class Server:
 
 
 @contextmanager
-def running_server(workers: int = 1) -> Iterator[Server]:
-    folder = Path(tempfile.mkdtemp(prefix="spokes-bench-"))
+def running_server(workers: int = 1, keep: Path | None = None) -> Iterator[Server]:
+    """`spokes-server serve` on its own embedded PostgreSQL, in a temporary folder, or in
+    `keep` (made if missing, left in place after) to serve the same database again."""
+    folder = Path(tempfile.mkdtemp(prefix="spokes-bench-")) if keep is None else keep
+    folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # run as root, pgserver's postgres user must reach the folder
     env = {**os.environ}
     for name in ("REDEEM_PER_SOURCE", "INVITE_FETCH_PER_SOURCE", "LOGIN_PER_SOURCE"):
@@ -118,7 +121,8 @@ def running_server(workers: int = 1) -> Iterator[Server]:
             process.wait(30)
         except subprocess.TimeoutExpired:
             process.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _all_pids() -> list[int]:

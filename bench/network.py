@@ -16,9 +16,10 @@ the top.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,6 +111,53 @@ class Network:
     async def close(self) -> None:
         for member in self.members:
             await member.client.close()
+
+    def save(self, path: Path) -> None:
+        """Write what was built (names and ids; the homes and the database hold the rest)."""
+
+        def group(g: Group) -> dict[str, Any]:
+            return {
+                "id": g.id,
+                "level": g.level,
+                "members": [m.name for m in g.members],
+                "spokesperson": None if g.spokesperson is None else g.spokesperson.name,
+                "linked": [below.id for below in g.linked],
+            }
+
+        shape = {
+            "members": [m.name for m in self.members],
+            "levels": [[group(g) for g in level] for level in self.levels],
+        }
+        path.write_text(json.dumps(shape))
+
+
+def load(path: Path, root: Path, url: str) -> Network:
+    """A network `Network.save` wrote, its members' homes under `root`, now served at `url`.
+
+    Each keystore is pointed at `url` (the server listens on another port
+    than when it was built), through client.state under the home's lock.
+    """
+    shape = json.loads(path.read_text())
+    members = {}
+    for name in shape["members"]:
+        store = StateFile(root / name)
+        with store.lock():
+            state = store.read(PASSPHRASE)
+            store.write(replace(state, server=url), PASSPHRASE)
+            members[name] = Member(name, root / name, Client.open(store, PASSPHRASE))
+    levels: list[list[Group]] = []
+    by_id: dict[str, Group] = {}
+    for level in shape["levels"]:
+        groups = []
+        for raw in level:
+            speaker = raw["spokesperson"]
+            found = Group(raw["id"], raw["level"], [members[n] for n in raw["members"]])
+            found.spokesperson = None if speaker is None else members[speaker]
+            found.linked = [by_id[below] for below in raw["linked"]]
+            by_id[found.id] = found
+            groups.append(found)
+        levels.append(groups)
+    return Network(url, list(members.values()), levels[0], levels)
 
 
 def say(text: str) -> None:

@@ -15,13 +15,14 @@ post; this module decides.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
 from client.errors import ClientError, VerificationFailed
 from crypto import roster
-from crypto.encoding import Value, decode
+from crypto.encoding import Value, decode, encode, encode_list_of_encoded
 from crypto.epochs import EpochKeys, MessageKey, SenderChain
 from crypto.errors import CryptoError
 from crypto.messages import Header, SealedMessage
@@ -310,6 +311,42 @@ class ReadMessage:
     # A name for its group, as its sender gave it (a council's: `council create --name`).
     group_name: str | None = None
 
+    @functools.cached_property
+    def encoded(self) -> bytes:
+        """Its canonical encoding as the keystore keeps it (made once: the message never changes)."""
+        value: dict[str, Value] = {
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "text": self.text,
+            "sent_at": self.sent_at,
+            "cursor": self.cursor,
+            "epoch": self.epoch,
+        }
+        # Only where sealed, so plain messages keep their old size.
+        for name in ("proposal", "answer", "provenance", "alert", "mandate", "group_name"):
+            if getattr(self, name) is not None:
+                value[name] = getattr(self, name)
+        return encode(value)
+
+
+def _history_bytes(history: Sequence[ReadMessage]) -> bytes:
+    return encode_list_of_encoded([m.encoded for m in history])
+
+
+def _history_of(value: Value) -> list[ReadMessage]:
+    """A kept history: one bytes value (a list of messages in a keystore from before)."""
+    if isinstance(value, bytes):
+        return list(_decoded_history(value))
+    return [ReadMessage(**cast(dict[str, object], m)) for m in cast(list[Value], value)]  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=256)
+def _decoded_history(data: bytes) -> tuple[ReadMessage, ...]:
+    items = decode(data)
+    if not isinstance(items, list):
+        raise ValueError("a kept history is not a list")
+    return tuple(ReadMessage(**cast(dict[str, object], m)) for m in items)  # type: ignore[arg-type]
+
 
 @dataclass
 class GroupRecord:
@@ -361,23 +398,10 @@ class GroupRecord:
             "unreadable": list[Value](sorted(self.unreadable)),
             "counters": dict[str, Value](self.counters),
             "heads_seen": {str(n): list[Value](sorted(h)) for n, h in self.heads_seen.items()},
-            "history": [
-                {
-                    "message_id": m.message_id,
-                    "sender": m.sender,
-                    "text": m.text,
-                    "sent_at": m.sent_at,
-                    "cursor": m.cursor,
-                    "epoch": m.epoch,
-                    # Only where sealed, so plain messages keep their old size.
-                    **({} if m.proposal is None else {"proposal": m.proposal}),
-                    **({} if m.answer is None else {"answer": m.answer}),
-                    **({} if m.provenance is None else {"provenance": m.provenance}),
-                    **({} if m.alert is None else {"alert": m.alert}),
-                    **({} if m.mandate is None else {"mandate": m.mandate}),
-                }
-                for m in self.history
-            ],
+            # One bytes value: encoded from each message's kept encoding, and
+            # decoded once per distinct history (_history_of), so a keystore
+            # written and read around every relay does not walk each message.
+            "history": _history_bytes(self.history),
             "profile_epoch": self.profile_epoch,
             "profile_versions": {m.hex(): v for m, v in self.profile_versions.items()},
             "sent": dict[str, Value](self.sent),
@@ -408,10 +432,7 @@ class GroupRecord:
                 int(n): set(cast(list[bytes], h))
                 for n, h in cast(dict[str, Value], raw["heads_seen"]).items()
             },
-            history=[
-                ReadMessage(**cast(dict[str, object], m))  # type: ignore[arg-type]
-                for m in cast(list[Value], raw["history"])
-            ],
+            history=_history_of(raw["history"]),
             profile_epoch=cast(int, raw["profile_epoch"]),
             profile_versions={
                 bytes.fromhex(m): cast(int, v)

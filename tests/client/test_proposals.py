@@ -27,7 +27,7 @@ from client.proposals import (
     tallies,
     tally,
 )
-from crypto.encoding import Value, b32e
+from crypto.encoding import Value, b32e, decode
 from crypto.keys import member_id_text
 
 T = 1_700_000_000
@@ -251,9 +251,12 @@ def test_proposals_and_answers_are_kept_in_a_groups_history_and_old_ones_load() 
     value = record.to_value()
     again = GroupRecord.from_value(record.group_id, value, None)
     assert again.history == record.history
-    assert "proposal" not in value["history"][2] and "answer" not in value["history"][2]  # type: ignore[index,call-overload]
-    old = {k: v for k, v in value["history"][2].items() if k != "epoch"}  # type: ignore[index,union-attr]
-    value["history"] = [old]  # type: ignore[index]
+    kept_history = decode(value["history"])  # type: ignore[arg-type]
+    plain = kept_history[2]  # type: ignore[index]
+    assert "proposal" not in plain and "answer" not in plain  # type: ignore[operator]
+    # A keystore from before kept the history as a list, and before that without epochs.
+    old = {k: v for k, v in plain.items() if k != "epoch"}  # type: ignore[union-attr]
+    value["history"] = [old]
     (kept,) = GroupRecord.from_value(record.group_id, value, None).history
     assert (kept.epoch, kept.proposal, kept.answer) == (None, None, None)
 
