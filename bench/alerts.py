@@ -49,6 +49,7 @@ from client.rosters import Rosters  # noqa: E402
 from crypto.encoding import b32e  # noqa: E402
 
 WAIT_S = 60.0  # the longest one alert may take to reach everyone before the run fails
+SETUP_S = 900.0  # the longest every member's socket may take to subscribe (not measured)
 
 
 @dataclass
@@ -245,8 +246,11 @@ async def measure(
         await Daemon(speaker.client).run(0.1, None, lambda _: None)
     watchers = Watchers(network, seconds=3600, full=sample, in_process=False)
     watchers.start()
-    await asyncio.wait_for(watchers.ready.wait(), WAIT_S)  # every bare socket subscribed
-    await asyncio.sleep(settle_s)  # the daemons' own sockets, and the full clients'
+    started = time.monotonic()
+    await asyncio.wait_for(watchers.ready.wait(), SETUP_S)  # every bare socket subscribed
+    say(f"  {watchers.sockets} sockets subscribed in {time.monotonic() - started:.0f} s")
+    # The daemons' own sockets, and the full clients': each logs in and looks at its groups.
+    await asyncio.sleep(max(settle_s, 0.2 * len(network.spokespeople())))
     top = network.top
     times: dict[str, list[float]] = {"top": [], "cell": []}
     try:

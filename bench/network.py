@@ -7,8 +7,8 @@ keystore of their own and their own in-memory `Client`; only the
 passphrase hash is the insecure test one, so a thousand keystores are
 quick to write.
 
-The shape: cells of `size` members (the founder's cell grows to 2 x size
-and splits, again and again), every cell elects a spokesperson; the
+The shape: cells of `size` members (a cell grows to 2 x size and splits,
+each cell twice), every cell elects a spokesperson; the
 spokespeople of `fanout` neighbouring groups form a council, which elects
 its own spokesperson; councils of councils likewise, until one group is at
 the top.
@@ -238,13 +238,16 @@ async def build(root: Path, url: str, cells: int, size: int, fanout: int) -> Net
         first.append(await newcomer(first))
     member_lists = [first]
     while len(member_lists) < cells:
-        # The first cell grows to twice its size; the newcomers split off as a cell.
-        grown = [await newcomer(first) for _ in range(size)]
+        # A cell grows to twice its size and the newcomers split off as a cell;
+        # each cell does so twice (cell n comes from cell (n - 1) // 2), so no
+        # cell's log, and no invite line, grows with the size of the network.
+        source = member_lists[(len(member_lists) - 1) // 2]
+        grown = [await newcomer(source) for _ in range(size)]
         opened = await grown[0].do(
             lambda c, g=grown: Motions(c).split("cell", [m.id for m in g])  # type: ignore[misc]
         )
         await motion_passes(grown[0], {**opened, "status": "open"}, grown)
-        for member in [*first, *grown]:
+        for member in [*source, *grown]:
             await member.do(run_duties)
         member_lists.append(grown)
         say(f"  {len(member_lists)} cells, {len(everyone)} members")

@@ -16,8 +16,9 @@ this client verified):
   (crypto/alerts.py `total`): up into the council when the alert came down
   to my group, down into my group when it came up from it, each time the
   number who have it or acknowledged it changes (counts, never names).
-  Alerts go first: the links a record touched are counted once nothing
-  else waits, each link once however many records touched it.
+  Alerts go first: the links a record touched are counted once no alert
+  came for COUNT_QUIET_S (at the latest COUNT_LATEST_S after), each link
+  once however many records touched it.
 
 Each alert goes into a group at most once: before relaying, the daemon
 looks for the alert's id in the target group's history, so loops, repeats
@@ -28,6 +29,7 @@ passed finds it in their group's history on their next command.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +45,11 @@ from crypto import roster
 from crypto.alerts import WIDE
 from crypto.encoding import Value, b32d, b32e
 from crypto.keys import member_id_text
+
+# Counts wait for the alerts to go on first: sent once no alert came for
+# COUNT_QUIET_S, and at the latest COUNT_LATEST_S after a count went stale.
+COUNT_QUIET_S = 0.3
+COUNT_LATEST_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -76,19 +83,33 @@ class Daemon:
 
         async def work() -> None:
             nonlocal made
+            stale_since = 0.0
             while True:
-                if queue.empty() and self._stale:
-                    # Alerts first; counts when nothing waits, each link once.
+                item: tuple[str, ReadMessage] | None
+                if self._stale:
+                    # Alerts first; counts once none came for COUNT_QUIET_S (or
+                    # COUNT_LATEST_S after a link's count changed), each link once.
+                    wait = min(COUNT_QUIET_S, stale_since + COUNT_LATEST_S - time.monotonic())
+                    try:
+                        item = await asyncio.wait_for(queue.get(), max(0.0, wait))
+                    except TimeoutError:
+                        item = None
+                else:
+                    item = await queue.get()
+                if item is None:
                     async with self.client.fresh():
                         done = await self.counts()
                         self.client.save()
                 else:
-                    group_text, message = await queue.get()
+                    group_text, message = item
                     if message.alert is None:
                         continue
+                    stale_before = bool(self._stale)
                     async with self.client.fresh():
                         done = await self.handle(b32d(group_text), message)
                         self.client.save()
+                    if self._stale and not stale_before:
+                        stale_since = time.monotonic()
                 for relayed in done:
                     emit(relayed)
                 made += len(done)
@@ -96,6 +117,9 @@ class Daemon:
                     stop.set()
                     return
 
+        # Roster states are kept between events: the feed below brings every
+        # event of my groups, and a roster event drops its group's (Client.following).
+        self.client.following = {}
         worker = asyncio.create_task(work())
         feed = asyncio.create_task(
             LiveFeed(self.client, view="daemon").watch(
@@ -113,6 +137,7 @@ class Daemon:
             for task in (feed, worker, stopped):
                 task.cancel()
             await asyncio.gather(feed, worker, stopped, return_exceptions=True)
+            self.client.following = None
         return made
 
     async def handle(self, group: bytes, message: ReadMessage) -> list[Relayed]:

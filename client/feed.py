@@ -34,7 +34,7 @@ from client.messages import Messages
 from client.rosters import Rosters
 from client.sdk import Client
 from client.transport import Feed
-from crypto.encoding import b32e
+from crypto.encoding import b32d, b32e
 from crypto.network import GROUP_ID_BYTES
 
 BACKOFF_FIRST_S = 0.2
@@ -201,6 +201,9 @@ class LiveFeed:
             shown = self._unshown(list(self.rosters.verified_groups()), run)
             self.client.save()
             feed = await self.client.open_feed()
+            if self.client.following is not None:  # a follower keeps states of these only
+                self.client.following.clear()
+                self.client.followed = frozenset(b32d(g) for g in cursors)
         self._show(shown, run)
         try:
             await feed.send({"type": "subscribe", "cursors": cursors})
@@ -289,6 +292,9 @@ class LiveFeed:
             return group  # another command from this home absorbed it meanwhile
         check_seqs(record.cursor, [event.seq])
         if event.kind == "roster":
+            if self.client.following is not None:  # the log changed: verify it again
+                self.client.following.pop(group, None)
+                self.client.cell_checked_at = float("-inf")
             record, _ = await self.rosters.sync_roster(group)
         known = infos.get(group)
         if known is None or known[0] != len(record.events):

@@ -88,7 +88,28 @@ class EpochInfo:
 
 
 def epoch_infos(events: Sequence[Statement], *, rules: roster.GroupRules) -> dict[int, EpochInfo]:
-    """Each epoch of a verified log, with the roster heads valid while it was current."""
+    """Each epoch of a verified log, with the roster heads valid while it was current.
+
+    Kept by the log's last event (a verified log's events each name the one
+    before, so the last one stands for all): asked again for the same log,
+    the replay is not made again.
+    """
+    if not events:
+        return {}
+    key = (rules, events[-1].id, len(events))
+    kept = _EPOCH_INFOS.get(key)
+    if kept is None:
+        kept = _EPOCH_INFOS[key] = _epoch_infos(events, rules)
+        while len(_EPOCH_INFOS) > _EPOCH_INFOS_MAX:
+            _EPOCH_INFOS.pop(next(iter(_EPOCH_INFOS)))
+    return dict(kept)
+
+
+_EPOCH_INFOS: dict[tuple[roster.GroupRules, bytes, int], dict[int, EpochInfo]] = {}
+_EPOCH_INFOS_MAX = 1024
+
+
+def _epoch_infos(events: Sequence[Statement], rules: roster.GroupRules) -> dict[int, EpochInfo]:
     infos: dict[int, EpochInfo] = {}
     state: RosterState | None = None
     for event in events:

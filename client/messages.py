@@ -81,9 +81,9 @@ class Messages:
         seals. `sent_at` fixes the sealed time (default: now), so a field
         computed from it (a proposal's deadline) agrees with it exactly.
 
-        The order is what makes a key never serve twice: the chain's advance
-        is saved, then the message is sealed, put in the outbox and saved,
-        then posted; a post whose answer is lost is retried with the same
+        The order is what makes a key never serve twice: the message is
+        sealed, then the chain's advance and the sealed message in the outbox
+        are saved in one write, then it is posted; a post whose answer is lost is retried with the same
         bytes (the server answers it as stored), and what is still unanswered
         is posted again by the next send, before anything new is sealed.
         """
@@ -99,7 +99,6 @@ class Messages:
         for attempt in range(2):
             epoch_record = record.epochs[state.epoch]
             counter, message_key = epoch_record.next_for_sending()
-            self.client.save()  # this counter is spent on disk before its key seals anything
             header = Header(group, state.epoch, self.client.me, counter)
             content: dict[str, Value] = {
                 "text": text,
@@ -112,6 +111,9 @@ class Messages:
             content.update(extra or {})
             outgoing = Outgoing(group, seal_message(identity, header, message_key, content))
             del message_key
+            # One write: the counter spent and the sealed message in the outbox,
+            # before it leaves this process (a crash before it loses a message
+            # nobody saw, whose key was never used anywhere else).
             self._set_outbox((*self.client.state.outbox, outgoing))
             try:
                 posted = await self._post(outgoing)

@@ -16,6 +16,7 @@ seat it gives me rests on an election in my own verified group's log
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from client import api, verify
@@ -37,6 +38,10 @@ from crypto.splits import find_split_creation
 from crypto.statements import Statement, get_bytes, pack
 
 CELL_WORD = "cell"
+# How long a follower (the relay daemon) goes between full looks at its cell
+# (its admissions and the network's revocations, which no roster event of
+# the cell announces until a cellmate's client carries them out).
+CELL_RECHECK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -273,7 +278,18 @@ class Rosters:
             ) from None
 
     async def sync_roster(self, group: bytes) -> tuple[GroupRecord, RosterState]:
-        """Fetch the group's log and accept it only if it extends what was verified."""
+        """Fetch the group's log and accept it only if it extends what was verified.
+
+        A follower (`Client.following`) reuses the state it verified while the
+        log it holds still ends where that state does.
+        """
+        following = self.client.following
+        if following is not None:
+            kept = following.get(group)
+            record = self.client.state.groups.get(group)
+            if kept is not None and record is not None and record.events:
+                if record.events[-1].id == kept.head:
+                    return record, kept
         try:
             data = await self.client.call(api.group_roster(group))
         except ServerError as exc:
@@ -309,6 +325,8 @@ class Rosters:
             raise lying("the group's roster log holds an event signed in the future")
         self._check_my_blocks(fresh)
         record.events = list(events)
+        if following is not None and group in self.client.followed:
+            following[group] = state
         return record, state
 
     def _check_my_blocks(self, events: list[Statement]) -> None:
@@ -330,7 +348,23 @@ class Rosters:
                 )
 
     async def sync_cell(self) -> None:
-        """Follow my cell (across a split) and add members whose vetting completed."""
+        """Follow my cell (across a split) and add members whose vetting completed.
+
+        A follower does it in full at most every CELL_RECHECK_S, and at once
+        after its feed brought a roster event of the cell (which drops the
+        kept state): in between its cell's log is the one its feed verified.
+        """
+        following = self.client.following
+        if following is not None:
+            cell = self.client.state.cell_id
+            recent = time.monotonic() - self.client.cell_checked_at < CELL_RECHECK_S
+            if recent and cell is not None and cell in following:
+                return
+        await self._sync_cell()
+        if following is not None:
+            self.client.cell_checked_at = time.monotonic()
+
+    async def _sync_cell(self) -> None:
         genesis, cell_id = self.client.network()
         mine = await self._my_cell_evidence()
         cell, revocations = mine.cell, mine.revocations

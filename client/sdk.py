@@ -37,7 +37,7 @@ from crypto.errors import InvalidStatement
 from crypto.keys import IdentityKey, fingerprint, member_id_text, parse_member_id
 from crypto.keystore import KdfParams
 from crypto.network import DAY, Genesis, KeyBundle, make_key_bundle
-from crypto.roster import GroupRules
+from crypto.roster import GroupRules, RosterState
 from crypto.sealing import KemPrivateKey
 
 Clock = Callable[[], int]
@@ -71,6 +71,17 @@ class Client:
         # (client/rosters.py): the only ones it seals to, reads or lists.
         self.verified_groups: set[bytes] = set()
         self._one_unit = asyncio.Lock()  # see fresh()
+        # Kept by a long-running follower (the relay daemon, client/daemon.py):
+        # the roster state of each group it verified, by group, reused by
+        # client/rosters.py `sync_roster` while the log it verified is the one
+        # held. Its own live feed brings each event of its groups in turn (the
+        # seqs must follow one by one), so a group's log changes only by a
+        # roster event the feed absorbs, which drops the kept state first;
+        # any refusal from the server drops them all. None (every command):
+        # each sync fetches the log.
+        self.following: dict[bytes, RosterState] | None = None
+        self.followed: frozenset[bytes] = frozenset()  # the groups that feed is subscribed to
+        self.cell_checked_at = float("-inf")  # when a follower last ran sync_cell in full
         # Where a slow step says what it is doing (the CLI: stderr in plain mode).
         self.progress: Callable[[str], None] = lambda text: None
 
@@ -136,12 +147,17 @@ class Client:
 
     async def call(self, request: Request) -> Any:
         """Send a request built by client/api.py; log in first (or again) when it needs it."""
+        if self.following is not None and request.method != "GET":
+            if not request.path.endswith("/messages"):
+                self.following.clear()  # a change I make to some log: look at each again
         if not request.auth:
             return await self._transport.send(request)
         token = await self._token()
         try:
             return await self._transport.send(request, token)
         except ServerError as exc:
+            if self.following is not None:
+                self.following.clear()  # whatever was refused, look at every log again
             if exc.status != 401 or exc.code not in ("unauthorized", "session_expired"):
                 raise
         # The cached session was ended or ran out: log in again, once.

@@ -242,7 +242,7 @@ class State:
             revocations=revocations,
             outbox=outbox,
             groups=groups,
-            profile=cast("dict[str, str | None] | None", value.get("profile")),
+            profile=None if value.get("profile") is None else dict(value["profile"]),  # type: ignore[arg-type]
             profile_version=cast(int, value.get("profile_version", 0)),
             splits=splits,
             identity=identity,
@@ -275,6 +275,8 @@ class StateFile:
         self._key_secret: Secret | None = None  # what the kept key was derived from
         self._lock_fd: int | None = None
         self._fresh = False  # read or written since this hold of the lock began
+        # The last keystore read or written: sealed, plain, decoded.
+        self._kept: tuple[bytes, bytes, Value] | None = None
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -351,9 +353,14 @@ class StateFile:
             blob = self.path.read_bytes()
         except FileNotFoundError:
             raise self._missing() from None
-        plain = self._open(blob, secret)
         try:
-            state = State.from_value(decode(plain))
+            if self._kept is not None and self._kept[0] == blob and self._key_secret == secret:
+                value = self._kept[2]  # the keystore as this process last read or wrote it
+            else:
+                plain = self._open(blob, secret)
+                value = decode(plain)
+                self._kept = (blob, plain, value)
+            state = State.from_value(value)
         except (CryptoError, ValueError, KeyError, TypeError) as exc:
             raise ClientError(
                 "damaged_keystore",
@@ -393,7 +400,9 @@ class StateFile:
         this same hold: otherwise another process's changes would be lost and
         a spent message counter could be used again. `params` makes a new salt
         and key from the passphrase (a new keystore); without it the kept key
-        seals again under the same salt and cost, with a fresh nonce.
+        seals again under the same salt and cost, with a fresh nonce. A write
+        of exactly what the file holds (as read or written under this hold)
+        is skipped.
         """
         if not self.locked:
             raise RuntimeError("the keystore is written only under its lock")
@@ -405,7 +414,11 @@ class StateFile:
             self._key, self._key_secret = new_key(secret, params), secret
         elif self._key is None or self._key_secret != secret:
             raise ValueError("no KDF parameters: read the keystore or pass params")
-        blob = seal_with_key(self._key, encode(state.to_value()))
+        value = state.to_value()
+        plain = encode(value)
+        if self._kept is not None and self._kept[1] == plain and self._fresh and params is None:
+            return  # the file holds this already (read or written under this hold)
+        blob = seal_with_key(self._key, plain)
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.home / f".{KEYSTORE_FILE}.{secrets.token_hex(8)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -420,6 +433,10 @@ class StateFile:
             raise
         _fsync_dir(self.home)
         self._fresh = True
+        # What was written, as a read would decode it: a process that reads its
+        # own last write again (the daemon, around every relay) skips opening and
+        # decoding it. from_value copies what it keeps, so the value stays as written.
+        self._kept = (blob, plain, value)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -565,10 +565,12 @@ def verify_log(
         ):
             chained += 1
         for position in range(chained, 0, -1):
-            known = _REPLAYED.get((rules, events[position - 1].id))
-            if known is not None and known.seq == position - 1:
-                state, start = known, position
-                break
+            known = _REPLAYED.pop((rules, events[position - 1].id), None)
+            if known is not None:
+                _REPLAYED[(rules, known.head)] = known  # used: the last to be let go
+                if known.seq == position - 1:
+                    state, start = known, position
+                    break
     for event in events[start:]:
         state = apply(state, event, rules=rules, now=now)
     if state is None:
@@ -593,4 +595,4 @@ def _read_only(state: RosterState) -> RosterState:
 
 # Logs replayed in this process, by their last event's id (see verify_log).
 _REPLAYED: dict[tuple[GroupRules, bytes], RosterState] = {}
-_REPLAYED_MAX = 1024
+_REPLAYED_MAX = 4096

@@ -288,11 +288,33 @@ def test_a_rewrite_keeps_salt_and_cost_under_a_fresh_nonce(tmp_path: Path) -> No
     with store.lock():
         store.write(state, "pw", FAST)
         first = store.path.read_bytes()
-        store.write(state, "pw")
+        changed = replace(state, profile_version=state.profile_version + 1)
+        store.write(changed, "pw")
         second = store.path.read_bytes()
     assert first[:33] == second[:33]  # magic, version, cost and salt
     assert first[33:45] != second[33:45]  # the nonce
-    assert StateFile(tmp_path).read("pw").to_value() == state.to_value()
+    assert StateFile(tmp_path).read("pw").to_value() == changed.to_value()
+
+
+def test_writing_what_the_file_holds_writes_nothing_and_a_read_of_it_is_the_same(
+    tmp_path: Path,
+) -> None:
+    store = StateFile(tmp_path)
+    state = _full_state()
+    with store.lock():
+        store.write(state, "pw", FAST)
+        written = store.path.stat()
+        store.write(store.read("pw"), "pw")  # the daemon's round: read, nothing new, save
+        assert store.path.stat().st_ino == written.st_ino  # not replaced
+        kept = store.read("pw")  # from what this process wrote, not decoded again
+    assert kept.to_value() == StateFile(tmp_path).read("pw").to_value() == state.to_value()
+    # Another process's write is read afresh, not taken from what this one kept.
+    other = StateFile(tmp_path)
+    with other.lock():
+        other.read("pw")
+        other.write(replace(state, profile_version=99), "pw")
+    with store.lock():
+        assert store.read("pw").profile_version == 99
 
 
 def test_a_keystore_made_again_under_a_new_salt_still_opens(tmp_path: Path) -> None:

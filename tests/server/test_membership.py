@@ -520,7 +520,7 @@ async def test_malformed_bodies_get_clear_errors(founder: Actor, server, http, p
         (b'{"invite": 5, "payload": "AA"}', 400, "invalid_statement"),
         (b'{"invite": {"body": "!!", "sig": "AA"}, "payload": "AA"}', 400, "invalid_statement"),
         (b'{"payload": 7}', 400, "bad_request"),
-        (b"{" + b'"x": "' + b"a" * 100_000 + b'"}', 413, "body_too_large"),
+        (b"{" + b'"x": "' + b"a" * 400_000 + b'"}', 413, "body_too_large"),
     ]
     for raw, status, code in cases:
         async with http.post(server.url + "/v1/invites", data=raw, headers=headers) as resp:
