@@ -50,6 +50,7 @@ from crypto.encoding import b32e  # noqa: E402
 
 WAIT_S = 60.0  # the longest one alert may take to reach everyone before the run fails
 SETUP_S = 900.0  # the longest every member's socket may take to subscribe (not measured)
+SETUP_AT_ONCE = 8
 
 
 @dataclass
@@ -97,6 +98,10 @@ class Watchers:
         self.subscribed = 0
         self.sockets = 0  # bare sockets started
         self.ready = asyncio.Event()  # every bare socket subscribed
+        # Sockets set up a few at a time (each logs in and looks at its groups),
+        # as members come online, not a thousand in the same instant.
+        self.setting_up = asyncio.Semaphore(SETUP_AT_ONCE)
+        self.failed: BaseException | None = None  # a socket that could not be set up
 
     def start(self) -> None:
         full = {m.id for m in self.full}
@@ -134,12 +139,17 @@ class Watchers:
 
     async def _socket(self, member: Member) -> None:
         """A bare socket on the member's groups: when the server delivers each message."""
-        async with member.client.fresh():
-            groups = await Rosters(member.client).sync_groups()
-            cursors = {b32e(g): member.client.state.record(g).cursor for g in groups}
+        try:
+            async with self.setting_up, member.client.fresh():
+                groups = await Rosters(member.client).sync_groups()
+                cursors = {b32e(g): member.client.state.record(g).cursor for g in groups}
+                feed = await member.client.open_feed()
+        except Exception as exc:
+            self.failed = exc
+            self.ready.set()  # the run stops: see measure()
+            raise
         for group, cursor in cursors.items():
             self.last_seq[group] = max(cursor, self.last_seq.get(group, 0))
-        feed = await member.client.open_feed()
         try:
             await feed.send({"type": "subscribe", "cursors": cursors})
             self.subscribed += 1
@@ -248,6 +258,9 @@ async def measure(
     watchers.start()
     started = time.monotonic()
     await asyncio.wait_for(watchers.ready.wait(), SETUP_S)  # every bare socket subscribed
+    if watchers.failed is not None:
+        await watchers.stop()
+        raise SystemExit(f"a member's socket could not be set up: {watchers.failed}")
     say(f"  {watchers.sockets} sockets subscribed in {time.monotonic() - started:.0f} s")
     # The daemons' own sockets, and the full clients': each logs in and looks at its groups.
     await asyncio.sleep(max(settle_s, 0.2 * len(network.spokespeople())))

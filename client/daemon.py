@@ -39,7 +39,7 @@ from client.feed import LiveFeed
 from client.groups import GroupRecord, ReadMessage
 from client.messages import Messages
 from client.relays import Relays
-from client.rosters import Rosters
+from client.rosters import CELL_RECHECK_S, Rosters
 from client.sdk import Client
 from crypto import roster
 from crypto.alerts import WIDE
@@ -50,6 +50,10 @@ from crypto.keys import member_id_text
 # COUNT_QUIET_S, and at the latest COUNT_LATEST_S after a count went stale.
 COUNT_QUIET_S = 0.3
 COUNT_LATEST_S = 2.0
+# My cell is looked at in full (client/rosters.py `sync_cell`: admissions, the
+# network's revocations) when no alert came for CELL_IDLE_S and the last full
+# look is CELL_RECHECK_S old; a relay in between uses the state the feed keeps.
+CELL_IDLE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -85,28 +89,31 @@ class Daemon:
             nonlocal made
             stale_since = 0.0
             while True:
-                item: tuple[str, ReadMessage] | None
+                # Alerts first; counts once none came for COUNT_QUIET_S (or
+                # COUNT_LATEST_S after a link's count changed), each link once;
+                # a full look at my cell when nothing came for CELL_IDLE_S.
                 if self._stale:
-                    # Alerts first; counts once none came for COUNT_QUIET_S (or
-                    # COUNT_LATEST_S after a link's count changed), each link once.
                     wait = min(COUNT_QUIET_S, stale_since + COUNT_LATEST_S - time.monotonic())
-                    try:
-                        item = await asyncio.wait_for(queue.get(), max(0.0, wait))
-                    except TimeoutError:
-                        item = None
                 else:
-                    item = await queue.get()
-                if item is None:
+                    wait = CELL_IDLE_S
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, wait))
+                except TimeoutError:
+                    item = None
+                done: list[Relayed] = []
+                if item is None and self._stale:
                     async with self.client.fresh():
                         done = await self.counts()
                         self.client.save()
-                else:
-                    group_text, message = item
-                    if message.alert is None:
-                        continue
+                elif item is None:
+                    if time.monotonic() - self.client.cell_checked_at >= CELL_RECHECK_S:
+                        async with self.client.fresh():
+                            await self.rosters.recheck_cell()
+                            self.client.save()
+                elif item[1].alert is not None:
                     stale_before = bool(self._stale)
                     async with self.client.fresh():
-                        done = await self.handle(b32d(group_text), message)
+                        done = await self.handle(b32d(item[0]), item[1])
                         self.client.save()
                     if self._stale and not stale_before:
                         stale_since = time.monotonic()

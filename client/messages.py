@@ -185,13 +185,25 @@ class Messages:
         return {"message_id": posted.message_id, "cursor": posted.cursor}
 
     def _unqueue(self, outgoing: Outgoing) -> None:
-        self._set_outbox(tuple(o for o in self.client.state.outbox if o != outgoing))
+        outbox = tuple(o for o in self.client.state.outbox if o != outgoing)
+        if self.client.following is not None:
+            # The relay daemon saves at the end of each unit; a crash before
+            # that posts the same bytes again, which the server answers as stored.
+            self.client.state = replace(self.client.state, outbox=outbox)
+            return
+        self._set_outbox(outbox)
 
     def _set_outbox(self, outbox: tuple[Outgoing, ...]) -> None:
         self.client.save(replace(self.client.state, outbox=outbox))
 
     async def catch_up(self, group: bytes) -> tuple[GroupRecord, list[ReadMessage]]:
-        """Fetch, check and open every event after my cursor; keep what I could read."""
+        """Fetch, check and open every event after my cursor; keep what I could read.
+
+        A follower (the relay daemon) catches a group up once per unit of work.
+        """
+        following = self.client.following is not None
+        if following and group in self.client.caught_up:
+            return self.client.state.record(group), []
         record = self.client.state.record(group)
         fetched: list[api.GroupEvent] = []
         since = record.cursor
@@ -217,6 +229,8 @@ class Messages:
         if self.client.me in state.members:
             await self._renew_name(record, state)
         self.client.save()
+        if following:
+            self.client.caught_up.add(group)
         return record, read
 
     async def _renew_name(self, record: GroupRecord, state: roster.RosterState) -> None:

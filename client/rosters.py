@@ -38,10 +38,13 @@ from crypto.splits import find_split_creation
 from crypto.statements import Statement, get_bytes, pack
 
 CELL_WORD = "cell"
-# How long a follower (the relay daemon) goes between full looks at its cell
-# (its admissions and the network's revocations, which no roster event of
-# the cell announces until a cellmate's client carries them out).
+# How often a follower (the relay daemon) looks at its cell in full: its
+# admissions and the network's revocations, which no roster event of the
+# cell announces until a cellmate's client carries them out. It does so when
+# idle every CELL_RECHECK_S (client/daemon.py), and in any case before it
+# acts once CELL_RECHECK_MAX_S passed; a roster event of the cell, at once.
 CELL_RECHECK_S = 2.0
+CELL_RECHECK_MAX_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -350,19 +353,25 @@ class Rosters:
     async def sync_cell(self) -> None:
         """Follow my cell (across a split) and add members whose vetting completed.
 
-        A follower does it in full at most every CELL_RECHECK_S, and at once
-        after its feed brought a roster event of the cell (which drops the
-        kept state): in between its cell's log is the one its feed verified.
+        A follower does it in full once CELL_RECHECK_MAX_S passed since the
+        last time (or sooner, `recheck_cell`), and at once after its feed
+        brought a roster event of the cell (which drops the kept state): in
+        between its cell's log is the one its feed verified.
         """
         following = self.client.following
         if following is not None:
             cell = self.client.state.cell_id
-            recent = time.monotonic() - self.client.cell_checked_at < CELL_RECHECK_S
+            recent = time.monotonic() - self.client.cell_checked_at < CELL_RECHECK_MAX_S
             if recent and cell is not None and cell in following:
                 return
         await self._sync_cell()
         if following is not None:
             self.client.cell_checked_at = time.monotonic()
+
+    async def recheck_cell(self) -> None:
+        """A follower's full look at its cell now (sync_cell), whatever it keeps."""
+        self.client.cell_checked_at = float("-inf")
+        await self.sync_cell()
 
     async def _sync_cell(self) -> None:
         genesis, cell_id = self.client.network()

@@ -81,6 +81,9 @@ class Client:
         # each sync fetches the log.
         self.following: dict[bytes, RosterState] | None = None
         self.followed: frozenset[bytes] = frozenset()  # the groups that feed is subscribed to
+        # A follower's groups caught up (client/messages.py) in this unit of work
+        # (fresh()): within one hold of the lock they are not fetched again.
+        self.caught_up: set[bytes] = set()
         self.cell_checked_at = float("-inf")  # when a follower last ran sync_cell in full
         # Where a slow step says what it is doing (the CLI: stderr in plain mode).
         self.progress: Callable[[str], None] = lambda text: None
@@ -141,6 +144,7 @@ class Client:
         async with self._one_unit:
             async with self.store.lock_async():
                 self.reread()
+                self.caught_up.clear()
                 yield
 
     # Sending, with automatic login.
