@@ -51,6 +51,7 @@ from crypto.encoding import b32e  # noqa: E402
 WAIT_S = 60.0  # the longest one alert may take to reach everyone before the run fails
 SETUP_S = 900.0  # the longest every member's socket may take to subscribe (not measured)
 SETUP_AT_ONCE = 8
+DAEMON_GAP_S = 0.4  # between starting one daemon process and the next
 
 
 @dataclass
@@ -103,7 +104,16 @@ class Watchers:
         self.setting_up = asyncio.Semaphore(SETUP_AT_ONCE)
         self.failed: BaseException | None = None  # a socket that could not be set up
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the daemons (processes one at a time: a hundred Python processes starting
+        together starve the server for half a minute), then every member's socket."""
+        for speaker in self.network.spokespeople():
+            if self.in_process:
+                daemon = Daemon(speaker.client).run(self.seconds, None, self._relayed)
+                self.tasks.append(asyncio.create_task(daemon))
+            else:
+                self.processes.append(spawn_daemon(speaker.home, self.seconds))
+                await asyncio.sleep(DAEMON_GAP_S)
         full = {m.id for m in self.full}
         for member in self.network.members:
             if member.id in full:
@@ -115,12 +125,6 @@ class Watchers:
                 self.tasks.append(asyncio.create_task(self._socket(member)))
         if not self.sockets:
             self.ready.set()
-        for speaker in self.network.spokespeople():
-            if self.in_process:
-                daemon = Daemon(speaker.client).run(self.seconds, None, self._relayed)
-                self.tasks.append(asyncio.create_task(daemon))
-            else:
-                self.processes.append(spawn_daemon(speaker.home, self.seconds))
 
     def _relayed(self, _: object) -> None:
         self.relays += 1
@@ -255,7 +259,7 @@ async def measure(
         # stopped, so one whose process subscribes late still relays all.
         await Daemon(speaker.client).run(0.1, None, lambda _: None)
     watchers = Watchers(network, seconds=3600, full=sample, in_process=False)
-    watchers.start()
+    await watchers.start()
     started = time.monotonic()
     await asyncio.wait_for(watchers.ready.wait(), SETUP_S)  # every bare socket subscribed
     if watchers.failed is not None:

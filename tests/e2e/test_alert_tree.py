@@ -52,7 +52,7 @@ async def three_levels(root: Path, url: str) -> None:
     everyone = len(network.members)
     assert everyone == 8
     watchers = Watchers(network, seconds=300)
-    watchers.start()
+    await watchers.start()
     try:
         await asyncio.sleep(2)  # every feed and daemon subscribed
         top = network.top
