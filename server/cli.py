@@ -179,7 +179,13 @@ async def _start_site(settings: Settings, *, reuse_port: bool) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            runner,
+            settings.host,
+            settings.port,
+            reuse_port=reuse_port or None,
+            backlog=settings.listen_backlog,
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()

@@ -48,6 +48,10 @@ class Settings:
     # The largest statement (crypto/statements.py MAX_BODY_BYTES, 192 KiB: a
     # split's create event under the widest policy), base64 in JSON, must fit.
     max_body_bytes: int = 320 * 1024
+    # Connections the kernel queues before the server accepts them (capped by
+    # net.core.somaxconn). aiohttp's 128 overflowed under a burst of 2,000
+    # socket connects (issue 12); SPOKES_LISTEN_BACKLOG sets it.
+    listen_backlog: int = 4096
     # Behind a reverse proxy every request comes from the proxy; when set, the
     # client address is the last hop of X-Forwarded-For (the one our proxy added).
     trust_forwarded_for: bool = False
@@ -102,6 +106,9 @@ def load_settings(
         values["session_ttl"] = timedelta(seconds=_env_int(env, "SPOKES_SESSION_TTL", 0))
     if env.get("SPOKES_CHALLENGE_TTL"):  # seconds
         values["challenge_ttl"] = timedelta(seconds=_env_int(env, "SPOKES_CHALLENGE_TTL", 0))
+    values["listen_backlog"] = _env_int(env, "SPOKES_LISTEN_BACKLOG", Settings.listen_backlog)
+    if not 1 <= values["listen_backlog"] <= 65535:
+        raise SettingsError("SPOKES_LISTEN_BACKLOG must be between 1 and 65535")
     values["trust_forwarded_for"] = env.get("SPOKES_TRUST_FORWARDED_FOR", "") in ("1", "true")
     values["signature_helper"] = env.get("SPOKES_SIGNATURE_HELPER", "1") not in ("0", "false")
     for f in fields(Settings):

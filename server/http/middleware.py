@@ -94,6 +94,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         # invite); the transaction rolled back, so nothing was half-written.
         return error_response(409, ErrorCode.CONFLICT, "already recorded by another request")
     except DATABASE_OUTAGE as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # The member hung up (a socket closed while we wrote to it): no
+            # outage, and nobody to answer. Logged by type and route only.
+            error_log.info(
+                "client went away in %s %s (%s)",
+                request.method,
+                route_name(request),
+                type(exc).__name__,
+            )
+            return error_response(499, ErrorCode.BAD_REQUEST, "the client went away")
         # The database went away (a restart, a failover, the network): the
         # transaction did not commit, so the same request may simply come again.
         error_log.warning(
@@ -117,6 +127,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             _where(exc),
         )
         return error_response(500, ErrorCode.INTERNAL, "internal error")
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the connection to the member is closed (their side hung up)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

@@ -63,7 +63,15 @@ async def _lost(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def _hung_up(request: web.Request) -> web.Response:
+    """Test-only: the member's side closes while the server writes to it."""
+    assert request.transport is not None
+    request.transport.close()
+    raise ConnectionResetError(104, "Connection reset by peer")
+
+
 def _test_routes(app: web.Application) -> None:
+    app.router.add_get("/test/hung-up", _hung_up)
     app.router.add_post("/test/echo", _echo)
     app.router.add_get("/test/outage/{kind}", _outage)
     app.router.add_get("/test/lost", _lost)
@@ -286,6 +294,19 @@ async def test_a_database_outage_is_a_503_with_retry_after_never_a_500(
             assert response.headers["Retry-After"] == "1"
             assert (await _error(response))["code"] == "unavailable"
     assert "database unavailable" in caplog.text
+    assert "127.0.0.1" not in caplog.text
+
+
+async def test_a_member_who_hangs_up_is_not_logged_as_a_database_outage(
+    url: str, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A live socket whose member went away raises a connection reset in the
+    # handler, as a lost database does; only the database's is an outage.
+    with caplog.at_level(logging.INFO), pytest.raises(aiohttp.ClientError):
+        async with http.get(f"{url}/test/hung-up") as response:
+            await response.read()
+    assert "client went away in GET /test/hung-up (ConnectionResetError)" in caplog.text
+    assert "database unavailable" not in caplog.text
     assert "127.0.0.1" not in caplog.text
 
 

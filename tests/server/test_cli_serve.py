@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import time
@@ -216,3 +217,44 @@ def test_every_option_of_spokes_server_has_help_stating_its_default() -> None:
     from tests.client.test_cli import options_without_help
 
     assert options_without_help(_parser()) == []
+
+
+def _listen_backlog(port: str) -> int:
+    """The listening socket's backlog as the kernel holds it (`ss -ltn`: Send-Q)."""
+    lines = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"],  # noqa: S607 - iproute2 on PATH
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    (line,) = lines
+    return int(line.split()[2])
+
+
+def test_the_listen_backlog_is_large_by_default_and_configurable(
+    spawn_server: Any, embedded_data_dir: Path
+) -> None:
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    default = spawn_server(data_dir=embedded_data_dir)
+    # aiohttp's own default, 128, overflowed under a burst of connects.
+    assert _listen_backlog(default.url.rsplit(":", 1)[1]) == min(4096, somaxconn)
+    assert default.stop(timeout=15) == 0
+    chosen = spawn_server(data_dir=embedded_data_dir, env={"SPOKES_LISTEN_BACKLOG": "77"})
+    assert _listen_backlog(chosen.url.rsplit(":", 1)[1]) == 77
+    assert chosen.stop(timeout=15) == 0
+
+
+def test_a_bad_listen_backlog_is_refused_before_anything_starts(
+    server_command: list[str], tmp_path: Path
+) -> None:
+    for value in ("lots", "0"):
+        done = subprocess.run(  # noqa: S603 - our own command
+            [*server_command, "serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
+            env={**os.environ, "SPOKES_LISTEN_BACKLOG": value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0
+        assert "SPOKES_LISTEN_BACKLOG" in done.stderr
+        assert "Traceback" not in done.stderr
