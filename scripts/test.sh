@@ -8,6 +8,12 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 PY=.venv/bin/python
+# `ss` (Debian's iproute2) reads the kernel's listen backlog in
+# tests/server/test_cli_serve.py; installed here when the machine lacks it.
+if ! command -v ss >/dev/null 2>&1; then
+    { apt-get install -y -q iproute2 || { apt-get update -q && apt-get install -y -q iproute2; }; } \
+        >/dev/null 2>&1 || echo "could not install iproute2 (ss): the backlog test will fail" >&2
+fi
 "$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # Bytecode for the project's own modules, once: with PYTHONDONTWRITEBYTECODE
