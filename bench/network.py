@@ -131,6 +131,17 @@ class Network:
         path.write_text(json.dumps(shape))
 
 
+def move_to_server(home: Path, url: str, passphrase: str) -> None:
+    """Point the keystore in `home` at the server now at `url` (a copy of a network
+    served again listens on another port). `spokes` has no command to move a home
+    to another server, so this rewrites the keystore's server field through
+    client.state, under the home's lock."""
+    store = StateFile(home)
+    with store.lock():
+        state = store.read(passphrase)
+        store.write(replace(state, server=url), passphrase)
+
+
 def load(path: Path, root: Path, url: str) -> Network:
     """A network `Network.save` wrote, its members' homes under `root`, now served at `url`.
 
@@ -140,11 +151,9 @@ def load(path: Path, root: Path, url: str) -> Network:
     shape = json.loads(path.read_text())
     members = {}
     for name in shape["members"]:
-        store = StateFile(root / name)
-        with store.lock():
-            state = store.read(PASSPHRASE)
-            store.write(replace(state, server=url), PASSPHRASE)
-            members[name] = Member(name, root / name, Client.open(store, PASSPHRASE))
+        move_to_server(root / name, url, PASSPHRASE)
+        client = Client.open(StateFile(root / name), PASSPHRASE)
+        members[name] = Member(name, root / name, client)
     levels: list[list[Group]] = []
     by_id: dict[str, Group] = {}
     for level in shape["levels"]:

@@ -294,7 +294,6 @@ class LiveFeed:
         if event.kind == "roster":
             if self.client.following is not None:  # the log changed: verify it again
                 self.client.following.pop(group, None)
-                self.client.cell_checked_at = float("-inf")
             record, _ = await self.rosters.sync_roster(group)
         known = infos.get(group)
         if known is None or known[0] != len(record.events):

@@ -83,9 +83,10 @@ class Messages:
 
         The order is what makes a key never serve twice: the message is
         sealed, then the chain's advance and the sealed message in the outbox
-        are saved in one write, then it is posted; a post whose answer is lost is retried with the same
-        bytes (the server answers it as stored), and what is still unanswered
-        is posted again by the next send, before anything new is sealed.
+        are saved in one write, then it is posted; a post whose answer is lost
+        is retried with the same bytes (the server answers it as stored), and
+        what is still unanswered is posted again by the next send, before
+        anything new is sealed.
         """
         if extra is not None and extra.keys() & MESSAGE_FIELDS:
             raise ValueError("extra fields may not replace a message's own")

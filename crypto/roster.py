@@ -565,9 +565,10 @@ def verify_log(
         ):
             chained += 1
         for position in range(chained, 0, -1):
-            known = _REPLAYED.pop((rules, events[position - 1].id), None)
+            key = (rules, events[position - 1].id)
+            known = _REPLAYED.pop(key, None)
             if known is not None:
-                _REPLAYED[(rules, known.head)] = known  # used: the last to be let go
+                _REPLAYED[key] = known  # used: the last to be let go
                 if known.seq == position - 1:
                     state, start = known, position
                     break

@@ -20,12 +20,13 @@ import itertools
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
+from bench.network import move_to_server
 from client.state import StateFile
 from tests.conftest import SpawnServer, _admin_execute, run_sync, with_database
 from tests.e2e.test_member_flow import ENV
@@ -141,23 +142,9 @@ def start_from(
         shutil.copytree(snapshot.folder, tmp_path, dirs_exist_ok=True)
         for home in tmp_path.iterdir():
             if StateFile(home).exists():
-                move_to_server(home, server.url)
+                move_to_server(home, server.url, ENV["SPOKES_PASSPHRASE"])
         return Restored(server.url, database_url, tuple(tmp_path / h for h in snapshot.homes))
 
     yield start
     for database in databases:
         snapshots.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-
-
-def move_to_server(home: Path, url: str) -> None:
-    """Point the keystore in ``home`` at the server now at ``url``.
-
-    The one thing a copy changes: its server listens on another port. `spokes`
-    has no command to move a home to another server, so this rewrites the
-    keystore's server field through client.state, under the home's lock.
-    """
-    store = StateFile(home)
-    passphrase = ENV["SPOKES_PASSPHRASE"]
-    with store.lock():
-        state = store.read(passphrase)
-        store.write(replace(state, server=url), passphrase)
