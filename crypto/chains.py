@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from crypto.encoding import Value
-from crypto.errors import ChainError, InvalidStatement
+from crypto.errors import ChainError, CryptoError, InvalidStatement
 from crypto.invites import LOOKUP_ID_BYTES
 from crypto.keys import IdentityKey, IdentityPublicKey
-from crypto.network import GROUP_ID_BYTES, Genesis
+from crypto.network import GROUP_ID_BYTES, Genesis, Policy
 from crypto.statements import Statement, get_bytes, get_int, sign_statement
 
 MAX_CHAIN_LENGTH = 64
@@ -97,12 +97,29 @@ RevocationCheck = Literal["holds", "missing", "forked"]
 
 @dataclass(frozen=True)
 class Revocation:
-    """A steward's statement that a member's key is no longer trusted."""
+    """A statement that a member's key is no longer trusted, and on what grounds.
+
+    `grounds` (crypto/exclusion.py): `steward` (a steward's word), `expelled`
+    (an expulsion motion with its quorum's signatures) or `self` (the
+    member's own revocation, published by the cellmate who held it).
+    """
 
     statement: Statement
     subject: bytes
     seq: int = 0
     prev: bytes = NO_PREVIOUS
+    grounds: str = "steward"
+
+
+# What each kind of grounds adds to a revocation's fields.
+_GROUNDS_FIELDS = {
+    "steward": frozenset(),
+    "expelled": frozenset({"grounds", "motion", "signatures", "proofs"}),
+    "self": frozenset({"grounds", "self"}),
+}
+_REVOCATION_FIELDS = frozenset(
+    {"type", "v", "author", "key", "time", "network", "subject", "seq", "prev"}
+)
 
 
 def make_revocation(
@@ -113,31 +130,51 @@ def make_revocation(
     *,
     seq: int = 0,
     prev: bytes = NO_PREVIOUS,
+    grounds: dict[str, Value] | None = None,
 ) -> Revocation:
-    """The revocation at position `seq` of the network's list, after the one `prev` names."""
-    return parse_revocation(
-        sign_statement(
-            steward, "revocation", network, time, {"subject": subject, "seq": seq, "prev": prev}
-        )
-    )
+    """The revocation at position `seq` of the network's list, after the one `prev` names.
+
+    Without `grounds` it is a steward's; with them (crypto/exclusion.py) any
+    member who holds the proof signs it."""
+    fields: dict[str, Value] = {"subject": subject, "seq": seq, "prev": prev, **(grounds or {})}
+    return parse_revocation(sign_statement(steward, "revocation", network, time, fields))
 
 
 def parse_revocation(statement: Statement, genesis: Genesis | None = None) -> Revocation:
+    """The revocation's shape; with `genesis`, its network and its grounds checked too."""
     if statement.type != "revocation":
         raise InvalidStatement("not a revocation")
     if genesis is not None and statement.network != genesis.network_id:
         raise ChainError("a revocation belongs to another network")
-    if genesis is not None and statement.author not in genesis.steward_ids:
-        raise ChainError("only a steward can revoke a member")
     fields = statement.fields
-    if set(fields) - {"type", "v", "author", "key", "time", "network", "subject", "seq", "prev"}:
-        raise InvalidStatement("a revocation has unknown fields")
-    return Revocation(
+    grounds = fields.get("grounds", "steward")
+    if not isinstance(grounds, str) or grounds not in _GROUNDS_FIELDS:
+        raise InvalidStatement("a revocation states its grounds")
+    if set(fields) - _REVOCATION_FIELDS != _GROUNDS_FIELDS[grounds]:
+        raise InvalidStatement("a revocation has unknown or missing fields")
+    revocation = Revocation(
         statement,
         get_bytes(fields, "subject", 32),
         get_int(fields, "seq"),
         get_bytes(fields, "prev", 32),
+        grounds,
     )
+    if genesis is not None:
+        check_revocation(revocation, genesis.policy, genesis.steward_ids)
+    return revocation
+
+
+def check_revocation(revocation: Revocation, policy: Policy, stewards: frozenset[bytes]) -> None:
+    """Raise ChainError unless the revocation proves its grounds (crypto/exclusion.py)."""
+    from crypto.exclusion import check_grounds  # noqa: PLC0415 - exclusion.py imports this module
+    from crypto.roster_state import GroupRules  # noqa: PLC0415 - roster_state imports network
+
+    try:
+        check_grounds(revocation.statement, revocation.subject, GroupRules(policy, stewards))
+    except CryptoError as exc:
+        if revocation.grounds == "steward":
+            raise ChainError("only a steward can revoke a member") from exc
+        raise ChainError(f"a revocation does not prove its grounds: {exc}") from exc
 
 
 @dataclass(frozen=True)

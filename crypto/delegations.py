@@ -306,11 +306,14 @@ def _leaving(event: Statement, network: bytes, rules: GroupRules) -> frozenset[b
         reason = get_str(event.fields, "reason", 16)
         if reason == "left" and event.author == member:
             return frozenset({member})
-        if reason == "revoked":
+        if reason in ("revoked", "expelled"):
             revocation = parse_revocation(
                 unpack(event.fields.get("revocation"), "revocation", network)
             )
-            if revocation.statement.author in rules.stewards and revocation.subject == member:
+            if revocation.subject == member:
+                from crypto.exclusion import check_grounds  # noqa: PLC0415 - imports this module
+
+                check_grounds(revocation.statement, member, rules)
                 return frozenset({member})
         raise RuleViolation(
             "invalid_delegation", "a departure is not one the member or a steward signed"

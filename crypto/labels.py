@@ -65,6 +65,8 @@ ROSTER_LEAF = b"spokes/v1/roster-leaf\x00"
 ROSTER_NODE = b"spokes/v1/roster-node\x00"
 # A relayed message names the message it carries by this hash (crypto/relays.py).
 RELAY_ORIGINAL = b"spokes/v1/relay-original\x00"
+# An expulsion's reason, sealed to each member but the subject (crypto/exclusion.py).
+EXPEL_REASON = b"spokes/v1/expel-reason\x00"
 
 # Every signature context that is not a statement's.
 OTHER_SIGNATURE_CONTEXTS = (LOGIN, INVITE_PROOF, MESSAGE_SIGNATURE, PROFILE_SIGNATURE)

@@ -13,6 +13,10 @@ it, and whether it may be opened at all:
 - `recall`: as `elect`, for the group's current spokesperson.
 - `link` (councils): as `elect`'s quorum, of the council's seat holders;
   opened only for a group with no seat (crypto/councils.py).
+- `expel`: any current member but the subject signs; the policy's
+  `expulsion_quorum` of the members other than the subject carries it;
+  opened only on the current roster, never by the subject
+  (crypto/exclusion.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 from crypto.elections import check_commitment, check_eligible, continuity_needed
 from crypto.errors import RuleViolation
+from crypto.exclusion import check_expel_commitment, expel_terms, expulsion_needed
 from crypto.motions import Motion, election_terms
 from crypto.quorum import check_split_sizes, quorum_of, required_signers, valid_signers
 from crypto.roster_state import GroupRules, RosterState
@@ -60,6 +65,10 @@ def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
     if motion.kind == "split":
         moved = required_signers(state, motion)
         return Quorum(moved, len(moved))
+    if motion.kind == "expel":
+        subject = expel_terms(motion).member
+        others = frozenset(state.members) - {subject}
+        return Quorum(others, expulsion_needed(rules, len(state.members)))
     if motion.kind != "link":
         election_terms(motion)
     members = frozenset(state.members)
@@ -85,6 +94,10 @@ def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int
     if motion.kind == "split":
         moving = len(quorum.signers)
         check_split_sizes(rules, len(state.members) - moving, moving)
+    elif motion.kind == "expel":
+        check_expel_commitment(state, motion)
+        if motion.statement.author == expel_terms(motion).member:
+            raise RuleViolation("not_allowed", "a member can't move their own expulsion")
     elif motion.kind == "link":
         from crypto.councils import link_terms  # noqa: PLC0415 - councils.py imports this module
 

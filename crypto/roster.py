@@ -21,8 +21,11 @@ Operations:
   vouches of other members, reaching the policy's count (a founding cell
   smaller than the count needs every member), and the vetting window passed
   unless every member vouched.
-- `remove`: a member and a reason: `left` (only by themself) or `revoked`
-  (by any member, carrying a steward's revocation of that member).
+- `remove`: a member and a reason: `left` (only by themself), `revoked`
+  (by any member, carrying a steward's revocation of that member, or the
+  member's own published by its holder) or `expelled` (carrying a
+  revocation by expulsion; in the group where the expulsion passed, its
+  motion is judged against the current roster and carried out once).
 - `epoch`: the next epoch number, the roster hash it covers, and the
   commitment to its secret (epochs.py).
 - `split`: a motion and the signatures that carry it (motions.py); the moved
@@ -53,6 +56,7 @@ from crypto.councils import COUNCIL, apply_link, apply_seat, create_council, vac
 from crypto.elections import apply_elect, apply_recall
 from crypto.encoding import Value
 from crypto.errors import CryptoError, RuleViolation
+from crypto.exclusion import check_expel_commitment, check_grounds
 from crypto.keys import IdentityKey
 from crypto.motions import parse_motion, split_terms
 from crypto.network import GROUP_ID_BYTES, KeyBundle, parse_key_bundle
@@ -83,8 +87,9 @@ ZERO_HEAD = bytes(32)
 # server refuses statements more than this far from its own clock, too).
 MAX_FUTURE_SECONDS = 300
 # `left`: by the member themself. `revoked`: by any member, carrying a
-# steward's revocation of the member removed. Expulsion by quorum is part 4.
-REMOVE_REASONS = ("left", "revoked")
+# revocation of the member removed (a steward's, or their own published by
+# its holder); `expelled`: carrying a revocation by expulsion (crypto/exclusion.py).
+REMOVE_REASONS = ("left", "revoked", "expelled")
 
 
 def sign_event(
@@ -392,16 +397,43 @@ def _remove(
         raise RuleViolation("invalid_event", f"unknown removal reason {reason!r}")
     if reason == "left" and event.author != member_id:
         raise RuleViolation("not_allowed", "only a member themself can leave")
-    if reason == "revoked":
-        revocation = parse_revocation(unpack(event.fields.get("revocation"), "revocation", network))
-        if revocation.statement.author not in rules.stewards:
-            raise RuleViolation("not_allowed", "only a steward's revocation removes a member")
-        if revocation.subject != member_id:
-            raise RuleViolation("wrong_member", "the revocation is of another member")
+    if reason in ("revoked", "expelled"):
+        state = _revoked(state, event, network, rules, member_id, reason)
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
     remaining = {k: v for k, v in state.members.items() if k != member_id}
     return _without_leavers(replace(state, members=remaining, changed_since_epoch=True))
+
+
+def _revoked(
+    state: RosterState,
+    event: Statement,
+    network: bytes,
+    rules: GroupRules,
+    member_id: bytes,
+    reason: str,
+) -> RosterState:
+    """A removal carrying a revocation: of this member, its grounds proven, of the reason's kind.
+
+    Where the expulsion passed in this very group, its motion is judged
+    against this roster (crypto/exclusion.py): the roster it committed to
+    is the current one, and it is carried out once.
+    """
+    revocation = parse_revocation(unpack(event.fields.get("revocation"), "revocation", network))
+    if revocation.subject != member_id:
+        raise RuleViolation("wrong_member", "the revocation is of another member")
+    grounds = check_grounds(revocation.statement, member_id, rules)
+    if (reason == "expelled") != (grounds.kind == "expelled"):
+        raise RuleViolation(
+            "invalid_event", "an expulsion is removed as expelled, other revocations as revoked"
+        )
+    motion = grounds.motion
+    if motion is None or motion.group != state.group:
+        return state
+    if motion.id in state.motions_done:
+        raise RuleViolation("stale_motion", "this motion has already been carried out")
+    check_expel_commitment(state, motion)
+    return replace(state, motions_done=state.motions_done | {motion.id})
 
 
 def _without_leavers(state: RosterState) -> RosterState:

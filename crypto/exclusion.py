@@ -1,0 +1,261 @@
+"""Exclusion: expulsion by a quorum of the subject's group, and self-revocation against seizure.
+
+A revocation (crypto/chains.py) states on what grounds a member's key is no
+longer trusted, and carries the proof of it, so that every member can check
+it without the group's roster log:
+
+- `steward`: signed by a steward of the genesis (part 1).
+- `expelled`: carries an `expel` motion of a group the subject is in, its
+  `motion-sign` signatures, and `proofs`: each signer, and the subject, shown
+  on the roster the motion commits to (its size and the root of
+  crypto/rostertree.py's tree). The signers, never the subject, reach the
+  policy's `expulsion_quorum` of the roster other than the subject. Its
+  author is one of them: the member whose signature completed the quorum.
+- `self`: carries a `self-revocation` the subject signed in advance, naming
+  the member who holds it; only that holder publishes it.
+
+The rule this module keeps: `check_grounds` is the one judge of a
+revocation's grounds, for the server (before it appends one to the chain)
+and every client (replaying the chain, or a roster `remove` carrying one).
+What it can't see from outside the group (whether the committed roster is
+the group's real one) the group's own rule book checks when the expulsion
+takes effect there (crypto/roster.py `remove` with reason `expelled`,
+against the current roster), and the group's members raise the alarm on an
+expulsion of their group they did not see pass: see docs/THREAT_MODEL.md.
+
+The reason for an expulsion is sealed (HPKE) to each member of the group
+but the subject, inside the motion's terms: the server never reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from crypto import labels
+from crypto.delegations import Entry, entry_value, parse_entries
+from crypto.encoding import Value
+from crypto.errors import DecryptionFailed, RuleViolation
+from crypto.keys import IdentityKey
+from crypto.motions import Motion, make_motion, parse_motion
+from crypto.network import GROUP_ID_BYTES
+from crypto.quorum import quorum_of
+from crypto.roster_state import GroupRules, RosterState
+from crypto.rostertree import prove, roster_root, verify_proof
+from crypto.sealing import KemPrivateKey, KemPublicKey, KemSuite, open_sealed, seal
+from crypto.statements import Statement, get_bytes, get_str, pack, sign_statement, unpack
+
+GROUNDS = ("steward", "expelled", "self")
+MAX_REASON_CHARS = 500
+EXPEL_TERMS = {"member", "roster", "reason"}
+
+
+@dataclass(frozen=True)
+class ExpelTerms:
+    """What an `expel` motion says: whom, the roster it was opened on, and the sealed reason."""
+
+    member: bytes
+    size: int
+    root: bytes
+    reason: dict[bytes, bytes]  # member id -> the reason sealed to them ([[id, box], …] on the wire)
+
+
+def expel_terms(motion: Motion) -> ExpelTerms:
+    if motion.kind != "expel" or set(motion.terms) != EXPEL_TERMS:
+        raise RuleViolation("invalid_motion", "an expulsion names a member, the roster, a reason")
+    member, roster, reason = (motion.terms[k] for k in ("member", "roster", "reason"))
+    if (
+        not isinstance(member, bytes)
+        or len(member) != 32
+        or not isinstance(roster, list)
+        or len(roster) != 2
+        or not isinstance(roster[0], int)
+        or isinstance(roster[0], bool)
+        or not isinstance(roster[1], bytes)
+        or len(roster[1]) != 32
+        or not isinstance(reason, list)
+    ):
+        raise RuleViolation("invalid_motion", "an expulsion's terms are malformed")
+    boxes: dict[bytes, bytes] = {}
+    for item in reason:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not isinstance(item[0], bytes)
+            or not isinstance(item[1], bytes)
+            or item[0] in boxes
+        ):
+            raise RuleViolation("invalid_motion", "an expulsion's reason is malformed")
+        boxes[item[0]] = item[1]
+    if member in boxes or len(boxes) >= roster[0]:
+        raise RuleViolation("invalid_motion", "the reason is sealed to the others, not the subject")
+    return ExpelTerms(member, roster[0], roster[1], boxes)
+
+
+def _reason_info(group: bytes, subject: bytes, recipient: bytes) -> bytes:
+    return labels.EXPEL_REASON + group + subject + recipient
+
+
+def make_expel_motion(
+    key: IdentityKey, network: bytes, state: RosterState, member: bytes, reason: str, time: int
+) -> Motion:
+    """A motion to expel `member` from the group of `state`, its reason sealed to the others."""
+    if member == key.public_key().member_id:
+        raise RuleViolation("not_allowed", "a member can't move their own expulsion")
+    state.member(member)
+    if not 1 <= len(reason) <= MAX_REASON_CHARS:
+        raise RuleViolation("invalid_motion", f"a reason is 1 to {MAX_REASON_CHARS} characters")
+    text = reason.encode()
+    sealed: list[Value] = []
+    for other in sorted(state.members.values(), key=lambda m: m.member_id):
+        if other.member_id == member:
+            continue
+        public = KemPublicKey.from_bytes(KemSuite(other.kem_suite), other.kem_public)
+        box = seal(public, text, _reason_info(state.group, member, other.member_id))
+        sealed.append([other.member_id, box])
+    terms: dict[str, Value] = {
+        "member": member,
+        "roster": [len(state.members), roster_root(state.members.values())],
+        "reason": sealed,
+    }
+    return make_motion(key, network, state, "expel", terms, time)
+
+
+def open_reason(motion: Motion, me: bytes, kem: KemPrivateKey) -> str | None:
+    """The expulsion's reason as sealed to me, or None if none is sealed to me."""
+    terms = expel_terms(motion)
+    box = terms.reason.get(me)
+    if box is None:
+        return None
+    try:
+        return open_sealed(kem, box, _reason_info(motion.group, terms.member, me)).decode()
+    except (DecryptionFailed, UnicodeDecodeError):
+        return None
+
+
+def check_expel_commitment(state: RosterState, motion: Motion) -> ExpelTerms:
+    """The expulsion's roster commitment is this state's, and its subject is on it."""
+    terms = expel_terms(motion)
+    if motion.group != state.group:
+        raise RuleViolation("wrong_group", "this motion is for another group")
+    state.member(terms.member)
+    if (terms.size, terms.root) != (len(state.members), roster_root(state.members.values())):
+        raise RuleViolation(
+            "stale_roster", "the roster changed since this motion was opened: open it again"
+        )
+    return terms
+
+
+def expulsion_needed(rules: GroupRules, size: int) -> int:
+    """Signatures an expulsion needs in a group of `size` (the subject's never counts)."""
+    return quorum_of(rules.policy.expulsion_quorum, max(size - 1, 1))
+
+
+def expulsion_grounds(
+    state: RosterState, motion: Motion, signatures: Sequence[Statement]
+) -> dict[str, Value]:
+    """The `grounds` fields of the revocation that carries out `motion` in `state`."""
+    signers = [motion.statement.author, *(s.author for s in signatures)]
+    terms = expel_terms(motion)
+    proofs: list[Value] = [
+        entry_value(state.members[m], prove(state.members.values(), m))
+        for m in [*signers, terms.member]
+    ]
+    return {
+        "grounds": "expelled",
+        "motion": pack(motion.statement),
+        "signatures": [pack(s) for s in signatures],
+        "proofs": proofs,
+    }
+
+
+@dataclass(frozen=True)
+class Grounds:
+    """A revocation's checked grounds: of which kind, and for an expulsion, its motion."""
+
+    kind: str
+    motion: Motion | None = None
+    signers: frozenset[bytes] = frozenset()
+    holder: bytes | None = None
+
+
+def check_grounds(statement: Statement, subject: bytes, rules: GroupRules) -> Grounds:
+    """Raise RuleViolation unless the revocation `statement` of `subject` proves its grounds."""
+    kind = statement.fields.get("grounds", "steward")
+    if kind == "steward":
+        if statement.author not in rules.stewards:
+            raise RuleViolation("not_allowed", "only a steward revokes a member on their word")
+        return Grounds("steward")
+    network = statement.network or b""
+    if kind == "self":
+        inner = unpack(statement.fields.get("self"), "self-revocation", network)
+        holder = get_bytes(inner.fields, "holder", 32)
+        if inner.author != subject:
+            raise RuleViolation("wrong_member", "a self-revocation is signed by its subject")
+        if statement.author != holder:
+            raise RuleViolation(
+                "not_holder", "only the member who holds a self-revocation publishes it"
+            )
+        return Grounds("self", holder=holder)
+    if kind == "expelled":
+        return _check_expulsion(statement, subject, network, rules)
+    raise RuleViolation("invalid_statement", f"unknown grounds {kind!r}")
+
+
+def _check_expulsion(
+    statement: Statement, subject: bytes, network: bytes, rules: GroupRules
+) -> Grounds:
+    motion = parse_motion(unpack(statement.fields.get("motion"), "motion", network))
+    terms = expel_terms(motion)
+    if terms.member != subject:
+        raise RuleViolation("wrong_member", "the expulsion is of another member")
+    raw = statement.fields.get("signatures")
+    if not isinstance(raw, list) or len(raw) > terms.size:
+        raise RuleViolation("invalid_motion", "an expulsion carries its signatures")
+    signatures = [unpack(s, "motion-sign", network) for s in raw]
+    keys = {motion.statement.author: motion.statement.author_key}
+    for signature in signatures:
+        if get_bytes(signature.fields, "motion", 32) != motion.id:
+            raise RuleViolation("invalid_motion", "a signature is for another motion")
+        if signature.author in keys:
+            raise RuleViolation("invalid_motion", "a member signs a motion once")
+        keys[signature.author] = signature.author_key
+    if subject in keys:
+        raise RuleViolation("not_allowed", "the subject's signature never counts")
+    entries: dict[bytes, Entry] = parse_entries(statement.fields.get("proofs"), terms.size + 1)
+    for member, key in [*keys.items()]:
+        entry = _proven(entries, member, terms)
+        if entry.member.key != key:
+            raise RuleViolation("invalid_proof", "a signer signed with another key")
+    _proven(entries, subject, terms)
+    needed = expulsion_needed(rules, terms.size)
+    if len(keys) < needed:
+        raise RuleViolation(
+            "quorum_not_reached", f"{len(keys)} of the {needed} signatures needed to expel"
+        )
+    if statement.author not in keys:
+        raise RuleViolation("not_allowed", "an expulsion is published by one of its signers")
+    if statement.time < max([motion.statement.time, *(s.time for s in signatures)]):
+        raise RuleViolation("invalid_event", "the revocation is older than a signature it carries")
+    get_bytes(motion.statement.fields, "group", GROUP_ID_BYTES)
+    return Grounds("expelled", motion, frozenset(keys))
+
+
+def _proven(entries: dict[bytes, Entry], member: bytes, terms: ExpelTerms) -> Entry:
+    entry = entries.get(member)
+    if entry is None:
+        raise RuleViolation("invalid_proof", "a member is not shown on the committed roster")
+    verify_proof(terms.root, terms.size, entry.member, entry.proof)
+    return entry
+
+
+def make_self_revocation(key: IdentityKey, network: bytes, holder: bytes, time: int) -> Statement:
+    """My own revocation, signed now, for `holder` to publish if my device is seized."""
+    if holder == key.public_key().member_id:
+        raise RuleViolation("not_allowed", "name another member to hold your revocation")
+    return sign_statement(key, "self-revocation", network, time, {"holder": holder})
+
+
+def grounds_kind(statement: Statement) -> str:
+    kind = statement.fields.get("grounds", "steward")
+    return get_str({"g": kind}, "g", 16) if isinstance(kind, str) else "invalid"
