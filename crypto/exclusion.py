@@ -57,7 +57,9 @@ class ExpelTerms:
     member: bytes
     size: int
     root: bytes
-    reason: dict[bytes, bytes]  # member id -> the reason sealed to them ([[id, box], …] on the wire)
+    reason: dict[
+        bytes, bytes
+    ]  # member id -> the reason sealed to them ([[id, box], …] on the wire)
 
 
 def expel_terms(motion: Motion) -> ExpelTerms:

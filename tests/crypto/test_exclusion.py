@@ -53,7 +53,9 @@ def revocation(
     author = by or (signers[-1] if signers else A)
     subject = motion.terms["member"]
     assert isinstance(subject, bytes)
-    return make_revocation(author, NETWORK, subject, AT, seq=seq, prev=prev, grounds=grounds).statement
+    return make_revocation(
+        author, NETWORK, subject, AT, seq=seq, prev=prev, grounds=grounds
+    ).statement
 
 
 def expel_event(state: RosterState, revoked: Statement, by: IdentityKey = A) -> Statement:
@@ -161,7 +163,9 @@ def test_the_revocation_must_name_the_motions_subject_and_reason_must_match() ->
         apply(state, sign_event(A, NETWORK, state, "remove", AT + 1, fields), rules=RULES)
 
 
-def test_an_expulsion_carried_into_another_group_removes_the_member_there_on_its_own_proof() -> None:
+def test_an_expulsion_carried_into_another_group_removes_the_member_there_on_its_own_proof() -> (
+    None
+):
     home = cell(A, B, C, D, E)
     revoked = revocation(home, expel_motion(home, E), [B, C])
     other = cell(A, E, group=bytes(range(16)))
@@ -174,8 +178,9 @@ def test_flipped_bits_wrong_network_and_replays_are_refused() -> None:
     state = cell(A, B, C, D, E)
     revoked = revocation(state, expel_motion(state, E), [B, C])
     with pytest.raises(InvalidSignature):
-        verify_statement(flip(revoked.body, len(revoked.body) - 300), revoked.signature,
-                         "revocation", NETWORK)
+        verify_statement(
+            flip(revoked.body, len(revoked.body) - 300), revoked.signature, "revocation", NETWORK
+        )
     with pytest.raises(CryptoError):
         verify_statement(flip(revoked.body, 40), revoked.signature, "revocation", NETWORK)
     with pytest.raises(CryptoError):
