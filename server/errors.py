@@ -93,6 +93,8 @@ class ErrorCode(str, Enum):  # noqa: UP042
     ADMISSION_USED = "admission_used"
     # The revocation chain (issue 7, item 8).
     ALREADY_REVOKED = "already_revoked"
+    NOT_REVOKED = "not_revoked"
+    NOT_HOLDER = "not_holder"
     # Spokespeople (issue 10).
     STALE_MOTION = "stale_motion"
     HAS_SPOKESPERSON = "has_spokesperson"
@@ -101,6 +103,9 @@ class ErrorCode(str, Enum):  # noqa: UP042
     STALE_ROSTER = "stale_roster"
     INVALID_DELEGATION = "invalid_delegation"
     INVALID_PROOF = "invalid_proof"
+    # Mail notices (issue 11).
+    MAIL_OFF = "mail_off"
+    INVALID_ADDRESS = "invalid_address"
 
 
 class ApiError(Exception):

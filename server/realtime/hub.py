@@ -279,6 +279,9 @@ class Hub:
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         # A payload names one or more "<group>:<seq>" entries, space-separated.
         for entry in payload.split():
+            if entry.startswith(session_store.MEMBER_GONE_PREFIX):
+                self._member_gone(entry.removeprefix(session_store.MEMBER_GONE_PREFIX))
+                continue
             group_text, _, seq_text = entry.partition(":")
             try:
                 group_id, seq = b32d(group_text), int(seq_text)
@@ -293,6 +296,15 @@ class Hub:
                 self._refresh.set()
             else:
                 feed.poke(seq)
+
+    def _member_gone(self, member_text: str) -> None:
+        """A member's key was revoked (expelled, revoked, self-revoked): their sockets close now."""
+        try:
+            member_id = b32d(member_text)
+        except ValueError:
+            log.warning("ignoring a malformed notification")
+            return
+        self.close_member_sockets(member_id)
 
     async def _read_ahead_forever(self) -> None:
         """Read every announced feed's news in one query, then poke its sockets.

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from crypto.encoding import b32d, b64d, encode
+from crypto.exclusion import check_grounds
 from crypto.motions import parse_motion, split_terms
 from crypto.network import Genesis
 from crypto.roster import (
@@ -32,9 +33,11 @@ from crypto.roster import (
 )
 from crypto.roster_state import SeatAnchor
 from crypto.splits import check_split_creation
-from crypto.statements import Statement, statement_id, unpack
+from crypto.statements import Statement, get_bytes, statement_id, unpack
 from server.errors import ErrorCode
+from server.services import revocations
 from server.services.common import api_error, crypto_errors, load_genesis, statement_from
+from server.services.revocations import record_revocation
 from server.store import admissions as admission_store
 from server.store import councils as council_store
 from server.store import events as event_store
@@ -241,7 +244,29 @@ async def _add(conn: Connection, change: RosterChange) -> None:
 
 
 async def _removed(conn: Connection, change: RosterChange) -> None:
-    """Beyond the member index (record_event's): a council seat its holder left is empty."""
+    """Beyond the member index (record_event's): a council seat its holder left is empty.
+
+    A removal that carries a revocation: where an expulsion passed in this
+    very group, its revocation joins the network's chain in this transaction
+    (the member's sessions and sockets end with it); elsewhere, the chain
+    must already hold the revocation carried.
+    """
+    event = change.event
+    if event.fields.get("reason") in ("revoked", "expelled"):
+        with crypto_errors():
+            carried = unpack(event.fields.get("revocation"), "revocation", event.network)
+            grounds = check_grounds(
+                carried, get_bytes(event.fields, "member", 32), change.rules
+            )
+        if grounds.motion is not None and grounds.motion.group == change.after.group:
+            await record_revocation(conn, change.genesis, carried, change.now)
+            await motion_store.mark_done(conn, grounds.motion.id)
+        elif not await revocations.in_chain(conn, carried):
+            raise api_error(
+                409,
+                ErrorCode.NOT_REVOKED,
+                "the network's revocation list does not hold this revocation",
+            )
     await _seats_changed(conn, change)
 
 

@@ -53,3 +53,11 @@ async def append_revocation(
         seq,
         statement_id,
     )
+
+
+async def holds(conn: Connection, statement_id: bytes) -> bool:
+    """Is the revocation with this statement id in the chain?"""
+    found = await conn.fetchval(
+        "SELECT 1 FROM revocations WHERE statement_id = $1", statement_id
+    )
+    return found is not None

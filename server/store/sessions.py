@@ -10,7 +10,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from crypto.encoding import b32e
 from server.store.db import Connection
+from server.store.events import CHANNEL as NOTIFY_CHANNEL
+
+# A NOTIFY entry that ends a member's sockets on every instance (see announce_member_gone).
+MEMBER_GONE_PREFIX = "ended:"
 
 
 @dataclass(frozen=True)
@@ -115,4 +120,15 @@ async def end_member_sessions(conn: Connection, member_id: bytes, at: datetime) 
         "UPDATE sessions SET revoked_at = $2 WHERE member_id = $1 AND revoked_at IS NULL",
         member_id,
         at,
+    )
+
+
+async def announce_member_gone(conn: Connection, member_id: bytes) -> None:
+    """Tell every instance, on commit, to close this member's sockets at once.
+
+    On the events channel (server/store/events.py), as the entry
+    ``ended:<member id b32>`` that server/realtime/hub.py reads.
+    """
+    await conn.execute(
+        "SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, MEMBER_GONE_PREFIX + b32e(member_id)
     )
