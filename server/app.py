@@ -20,6 +20,7 @@ from server.http.middleware import access_log_middleware, error_middleware
 from server.http.routes import add_routes
 from server.realtime.hub import Hub
 from server.services import ratelimit
+from server.services.mailer import Mailer
 from server.services.message_writer import MessageWriter
 from server.settings import Settings
 from server.store.db import Pool, create_pool
@@ -55,6 +56,7 @@ def create_app(
     else:
         app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_prune_ctx)
+    app.cleanup_ctx.append(_mail_ctx)
     # After the pool (cleanup runs in reverse, so the hub stops first).
     app.cleanup_ctx.append(_hub_ctx)
     app.cleanup_ctx.append(_writer_ctx)
@@ -79,6 +81,20 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _prune_ctx(app: web.Application) -> AsyncIterator[None]:
     supervisor = Supervisor()
     supervisor.start("prune", lambda: _prune_forever(app))
+    try:
+        yield
+    finally:
+        await supervisor.stop()
+
+
+async def _mail_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The mail worker, when mail notices are on (server/cli.py says at start if not)."""
+    mailer = Mailer.from_settings(app[POOL_KEY], app[SETTINGS_KEY], app[CLOCK_KEY])
+    if mailer is None:
+        yield
+        return
+    supervisor = Supervisor()
+    supervisor.start("mail", mailer.run)
     try:
         yield
     finally:

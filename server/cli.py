@@ -56,6 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=getattr(args, "port", None),
             data_dir=args.data_dir,
             database_url=args.database_url,
+            smtp_host=getattr(args, "smtp_host", None),
+            smtp_port=getattr(args, "smtp_port", None),
+            smtp_user=getattr(args, "smtp_user", None),
+            smtp_from=getattr(args, "smtp_from", None),
+            smtp_starttls=getattr(args, "smtp_starttls", None),
+            mail_key_file=getattr(args, "mail_key_file", None),
         )
         if args.command == "serve":
             if not 1 <= args.workers <= MAX_WORKERS:
@@ -101,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="server processes sharing the port (SO_REUSEPORT), e.g. one per core (default 1)",
     )
+    _mail_options(serve)
     migrate = commands.add_parser(
         "migrate",
         help="apply pending database migrations and exit",
@@ -120,6 +127,42 @@ def _parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("-v", "--verbose", action="store_true", help="log requests and startup")
     return parser
+
+
+def _mail_options(serve: argparse.ArgumentParser) -> None:
+    mail = serve.add_argument_group(
+        "mail notices",
+        "Members who opt in (`spokes notify set`) get content-free notices by mail. "
+        "Notices are on with both a mail server and a mail key.",
+    )
+    mail.add_argument(
+        "--smtp-host",
+        help="mail server to hand notices to (default SPOKES_SMTP_HOST, or none: off)",
+    )
+    mail.add_argument(
+        "--smtp-port",
+        type=int,
+        help="its port (default SPOKES_SMTP_PORT, else 587 with --smtp-starttls and 25 without)",
+    )
+    mail.add_argument(
+        "--smtp-user",
+        help="login at the mail server (default SPOKES_SMTP_USER); its password is read "
+        "from SPOKES_SMTP_PASSWORD only",
+    )
+    mail.add_argument("--smtp-from", help="From address of notices (default SPOKES_SMTP_FROM)")
+    mail.add_argument(
+        "--smtp-starttls",
+        action="store_true",
+        default=None,
+        help="require STARTTLS before anything is sent (default SPOKES_SMTP_STARTTLS=1, else off)",
+    )
+    mail.add_argument(
+        "--mail-key-file",
+        type=Path,
+        help="file (mode 0600) holding the 32-byte key, hex or base64, that seals members' "
+        "addresses; never stored in the database (default SPOKES_MAIL_KEY_FILE, or the key "
+        "itself in SPOKES_MAIL_KEY)",
+    )
 
 
 @asynccontextmanager
@@ -148,6 +191,7 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings, workers: int = 1) -> None:
+    _say_whether_mail_is_on(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -170,6 +214,15 @@ async def _serve(settings: Settings, workers: int = 1) -> None:
         finally:
             await asyncio.to_thread(_stop_workers, children)
             await runner.cleanup()
+
+
+def _say_whether_mail_is_on(settings: Settings) -> None:
+    """Once, at start: mail notices are off (and why), or where they go."""
+    off = settings.mail_off_reason()
+    if off is not None:
+        log.warning("%s", off)
+    elif settings.smtp is not None:
+        log.info("mail notices go to %s:%d", settings.smtp.host, settings.smtp.port)
 
 
 async def _start_site(settings: Settings, *, reuse_port: bool) -> web.AppRunner:

@@ -5,10 +5,17 @@ Rule: nothing else in the server reads the environment. The server secret keys
 the HMACs that hide client addresses in rate-limit buckets; instances behind
 one proxy must share it (set ``SPOKES_SERVER_SECRET``), otherwise each one
 generates and keeps its own in ``data_dir/server-secret``.
+
+Mail notices are on when the server has both a mail key (``SPOKES_MAIL_KEY``,
+32 bytes as hex or base64, or a key file) and a mail server
+(``--smtp-host``). The key seals members' addresses and is never written to
+the database; every instance must have the same one.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 import stat
@@ -20,6 +27,7 @@ from typing import Any
 
 SECRET_FILE_NAME = "server-secret"  # noqa: S105 (a file name, not a secret)
 SECRET_BYTES = 32
+MAIL_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,27 @@ class RateLimit:
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message says which."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmtpSettings:
+    """The mail server notices are handed to (``--smtp-*``, ``SPOKES_SMTP_*``)."""
+
+    host: str
+    port: int
+    sender: str  # the From address, --smtp-from
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)  # SPOKES_SMTP_PASSWORD only
+    starttls: bool = False  # require STARTTLS before anything is sent
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"--smtp-port {self.port} is out of range 1-65535")
+        if "@" not in self.sender or any(c.isspace() for c in self.sender):
+            raise SettingsError("--smtp-from must be a mail address, e.g. spokes@example.org")
+        if self.user is not None and self.password is None:
+            raise SettingsError("--smtp-user needs its password in SPOKES_SMTP_PASSWORD")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,10 +92,17 @@ class Settings:
     rate_invite_fetch_per_source: RateLimit = RateLimit(30, 3600)
     rate_login_per_source: RateLimit = RateLimit(60, 600)
     rate_login_per_member: RateLimit = RateLimit(20, 600)
+    # Mail notices (issue 11): on with both a key and a mail server.
+    mail_key: bytes | None = field(default=None, repr=False)
+    smtp: SmtpSettings | None = None
+    mail_poll_s: float = 2.0  # how often the mail worker looks for due notices
+    mail_retry_s: tuple[float, float] = (30.0, 3600.0)  # first wait after a failure, longest
 
     def __post_init__(self) -> None:
         if len(self.server_secret) < SECRET_BYTES:
             raise SettingsError(f"the server secret must be at least {SECRET_BYTES} bytes")
+        if self.mail_key is not None and len(self.mail_key) != MAIL_KEY_BYTES:
+            raise SettingsError(f"the mail key must be {MAIL_KEY_BYTES} bytes")
         if self.session_ttl <= timedelta(0) or self.challenge_ttl <= timedelta(0):
             raise SettingsError("session and challenge lifetimes must be positive")
         if not 0 <= self.port <= 65535:
@@ -74,6 +110,17 @@ class Settings:
         for name, value in self.rate_limits().items():
             if value.count < 1 or value.window_s < 1:
                 raise SettingsError(f"{name} needs a count and window of at least 1")
+
+    def mail_off_reason(self) -> str | None:
+        """Why mail notices are off (for the log at start), or None when they are on."""
+        missing = []
+        if self.smtp is None:
+            missing.append("no mail server (--smtp-host or SPOKES_SMTP_HOST)")
+        if self.mail_key is None:
+            missing.append("no mail key (SPOKES_MAIL_KEY, or --mail-key-file)")
+        if not missing:
+            return None
+        return "mail notices are off: " + " and ".join(missing)
 
     def rate_limits(self) -> dict[str, RateLimit]:
         """Every configured rate limit by field name."""
@@ -90,6 +137,12 @@ def load_settings(
     port: int | None = None,
     data_dir: Path | None = None,
     database_url: str | None = None,
+    smtp_host: str | None = None,
+    smtp_port: int | None = None,
+    smtp_user: str | None = None,
+    smtp_from: str | None = None,
+    smtp_starttls: bool | None = None,
+    mail_key_file: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Settings from explicit arguments, then ``SPOKES_*`` variables, then defaults.
@@ -117,7 +170,96 @@ def load_settings(
             if variable in env:
                 values[f.name] = _parse_rate(variable, env[variable])
     values["server_secret"] = load_server_secret(values["data_dir"], env)
+    values["mail_key"] = load_mail_key(mail_key_file, env)
+    values["smtp"] = _smtp_settings(
+        env,
+        host=smtp_host,
+        port=smtp_port,
+        user=smtp_user,
+        sender=smtp_from,
+        starttls=smtp_starttls,
+    )
     return Settings(**values)
+
+
+def _smtp_settings(
+    env: Mapping[str, str],
+    *,
+    host: str | None,
+    port: int | None,
+    user: str | None,
+    sender: str | None,
+    starttls: bool | None,
+) -> SmtpSettings | None:
+    """The mail server from ``--smtp-*`` arguments, then ``SPOKES_SMTP_*``; None without a host."""
+    host = host or env.get("SPOKES_SMTP_HOST") or None
+    if host is None:
+        return None
+    if starttls is None:
+        starttls = env.get("SPOKES_SMTP_STARTTLS", "") in ("1", "true")
+    if port is None:
+        port = _env_int(env, "SPOKES_SMTP_PORT", 587 if starttls else 25)
+    sender = sender or env.get("SPOKES_SMTP_FROM") or None
+    if sender is None:
+        raise SettingsError("--smtp-host needs --smtp-from (or SPOKES_SMTP_FROM): the From address")
+    return SmtpSettings(
+        host=host,
+        port=port,
+        sender=sender,
+        user=user or env.get("SPOKES_SMTP_USER") or None,
+        password=env.get("SPOKES_SMTP_PASSWORD") or None,
+        starttls=starttls,
+    )
+
+
+def load_mail_key(path: Path | None, env: Mapping[str, str]) -> bytes | None:
+    """The key that seals members' mail addresses, or None (mail notices are off).
+
+    ``--mail-key-file`` wins; otherwise ``SPOKES_MAIL_KEY_FILE`` or
+    ``SPOKES_MAIL_KEY``, not both (two keys would seal under one and open
+    under the other). A key is 32 bytes, as hex or base64; a key file may
+    also hold the 32 bytes raw, and must not be readable by other users.
+    """
+    if path is None and env.get("SPOKES_MAIL_KEY_FILE"):
+        if env.get("SPOKES_MAIL_KEY"):
+            raise SettingsError("set SPOKES_MAIL_KEY or SPOKES_MAIL_KEY_FILE, not both")
+        path = Path(env["SPOKES_MAIL_KEY_FILE"])
+    if path is not None:
+        try:
+            mode = path.stat().st_mode
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise SettingsError(f"cannot read the mail key file {path}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise SettingsError(f"{path} is readable by other users; run: chmod 600 {path}")
+        if len(raw) == MAIL_KEY_BYTES:
+            return raw
+        return _mail_key(raw.decode("ascii", errors="replace").strip(), str(path))
+    if env.get("SPOKES_MAIL_KEY"):
+        return _mail_key(env["SPOKES_MAIL_KEY"].strip(), "SPOKES_MAIL_KEY")
+    return None
+
+
+def _mail_key(text: str, where: str) -> bytes:
+    key: bytes | None = None
+    if len(text) == 2 * MAIL_KEY_BYTES:
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = None
+    if key is None:
+        try:
+            key = base64.b64decode(
+                text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True
+            )
+        except (binascii.Error, ValueError):
+            key = None
+    if key is None or len(key) != MAIL_KEY_BYTES:
+        raise SettingsError(
+            f"{where} must hold a {MAIL_KEY_BYTES}-byte key as hex or base64 "
+            "(make one with: openssl rand -hex 32)"
+        )
+    return key
 
 
 def load_server_secret(data_dir: Path, env: Mapping[str, str]) -> bytes:

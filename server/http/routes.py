@@ -19,6 +19,7 @@ from server.http.councils import add_council_routes
 from server.http.events import add_event_routes
 from server.http.groups import add_group_routes
 from server.http.membership import add_membership_routes
+from server.http.notify import add_notify_routes
 
 
 def add_routes(app: web.Application) -> None:
@@ -29,6 +30,7 @@ def add_routes(app: web.Application) -> None:
     add_event_routes(app)
     add_group_routes(app)
     add_council_routes(app)
+    add_notify_routes(app)
 
 
 async def healthz(request: web.Request) -> web.Response:

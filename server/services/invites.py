@@ -20,6 +20,7 @@ from crypto.errors import CryptoError, InvalidStatement
 from crypto.invites import MAX_SEALED_PAYLOAD, parse_invite, parse_join, verify_proof
 from crypto.network import parse_key_bundle
 from server.errors import ErrorCode
+from server.services import notices
 from server.services.auth import Session
 from server.services.common import (
     api_error,
@@ -227,4 +228,5 @@ async def redeem(
                 ErrorCode.INVITE_USED,
                 "this invite has been used: ask your inviter for a new one",
             )
+        await notices.enqueue(conn, invite.inviter_id, notices.NoticeKind.INVITE_REDEEMED, now)
     return Redeemed(newcomer, "pending")

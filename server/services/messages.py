@@ -12,8 +12,9 @@ a batch passes or fails on its own; a refused one writes nothing and gets
 the same 4xx it would get alone.
 
 Messages are the hot path, so they are checked and appended a batch at a
-time: a batch costs one transaction, one append statement and one NOTIFY
-however many messages it holds. services/message_writer.py gathers the
+time: a batch costs one transaction, one append statement, one statement
+for mail notices (services/notices.py) and one NOTIFY however many messages
+it holds. services/message_writer.py gathers the
 batches (group commit).
 """
 
@@ -28,6 +29,7 @@ from crypto.encoding import b32e, encode
 from crypto.messages import Header, SealedMessage, message_id
 from crypto.network import Policy
 from server.errors import ApiError, ErrorCode
+from server.services import notices
 from server.services.auth import check_expiry, not_logged_in, token_hash
 from server.services.common import api_error, crypto_errors, load_genesis, seconds
 from server.store import events as event_store
@@ -209,6 +211,8 @@ async def commit(pool: Pool, batch: Prepared, now: datetime) -> list[event_store
         await store.append_messages(
             conn, appended, now, event_store.CHANNEL, store.notify_payloads(entries)
         )
+        # One statement for the whole batch, in its transaction (services/notices.py).
+        await notices.enqueue_activity(conn, [(m.group_id, m.sender) for m in appended], now)
     return [
         event_store.EventRow(m.group_id, m.seq, "message", m.sender, m.body, now) for m in appended
     ]

@@ -16,6 +16,7 @@ from crypto.motions import parse_motion
 from crypto.roster import GroupRules
 from crypto.statements import Statement, get_bytes
 from server.errors import ErrorCode
+from server.services import notices
 from server.services.auth import Session
 from server.services.common import (
     api_error,
@@ -54,6 +55,9 @@ async def open_motion(
         await store.insert_motion(conn, motion.id, group_id, motion.kind)
         await event_store.append_event(
             conn, group_id, "motion", session.member_id, wire_bytes(statement), now
+        )
+        await notices.enqueue_group(
+            conn, group_id, notices.NoticeKind.MOTION, now, besides=session.member_id
         )
     return motion.id
 

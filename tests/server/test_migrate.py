@@ -38,6 +38,9 @@ EXPECTED_TABLES = {
     "former_group_members",
     # 007_councils
     "council_seats",
+    # 008_mail
+    "mail_addresses",
+    "mail_notices",
 }
 
 
