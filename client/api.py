@@ -16,7 +16,7 @@ from crypto import labels
 from crypto.encoding import b32e, b64d, b64e, encode
 from crypto.statements import Statement
 
-Method = Literal["GET", "POST", "PUT"]
+Method = Literal["GET", "POST", "PUT", "DELETE"]
 Wire = dict[str, Any]
 
 
@@ -183,6 +183,25 @@ def group_seats(group: bytes) -> Request:
 
 def council_invitation(council: bytes) -> Request:
     return Request("GET", f"/v1/councils/{b32e(council)}/invitation")
+
+
+# Mail notices (issue 11).
+
+
+def set_notify(address: str) -> Request:
+    return Request("PUT", "/v1/notify", {"address": address})
+
+
+def clear_notify() -> Request:
+    return Request("DELETE", "/v1/notify")
+
+
+def parse_notify(data: Any) -> str:
+    """The notices' state after the change: "on" or "off"."""
+    status = field(data, "status", str)
+    if status not in ("on", "off"):
+        raise _bad("'status' is neither on nor off")
+    return str(status)
 
 
 # Response shapes.

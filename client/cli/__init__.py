@@ -25,6 +25,7 @@ from client.cli import (
     elections,
     motions,
     network,
+    notify,
     proposals,
     relays,
     revoke,
@@ -47,6 +48,7 @@ AREAS = (
     proposals,
     relays,
     alerts,
+    notify,
 )
 
 

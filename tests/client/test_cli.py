@@ -52,6 +52,8 @@ COMMANDS = [
     ["propose"],
     ["answer"],
     ["proposals"],
+    ["notify", "set"],
+    ["notify", "clear"],
 ]
 
 
