@@ -16,6 +16,7 @@ from typing import Any
 from client import api, verify
 from client.elections import Elections, seats_field
 from client.errors import ClientError, ServerError
+from client.exclusion import Exclusion
 from client.groups import GroupRecord, bundle_of, lying
 from client.rosters import Rosters
 from client.sdk import Client
@@ -23,6 +24,7 @@ from crypto import motion_rules, motions, quorum, roster
 from crypto.councils import COUNCIL, link_terms
 from crypto.encoding import b32e
 from crypto.errors import CryptoError, RuleViolation
+from crypto.exclusion import expel_terms, open_reason
 from crypto.keys import member_id_text, parse_member_id
 from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES
@@ -43,6 +45,7 @@ class MotionView:
     signed_by_me: bool
     member: str | None = None  # whom an election or a recall names
     links: str | None = None  # the group a council's link motion gives a seat
+    reason: str | None = None  # an expulsion's reason, as sealed to me (never to its subject)
 
 
 class Motions:
@@ -88,11 +91,14 @@ class Motions:
             needed = motion_rules.quorum_for(state, motion, self.client.rules())
             signers = motion_rules.signed_by(motion, signatures, state)
             moved: frozenset[bytes] = frozenset()
-            new_group, member, links = b"", None, None
+            new_group, member, links, reason = b"", None, None, None
             if motion.kind == "split":
                 moved, new_group = motions.split_terms(motion)
             elif motion.kind == "link":
                 links = b32e(link_terms(motion))
+            elif motion.kind == "expel":
+                member = member_id_text(expel_terms(motion).member)
+                reason = open_reason(motion, self.client.me, self.client.state.kem)
             else:
                 member = member_id_text(motions.election_terms(motion).member)
         return MotionView(
@@ -106,6 +112,7 @@ class Motions:
             signed_by_me=self.client.me in signers,
             member=member,
             links=links,
+            reason=reason,
         )
 
     async def motions(self) -> list[MotionView]:
@@ -139,6 +146,10 @@ class Motions:
                 "nothing for you to do. It takes effect once every member who moves has signed "
                 f"({view.signatures} of {view.needed} so far; `spokes motions` shows it).",
             )
+        if motion.kind == "expel" and self.client.me == expel_terms(motion).member:
+            raise ClientError(
+                "not_allowed", "You can't sign your own expulsion; nothing was signed."
+            )
         if view.signed_by_me:
             raise ClientError(
                 "already_signed",
@@ -164,6 +175,9 @@ class Motions:
             signed = motion_rules.signed_by(motion, signatures, state)
             if not motion_rules.quorum_for(state, motion, self.client.rules()).reached(signed):
                 return {"motion_id": view.motion_id, "status": "open", "kind": motion.kind}
+            if motion.kind == "expel":
+                done = await Exclusion(self.client).carry_out(state, motion, signatures)
+                return {"motion_id": view.motion_id, "status": "done", "kind": "expel", **done}
             seats = await Elections(self.client).carry_out(state, motion, signatures)
             return {
                 "motion_id": view.motion_id,

@@ -42,6 +42,8 @@ class Revocations:
         """
         known = self.client.state.revocations
         found = listed.check_known(known)
+        if found == "holds":
+            self.client.revoked = listed.by_subject
         if found == "missing":
             raise lying(
                 f"the server shows {len(listed.revocations)} revocation(s), fewer than the "

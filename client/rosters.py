@@ -191,6 +191,9 @@ class Rosters:
                     f"No group {b32e(council)} that you belong to. `spokes cells` lists yours.",
                 )
             await self._check_seat(state)
+            for member_id in [m for m in state.members if m in self.client.revoked]:
+                state = await self._remove_revoked(state, self.client.revoked[member_id])
+                record = self.client.state.record(council)
         except ClientError:
             self.client.verified_groups.discard(council)
             if not known:
@@ -481,7 +484,8 @@ class Rosters:
         self.client.save()
 
     async def _remove_revoked(self, state: RosterState, revocation: Revocation) -> RosterState:
-        """Take a revoked member off the roster, the steward's revocation as the reason.
+        """Take a revoked member off the roster, the revocation as the reason (`expelled`
+        for an expulsion, `revoked` for a steward's or the member's own).
 
         Any member may post it (crypto.roster checks the revocation); the
         removal makes the epoch stale, so nothing more is sent that the
@@ -489,7 +493,7 @@ class Rosters:
         """
         fields: dict[str, Value] = {
             "member": revocation.subject,
-            "reason": "revoked",
+            "reason": "expelled" if revocation.grounds == "expelled" else "revoked",
             "revocation": pack(revocation.statement),
         }
         event = roster.sign_event(

@@ -32,6 +32,7 @@ from client.api import Request
 from client.errors import ClientError, ServerError
 from client.state import Secret, Session, State, StateFile
 from client.transport import Feed, Transport
+from crypto.chains import Revocation
 from crypto.encoding import b32e
 from crypto.errors import InvalidStatement
 from crypto.keys import IdentityKey, fingerprint, member_id_text, parse_member_id
@@ -85,6 +86,9 @@ class Client:
         # (fresh()): within one hold of the lock they are not fetched again.
         self.caught_up: set[bytes] = set()
         self.cell_checked_at = float("-inf")  # when a follower last ran sync_cell in full
+        # The network's revocations by subject, as last verified (client/revocations.py):
+        # a council of mine removes a revoked holder as my cell does (client/rosters.py).
+        self.revoked: dict[bytes, Revocation] = {}
         # Where a slow step says what it is doing (the CLI: stderr in plain mode).
         self.progress: Callable[[str], None] = lambda text: None
 

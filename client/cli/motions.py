@@ -23,6 +23,7 @@ async def motions(args: argparse.Namespace, client: Client) -> Output:
         + (" (you signed)" if v.signed_by_me else "")
         + (f"\n    moving {', '.join(names.of_text(m) for m in v.moved)}" if v.moved else "")
         + (f"\n    {v.kind}ing {names.of_text(v.member)}" if v.member else "")
+        + (f"\n    reason (sealed to you): {v.reason}" if v.reason else "")
         + (f"\n    linking group {v.links} (its spokesperson then accepts)" if v.links else "")
         for v in views
     ]
@@ -48,6 +49,17 @@ def signed_text(data: dict[str, Any]) -> str:
                 "once the linked group's spokesperson runs `spokes council accept COUNCIL`."
             )
         return f"Signed motion {motion}. `spokes motions` shows how many signatures it has."
+    if kind == "expel":
+        if data["status"] != "done":
+            return (
+                f"Signed motion {motion}. The expulsion takes effect once the quorum has "
+                "signed; `spokes motions` shows how many have."
+            )
+        return (
+            f"Signed motion {motion}: yours was the last signature it needed. "
+            f"{data['member_id']} is expelled: their sessions ended, they are off the roster, "
+            "and the next message starts a key period without them."
+        )
     if kind in ("elect", "recall"):
         if data["status"] != "done":
             return (

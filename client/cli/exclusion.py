@@ -1,0 +1,42 @@
+"""`spokes expel`: moving to expel a member (others sign with `spokes sign MOTION`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from client.cli.common import Commands, Output, client_command
+from client.exclusion import Exclusion
+from client.sdk import Client
+
+
+@client_command()
+async def expel(args: argparse.Namespace, client: Client) -> Output:
+    data = await Exclusion(client).expel(args.member, args.reason, args.group)
+    if data["status"] == "done":
+        text = (
+            f"Expulsion motion {data['motion_id']} opened and carried out at once: "
+            f"{data['member_id']} is expelled."
+        )
+    else:
+        text = (
+            f"Expulsion motion {data['motion_id']} opened and signed by you "
+            f"(1 of the {data['needed']} signatures it needs; the subject's never counts). "
+            f"The others run `spokes sign {data['motion_id']}`; the reason is sealed to each of "
+            "them and never to the subject."
+        )
+    return Output(data, text)
+
+
+def register(commands: Commands) -> None:
+    expelling = commands.add(
+        "expel",
+        "Open a motion to expel a member of your cell (or of a council you both sit in).",
+        expel,
+    )
+    expelling.add_argument("member", help="the member id of the one to expel")
+    expelling.add_argument(
+        "--reason", required=True, help="why (sealed to the group's other members, 1-500 chars)"
+    )
+    expelling.add_argument(
+        "--group", default="cell", help="the group to move it in: `cell` (default) or a council id"
+    )

@@ -1,0 +1,148 @@
+"""Expelling a member, for one member's client.
+
+The rule it keeps: an expulsion is opened, signed and carried out only
+against the roster log this client verified itself (crypto/exclusion.py and
+crypto/motion_rules.py decide who may sign and how many must; the subject
+never counts). The member whose signature completes the quorum signs the
+revocation at the head of the network's chain as this client verified it,
+carrying the motion, the signatures of members on the roster and the proofs
+that they are, inside the group's roster `remove` (reason `expelled`): the
+server appends both in one transaction, ends the member's sessions and
+closes their sockets. Every other group the member is in removes them
+as soon as a member's client there sees the revocation (client/rosters.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from client import api
+from client.errors import ClientError, ServerError
+from client.revocations import Revocations
+from client.rosters import Rosters
+from client.sdk import Client, parse_member
+from crypto import motion_rules, roster
+from crypto.chains import make_revocation, verify_revocation_list
+from crypto.encoding import Value, b32e
+from crypto.errors import RuleViolation
+from crypto.exclusion import expel_terms, expulsion_grounds, make_expel_motion
+from crypto.keys import member_id_text
+from crypto.motions import Motion
+from crypto.roster import RosterState
+from crypto.statements import Statement, pack
+
+_REFUSALS = {
+    "not_allowed": "You can't move or sign your own expulsion.",
+    "not_in_group": "That member is not on the group's roster; `spokes members GROUP` lists them.",
+    "stale_roster": "The roster changed since the motion was opened: open it again "
+    "(`spokes expel MEMBER --reason …`).",
+    "stale_motion": "This expulsion was already carried out.",
+}
+
+
+def refusal(exc: RuleViolation) -> ClientError:
+    hint = _REFUSALS.get(exc.code, f"{exc}.")
+    return ClientError(exc.code, f"{hint} Nothing was signed.")
+
+
+class Exclusion:
+    """Expulsions in my groups."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.rosters = Rosters(client)
+        self.revocations = Revocations(client)
+
+    async def expel(
+        self, member_text: str, reason: str, group_text: str = "cell"
+    ) -> dict[str, Any]:
+        """Open an `expel` motion (signed by me) in my cell or a council we both sit in."""
+        subject = parse_member(member_text)
+        group = await self.rosters.group(group_text)
+        self.rosters.writable(group)
+        _, state = await self.rosters.sync_roster(group)
+        me = self.client.me
+        if me not in state.members:
+            raise ClientError("not_in_group", "You are not on this group's roster.")
+        if subject not in state.members:
+            raise ClientError(
+                "not_in_group",
+                f"{member_id_text(subject)} is not on this group's roster; an expulsion is moved "
+                "in the subject's own cell or a council you both sit in (`--group`).",
+            )
+        identity, network = self.client.state.identity, self.client.network_id()
+        try:
+            motion = make_expel_motion(identity, network, state, subject, reason, self.client.now())
+            quorum = motion_rules.check_opening(
+                state, motion, self.client.rules(), motion.statement.time
+            )
+        except RuleViolation as exc:
+            raise refusal(exc) from None
+        opened = api.parse_motion_id(
+            await self.client.call(api.open_motion(state.group, motion.statement))
+        )
+        if opened.lower() != b32e(motion.id):
+            raise ClientError("bad_response", "The server answered with another motion id.")
+        result: dict[str, Any] = {
+            "motion_id": b32e(motion.id),
+            "group_id": b32e(state.group),
+            "member_id": member_id_text(subject),
+            "signatures": 1,
+            "needed": quorum.needed,
+        }
+        if not quorum.reached(frozenset({me})):
+            return {**result, "status": "open"}
+        await self.carry_out(state, motion, [])
+        return {**result, "status": "done"}
+
+    async def carry_out(
+        self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
+    ) -> dict[str, Any]:
+        """Sign the revocation and post the `remove` that carries it; retried on a moved head.
+
+        Signatures of members no longer on the roster are left out; if the
+        roster changed since the motion was opened, the rule book refuses
+        (`stale_roster`) and the motion must be opened again.
+        """
+        identity, network = self.client.state.identity, self.client.network_id()
+        genesis, _ = self.client.network()
+        subject = expel_terms(motion).member
+        for attempt in range(3):
+            listed = await self.revocations.fetch()
+            if subject in listed.by_subject:
+                raise ClientError(
+                    "already_revoked", f"{member_id_text(subject)} is already revoked."
+                )
+            current = [s for s in signatures if s.author in state.members]
+            seq, prev = listed.next_position()
+            now = self.client.now()
+            grounds = expulsion_grounds(state, motion, current)
+            revocation = make_revocation(
+                identity, network, subject, now, seq=seq, prev=prev, grounds=grounds
+            )
+            fields: dict[str, Value] = {
+                "member": subject,
+                "reason": "expelled",
+                "revocation": pack(revocation.statement),
+            }
+            event = roster.sign_event(identity, network, state, "remove", now, fields)
+            try:
+                roster.apply(state, event, rules=self.client.rules())
+            except RuleViolation as exc:
+                raise refusal(exc) from None
+            try:
+                await self.client.call(api.post_roster_event(state.group, event))
+            except ServerError as exc:
+                if exc.code != "stale_head" or attempt == 2:
+                    raise
+                _, state = await self.rosters.sync_roster(state.group)
+                continue
+            extended = verify_revocation_list(
+                genesis, [*(r.statement for r in listed.revocations), revocation.statement]
+            )
+            self.revocations.accept(extended)
+            break
+        await self.rosters.sync_roster(state.group)
+        self.client.save()
+        return {"member_id": member_id_text(subject), "revocation_seq": seq}

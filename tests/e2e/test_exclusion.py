@@ -1,0 +1,188 @@
+"""End to end: expelling an informant by a quorum of their cell.
+
+A member moves `spokes expel D --reason …`; others sign; the signature that
+completes the quorum carries it out: the revocation joins the network's
+chain with the cell's roster event, D's open socket closes at once, D's
+token is refused everywhere, and nothing sent afterwards opens with D's keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from client.state import StateFile
+from crypto.encoding import b32d, b32e, b64e
+from crypto.epochs import MessageKey
+from crypto.messages import Header, seal_message
+from tests.e2e.conftest import StartFrom
+from tests.e2e.test_cells import member_id, texts
+from tests.e2e.test_lying_server import Operator
+from tests.e2e.test_member_flow import ENV, run
+from tests.e2e.test_revocation import cell_of_four, refused, roster
+
+OPENAPI = Path(__file__).resolve().parents[2] / "server" / "openapi.json"
+
+
+class Watcher(threading.Thread):
+    """A socket of D's, held open in a thread of its own; notes when the server closes it."""
+
+    def __init__(self, url: str, token: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.token = url, token
+        self.ready = threading.Event()
+        self.closed_at: float | None = None
+        self.close_code: int | None = None
+
+    def run(self) -> None:
+        asyncio.run(self._watch())
+
+    async def _watch(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(self.url + "/v1/ws", headers=headers)
+            self.ready.set()
+            async with asyncio.timeout(60):
+                async for _ in ws:
+                    pass
+            self.closed_at = time.time()
+            self.close_code = ws.close_code
+
+
+def token_of(home: Path) -> str:
+    session = StateFile(home).read(ENV["SPOKES_PASSPHRASE"]).session
+    assert session is not None
+    return session.token
+
+
+def test_an_expelled_member_is_cut_off_at_once_and_reads_nothing_after(
+    start_from: StartFrom,
+) -> None:
+    url, database_url, (founder, b, c, d) = start_from(cell_of_four)
+    expelled = member_id(d)
+    run(d, "read", "cell")  # D's session is fresh
+    watcher = Watcher(url, token_of(d))
+    watcher.start()
+    assert watcher.ready.wait(20)
+
+    opened = run(b, "expel", expelled, "--reason", "was seen reporting to the police")
+    assert opened["status"] == "open" and opened["needed"] == 2  # a majority of the 3 others
+    motion = opened["motion_id"]
+    listed = {m["motion_id"]: m for m in run(c, "motions")["motions"]}
+    assert listed[motion]["reason"] == "was seen reporting to the police"
+    # The subject sees the motion but not the reason, and can't sign it.
+    theirs = {m["motion_id"]: m for m in run(d, "motions")["motions"]}
+    assert theirs[motion]["reason"] is None
+    assert refused(d, "sign", motion)["code"] == "not_allowed"
+
+    done = run(c, "sign", motion)
+    assert (done["status"], done["kind"], done["member_id"]) == ("done", "expel", expelled)
+
+    watcher.join(30)
+    assert watcher.closed_at is not None and watcher.close_code == 4403
+
+    async def revoked_at(conn: Any) -> float:
+        at = await conn.fetchval(
+            "SELECT revoked_at FROM members WHERE member_id = $1", b32d(expelled)
+        )
+        return float(at.timestamp())
+
+    latency = watcher.closed_at - Operator(database_url).do(revoked_at)
+    print(f"\nlast quorum signature -> expelled member's socket closed: {latency * 1000:.0f} ms")
+    assert latency < 1.0
+
+    # D's token is refused on every endpoint that asks for one.
+    statuses = asyncio.run(_statuses(url, d))
+    assert statuses, "no endpoint asks for a session"
+    assert {k: v for k, v in statuses.items() if v != 401} == {}
+
+    # The cell goes on without D: a new key period, sealed to the three.
+    run(b, "send", "cell", "after the expulsion")
+    assert "after the expulsion" in texts(run(founder, "read", "cell"))
+    assert "after the expulsion" in texts(run(c, "read", "cell"))
+    for home in (founder, b, c):
+        assert expelled not in roster(home)
+    error = refused(d, "read", "cell")
+    assert error["code"] not in ("verification_failed", "equivocation"), error
+
+    async def facts(conn: Any) -> tuple[int, int, str, str]:
+        group = bytes(
+            await conn.fetchval("SELECT cell_id FROM members WHERE member_id = $1", b32d(expelled))
+        )
+        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
+        latest_for_d = await conn.fetchval(
+            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
+            "AND member_id = $2",
+            group,
+            b32d(expelled),
+        )
+        op = await conn.fetchval(
+            "SELECT op FROM roster_events WHERE group_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET 1",
+            group,
+        )
+        status = await conn.fetchval(
+            "SELECT status FROM motions WHERE motion_id = $1", b32d(motion)
+        )
+        return current, latest_for_d, op, status
+
+    current, latest_for_d, op, status = Operator(database_url).do(facts)
+    assert latest_for_d < current  # no key period since the expulsion is sealed to D
+    assert (op, status) == ("remove", "done")
+    # Every client sees the expulsion in the network's revocation chain.
+    assert run(founder, "cells")["revocations"]["count"] == 1
+
+
+def test_too_few_signatures_leave_the_motion_open_and_nobody_expelled(
+    start_from: StartFrom,
+) -> None:
+    _, _, (founder, b, c, d) = start_from(cell_of_four)
+    target = member_id(c)
+    opened = run(d, "expel", target, "--reason", "a grudge")
+    assert opened["status"] == "open"
+    # The subject's own signature never counts: still one of two.
+    assert refused(c, "sign", opened["motion_id"])["code"] == "not_allowed"
+    listed = {m["motion_id"]: m for m in run(b, "motions")["motions"]}
+    assert listed[opened["motion_id"]]["signatures"] == 1
+    assert target in roster(founder)
+    # Nobody can move their own expulsion either.
+    assert refused(c, "expel", target, "--reason", "me")["code"] == "not_allowed"
+
+
+async def _statuses(url: str, home: Path) -> dict[str, int]:
+    """Each endpoint that answers 401 without a token, and what it answers with `home`'s."""
+    state = StateFile(home).read(ENV["SPOKES_PASSPHRASE"])
+    assert state.session is not None and state.cell_id is not None
+    token = state.session.token
+    paths: dict[str, Any] = json.loads(OPENAPI.read_text())["paths"]
+    dummy = b32e(state.cell_id)
+    # A message the member signed, to their old cell: it passes every check up to the session.
+    header = Header(state.cell_id, 1, state.member_id, 10_000)
+    sealed = seal_message(state.identity, header, MessageKey(bytes(32), bytes(12)), {"text": "x"})
+    body = {
+        "header": b64e(sealed.header),
+        "ciphertext": b64e(sealed.ciphertext),
+        "signature": b64e(sealed.signature),
+    }
+    found: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+        for path, methods in paths.items():
+            concrete = path
+            while "{" in concrete:
+                start, end = concrete.index("{"), concrete.index("}")
+                concrete = concrete[:start] + dummy + concrete[end + 1 :]
+            for method in methods:
+                if method not in ("get", "post", "put", "delete"):
+                    continue
+                async with http.request(method, url + concrete, json=body) as bare:
+                    if bare.status != 401:
+                        continue
+                headers = {"Authorization": f"Bearer {token}"}
+                async with http.request(method, url + concrete, json=body, headers=headers) as sent:
+                    found[f"{method.upper()} {path}"] = sent.status
+    return found
