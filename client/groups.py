@@ -403,6 +403,10 @@ class GroupRecord:
     # the roster seq of that split, where its kept log ends. The cell is then
     # read-only: its messages up to the split, never anything after it.
     left_at: int | None = None
+    # Members a roster event removed on a revocation (an expulsion, a steward's,
+    # their own), by the group event seq of that removal: a message of theirs
+    # the server delivers after it is the lying alarm (client/messages.py).
+    cut_off: dict[bytes, int] = field(default_factory=dict)
 
     def remember(self, message: ReadMessage) -> None:
         self.history.append(message)
@@ -429,6 +433,7 @@ class GroupRecord:
             "names": {m.hex(): n for m, n in self.names.items()},
             "names_stale": self.names_stale,
             "left_at": self.left_at,
+            "cut_off": {m.hex(): seq for m, seq in self.cut_off.items()},
         }
 
     @classmethod
@@ -466,6 +471,10 @@ class GroupRecord:
             },
             names_stale=cast(bool, raw.get("names_stale", True)),
             left_at=cast("int | None", raw.get("left_at")),
+            cut_off={
+                bytes.fromhex(m): cast(int, seq)
+                for m, seq in cast(dict[str, Value], raw.get("cut_off") or {}).items()
+            },
         )
 
 

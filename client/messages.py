@@ -267,6 +267,12 @@ class Messages:
         header = message_header(sealed)
         if header.group != record.group_id or event.sender != b32e(header.sender):
             raise lying("a message's header names another group or sender than its event")
+        cut_off = record.cut_off.get(header.sender)
+        if cut_off is not None and event.seq > cut_off:
+            raise lying(
+                f"the server delivers a message from {member_id_text(header.sender)} after "
+                "their removal on a revocation: their key signs nothing the group accepts now"
+            )
         info = infos.get(header.epoch)
         member = None if info is None else info.members.get(header.sender)
         if info is None or member is None:
@@ -360,6 +366,14 @@ class Messages:
             raise lying("the group's events hold a roster event its log lacks")
         if record.events[seq].id != statement.id:
             raise lying("the group's events and its roster log disagree")
+        fields = statement.fields
+        member = fields.get("member")
+        if (
+            fields.get("op") == "remove"
+            and fields.get("reason") in ("revoked", "expelled")
+            and isinstance(member, bytes)
+        ):
+            record.cut_off[member] = event.seq
 
     async def read(self, group_text: str, since: int | None) -> list[ReadMessage]:
         """The group's messages after `since`, or after what `read` last showed.

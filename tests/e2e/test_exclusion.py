@@ -12,18 +12,20 @@ import asyncio
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from client.state import StateFile
-from crypto.encoding import b32d, b32e, b64e
+from crypto.encoding import Value, b32d, b32e, b64e, encode
 from crypto.epochs import MessageKey
 from crypto.messages import Header, seal_message
+from server.store.events import append_event
 from tests.e2e.conftest import StartFrom
 from tests.e2e.test_cells import member_id, texts
-from tests.e2e.test_lying_server import Operator
+from tests.e2e.test_lying_server import Operator, caught
 from tests.e2e.test_member_flow import ENV, run
 from tests.e2e.test_revocation import cell_of_four, refused, roster
 
@@ -186,3 +188,72 @@ async def _statuses(url: str, home: Path) -> dict[str, int]:
                 async with http.request(method, url + concrete, json=body, headers=headers) as sent:
                     found[f"{method.upper()} {path}"] = sent.status
     return found
+
+
+# --- A lying server -------------------------------------------------------------------
+
+
+def expelled_cell(tmp_path: Path, url: str) -> tuple[Path, Path, Path, Path]:
+    """cell_of_four, then B and C expel D: the network the lying-server tests start from."""
+    founder, b, c, d = cell_of_four(tmp_path, url)
+    run(d, "send", "cell", "hello")  # D's keystore holds the cell's current key period
+    motion = run(b, "expel", member_id(d), "--reason", "informant")["motion_id"]
+    run(c, "sign", motion)
+    return founder, b, c, d
+
+
+def test_a_server_that_delivers_an_expelled_members_new_message_is_caught(
+    start_from: StartFrom,
+) -> None:
+    _, database_url, (founder, b, c, d) = start_from(expelled_cell)
+    run(b, "send", "cell", "after the expulsion")
+    # D's device (seized by, or belonging to, the informant) still holds the
+    # key period it had; the operator slips a message sealed with it into the
+    # cell's events, after the expulsion.
+    state = StateFile(d).read(ENV["SPOKES_PASSPHRASE"])
+    assert state.cell_id is not None
+    record = state.groups[state.cell_id]
+    epoch = max(n for n, e in record.epochs.items() if e.sending is not None)
+    counter, key = record.epochs[epoch].next_for_sending()
+    content: dict[str, Value] = {
+        "text": "meet me alone at the bridge",
+        "head": record.events[-1].id,
+        "sent_at": int(time.time()),
+        "prev": record.sent.get(str(epoch), -1),
+        "revocations": None,
+    }
+    header = Header(state.cell_id, epoch, state.member_id, counter)
+    sealed = seal_message(state.identity, header, key, content)
+    body = encode(
+        {"header": sealed.header, "ciphertext": sealed.ciphertext, "signature": sealed.signature}
+    )
+
+    async def slip_in(conn: Any) -> None:
+        await append_event(conn, state.cell_id, "message", state.member_id, body, datetime.now(UTC))
+
+    Operator(database_url).do(slip_in)
+    result = caught(founder, "read", "cell", because="after their removal on a revocation")
+    assert "meet me alone" not in str(result)
+    caught(c, "read", "cell", because="after their removal on a revocation")
+
+
+def test_a_server_that_hides_the_expulsion_from_a_cellmate_is_caught(
+    start_from: StartFrom,
+) -> None:
+    _, database_url, (founder, b, c, d) = start_from(expelled_cell)
+    run(b, "send", "cell", "D is out")  # sealed with the revocation head B knows
+
+    async def hide(conn: Any) -> None:
+        statement = await conn.fetchval("SELECT statement_id FROM revocations")
+        await conn.execute("DELETE FROM revocations")
+        await conn.execute("DELETE FROM statements WHERE statement_id = $1", statement)
+        await conn.execute("UPDATE networks SET revocation_seq = 0, revocation_head = NULL")
+
+    Operator(database_url).do(hide)
+    # The founder last looked before the expulsion: shown no revocation, it
+    # is caught by the head B's message carries; B refuses the shorter list.
+    result = caught(
+        founder, "read", "cell", because="withholds a revocation that a cellmate has seen"
+    )
+    assert "D is out" not in str(result)
+    caught(b, "read", "cell", because="rolled the revocation list back")
