@@ -1,0 +1,154 @@
+"""Expulsion and self-revocation over the real API: refused as a whole, or carried out at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crypto.chains import NO_PREVIOUS, make_revocation
+from crypto.encoding import Value, b32e
+from crypto.exclusion import expulsion_grounds, make_expel_motion, make_self_revocation
+from crypto.keys import IdentityKey
+from crypto.motions import Motion, sign_motion
+from crypto.network import DAY, Policy
+from crypto.roster import RosterState
+from crypto.statements import pack
+from tests.server.actors import Actor, bring_in, table_counts
+from tests.server.group_actors import GroupView
+from tests.server.test_elections import open_motion
+from tests.server.test_revocation_chain import head
+
+
+@pytest.fixture
+async def cell(server: Any, http: Any) -> tuple[GroupView, list[Actor]]:
+    """A founder and three members on the roster."""
+    founder = Actor(http, server.url)
+    assert (
+        await founder.found(Policy(cell_min=2, vouches=1, probation_seconds=30 * DAY))
+    ).status == 201
+    view = GroupView(founder, founder.cell or b"")
+    members = [founder]
+    for _ in range(3):
+        newcomer = Actor(http, server.url)
+        await bring_in(founder, newcomer, *members[1:])
+        assert (await view.add(newcomer, await founder.admission_of(newcomer))).status == 201
+        members.append(newcomer)
+    return view, members
+
+
+def removal(
+    state: RosterState,
+    motion: Motion,
+    signers: list[Actor],
+    author: Actor,
+    *,
+    seq: int = 0,
+    prev: bytes = NO_PREVIOUS,
+    key: IdentityKey | None = None,
+) -> dict[str, Value]:
+    """The `remove` fields carrying out `motion` with `signers`' signatures (and the opener's)."""
+    signatures = [sign_motion(s.key, s.network, motion, s.now()) for s in signers]
+    grounds = expulsion_grounds(state, motion, signatures)
+    subject = motion.terms["member"]
+    assert isinstance(subject, bytes)
+    revocation = make_revocation(
+        key or author.key,
+        author.network,
+        subject,
+        author.now(),
+        seq=seq,
+        prev=prev,
+        grounds=grounds,
+    )
+    return {"member": subject, "reason": "expelled", "revocation": pack(revocation.statement)}
+
+
+async def test_an_expulsion_takes_effect_only_with_its_quorum_and_once(
+    cell: Any, pool: Any
+) -> None:
+    view, (founder, b, c, d) = cell
+    state = await view.refresh()
+    motion = make_expel_motion(
+        founder.key, founder.network, state, d.id, "informant", founder.now()
+    )
+    assert (await open_motion(founder, motion)).status == 201
+    before = (await table_counts(pool), await head(pool))
+
+    async def refused(fields: dict[str, Value], status: int, code: str) -> None:
+        view.state = state
+        reply = await view.post("remove", fields)
+        assert (reply.status, reply.code) == (status, code), reply.body
+        assert (await table_counts(pool), await head(pool)) == before
+
+    # The opener alone: 1 of the 2 a majority of the three others needs.
+    await refused(removal(state, motion, [], founder), 409, "quorum_not_reached")
+    # The subject's signature never counts.
+    await refused(removal(state, motion, [d], founder), 403, "not_allowed")
+    # A stale head of the revocation chain.
+    await refused(removal(state, motion, [b], founder, seq=1), 409, "stale_head")
+    # Published in the name of someone who did not sign it.
+    await refused(removal(state, motion, [b], founder, key=c.key), 403, "not_allowed")
+
+    # D's socket-free session still works until the expulsion.
+    assert (await d.call("GET", "/v1/motions")).status == 200
+    view.state = state
+    carried = removal(state, motion, [b], founder)
+    done = await view.post("remove", carried)
+    assert done.status == 201, done.body
+    assert (await head(pool))[0] == 1
+    assert (await d.call("GET", "/v1/motions")).status == 401
+    assert view.state is not None and d.id not in view.state.members
+    # Once: the same motion again, on the new roster.
+    again = await view.post("remove", carried)
+    assert (again.status, again.code) == (403, "not_in_group"), again.body
+
+
+async def test_a_motion_of_another_network_or_a_stranger_is_refused(
+    cell: Any, pool: Any, server: Any, http: Any
+) -> None:
+    view, (founder, b, c, d) = cell
+    state = await view.refresh()
+    stranger = Actor(http, server.url)  # a key that was never on this roster
+    motion = make_expel_motion(
+        founder.key, founder.network, state, d.id, "informant", founder.now()
+    )
+    assert (await open_motion(founder, motion)).status == 201
+    before = (await table_counts(pool), await head(pool))
+    view.state = state
+    with pytest.raises(Exception):  # noqa: B017 - no proof can show a stranger on the roster
+        removal(state, motion, [stranger], founder)
+    elsewhere = make_expel_motion(founder.key, bytes(32), state, d.id, "informant", founder.now())
+    fields = removal(state, elsewhere, [b], founder)
+    reply = await view.post("remove", fields)
+    assert reply.status == 400, reply.body
+    assert (await table_counts(pool), await head(pool)) == before
+
+
+async def test_a_self_revocation_is_published_by_its_holder_only(cell: Any, pool: Any) -> None:
+    view, (founder, b, c, d) = cell
+    held = make_self_revocation(d.key, d.network, b.id, d.now())
+    grounds: dict[str, Value] = {"grounds": "self", "self": pack(held)}
+    before = (await table_counts(pool), await head(pool))
+    by_other = make_revocation(c.key, c.network, d.id, c.now(), grounds=grounds)
+    reply = await c.call("POST", "/v1/revocations", {"revocation": by_other.statement.to_wire()})
+    assert (reply.status, reply.code) == (403, "not_holder"), reply.body
+    assert (await table_counts(pool), await head(pool)) == before
+    # A removal carrying a revocation the chain does not hold is refused too.
+    by_holder = make_revocation(b.key, b.network, d.id, b.now(), grounds=grounds)
+    await view.refresh()
+    early = await view.post(
+        "remove", {"member": d.id, "reason": "revoked", "revocation": pack(by_holder.statement)}
+    )
+    assert (early.status, early.code) == (409, "not_revoked"), early.body
+    published = await b.call(
+        "POST", "/v1/revocations", {"revocation": by_holder.statement.to_wire()}
+    )
+    assert published.status == 201, published.body
+    assert published.body["member_id"] == b32e(d.id)
+    assert (await d.call("GET", "/v1/motions")).status == 401
+    await view.refresh()
+    removed = await view.post(
+        "remove", {"member": d.id, "reason": "revoked", "revocation": pack(by_holder.statement)}
+    )
+    assert removed.status == 201, removed.body
