@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +29,8 @@ from aiosmtpd.controller import Controller
 from crypto.elections import make_elect_motion
 from crypto.encoding import b32e, b64e
 from crypto.network import Policy
-from server.mail import TEXTS, NoticeKind, open_address
-from server.settings import Settings, SmtpSettings
+from server.mail import TEXTS, MailKeyError, NoticeKind, open_address, seal_address
+from server.settings import Settings, SettingsError, SmtpSettings, load_settings
 from tests.conftest import RunningServer, ServerFactory
 from tests.server.actors import Actor, bring_in
 from tests.server.group_actors import GroupView
@@ -162,7 +164,10 @@ def assert_content_free(mails: Iterable[Received], secrets: Iterable[str]) -> No
     """No mail carries any of `secrets` (compared without case), nor any address
     but its recipient's and the From address."""
     for mail in mails:
-        text = mail.raw.decode("utf-8", errors="replace").lower()
+        # The raw mail and its body decoded (a transfer encoding could hide text).
+        body = mail.message.get_payload(decode=True)
+        assert isinstance(body, bytes)
+        text = (mail.raw + b"\n" + body).decode("utf-8", errors="replace").lower()
         for secret in secrets:
             assert secret.lower() not in text, f"a mail carries {secret!r}"
         assert mail.message["From"] == FROM and mail.message["To"] == mail.to[0]
@@ -346,3 +351,84 @@ async def test_without_a_mail_server_and_key_opting_in_is_refused(
     reply = await founder.call("PUT", "/v1/notify", {"address": "ann@example.org"})
     assert (reply.status, reply.code) == (409, "mail_off")
     assert await rows(pool, "SELECT * FROM mail_addresses") == []
+
+
+# --- Configuration and sealing, without a server -------------------------------
+
+
+def test_a_sealed_address_opens_only_for_its_member_under_its_key() -> None:
+    key, ann, bob = os.urandom(32), os.urandom(32), os.urandom(32)
+    sealed = seal_address(key, ann, "ann@example.org")
+    assert open_address(key, ann, sealed) == "ann@example.org"
+    assert b"ann@example.org" not in sealed
+    for wrong_key, member in ((key, bob), (os.urandom(32), ann)):
+        with pytest.raises(MailKeyError):
+            open_address(wrong_key, member, sealed)
+
+
+def test_the_mail_key_and_server_come_from_arguments_and_the_environment(tmp_path: Path) -> None:
+    key = os.urandom(32)
+    env = {"SPOKES_SERVER_SECRET": os.urandom(32).hex()}
+    assert load_settings(data_dir=tmp_path, env=env).mail_off_reason() == (
+        "mail notices are off: no mail server (--smtp-host or SPOKES_SMTP_HOST) "
+        "and no mail key (SPOKES_MAIL_KEY, or --mail-key-file)"
+    )
+    for text in (key.hex(), base64.b64encode(key).decode(), b64e(key)):
+        loaded = load_settings(data_dir=tmp_path, env={**env, "SPOKES_MAIL_KEY": text})
+        assert loaded.mail_key == key
+    key_file = tmp_path / "mail.key"
+    key_file.write_bytes(key)
+    key_file.chmod(0o600)
+    assert load_settings(data_dir=tmp_path, mail_key_file=key_file, env=env).mail_key == key
+    by_env = {**env, "SPOKES_MAIL_KEY_FILE": str(key_file)}
+    assert load_settings(data_dir=tmp_path, env=by_env).mail_key == key
+    smtp_env = {
+        **env,
+        "SPOKES_MAIL_KEY": key.hex(),
+        "SPOKES_SMTP_HOST": "mail.example",
+        "SPOKES_SMTP_FROM": FROM,
+        "SPOKES_SMTP_STARTTLS": "1",
+        "SPOKES_SMTP_USER": "spokes",
+        "SPOKES_SMTP_PASSWORD": "hunter2-but-longer",
+    }
+    loaded = load_settings(data_dir=tmp_path, env=smtp_env)
+    assert loaded.mail_off_reason() is None and loaded.smtp is not None
+    assert (loaded.smtp.port, loaded.smtp.starttls, loaded.smtp.user) == (587, True, "spokes")
+    assert "hunter2" not in repr(loaded) and key.hex() not in repr(loaded)
+    argued = load_settings(
+        data_dir=tmp_path, smtp_host="other.example", smtp_port=2525, env=smtp_env
+    )
+    assert argued.smtp is not None and (argued.smtp.host, argued.smtp.port) == (
+        "other.example",
+        2525,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"SPOKES_MAIL_KEY": "00" * 31}, "SPOKES_MAIL_KEY must hold a 32-byte key"),
+        ({"SPOKES_MAIL_KEY": "not a key at all"}, "SPOKES_MAIL_KEY must hold a 32-byte key"),
+        ({"SPOKES_MAIL_KEY": "00" * 32, "SPOKES_MAIL_KEY_FILE": "x"}, "not both"),
+        ({"SPOKES_MAIL_KEY_FILE": "/nonexistent/mail.key"}, "cannot read the mail key file"),
+        ({"SPOKES_SMTP_HOST": "mail.example"}, "needs --smtp-from"),
+        ({"SPOKES_SMTP_HOST": "m", "SPOKES_SMTP_FROM": "nobody"}, "--smtp-from must be"),
+        ({"SPOKES_SMTP_HOST": "m", "SPOKES_SMTP_FROM": FROM, "SPOKES_SMTP_USER": "u"}, "PASSWORD"),
+        ({"SPOKES_SMTP_HOST": "m", "SPOKES_SMTP_FROM": FROM, "SPOKES_SMTP_PORT": "0"}, "port"),
+    ],
+)
+def test_a_bad_mail_setting_is_refused_with_what_to_fix(
+    changes: dict[str, str], says: str, tmp_path: Path
+) -> None:
+    env = {"SPOKES_SERVER_SECRET": os.urandom(32).hex(), **changes}
+    with pytest.raises(SettingsError, match=re.escape(says)):
+        load_settings(data_dir=tmp_path, env=env)
+
+
+def test_a_mail_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "mail.key"
+    key_file.write_text(os.urandom(32).hex())
+    key_file.chmod(0o644)
+    env = {"SPOKES_SERVER_SECRET": os.urandom(32).hex()}
+    with pytest.raises(SettingsError, match="chmod 600"):
+        load_settings(data_dir=tmp_path, mail_key_file=key_file, env=env)
