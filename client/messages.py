@@ -44,6 +44,7 @@ from crypto import alerts, relays, roster
 from crypto.chains import RevocationHead
 from crypto.encoding import Value, b32e, decode
 from crypto.errors import CryptoError, DecryptionFailed, RuleViolation
+from crypto.exclusion import open_self_revocation
 from crypto.keys import member_id_text
 from crypto.messages import Header, message_id, open_message, seal_message
 from crypto.messages import verify_message as verify_sealed
@@ -294,6 +295,7 @@ class Messages:
         check_head(infos, header.epoch, head)
         record.heads_seen.setdefault(header.epoch, set()).add(head)  # type: ignore[arg-type]
         await self._check_revocations(content.get("revocations"), header.sender)
+        self._take_held(content.get("duress"), header.sender)
         provenance = self._check_relay(record, content.get("relay"), head, header.sender)
         text = content.get("text")
         sent_at = content.get("sent_at")
@@ -336,6 +338,23 @@ class Messages:
         except RuleViolation as exc:
             raise lying(f"a relayed message does not hold ({exc})") from None
         return provenance.to_value()
+
+    def _take_held(self, sealed: Value | None, sender: bytes) -> None:
+        """A self-revocation a cellmate sealed for me to hold (`spokes duress make`): kept.
+
+        Only the holder it names opens it; the others see a sealed note."""
+        if not isinstance(sealed, dict) or sealed.get("holder") != self.client.me:
+            return
+        box = sealed.get("box")
+        try:
+            if not isinstance(box, bytes):
+                raise RuleViolation("invalid_statement", "no box")
+            held = open_self_revocation(
+                box, self.client.network_id(), sender, self.client.me, self.client.state.kem
+            )
+        except CryptoError as exc:
+            raise lying(f"a self-revocation sealed for you does not hold ({exc})") from None
+        self.client.state.held[sender] = held
 
     async def _check_revocations(self, claimed: Value | None, sender: bytes) -> None:
         """A message names the revocation head its sender knew: my chain must hold it.

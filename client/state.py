@@ -45,7 +45,7 @@ from crypto.keystore import (
 from crypto.messages import Header, SealedMessage
 from crypto.network import Genesis, KeyBundle, parse_key_bundle, verify_genesis
 from crypto.sealing import KemPrivateKey, KemSuite
-from crypto.statements import pack, unpack
+from crypto.statements import Statement, pack, unpack
 
 # What opens the keystore: the passphrase, or the key it derives (as an
 # unlocked agent holds it, client/agent.py).
@@ -144,6 +144,9 @@ class State:
     # My blocks: admission certificate id -> my block's signed time. A roster
     # that adds that newcomer later means my block was withheld from the cell.
     blocked: dict[bytes, int] = field(default_factory=dict)
+    # Self-revocations cellmates sealed for me to hold (`spokes duress`), by
+    # their maker: published if the maker is arrested or loses their device.
+    held: dict[bytes, Statement] = field(default_factory=dict)
 
     @property
     def member_id(self) -> bytes:
@@ -187,6 +190,7 @@ class State:
             "outbox": [o.to_value() for o in self.outbox],
             "revocations": list[Value](self.revocations),
             "blocked": {admission.hex(): at for admission, at in self.blocked.items()},
+            "held": {maker.hex(): pack(held) for maker, held in self.held.items()},
         }
 
     @classmethod
@@ -237,7 +241,12 @@ class State:
             bytes.fromhex(admission): cast(int, at)
             for admission, at in cast(dict[str, Value], value.get("blocked") or {}).items()
         }
+        held = {
+            bytes.fromhex(maker): unpack(packed, "self-revocation", network)
+            for maker, packed in cast(dict[str, Value], value.get("held") or {}).items()
+        }
         return cls(
+            held=held,
             blocked=blocked,
             revocations=revocations,
             outbox=outbox,

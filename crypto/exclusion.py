@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from crypto import labels
 from crypto.delegations import Entry, entry_value, parse_entries
-from crypto.encoding import Value
+from crypto.encoding import Value, decode, encode
 from crypto.errors import DecryptionFailed, RuleViolation
 from crypto.keys import IdentityKey
 from crypto.motions import Motion, make_motion, parse_motion
@@ -43,7 +43,7 @@ from crypto.quorum import quorum_of
 from crypto.roster_state import GroupRules, RosterState
 from crypto.rostertree import prove, roster_root, verify_proof
 from crypto.sealing import KemPrivateKey, KemPublicKey, KemSuite, open_sealed, seal
-from crypto.statements import Statement, get_bytes, get_str, pack, sign_statement, unpack
+from crypto.statements import Statement, get_bytes, pack, sign_statement, unpack
 
 GROUNDS = ("steward", "expelled", "self")
 MAX_REASON_CHARS = 500
@@ -258,6 +258,23 @@ def make_self_revocation(key: IdentityKey, network: bytes, holder: bytes, time: 
     return sign_statement(key, "self-revocation", network, time, {"holder": holder})
 
 
-def grounds_kind(statement: Statement) -> str:
-    kind = statement.fields.get("grounds", "steward")
-    return get_str({"g": kind}, "g", 16) if isinstance(kind, str) else "invalid"
+def _duress_info(network: bytes, maker: bytes, holder: bytes) -> bytes:
+    return labels.DURESS_BOX + network + maker + holder
+
+
+def seal_self_revocation(held: Statement, holder_kem: KemPublicKey) -> bytes:
+    """The self-revocation sealed for its holder alone (carried inside a cell message)."""
+    network = held.network or b""
+    holder = get_bytes(held.fields, "holder", 32)
+    return seal(holder_kem, encode(pack(held)), _duress_info(network, held.author, holder))
+
+
+def open_self_revocation(
+    box: bytes, network: bytes, maker: bytes, me: bytes, kem: KemPrivateKey
+) -> Statement:
+    """A self-revocation `maker` sealed for me: checked to be theirs, naming me its holder."""
+    packed = decode(open_sealed(kem, box, _duress_info(network, maker, me)))
+    held = unpack(packed, "self-revocation", network)
+    if held.author != maker or get_bytes(held.fields, "holder", 32) != me:
+        raise RuleViolation("wrong_member", "a self-revocation names another maker or holder")
+    return held

@@ -67,6 +67,8 @@ ROSTER_NODE = b"spokes/v1/roster-node\x00"
 RELAY_ORIGINAL = b"spokes/v1/relay-original\x00"
 # An expulsion's reason, sealed to each member but the subject (crypto/exclusion.py).
 EXPEL_REASON = b"spokes/v1/expel-reason\x00"
+# A member's self-revocation, sealed to the cellmate who holds it (crypto/exclusion.py).
+DURESS_BOX = b"spokes/v1/duress-box\x00"
 
 # Every signature context that is not a statement's.
 OTHER_SIGNATURE_CONTEXTS = (LOGIN, INVITE_PROOF, MESSAGE_SIGNATURE, PROFILE_SIGNATURE)

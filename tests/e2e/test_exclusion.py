@@ -257,3 +257,30 @@ def test_a_server_that_hides_the_expulsion_from_a_cellmate_is_caught(
     )
     assert "D is out" not in str(result)
     caught(b, "read", "cell", because="rolled the revocation list back")
+
+
+# --- A seized device --------------------------------------------------------------------
+
+
+def test_a_self_revocation_held_by_a_cellmate_cuts_a_seized_device_off(
+    start_from: StartFrom,
+) -> None:
+    _, _, (founder, b, c, d) = start_from(cell_of_four)
+    arrested = member_id(d)
+    made = run(d, "duress", "make", "--holder", member_id(b))
+    assert (made["holder"], made["status"]) == (member_id(b), "sealed")
+    # Only B's client opens it; C sees a sealed note and holds nothing.
+    run(c, "read", "cell")
+    assert run(c, "duress", "list")["held"] == []
+    assert refused(c, "duress", "publish", arrested)["code"] == "not_holder"
+    run(b, "read", "cell")
+    assert [h["member_id"] for h in run(b, "duress", "list")["held"]] == [arrested]
+
+    published = run(b, "duress", "publish", arrested)
+    assert (published["member_id"], published["status"]) == (arrested, "revoked_by_self")
+    error = refused(d, "read", "cell")
+    assert error["code"] not in ("verification_failed", "equivocation"), error
+    run(c, "send", "cell", "D's phone was taken")
+    assert "D's phone was taken" in texts(run(founder, "read", "cell"))
+    for home in (founder, b, c):
+        assert arrested not in roster(home)
