@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from crypto.exclusion import expel_terms
 from crypto.motion_rules import check_opening
 from crypto.motions import parse_motion
 from crypto.roster import GroupRules
@@ -27,6 +28,7 @@ from server.services.common import (
 )
 from server.services.groups import load_state, locked_group_for
 from server.services.roster_ops import wire_bytes
+from server.store import admissions as admission_store
 from server.store import events as event_store
 from server.store import groups as group_store
 from server.store import motions as store
@@ -56,9 +58,20 @@ async def open_motion(
         await event_store.append_event(
             conn, group_id, "motion", session.member_id, wire_bytes(statement), now
         )
+        # The subject of an expulsion is not asked to sign it; their sponsor
+        # (the member who admitted them) is told, so that vetting answers for itself.
+        subject = expel_terms(motion).member if motion.kind == "expel" else None
         await notices.enqueue_group(
-            conn, group_id, notices.NoticeKind.MOTION, now, besides=session.member_id
+            conn,
+            group_id,
+            notices.NoticeKind.MOTION,
+            now,
+            besides=[session.member_id, *([subject] if subject else [])],
         )
+        if subject is not None:
+            sponsor = await admission_store.issuer_of(conn, subject)
+            if sponsor is not None:
+                await notices.enqueue(conn, sponsor, notices.NoticeKind.EXPULSION, now)
     return motion.id
 
 

@@ -80,10 +80,11 @@ async def enqueue_group(
     kind: NoticeKind,
     now: datetime | None = None,
     *,
-    besides: bytes | None = None,
+    besides: Sequence[bytes] = (),
 ) -> int:
     """A notice of ``kind`` for every current member of the group who opted in
-    (but ``besides``, the member who acted), in the caller's transaction."""
+    (but those ``besides``: the member who acted, an expulsion's subject), in
+    the caller's transaction."""
     return await store.insert_group_notices(conn, group_id, besides, NoticeKind(kind).value, now)
 
 

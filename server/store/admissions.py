@@ -94,3 +94,11 @@ async def verdicts_about(conn: Connection, subject_id: bytes) -> list[StoredStat
         subject_id,
     )
     return [StoredStatement(r["body"], r["sig"]) for r in rows]
+
+
+async def issuer_of(conn: Connection, subject_id: bytes) -> bytes | None:
+    """Who admitted ``subject_id`` (their certificate's issuer), or None for a steward."""
+    issuer = await conn.fetchval(
+        "SELECT issuer_id FROM admissions WHERE subject_id = $1", subject_id
+    )
+    return None if issuer is None else bytes(issuer)

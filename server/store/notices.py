@@ -80,18 +80,22 @@ async def insert_notices(
 
 
 async def insert_group_notices(
-    conn: Connection, group_id: bytes, besides: bytes | None, kind: str, now: datetime | None
+    conn: Connection,
+    group_id: bytes,
+    besides: Sequence[bytes],
+    kind: str,
+    now: datetime | None,
 ) -> int:
     """One notice of ``kind`` for each current member of the group with an address,
-    but ``besides``; how many."""
+    but those ``besides``; how many."""
     status = await conn.execute(
         """INSERT INTO mail_notices (member_id, kind, created_at, next_attempt_at)
            SELECT a.member_id, $3, coalesce($4::timestamptz, now()),
                   coalesce($4::timestamptz, now())
            FROM group_members gm JOIN mail_addresses a ON a.member_id = gm.member_id
-           WHERE gm.group_id = $1 AND gm.member_id IS DISTINCT FROM $2""",
+           WHERE gm.group_id = $1 AND gm.member_id <> ALL($2::bytea[])""",
         group_id,
-        besides,
+        list(besides),
         kind,
         now,
     )

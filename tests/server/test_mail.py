@@ -27,6 +27,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from crypto.elections import make_elect_motion
+from crypto.exclusion import make_expel_motion
 from crypto.encoding import b32e, b64e
 from crypto.network import Policy
 from server.mail import TEXTS, MailKeyError, NoticeKind, open_address, seal_address
@@ -432,3 +433,34 @@ def test_a_mail_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
     env = {"SPOKES_SERVER_SECRET": os.urandom(32).hex()}
     with pytest.raises(SettingsError, match="chmod 600"):
         load_settings(data_dir=tmp_path, mail_key_file=key_file, env=env)
+
+
+async def test_an_expulsion_asks_the_others_to_sign_and_tells_the_sponsor_not_the_subject(
+    mail_server: RunningServer, smtp: SmtpServer, http: Any, pool: Any
+) -> None:
+    founder = Actor(http, mail_server.url)
+    assert (await founder.found(Policy(cell_min=2, vouches=1))).status == 201
+    view = GroupView(founder, founder.cell or b"")
+    b, c, d = members = [Actor(http, mail_server.url) for _ in range(3)]
+    for n, newcomer in enumerate(members):
+        await bring_in(founder, newcomer, *members[:n])
+        assert (await view.add(newcomer, await founder.admission_of(newcomer))).status == 201
+    # The founder admitted D: D's sponsor. Everyone opts in after the admissions.
+    f_mail, b_mail, c_mail, d_mail = [await opt_in(a) for a in (founder, b, c, d)]
+    state = await view.refresh()
+    reason = "seen reporting to the police"
+    motion = make_expel_motion(b.key, b.network, state, d.id, reason, b.now())
+    opened = await b.call(
+        "POST", f"/v1/groups/{b32e(view.group)}/motions", {"motion": motion.statement.to_wire()}
+    )
+    assert opened.status == 201, opened.body
+    expected = {
+        f_mail: sorted([SUBJECTS[NoticeKind.EXPULSION], SUBJECTS[NoticeKind.MOTION]]),
+        c_mail: [SUBJECTS[NoticeKind.MOTION]],
+    }
+    mails = await smtp.inbox.wait_for(3)
+    await asyncio.sleep(0.3)
+    assert {address: smtp.inbox.of(address) for address in expected} == expected
+    assert smtp.inbox.of(d_mail) == [] and smtp.inbox.of(b_mail) == []
+    secrets = [reason, *encodings(d.id), *encodings(motion.id), *encodings(view.group)]
+    assert_content_free(mails, secrets)
