@@ -25,6 +25,7 @@ from client.cli import (
     duress,
     elections,
     exclusion,
+    history,
     motions,
     network,
     notify,
@@ -53,6 +54,7 @@ AREAS = (
     relays,
     alerts,
     notify,
+    history,
 )
 
 

@@ -58,6 +58,8 @@ COMMANDS = [
     ["proposals"],
     ["notify", "set"],
     ["notify", "clear"],
+    ["log"],
+    ["exposure"],
 ]
 
 
