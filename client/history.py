@@ -94,11 +94,6 @@ class LogEntry:
     origin: bytes | None = None  # founded by a split: the split event's id
     reason: str | None = None  # expelled: the reason, if it was sealed to me
 
-    def member_ids(self) -> set[bytes]:
-        """Every member this entry names."""
-        named = {self.author, *self.members, *self.signers, *self.vouchers}
-        return named | {m for m in (self.subject, self.issuer) if m is not None}
-
 
 ReasonOpener = Callable[[Motion], str | None]
 Describe = Callable[[Step, GroupRules, ReasonOpener | None], LogEntry]

@@ -62,8 +62,8 @@ def entry_data(entry: LogEntry, names: Names) -> dict[str, Any]:
     }
 
 
-def _people(members: tuple[bytes, ...], names: Names) -> str:
-    return ", ".join(names.of(m) for m in members) or "nobody"
+def _people(members: tuple[bytes, ...], names: Names, none: str = "nobody") -> str:
+    return ", ".join(names.of(m) for m in members) or none
 
 
 def _revoked_text(e: LogEntry, n: Names) -> str:
@@ -96,7 +96,8 @@ _TEXTS: dict[str, Callable[[LogEntry, Names], str]] = {
     ),
     "admitted": lambda e, n: (
         f"{n.of(e.subject) if e.subject else '?'} admitted: certificate by "
-        f"{n.of(e.issuer) if e.issuer else '?'}, vouched by {_people(e.vouchers, n)}"
+        f"{n.of(e.issuer) if e.issuer else '?'}, "
+        + (f"vouched by {_people(e.vouchers, n)}" if e.vouchers else "no vouches beside it")
     ),
     "left": lambda e, n: f"{n.of(e.subject) if e.subject else '?'} left",
     "revoked": _revoked_text,
@@ -243,11 +244,15 @@ def _shared_line(shared: SharedGroup, names: Names) -> str:
     if shared.seat_for is not None:
         held.append(f"holds the seat of group {b32e(shared.seat_for)}")
     return (
-        f"  {stay.kind} {b32e(stay.group)} (level {stay.level}), {shared.members} members: "
-        f"on its roster since roster {stay.since.seq} ({stay.since.type}, {when(stay.since.at)}); "
-        + _epochs_text(stay)
-        + ("; " + ", ".join(held) if held else "")
+        f"  {_group_text(stay)}: on its roster since roster {stay.since.seq} "
+        f"({stay.since.type}, {when(stay.since.at)}); {_epochs_text(stay)}; knows its "
+        f"{shared.members} members and their profiles" + ("; " + ", ".join(held) if held else "")
     )
+
+
+def _group_text(stay: Stay) -> str:
+    level = f" (level {stay.level})" if stay.kind != "cell" else ""
+    return f"{stay.kind} {b32e(stay.group)}{level}"
 
 
 def _past_line(stay: Stay) -> str:
@@ -258,7 +263,7 @@ def _past_line(stay: Stay) -> str:
     )
     periods = ", ".join(str(e.epoch) for e in stay.epochs) or "none"
     return (
-        f"  {stay.kind} {b32e(stay.group)}: from roster {stay.since.seq} "
+        f"  {_group_text(stay)}: from roster {stay.since.seq} "
         f"({stay.since.type}) {until}; key periods {periods}"
     )
 
@@ -281,9 +286,11 @@ def _invitee_line(invitee: Invitee, names: Names) -> str:
 
 
 def exposure_text(exposure: Exposure, names: Names) -> str:
+    who = names.verified.get(exposure.member)
+    member = member_id_text(exposure.member)
     lines = [
-        f"What {names.of(exposure.member)} ({member_id_text(exposure.member)}) can see, "
-        "as far as your client can verify:"
+        f"What {f'{who} ({member})' if who else f'member {member}'} can see, as far as your "
+        "client can verify:"
     ]
     lines += [_shared_line(s, names) for s in exposure.groups]
     if exposure.past:
