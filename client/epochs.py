@@ -75,7 +75,7 @@ class Epochs:
                 if not state.needs_rekey and state.epoch > before:
                     return state
                 continue
-            keys = epochs.derive_epoch_keys(secret, group, epoch, state.members)
+            keys = epochs.derive_epoch_keys(secret, group, epoch, state.readers)
             del secret  # the chains and profile key are all that is kept
             record.epochs[epoch] = new_epoch_record(keys, self.client.me)
             self.client.save()

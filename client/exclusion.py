@@ -26,9 +26,15 @@ from crypto import motion_rules, roster
 from crypto.chains import make_revocation, verify_revocation_list
 from crypto.encoding import Value, b32e
 from crypto.errors import RuleViolation
-from crypto.exclusion import expel_terms, expulsion_grounds, make_expel_motion
+from crypto.exclusion import (
+    expel_terms,
+    expulsion_grounds,
+    freeze_subject,
+    make_expel_motion,
+    make_freeze_motion,
+)
 from crypto.keys import member_id_text
-from crypto.motions import Motion
+from crypto.motions import Motion, split_event_fields
 from crypto.roster import RosterState
 from crypto.statements import Statement, pack
 
@@ -37,7 +43,9 @@ _REFUSALS = {
     "not_in_group": "That member is not on the group's roster; `spokes members GROUP` lists them.",
     "stale_roster": "The roster changed since the motion was opened: open it again "
     "(`spokes expel MEMBER --reason …`).",
-    "stale_motion": "This expulsion was already carried out.",
+    "stale_motion": "This motion was already carried out.",
+    "already_frozen": "That member is frozen already; `spokes status MEMBER` shows since when.",
+    "not_frozen": "That member is not frozen.",
 }
 
 
@@ -146,3 +154,65 @@ class Exclusion:
         await self.rosters.sync_roster(state.group)
         self.client.save()
         return {"member_id": member_id_text(subject), "revocation_seq": seq}
+
+    async def freeze(self, member_text: str, kind: str = "freeze") -> dict[str, Any]:
+        """Open a `freeze` (or `unfreeze`) motion of a cellmate, signed by me; carried out at
+        once if my signature is all the policy asks of a cell this small."""
+        subject = parse_member(member_text)
+        group = await self.rosters.group("cell")
+        self.rosters.writable(group)
+        _, state = await self.rosters.sync_roster(group)
+        identity, network = self.client.state.identity, self.client.network_id()
+        try:
+            motion = make_freeze_motion(identity, network, state, subject, kind, self.client.now())
+            quorum = motion_rules.check_opening(
+                state, motion, self.client.rules(), motion.statement.time
+            )
+        except RuleViolation as exc:
+            raise refusal(exc) from None
+        opened = api.parse_motion_id(
+            await self.client.call(api.open_motion(state.group, motion.statement))
+        )
+        if opened.lower() != b32e(motion.id):
+            raise ClientError("bad_response", "The server answered with another motion id.")
+        result: dict[str, Any] = {
+            "motion_id": b32e(motion.id),
+            "member_id": member_id_text(subject),
+            "signatures": 1,
+            "needed": quorum.needed,
+        }
+        if not quorum.reached(frozenset({self.client.me})):
+            return {**result, "status": "open"}
+        await self.carry_out_freeze(state, motion, [])
+        return {**result, "status": "done"}
+
+    async def carry_out_freeze(
+        self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
+    ) -> dict[str, Any]:
+        """Post the `freeze`/`unfreeze` event carrying the motion and the signatures."""
+        identity, network = self.client.state.identity, self.client.network_id()
+        subject = freeze_subject(motion)
+        for attempt in range(3):
+            current = [s for s in signatures if s.author in state.members]
+            fields: dict[str, Value] = {
+                "member": subject,
+                **split_event_fields(motion, current),
+            }
+            event = roster.sign_event(
+                identity, network, state, motion.kind, self.client.now(), fields
+            )
+            try:
+                roster.apply(state, event, rules=self.client.rules())
+            except RuleViolation as exc:
+                raise refusal(exc) from None
+            try:
+                await self.client.call(api.post_roster_event(state.group, event))
+            except ServerError as exc:
+                if exc.code != "stale_head" or attempt == 2:
+                    raise
+                _, state = await self.rosters.sync_roster(state.group)
+                continue
+            break
+        await self.rosters.sync_roster(state.group)
+        self.client.save()
+        return {"member_id": member_id_text(subject)}

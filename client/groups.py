@@ -122,7 +122,7 @@ def _epoch_infos(events: Sequence[Statement], rules: roster.GroupRules) -> dict[
                 state.epoch,
                 state.epoch_roster,
                 state.commitment,
-                dict(state.members),
+                dict(state.readers),
                 frozenset({state.head}),
             )
         else:
@@ -404,8 +404,9 @@ class GroupRecord:
     # read-only: its messages up to the split, never anything after it.
     left_at: int | None = None
     # Members a roster event removed on a revocation (an expulsion, a steward's,
-    # their own), by the group event seq of that removal: a message of theirs
-    # the server delivers after it is the lying alarm (client/messages.py).
+    # their own) or froze, by the group event seq of that event: a message of
+    # theirs the server delivers after it is the lying alarm (client/messages.py);
+    # an unfreeze lets them write again.
     cut_off: dict[bytes, int] = field(default_factory=dict)
 
     def remember(self, message: ReadMessage) -> None:

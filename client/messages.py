@@ -272,7 +272,8 @@ class Messages:
         if cut_off is not None and event.seq > cut_off:
             raise lying(
                 f"the server delivers a message from {member_id_text(header.sender)} after "
-                "their removal on a revocation: their key signs nothing the group accepts now"
+                "their removal on a revocation, or their freeze: their key signs nothing the "
+                "group accepts now"
             )
         info = infos.get(header.epoch)
         member = None if info is None else info.members.get(header.sender)
@@ -387,12 +388,13 @@ class Messages:
             raise lying("the group's events and its roster log disagree")
         fields = statement.fields
         member = fields.get("member")
-        if (
-            fields.get("op") == "remove"
-            and fields.get("reason") in ("revoked", "expelled")
-            and isinstance(member, bytes)
+        op = fields.get("op")
+        if isinstance(member, bytes) and (
+            op == "freeze" or (op == "remove" and fields.get("reason") in ("revoked", "expelled"))
         ):
             record.cut_off[member] = event.seq
+        elif isinstance(member, bytes) and op == "unfreeze":
+            record.cut_off.pop(member, None)  # back among the readers from the next epoch
 
     async def read(self, group_text: str, since: int | None) -> list[ReadMessage]:
         """The group's messages after `since`, or after what `read` last showed.

@@ -24,7 +24,7 @@ from crypto import motion_rules, motions, quorum, roster
 from crypto.councils import COUNCIL, link_terms
 from crypto.encoding import b32e
 from crypto.errors import CryptoError, RuleViolation
-from crypto.exclusion import expel_terms, open_reason
+from crypto.exclusion import FREEZE_KINDS, expel_terms, freeze_subject, open_reason
 from crypto.keys import member_id_text, parse_member_id
 from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES
@@ -96,6 +96,8 @@ class Motions:
                 moved, new_group = motions.split_terms(motion)
             elif motion.kind == "link":
                 links = b32e(link_terms(motion))
+            elif motion.kind in FREEZE_KINDS:
+                member = member_id_text(freeze_subject(motion))
             elif motion.kind == "expel":
                 member = member_id_text(expel_terms(motion).member)
                 reason = open_reason(motion, self.client.me, self.client.state.kem)
@@ -146,9 +148,11 @@ class Motions:
                 "nothing for you to do. It takes effect once every member who moves has signed "
                 f"({view.signatures} of {view.needed} so far; `spokes motions` shows it).",
             )
-        if motion.kind == "expel" and self.client.me == expel_terms(motion).member:
+        if (motion.kind == "expel" and self.client.me == expel_terms(motion).member) or (
+            motion.kind in FREEZE_KINDS and self.client.me == freeze_subject(motion)
+        ):
             raise ClientError(
-                "not_allowed", "You can't sign your own expulsion; nothing was signed."
+                "not_allowed", "You can't sign a motion about yourself; nothing was signed."
             )
         if view.signed_by_me:
             raise ClientError(
@@ -175,6 +179,9 @@ class Motions:
             signed = motion_rules.signed_by(motion, signatures, state)
             if not motion_rules.quorum_for(state, motion, self.client.rules()).reached(signed):
                 return {"motion_id": view.motion_id, "status": "open", "kind": motion.kind}
+            if motion.kind in FREEZE_KINDS:
+                done = await Exclusion(self.client).carry_out_freeze(state, motion, signatures)
+                return {"motion_id": view.motion_id, "status": "done", "kind": motion.kind, **done}
             if motion.kind == "expel":
                 done = await Exclusion(self.client).carry_out(state, motion, signatures)
                 return {"motion_id": view.motion_id, "status": "done", "kind": "expel", **done}

@@ -399,6 +399,10 @@ class Rosters:
         for member_id in [m for m in state.members if m in revocations]:
             state = await self._remove_revoked(state, revocations[member_id])
             record = self.client.state.record(cell_id)
+        window = self.client.rules().policy.freeze_seconds
+        for member_id in [m for m, t in state.frozen.items() if self.client.now() >= t + window]:
+            state = await self._lapse(state, member_id)
+            record = self.client.state.record(cell_id)
         self._check_chains(record, state, cell)
         for member in cell.members:
             if member not in state.members:
@@ -517,6 +521,25 @@ class Rosters:
                 f"{member_id_text(revocation.subject)} is revoked but still on the roster; "
                 "nothing was sent. Run the command again.",
             )
+        return state
+
+    async def _lapse(self, state: RosterState, member_id: bytes) -> RosterState:
+        """A freeze whose window passed lapses: any member posts the `unfreeze` (no motion)."""
+        fields: dict[str, Value] = {"member": member_id}
+        event = roster.sign_event(
+            self.client.state.identity,
+            self.client.network_id(),
+            state,
+            "unfreeze",
+            self.client.now(),
+            fields,
+        )
+        try:
+            await self.client.call(api.post_roster_event(state.group, event))
+        except ServerError as exc:
+            if exc.code not in ("stale_head", "not_frozen"):
+                raise
+        _, state = await self.sync_roster(state.group)
         return state
 
     async def _my_cell_evidence(self) -> MyCell:

@@ -94,13 +94,14 @@ class EpochCommit:
 
 
 def commit_next_epoch(secret: bytes, state: RosterState) -> EpochCommit:
-    """Seal `secret` as the epoch after `state`'s to every current member, with its commitment."""
+    """Seal `secret` as the epoch after `state`'s to every current reader (member not frozen),
+    with its commitment."""
     epoch, covered, group = state.epoch + 1, state.roster_hash, state.group
     boxes = {
         m.member_id: seal_secret(
             secret, m.kem_suite, m.kem_public, group, epoch, covered, m.member_id
         )
-        for m in state.members.values()
+        for m in state.readers.values()
     }
     fields: dict[str, Value] = {
         "epoch": epoch,

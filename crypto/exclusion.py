@@ -30,7 +30,7 @@ but the subject, inside the motion's terms: the server never reads it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from crypto import labels
 from crypto.delegations import Entry, entry_value, parse_entries
@@ -278,3 +278,121 @@ def open_self_revocation(
     if held.author != maker or get_bytes(held.fields, "holder", 32) != me:
         raise RuleViolation("wrong_member", "a self-revocation names another maker or holder")
     return held
+
+
+# --- Emergency freeze ------------------------------------------------------------------
+#
+# A few cellmates (the policy's `freeze_signers`, default 2) suspend a member at
+# once by a `freeze` roster event carrying their motion and signatures: the
+# member stays on the roster but is out of every epoch sealed from then on
+# (RosterState.readers) and signs nothing the group accepts. It ends by an
+# `unfreeze` with the same count of signatures, by an expulsion, or by
+# lapsing: an `unfreeze` without a motion, by any member (the subject too),
+# signed at least `freeze_seconds` after the freeze. A frozen member signs no
+# freeze, no unfreeze and nothing else.
+
+FREEZE_KINDS = ("freeze", "unfreeze")
+
+
+def freeze_subject(motion: Motion) -> bytes:
+    if motion.kind not in FREEZE_KINDS or set(motion.terms) != {"member"}:
+        raise RuleViolation("invalid_motion", "a freeze names the member it freezes or lifts")
+    return get_bytes(motion.terms, "member", 32)
+
+
+def make_freeze_motion(
+    key: IdentityKey, network: bytes, state: RosterState, member: bytes, kind: str, time: int
+) -> Motion:
+    """A motion to freeze `member` (kind `freeze`) or to lift their freeze (`unfreeze`)."""
+    return make_motion(key, network, state, kind, {"member": member}, time)
+
+
+def freeze_signers(
+    state: RosterState, subject: bytes, rules: GroupRules
+) -> tuple[frozenset[bytes], int]:
+    """Who may sign a freeze of `subject` (members neither frozen nor the subject) and how
+    many must: the policy's count, or all of them in a group too small for it."""
+    allowed = frozenset(state.members) - frozenset(state.frozen) - {subject}
+    return allowed, max(1, min(rules.policy.freeze_signers, len(allowed)))
+
+
+def check_freeze_opening(state: RosterState, motion: Motion) -> None:
+    subject = freeze_subject(motion)
+    state.member(subject)
+    opener = motion.statement.author
+    if opener == subject or opener in state.frozen:
+        raise RuleViolation("not_allowed", "a frozen member, or the subject, opens no freeze")
+    if motion.kind == "freeze" and subject in state.frozen:
+        raise RuleViolation("already_frozen", "this member is frozen already")
+    if motion.kind == "unfreeze" and subject not in state.frozen:
+        raise RuleViolation("not_frozen", "this member is not frozen")
+
+
+def apply_freeze(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    motion = _carried_freeze(state, event, network, rules, "freeze")
+    subject = freeze_subject(motion)
+    if get_bytes(event.fields, "member", 32) != subject:
+        raise RuleViolation("wrong_member", "the event names another member than its motion")
+    return replace(
+        state,
+        frozen={**state.frozen, subject: event.time},
+        changed_since_epoch=True,
+        motions_done=state.motions_done | {motion.id},
+    )
+
+
+def apply_unfreeze(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    subject = get_bytes(event.fields, "member", 32)
+    since = state.frozen.get(subject)
+    if since is None:
+        raise RuleViolation("not_frozen", "this member is not frozen")
+    done = state.motions_done
+    if "motion" in event.fields:
+        motion = _carried_freeze(state, event, network, rules, "unfreeze")
+        if freeze_subject(motion) != subject:
+            raise RuleViolation("wrong_member", "the motion lifts another member's freeze")
+        done = done | {motion.id}
+    elif event.time < since + rules.policy.freeze_seconds:
+        raise RuleViolation(
+            "not_lapsed", "a freeze lapses only once its window has passed, or by a motion"
+        )
+    frozen = {m: t for m, t in state.frozen.items() if m != subject}
+    return replace(state, frozen=frozen, changed_since_epoch=True, motions_done=done)
+
+
+def _carried_freeze(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
+) -> Motion:
+    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+    if motion.kind != kind or motion.group != state.group:
+        raise RuleViolation(
+            "invalid_motion", f"a {kind} event carries a {kind} motion of its group"
+        )
+    if motion.id in state.motions_done:
+        raise RuleViolation("stale_motion", "this motion has already been carried out")
+    check_freeze_opening(state, motion)
+    raw = event.fields.get("signatures")
+    if not isinstance(raw, list) or len(raw) > len(state.members):
+        raise RuleViolation("invalid_motion", f"a {kind} carries its signatures")
+    signatures = [unpack(s, "motion-sign", network) for s in raw]
+    signed = {motion.statement.author}
+    for signature in signatures:
+        if get_bytes(signature.fields, "motion", 32) != motion.id or signature.author in signed:
+            raise RuleViolation("invalid_motion", "a signature is for another motion, or twice")
+        signed.add(signature.author)
+    allowed, needed = freeze_signers(state, freeze_subject(motion), rules)
+    if not signed <= allowed:
+        raise RuleViolation(
+            "not_allowed", "only members on the roster, neither frozen nor the subject, sign it"
+        )
+    if len(signed) < needed:
+        raise RuleViolation(
+            "quorum_not_reached", f"{len(signed)} of the {needed} signatures a {kind} needs"
+        )
+    if event.time < max([motion.statement.time, *(s.time for s in signatures)]):
+        raise RuleViolation("invalid_event", "the event is older than a signature it carries")
+    return motion

@@ -17,6 +17,9 @@ it, and whether it may be opened at all:
   `expulsion_quorum` of the members other than the subject carries it;
   opened only on the current roster, never by the subject
   (crypto/exclusion.py).
+- `freeze`, `unfreeze`: the policy's `freeze_signers` of the members neither
+  frozen nor the subject (all of them, if fewer); a frozen member opens or
+  signs none.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from dataclasses import dataclass
 
 from crypto.elections import check_commitment, check_eligible, continuity_needed
 from crypto.errors import RuleViolation
-from crypto.exclusion import check_expel_commitment, expel_terms, expulsion_needed
+from crypto.exclusion import (
+    FREEZE_KINDS,
+    check_expel_commitment,
+    check_freeze_opening,
+    expel_terms,
+    expulsion_needed,
+    freeze_signers,
+    freeze_subject,
+)
 from crypto.motions import Motion, election_terms
 from crypto.quorum import check_split_sizes, quorum_of, required_signers, valid_signers
 from crypto.roster_state import GroupRules, RosterState
@@ -65,6 +76,9 @@ def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
     if motion.kind == "split":
         moved = required_signers(state, motion)
         return Quorum(moved, len(moved))
+    if motion.kind in FREEZE_KINDS:
+        signers, needed = freeze_signers(state, freeze_subject(motion), rules)
+        return Quorum(signers, needed)
     if motion.kind == "expel":
         subject = expel_terms(motion).member
         others = frozenset(state.members) - {subject}
@@ -94,6 +108,8 @@ def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int
     if motion.kind == "split":
         moving = len(quorum.signers)
         check_split_sizes(rules, len(state.members) - moving, moving)
+    elif motion.kind in FREEZE_KINDS:
+        check_freeze_opening(state, motion)
     elif motion.kind == "expel":
         check_expel_commitment(state, motion)
         if motion.statement.author == expel_terms(motion).member:

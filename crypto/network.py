@@ -37,7 +37,11 @@ KEM_PUBLIC_BYTES = {
     "X25519/HKDF_SHA256/AES_256_GCM": 32,
 }
 EXPULSION_QUORUMS = ("majority", "two-thirds", "all")
-QUORUMS = EXPULSION_QUORUMS  # `majority` is more than half; `two-thirds` rounds up
+QUORUMS = EXPULSION_QUORUMS
+# Policy fields a genesis may lack (it was signed before they existed): their defaults hold.
+LATER_FIELDS = frozenset(
+    {"freeze_signers", "freeze_seconds"}
+)  # `majority` is more than half; `two-thirds` rounds up
 
 
 def cells_can_split(cell_min: int, cell_max: int) -> bool:
@@ -75,6 +79,10 @@ class Policy:
     # An epoch is retired after this long or this many messages, whichever first.
     epoch_seconds: int = 7 * DAY
     epoch_messages: int = 10_000
+    # Cellmates whose signatures freeze a member at once (crypto/exclusion.py),
+    # and how long a freeze holds unless lifted or followed by an expulsion.
+    freeze_signers: int = 2
+    freeze_seconds: int = 48 * HOUR
 
     def __post_init__(self) -> None:
         checks = [
@@ -120,6 +128,11 @@ class Policy:
                 100 <= self.epoch_messages <= 1_000_000,
                 "a key period must allow 100 to 1,000,000 messages",
             ),
+            (1 <= self.freeze_signers <= 10, "a freeze needs 1 to 10 signatures"),
+            (
+                HOUR <= self.freeze_seconds <= 30 * DAY,
+                "a freeze must last 1 hour to 30 days",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -152,12 +165,17 @@ class Policy:
             "wide_alerts_per_day": self.wide_alerts_per_day,
             "epoch_seconds": self.epoch_seconds,
             "epoch_messages": self.epoch_messages,
+            "freeze_signers": self.freeze_signers,
+            "freeze_seconds": self.freeze_seconds,
         }
 
     @classmethod
     def from_value(cls, value: Value) -> Policy:
-        if not isinstance(value, dict) or set(value) != set(cls().to_value()):
+        # The freeze fields came with part 4: a genesis signed before has the defaults.
+        known = set(cls().to_value())
+        if not isinstance(value, dict) or not known - LATER_FIELDS <= set(value) <= known:
             raise InvalidStatement("policy has missing or unknown fields")
+        later = {name: get_int(value, name) for name in LATER_FIELDS if name in value}
         return cls(
             cell_min=get_int(value, "cell_min"),
             cell_max=get_int(value, "cell_max"),
@@ -173,6 +191,7 @@ class Policy:
             wide_alerts_per_day=get_int(value, "wide_alerts_per_day"),
             epoch_seconds=get_int(value, "epoch_seconds"),
             epoch_messages=get_int(value, "epoch_messages"),
+            **later,
         )
 
 

@@ -34,6 +34,9 @@ Operations:
 - `elect`, `recall`: a motion and the signatures of a quorum of current
   members; they make or unmake the group's one spokesperson (elections.py).
   A spokesperson who leaves the roster is no longer spokesperson.
+- `freeze`, `unfreeze` (exclusion.py): a few members suspend one at once
+  (out of every epoch from then on, signing nothing) until a motion lifts
+  it, an expulsion removes them, or the policy's window lapses.
 - councils (kind `council`, level >= 1; councils.py): `create` with the
   founder's seat, `link` (a seat for another group), `seat` (a seat changes
   hands); a council takes no `add` and no `split`.
@@ -56,7 +59,7 @@ from crypto.councils import COUNCIL, apply_link, apply_seat, create_council, vac
 from crypto.elections import apply_elect, apply_recall
 from crypto.encoding import Value
 from crypto.errors import CryptoError, RuleViolation
-from crypto.exclusion import check_expel_commitment, check_grounds
+from crypto.exclusion import apply_freeze, apply_unfreeze, check_expel_commitment, check_grounds
 from crypto.keys import IdentityKey
 from crypto.motions import parse_motion, split_terms
 from crypto.network import GROUP_ID_BYTES, KeyBundle, parse_key_bundle
@@ -227,11 +230,18 @@ def _apply(
         raise RuleViolation("stale_head", "this event does not extend the current head of the log")
     if event.author not in state.members and op not in ("seat", "link"):  # see councils.py
         raise RuleViolation("not_in_group", "only members of the group can extend its log")
+    if event.author in state.frozen and not (op == "unfreeze" and _lapse_of(event)):
+        raise RuleViolation("not_allowed", "a frozen member signs nothing the group accepts")
     after = _OPS.get(op)
     if after is None:
         raise RuleViolation("invalid_event", f"unknown roster operation {op!r}")
     changed = after(state, event, network, rules, now)
     return replace(changed, seq=seq, head=event.id)
+
+
+def _lapse_of(event: Statement) -> bool:
+    """An unfreeze of its own author without a motion: their freeze lapsing (exclusion.py)."""
+    return "motion" not in event.fields and event.fields.get("member") == event.author
 
 
 def _create(
@@ -402,7 +412,10 @@ def _remove(
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
     remaining = {k: v for k, v in state.members.items() if k != member_id}
-    return _without_leavers(replace(state, members=remaining, changed_since_epoch=True))
+    frozen = {k: v for k, v in state.frozen.items() if k != member_id}
+    return _without_leavers(
+        replace(state, members=remaining, frozen=frozen, changed_since_epoch=True)
+    )
 
 
 def _revoked(
@@ -486,6 +499,8 @@ _OPS = {
     "recall": apply_recall,
     "link": apply_link,
     "seat": apply_seat,
+    "freeze": apply_freeze,
+    "unfreeze": apply_unfreeze,
 }
 
 

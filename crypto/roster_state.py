@@ -96,14 +96,25 @@ class RosterState:
     anchor: frozenset[bytes] = frozenset()
     # A council's seats, by linked group (empty for a cell).
     seats: Mapping[bytes, SeatAnchor] = field(default_factory=dict)
+    # Members frozen (crypto/exclusion.py), by the signed time of the freeze:
+    # still on the roster, but no epoch is sealed to them and they sign nothing.
+    frozen: Mapping[bytes, int] = field(default_factory=dict)
 
     def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
         """Is `member_id` the member `root` or someone `root`'s invites led to?"""
         return member_id == root or root in self.lines.get(member_id, frozenset())
 
     @property
+    def readers(self) -> Mapping[bytes, RosterMember]:
+        """The members an epoch is sealed to: all but the frozen."""
+        if not self.frozen:
+            return self.members
+        return {m: v for m, v in self.members.items() if m not in self.frozen}
+
+    @property
     def roster_hash(self) -> bytes:
-        return roster_hash(self.members.values())
+        """What an epoch covers: its readers (a freeze, like any change of them, needs a rekey)."""
+        return roster_hash(self.readers.values())
 
     @property
     def needs_rekey(self) -> bool:

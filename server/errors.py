@@ -95,6 +95,10 @@ class ErrorCode(str, Enum):  # noqa: UP042
     ALREADY_REVOKED = "already_revoked"
     NOT_REVOKED = "not_revoked"
     NOT_HOLDER = "not_holder"
+    FROZEN = "frozen"
+    NOT_FROZEN = "not_frozen"
+    ALREADY_FROZEN = "already_frozen"
+    NOT_LAPSED = "not_lapsed"
     # Spokespeople (issue 10).
     STALE_MOTION = "stale_motion"
     HAS_SPOKESPERSON = "has_spokesperson"

@@ -1,8 +1,10 @@
-"""`spokes expel`: moving to expel a member (others sign with `spokes sign MOTION`)."""
+"""`spokes expel`, `freeze`, `unfreeze`: motions about a member (others sign with
+`spokes sign MOTION`)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from client.cli.common import Commands, Output, client_command
 from client.exclusion import Exclusion
@@ -40,3 +42,39 @@ def register(commands: Commands) -> None:
     expelling.add_argument(
         "--group", default="cell", help="the group to move it in: `cell` (default) or a council id"
     )
+    register_freeze(commands)
+
+
+@client_command()
+async def freeze(args: argparse.Namespace, client: Client) -> Output:
+    data = await Exclusion(client).freeze(args.member, "freeze")
+    return Output(data, _freeze_text("Freeze", data))
+
+
+@client_command()
+async def unfreeze(args: argparse.Namespace, client: Client) -> Output:
+    data = await Exclusion(client).freeze(args.member, "unfreeze")
+    return Output(data, _freeze_text("Unfreeze", data))
+
+
+def _freeze_text(action: str, data: dict[str, Any]) -> str:
+    if data["status"] == "done":
+        return f"{action} of {data['member_id']} carried out at once."
+    return (
+        f"{action} motion {data['motion_id']} opened and signed by you (1 of "
+        f"{data['needed']}); another cellmate runs `spokes sign {data['motion_id']}` and it "
+        "takes effect at once."
+    )
+
+
+def register_freeze(commands: Commands) -> None:
+    freezing = commands.add(
+        "freeze",
+        "Suspend a cellmate at once (e.g. arrested), with a second cellmate's signature.",
+        freeze,
+    )
+    freezing.add_argument("member", help="the member id of the one to freeze")
+    unfreezing = commands.add(
+        "unfreeze", "Lift a cellmate's freeze, with as many signatures as froze them.", unfreeze
+    )
+    unfreezing.add_argument("member", help="the member id of the frozen member")

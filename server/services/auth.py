@@ -83,6 +83,13 @@ async def open_session(
             )
         except CryptoError:
             raise _login_failed() from None
+        if member.frozen_until is not None and member.frozen_until > now:
+            raise ApiError(
+                403,
+                ErrorCode.FROZEN,
+                "your cell froze your membership until "
+                f"{member.frozen_until.isoformat(timespec='minutes')}: ask your cellmates",
+            )
         token = secrets.token_urlsafe(TOKEN_BYTES)
         expires = now + ttl
         await session_store.insert_session(conn, token_hash(token), member_id, now, expires)

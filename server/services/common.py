@@ -38,6 +38,9 @@ MAX_CLOCK_SKEW_S = 300
 # crypto's RuleViolation codes, each with its HTTP status: the one place they
 # become ErrorCodes. A code not listed here is answered as invalid_statement.
 _RULE_STATUS = {
+    ErrorCode.NOT_FROZEN: 409,
+    ErrorCode.ALREADY_FROZEN: 409,
+    ErrorCode.NOT_LAPSED: 409,
     ErrorCode.ALREADY_VOUCHED: 409,
     ErrorCode.WRONG_ADMISSION: 400,
     ErrorCode.INVALID_EVENT: 400,

@@ -28,7 +28,6 @@ from server.services.common import (
 )
 from server.services.groups import load_state, locked_group_for
 from server.services.roster_ops import wire_bytes
-from server.store import admissions as admission_store
 from server.store import events as event_store
 from server.store import groups as group_store
 from server.store import motions as store
@@ -69,9 +68,7 @@ async def open_motion(
             besides=[session.member_id, *([subject] if subject else [])],
         )
         if subject is not None:
-            sponsor = await admission_store.issuer_of(conn, subject)
-            if sponsor is not None:
-                await notices.enqueue(conn, sponsor, notices.NoticeKind.EXPULSION, now)
+            await notices.enqueue_sponsor(conn, subject, notices.NoticeKind.EXPULSION)
     return motion.id
 
 

@@ -100,3 +100,12 @@ async def enqueue_activity(
     groups = [group for group, _ in pairs]
     senders = [sender for _, sender in pairs]
     return await store.insert_activity(conn, groups, senders, now, now - ACTIVITY_EVERY)
+
+
+async def enqueue_sponsor(conn: Connection, subject: bytes, kind: NoticeKind) -> bool:
+    """A notice of ``kind`` for whoever admitted ``subject`` (their certificate's
+    issuer), if they opted in: sponsors learn when their vetting is questioned."""
+    from server.store.admissions import issuer_of  # noqa: PLC0415 - keeps this module's imports few
+
+    sponsor = await issuer_of(conn, subject)
+    return sponsor is not None and await enqueue(conn, sponsor, kind)

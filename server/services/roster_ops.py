@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from crypto.encoding import b32d, b64d, encode
@@ -35,8 +35,14 @@ from crypto.roster_state import SeatAnchor
 from crypto.splits import check_split_creation
 from crypto.statements import Statement, get_bytes, statement_id, unpack
 from server.errors import ErrorCode
-from server.services import revocations
-from server.services.common import api_error, crypto_errors, load_genesis, statement_from
+from server.services import notices, revocations
+from server.services.common import (
+    api_error,
+    crypto_errors,
+    from_seconds,
+    load_genesis,
+    statement_from,
+)
 from server.services.revocations import record_revocation
 from server.store import admissions as admission_store
 from server.store import councils as council_store
@@ -45,6 +51,7 @@ from server.store import groups as group_store
 from server.store import members as member_store
 from server.store import motions as motion_store
 from server.store import roster as roster_store
+from server.store import sessions as session_store
 from server.store.db import Connection
 from server.store.statements import insert_statement
 
@@ -271,7 +278,8 @@ async def _removed(conn: Connection, change: RosterChange) -> None:
 
 
 async def _epoch(conn: Connection, change: RosterChange) -> None:
-    """One sealed secret for each member of the new roster, no more, no fewer."""
+    """One sealed secret for each reader of the new roster (a member not frozen), no more,
+    no fewer."""
     raw = change.request.get("secrets")
     if not isinstance(raw, dict):
         raise api_error(
@@ -286,7 +294,7 @@ async def _epoch(conn: Connection, change: RosterChange) -> None:
             400, ErrorCode.BAD_REQUEST, "secrets map member ids to base64 boxes"
         ) from None
     after = change.after
-    if set(boxes) != set(after.members) or any(len(b) > MAX_SEALED_BOX for b in boxes.values()):
+    if set(boxes) != set(after.readers) or any(len(b) > MAX_SEALED_BOX for b in boxes.values()):
         raise api_error(
             400, ErrorCode.BAD_REQUEST, "an epoch needs exactly one sealed secret for each member"
         )
@@ -317,6 +325,26 @@ async def _motion_carried(conn: Connection, change: RosterChange) -> None:
     await motion_store.mark_done(conn, motion.id)
 
 
+async def _freeze(conn: Connection, change: RosterChange) -> None:
+    """A freeze: the member's sessions and sockets end, and no login until its window ends."""
+    await _motion_carried(conn, change)
+    (subject,) = set(change.after.frozen) - set(change.extended.frozen)
+    since = from_seconds(change.after.frozen[subject])
+    until = since + timedelta(seconds=change.rules.policy.freeze_seconds)
+    await member_store.set_frozen_until(conn, subject, until)
+    await session_store.end_member_sessions(conn, subject, change.now)
+    await session_store.announce_member_gone(conn, subject)
+    await notices.enqueue_sponsor(conn, subject, notices.NoticeKind.FREEZE)
+
+
+async def _unfreeze(conn: Connection, change: RosterChange) -> None:
+    """A freeze lifted by its motion, or lapsed: the member logs in again."""
+    if "motion" in change.event.fields:
+        await _motion_carried(conn, change)
+    (subject,) = set(change.extended.frozen) - set(change.after.frozen)
+    await member_store.set_frozen_until(conn, subject, None)
+
+
 EFFECTS: Mapping[str, Effect] = {
     "create": _create,
     "add": _add,
@@ -327,4 +355,6 @@ EFFECTS: Mapping[str, Effect] = {
     "recall": _motion_carried,
     "link": _link,
     "seat": _seats_changed,
+    "freeze": _freeze,
+    "unfreeze": _unfreeze,
 }

@@ -27,10 +27,11 @@ class MemberRow:
     blocked_at: datetime | None
     revoked_at: datetime | None
     is_steward: bool
+    frozen_until: datetime | None = None
 
 
 _MEMBER_COLUMNS = """member_id, network_id, identity_key, cell_id, inviter_id, invite_lookup,
-    joined_at, admitted_at, blocked_at, revoked_at, is_steward"""
+    joined_at, admitted_at, blocked_at, revoked_at, is_steward, frozen_until"""
 
 
 async def insert_member(
@@ -165,4 +166,11 @@ async def mark_revoked(conn: Connection, member_id: bytes, at: datetime) -> None
 async def set_member_cell(conn: Connection, member_ids: list[bytes], cell_id: bytes) -> None:
     await conn.execute(
         "UPDATE members SET cell_id = $2 WHERE member_id = ANY($1::bytea[])", member_ids, cell_id
+    )
+
+
+async def set_frozen_until(conn: Connection, member_id: bytes, until: datetime | None) -> None:
+    """Until when a frozen member may not log in (None: not frozen); see schema/009."""
+    await conn.execute(
+        "UPDATE members SET frozen_until = $2 WHERE member_id = $1", member_id, until
     )

@@ -40,6 +40,8 @@ COMMANDS = [
     ["elect"],
     ["recall"],
     ["expel"],
+    ["freeze"],
+    ["unfreeze"],
     ["duress", "make"],
     ["duress", "publish"],
     ["duress", "list"],

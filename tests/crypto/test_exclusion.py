@@ -7,22 +7,24 @@ from collections.abc import Sequence
 import pytest
 
 from crypto.chains import make_revocation, parse_revocation, verify_revocation_list
+from crypto.encoding import Value
 from crypto.errors import ChainError, CryptoError, InvalidSignature, RuleViolation
 from crypto.exclusion import (
     check_grounds,
     expulsion_grounds,
     make_expel_motion,
+    make_freeze_motion,
     make_self_revocation,
     open_reason,
 )
 from crypto.keys import IdentityKey
 from crypto.motion_rules import check_opening
-from crypto.motions import Motion, sign_motion
+from crypto.motions import Motion, sign_motion, split_event_fields
 from crypto.network import DAY, Genesis, Policy, make_genesis
 from crypto.roster import GroupRules, RosterState, apply, make_group, sign_event
 from crypto.statements import Statement, pack, verify_statement
 from tests.crypto.helpers import T0, fixed_key, flip
-from tests.crypto.test_roster import NETWORK, OTHER_NETWORK, bundle, kem_key
+from tests.crypto.test_roster import NETWORK, OTHER_NETWORK, bundle, epoch_event, kem_key
 
 A, B, C, D, E = (fixed_key(name) for name in "ABCDE")
 MALLORY = fixed_key("mallory")
@@ -268,3 +270,87 @@ def _renetworked(revoked: Statement, genesis: Genesis) -> Statement:
     signatures = [sign_motion(k, network, motion, AT - 10) for k in (B, C)]
     grounds = expulsion_grounds(state, motion, signatures)
     return make_revocation(C, network, subject, AT, grounds=grounds).statement
+
+
+# --- Emergency freeze -------------------------------------------------------------------
+
+
+def freeze_event(
+    state: RosterState,
+    kind: str,
+    subject: IdentityKey,
+    signers: Sequence[IdentityKey],
+    *,
+    by: IdentityKey = A,
+    at: int = AT,
+) -> Statement:
+    opener, *others = signers
+    motion = make_freeze_motion(opener, NETWORK, state, subject.member_id, kind, at - 100)
+    signatures = [sign_motion(k, NETWORK, motion, at - 10) for k in others]
+    fields: dict[str, Value] = {
+        "member": subject.member_id,
+        **split_event_fields(motion, signatures),
+    }
+    return sign_event(by, NETWORK, state, kind, at, fields)
+
+
+def lapse_event(state: RosterState, subject: IdentityKey, by: IdentityKey, at: int) -> Statement:
+    return sign_event(by, NETWORK, state, "unfreeze", at, {"member": subject.member_id})
+
+
+def test_two_cellmates_freeze_a_member_out_of_every_epoch_from_then_on() -> None:
+    state = cell(A, B, C, D, E)
+    frozen = apply(state, freeze_event(state, "freeze", E, [A, B]), rules=RULES)
+    assert E.member_id in frozen.members and E.member_id in frozen.frozen
+    assert E.member_id not in frozen.readers and frozen.needs_rekey
+    # An epoch covering every member, E included, is refused; one without E is taken.
+    with pytest.raises(RuleViolation, match="current members"):
+        apply(frozen, epoch_event(frozen, A, roster=state.roster_hash), rules=RULES)
+    rekeyed = apply(frozen, epoch_event(frozen, A), rules=RULES)
+    assert not rekeyed.needs_rekey
+    # E signs nothing the group accepts now, not even a leave.
+    leave = {"member": E.member_id, "reason": "left"}
+    with pytest.raises(RuleViolation, match="frozen"):
+        apply(rekeyed, sign_event(E, NETWORK, rekeyed, "remove", AT + 5, leave), rules=RULES)
+
+
+def test_a_freeze_needs_its_count_and_never_the_subject_or_a_frozen_signer() -> None:
+    state = cell(A, B, C, D, E)
+    with pytest.raises(RuleViolation, match="quorum_not_reached|1 of the 2"):
+        apply(state, freeze_event(state, "freeze", E, [A]), rules=RULES)
+    with pytest.raises(RuleViolation, match="neither frozen nor the subject"):
+        apply(state, freeze_event(state, "freeze", E, [A, E]), rules=RULES)
+    frozen = apply(state, freeze_event(state, "freeze", E, [A, B]), rules=RULES)
+    with pytest.raises(RuleViolation, match="frozen member"):
+        apply(frozen, freeze_event(frozen, "freeze", D, [E, C]), rules=RULES)
+    with pytest.raises(RuleViolation, match="frozen member|neither frozen"):
+        apply(frozen, freeze_event(frozen, "freeze", D, [C, E]), rules=RULES)
+    # A frozen member is not frozen twice.
+    with pytest.raises(RuleViolation, match="frozen already"):
+        apply(frozen, freeze_event(frozen, "freeze", E, [A, B]), rules=RULES)
+
+
+def test_a_freeze_is_lifted_by_the_same_count_or_lapses_after_its_window() -> None:
+    state = cell(A, B, C, D, E)
+    frozen = apply(state, freeze_event(state, "freeze", E, [A, B]), rules=RULES)
+    lifted = apply(frozen, freeze_event(frozen, "unfreeze", E, [C, D]), rules=RULES)
+    assert not lifted.frozen and E.member_id in lifted.readers and lifted.needs_rekey
+    with pytest.raises(RuleViolation, match="quorum_not_reached|1 of the 2"):
+        apply(frozen, freeze_event(frozen, "unfreeze", E, [C]), rules=RULES)
+    window = POLICY.freeze_seconds
+    with pytest.raises(RuleViolation, match="not_lapsed|window"):
+        apply(frozen, lapse_event(frozen, E, B, AT + window - 1), rules=RULES)
+    # After the window anyone posts the lapse, the subject too.
+    for by in (B, E):
+        lapsed = apply(frozen, lapse_event(frozen, E, by, AT + window), rules=RULES)
+        assert not lapsed.frozen
+    with pytest.raises(RuleViolation, match="not frozen"):
+        apply(state, lapse_event(state, E, B, AT + window), rules=RULES)
+
+
+def test_an_expelled_frozen_member_leaves_the_freeze_with_the_roster() -> None:
+    state = cell(A, B, C, D, E)
+    frozen = apply(state, freeze_event(state, "freeze", E, [A, B]), rules=RULES)
+    revoked = revocation(frozen, expel_motion(frozen, E), [B, C])
+    after = apply(frozen, expel_event(frozen, revoked), rules=RULES)
+    assert E.member_id not in after.members and not after.frozen

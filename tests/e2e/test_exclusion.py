@@ -284,3 +284,27 @@ def test_a_self_revocation_held_by_a_cellmate_cuts_a_seized_device_off(
     assert "D's phone was taken" in texts(run(founder, "read", "cell"))
     for home in (founder, b, c):
         assert arrested not in roster(home)
+
+
+# --- An emergency freeze ------------------------------------------------------------------
+
+
+def test_two_cellmates_freeze_a_member_at_once_and_two_lift_it(start_from: StartFrom) -> None:
+    _, _, (founder, b, c, d) = start_from(cell_of_four)
+    frozen = member_id(d)
+    opened = run(b, "freeze", frozen)
+    assert (opened["status"], opened["needed"]) == ("open", 2)
+    assert refused(d, "sign", opened["motion_id"])["code"] == "not_allowed"
+    done = run(c, "sign", opened["motion_id"])
+    assert (done["status"], done["kind"]) == ("done", "freeze")
+    assert refused(d, "read", "cell")["code"] == "frozen"
+    run(b, "send", "cell", "while D is frozen")
+    assert "while D is frozen" in texts(run(founder, "read", "cell"))
+    assert frozen in roster(founder)  # still on the roster: nothing else is decided
+
+    lift = run(founder, "unfreeze", frozen)
+    assert lift["status"] == "open"
+    assert run(c, "sign", lift["motion_id"])["status"] == "done"
+    run(b, "send", "cell", "D is back")
+    seen = texts(run(d, "read", "cell"))
+    assert "D is back" in seen and "while D is frozen" not in seen

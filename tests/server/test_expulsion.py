@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from crypto.chains import NO_PREVIOUS, make_revocation
 from crypto.encoding import Value, b32e
-from crypto.exclusion import expulsion_grounds, make_expel_motion, make_self_revocation
+from crypto.exclusion import (
+    expulsion_grounds,
+    make_expel_motion,
+    make_freeze_motion,
+    make_self_revocation,
+)
 from crypto.keys import IdentityKey
-from crypto.motions import Motion, sign_motion
+from crypto.motions import Motion, sign_motion, split_event_fields
 from crypto.network import DAY, Policy
 from crypto.roster import RosterState
 from crypto.statements import pack
+from server.clock import FixedClock
 from tests.server.actors import Actor, bring_in, table_counts
 from tests.server.group_actors import GroupView
 from tests.server.test_elections import open_motion
@@ -152,3 +159,89 @@ async def test_a_self_revocation_is_published_by_its_holder_only(cell: Any, pool
         "remove", {"member": d.id, "reason": "revoked", "revocation": pack(by_holder.statement)}
     )
     assert removed.status == 201, removed.body
+
+
+# --- Emergency freeze -------------------------------------------------------------------
+
+
+async def freeze_cell(server_factory: Any, http: Any) -> tuple[Any, GroupView, list[Actor]]:
+    """A cell of four on a server whose clock the test moves."""
+    clock = FixedClock(datetime.now(UTC))
+    server = await server_factory(clock=clock)
+    founder = Actor(http, server.url, clock=clock)
+    assert (await founder.found(Policy(cell_min=2, vouches=1))).status == 201
+    view = GroupView(founder, founder.cell or b"")
+    members = [founder]
+    for _ in range(3):
+        newcomer = Actor(http, server.url, clock=clock)
+        await bring_in(founder, newcomer, *members[1:])
+        assert (await view.add(newcomer, await founder.admission_of(newcomer))).status == 201
+        members.append(newcomer)
+    return clock, view, members
+
+
+def freeze_fields(
+    state: RosterState, kind: str, subject: Actor, signers: list[Actor]
+) -> tuple[Motion, dict[str, Value]]:
+    opener, *others = signers
+    motion = make_freeze_motion(opener.key, opener.network, state, subject.id, kind, opener.now())
+    signatures = [sign_motion(s.key, s.network, motion, s.now()) for s in others]
+    return motion, {"member": subject.id, **split_event_fields(motion, signatures)}
+
+
+async def test_two_cellmates_freeze_a_member_at_once_until_the_window_lapses(
+    server_factory: Any, http: Any, pool: Any
+) -> None:
+    clock, view, (founder, b, c, d) = await freeze_cell(server_factory, http)
+    state = await view.refresh()
+    motion, fields = freeze_fields(state, "freeze", d, [founder, b])
+    assert (await open_motion(founder, motion)).status == 201
+    # One signature is not enough; nothing is written.
+    _, short = freeze_fields(state, "freeze", d, [founder])
+    before = await table_counts(pool)
+    reply = await view.post("freeze", short)
+    assert (reply.status, reply.code) == (409, "quorum_not_reached"), reply.body
+    assert await table_counts(pool) == before
+
+    assert (await view.post("freeze", fields)).status == 201
+    assert (await d.call("GET", "/v1/motions")).status == 401  # sessions ended
+    login = await d.login()
+    assert (login.status, login.code) == (403, "frozen"), login.body
+    # The next epoch is sealed to the three others only.
+    assert (await view.commit_epoch()).status == 201
+    async with pool.acquire() as conn:
+        sealed_to = await conn.fetch(
+            "SELECT member_id FROM epoch_secrets WHERE group_id = $1 AND epoch = $2",
+            view.group,
+            view.state.epoch if view.state else 0,
+        )
+    assert {bytes(r["member_id"]) for r in sealed_to} == {founder.id, b.id, c.id}
+
+    # A frozen member freezes no one (nor could they post it: no session).
+    state = await view.refresh()
+    _, by_frozen = freeze_fields(state, "freeze", c, [d, b])
+    reply = await view.post("freeze", by_frozen)
+    assert (reply.status, reply.code) == (403, "not_allowed"), reply.body
+
+    # Before the window ends, no lapse; after it, the subject logs in and lifts it.
+    lapse = {"member": d.id}
+    early = await view.post("unfreeze", lapse)
+    assert (early.status, early.code) == (409, "not_lapsed"), early.body
+    clock.advance(Policy().freeze_seconds)
+    assert (await d.login()).status == 200
+    own = GroupView(d, view.group)
+    assert (await own.post("unfreeze", lapse)).status == 201
+    assert own.state is not None and not own.state.frozen and own.state.needs_rekey
+
+
+async def test_a_freeze_is_lifted_by_as_many_signatures_as_made_it(
+    server_factory: Any, http: Any
+) -> None:
+    _, view, (founder, b, c, d) = await freeze_cell(server_factory, http)
+    state = await view.refresh()
+    _, fields = freeze_fields(state, "freeze", d, [founder, b])
+    assert (await view.post("freeze", fields)).status == 201
+    state = await view.refresh()
+    _, lift = freeze_fields(state, "unfreeze", d, [b, c])
+    assert (await view.post("unfreeze", lift)).status == 201
+    assert (await d.login()).status == 200

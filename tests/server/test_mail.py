@@ -27,8 +27,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from crypto.elections import make_elect_motion
-from crypto.exclusion import make_expel_motion
 from crypto.encoding import b32e, b64e
+from crypto.exclusion import make_expel_motion
 from crypto.network import Policy
 from server.mail import TEXTS, MailKeyError, NoticeKind, open_address, seal_address
 from server.settings import Settings, SettingsError, SmtpSettings, load_settings

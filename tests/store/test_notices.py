@@ -38,8 +38,8 @@ async def outbox(rows: Rows) -> list[tuple[bytes, str]]:
 async def test_notices_are_written_only_for_members_with_an_address(rows: Rows) -> None:
     cell, (ann, bob, cat) = await opted_in_cell(rows, 3, opted_in=1)
     assert await notices.insert_notices(rows.conn, [ann, bob], "invite_redeemed", NOW) == 1
-    assert await notices.insert_group_notices(rows.conn, cell, cat, "motion", NOW) == 1
-    assert await notices.insert_group_notices(rows.conn, cell, ann, "motion", None) == 0
+    assert await notices.insert_group_notices(rows.conn, cell, [cat], "motion", NOW) == 1
+    assert await notices.insert_group_notices(rows.conn, cell, [ann], "motion", None) == 0
     assert await outbox(rows) == [(ann, "invite_redeemed"), (ann, "motion")]
 
 
