@@ -197,13 +197,11 @@ def _split(step: Step, rules: GroupRules, reason: ReasonOpener | None) -> LogEnt
 
 
 def _by_motion(type_: str) -> Describe:
-    """An event carrying a motion about one member (its terms' `member`) and its signatures."""
+    """An event about one member (its `member`, else its motion's) with the motion it
+    carries out, if any, and that motion's signers."""
 
     def describe(step: Step, rules: GroupRules, reason: ReasonOpener | None) -> LogEntry:
-        motion, signers = carried_motion(step.event)
-        return replace(
-            _entry(step, type_), subject=_member_term(motion), signers=signers, motion=motion.id
-        )
+        return replace(_other(step, rules, reason), type=type_)
 
     return describe
 
@@ -254,7 +252,7 @@ def _other(step: Step, rules: GroupRules, reason: ReasonOpener | None) -> LogEnt
 
 
 # What each roster operation is called in a group's history, and what is read from it.
-# A new operation is one line here (a motion about a member: `_by_motion("frozen")`);
+# A new operation is one line here (an event about a member: `_by_motion(TYPE)`);
 # one not listed is shown by its op name, with its `member` and signers if it has them.
 ENTRIES: Mapping[str, Describe] = {
     "create": _founded,
@@ -266,6 +264,8 @@ ENTRIES: Mapping[str, Describe] = {
     "recall": _by_motion("recalled"),
     "link": _linked,
     "seat": _seated,
+    "freeze": _by_motion("frozen"),
+    "unfreeze": _by_motion("unfrozen"),  # without a motion: the freeze lapsed
 }
 
 
@@ -351,12 +351,25 @@ def _stays_in(member: bytes, log: ReadLog) -> list[Stay]:
             found.append(replace(current, until=entry))
             current = None
         elif on and current is not None and step.before is not None:
-            if state.epoch != step.before.epoch:
+            if state.epoch != step.before.epoch and member in _readers(state):
                 began = EpochAt(state.epoch, step.seq, step.event.time)
                 current = replace(current, epochs=(*current.epochs, began))
     if current is not None:
         found.append(current)
     return found
+
+
+def _readers(state: RosterState) -> Mapping[bytes, object]:
+    """Whom the state's epoch is sealed to: its members, less any frozen (the rule book's
+    `RosterState.readers` where freezes exist; its members where they do not yet)."""
+    readers: Mapping[bytes, object] = getattr(state, "readers", state.members)
+    return readers
+
+
+def _frozen_since(state: RosterState, member: bytes) -> int | None:
+    """When a freeze of `member` was signed, if they are frozen in this state."""
+    frozen: Mapping[bytes, int] = getattr(state, "frozen", {})
+    return frozen.get(member)
 
 
 @dataclass(frozen=True)
@@ -367,6 +380,7 @@ class SharedGroup:
     members: int  # on its roster now: each of them known to the member, with their profile
     spokesperson: bool
     seat_for: bytes | None  # a council: the group whose seat they hold
+    frozen_since: int | None = None  # frozen: no key period is sealed to them meanwhile
 
 
 @dataclass(frozen=True)
@@ -442,7 +456,9 @@ def exposure_of(member: bytes, logs: Sequence[HeldLog], rules: GroupRules) -> Ex
 
 def _shared(stay: Stay, state: RosterState, member: bytes) -> SharedGroup:
     seat = next((g for g, s in state.seats.items() if s.holder == member), None)
-    return SharedGroup(stay, len(state.members), state.spokesperson == member, seat)
+    return SharedGroup(
+        stay, len(state.members), state.spokesperson == member, seat, _frozen_since(state, member)
+    )
 
 
 def direct_issuers(logs: Iterable[ReadLog], finals: Iterable[RosterState]) -> dict[bytes, bytes]:

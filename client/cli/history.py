@@ -121,6 +121,15 @@ _TEXTS: dict[str, Callable[[LogEntry, Names], str]] = {
         f"{_people(e.signers, n)}"
     ),
     "seat_changed": _seat_text,
+    "frozen": lambda e, n: (
+        f"{n.of(e.subject) if e.subject else '?'} frozen, signed by {_people(e.signers, n)}"
+    ),
+    "unfrozen": lambda e, n: (
+        f"{n.of(e.subject) if e.subject else '?'}'s freeze lifted, signed by "
+        f"{_people(e.signers, n)}"
+        if e.signers
+        else f"{n.of(e.subject) if e.subject else '?'}'s freeze lapsed"
+    ),
 }
 
 
@@ -186,6 +195,7 @@ def _shared_data(shared: SharedGroup) -> dict[str, Any]:
         "members": shared.members,
         "spokesperson": shared.spokesperson,
         "seat_for": None if shared.seat_for is None else b32e(shared.seat_for),
+        "frozen_since": shared.frozen_since,
     }
 
 
@@ -243,6 +253,10 @@ def _shared_line(shared: SharedGroup, names: Names) -> str:
         held.append("spokesperson")
     if shared.seat_for is not None:
         held.append(f"holds the seat of group {b32e(shared.seat_for)}")
+    if shared.frozen_since is not None:
+        held.append(
+            f"frozen since {when(shared.frozen_since)}: no key period is sealed to them meanwhile"
+        )
     return (
         f"  {_group_text(stay)}: on its roster since roster {stay.since.seq} "
         f"({stay.since.type}, {when(stay.since.at)}); {_epochs_text(stay)}; knows its "

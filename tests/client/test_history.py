@@ -234,16 +234,31 @@ def test_a_split_shows_whom_it_moved_and_to_which_cell() -> None:
 
 def test_an_operation_the_table_does_not_describe_is_shown_by_its_name() -> None:
     log = grown()
-    assert "freeze" not in ENTRIES  # when it comes, it is one line in the table
     last = replay(log.events, RULES)[-1]  # C's election: a motion about C, with signatures
     carried = {k: last.event.fields[k] for k in ("motion", "signatures")}
-    unknown = sign_event(A, NETWORK, last.before, "freeze", last.event.time, carried)
-    entry = describe(Step(unknown, last.before, last.after), RULES)
-    assert (entry.type, entry.op, entry.subject) == ("freeze", "freeze", C.member_id)
-    assert entry.signers == (A.member_id, B.member_id, C.member_id, D.member_id)
-    assert "freeze Cy, signed by Ann" in entry_line(
-        entry, Names({C.member_id: "Cy", A.member_id: "Ann"})
+    names = Names({C.member_id: "Cy", A.member_id: "Ann"})
+    signers = (A.member_id, B.member_id, C.member_id, D.member_id)
+    for op, type_, line in (
+        ("review", "review", "review Cy, signed by Ann"),  # not in the table: its name
+        ("freeze", "frozen", "Cy frozen, signed by Ann"),  # one line in the table
+    ):
+        assert (op in ENTRIES) == (op != type_)
+        event = sign_event(A, NETWORK, last.before, op, last.event.time, carried)
+        entry = describe(Step(event, last.before, last.after), RULES)
+        assert (entry.type, entry.op, entry.subject, entry.signers) == (
+            type_,
+            op,
+            C.member_id,
+            signers,
+        )
+        assert line in entry_line(entry, names)
+    # An event naming its member without a motion (a freeze that lapsed).
+    lapsed = sign_event(
+        C, NETWORK, last.before, "unfreeze", last.event.time, {"member": C.member_id}
     )
+    entry = describe(Step(lapsed, last.before, last.after), RULES)
+    assert (entry.type, entry.subject, entry.signers) == ("unfrozen", C.member_id, ())
+    assert "Cy's freeze lapsed" in entry_line(entry, names)
 
 
 def test_a_log_that_does_not_verify_gives_no_history() -> None:
@@ -457,3 +472,35 @@ def test_a_council_seat_shows_as_a_group_with_its_seat_and_link_and_seat_events(
     assert (held_seat.since.type, held_seat.until.type) == ("linked", "seat_changed")
     with pytest.raises(ClientError):
         exposure_of(tc.D.member_id, logs, tc.RULES)  # on no roster of mine now
+
+
+# --- freezes (once crypto/exclusion.py has them) ----------------------------------------
+
+
+def test_a_frozen_member_is_shown_frozen_and_gets_no_key_period_while_frozen() -> None:
+    from crypto import exclusion
+
+    make_freeze_motion = getattr(exclusion, "make_freeze_motion", None)
+    if make_freeze_motion is None:
+        pytest.skip("roster freezes are not in crypto/ yet")
+    log = Log.found(A, B)
+    log.add(A, C, B)
+    log.add(A, D, B, C)
+    log.rekey(A)  # key period 1: all four
+    motion = make_freeze_motion(A, NETWORK, log.state, D.member_id, "freeze", log.tick())
+    fields: dict[str, Value] = {
+        "member": D.member_id,
+        **split_event_fields(motion, log.signed(motion, (B,))),
+    }
+    log.post(A, "freeze", fields)
+    log.rekey(B)  # key period 2: not sealed to D
+    frozen = group_history(log.events, RULES)[4]
+    assert (frozen.type, frozen.subject, frozen.signers) == (
+        "frozen",
+        D.member_id,
+        (A.member_id, B.member_id),
+    )
+    (cell,) = exposure_of(D.member_id, [held(log)], RULES).groups
+    assert [e.epoch for e in cell.stay.epochs] == [1]
+    assert cell.frozen_since == log.events[4].time
+    assert "frozen since" in exposure_text(exposure_of(D.member_id, [held(log)], RULES), Names({}))
