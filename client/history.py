@@ -329,6 +329,8 @@ def stays(member: bytes, events: Sequence[Statement], rules: GroupRules) -> list
 
 @dataclass(frozen=True)
 class ReadLog:
+    """A verified log replayed once: each step and its entry, side by side."""
+
     steps: tuple[Step, ...]
     entries: tuple[LogEntry, ...]
 
