@@ -353,25 +353,12 @@ def _stays_in(member: bytes, log: ReadLog) -> list[Stay]:
             found.append(replace(current, until=entry))
             current = None
         elif on and current is not None and step.before is not None:
-            if state.epoch != step.before.epoch and member in _readers(state):
+            if state.epoch != step.before.epoch and member in state.readers:
                 began = EpochAt(state.epoch, step.seq, step.event.time)
                 current = replace(current, epochs=(*current.epochs, began))
     if current is not None:
         found.append(current)
     return found
-
-
-def _readers(state: RosterState) -> Mapping[bytes, object]:
-    """Whom the state's epoch is sealed to: its members, less any frozen (the rule book's
-    `RosterState.readers` where freezes exist; its members where they do not yet)."""
-    readers: Mapping[bytes, object] = getattr(state, "readers", state.members)
-    return readers
-
-
-def _frozen_since(state: RosterState, member: bytes) -> int | None:
-    """When a freeze of `member` was signed, if they are frozen in this state."""
-    frozen: Mapping[bytes, int] = getattr(state, "frozen", {})
-    return frozen.get(member)
 
 
 @dataclass(frozen=True)
@@ -459,7 +446,7 @@ def exposure_of(member: bytes, logs: Sequence[HeldLog], rules: GroupRules) -> Ex
 def _shared(stay: Stay, state: RosterState, member: bytes) -> SharedGroup:
     seat = next((g for g, s in state.seats.items() if s.holder == member), None)
     return SharedGroup(
-        stay, len(state.members), state.spokesperson == member, seat, _frozen_since(state, member)
+        stay, len(state.members), state.spokesperson == member, seat, state.frozen.get(member)
     )
 
 

@@ -30,7 +30,13 @@ from crypto.elections import make_elect_motion
 from crypto.encoding import Value, b32e
 from crypto.epochs import commitment
 from crypto.errors import RuleViolation
-from crypto.exclusion import expulsion_grounds, make_expel_motion, make_self_revocation, open_reason
+from crypto.exclusion import (
+    expulsion_grounds,
+    make_expel_motion,
+    make_freeze_motion,
+    make_self_revocation,
+    open_reason,
+)
 from crypto.keys import IdentityKey, member_id_text
 from crypto.motions import Motion, make_split_motion, sign_motion, split_event_fields, split_terms
 from crypto.network import Policy
@@ -474,15 +480,10 @@ def test_a_council_seat_shows_as_a_group_with_its_seat_and_link_and_seat_events(
         exposure_of(tc.D.member_id, logs, tc.RULES)  # on no roster of mine now
 
 
-# --- freezes (once crypto/exclusion.py has them) ----------------------------------------
+# --- freezes ---------------------------------------------------------------------------
 
 
 def test_a_frozen_member_is_shown_frozen_and_gets_no_key_period_while_frozen() -> None:
-    from crypto import exclusion
-
-    make_freeze_motion = getattr(exclusion, "make_freeze_motion", None)
-    if make_freeze_motion is None:
-        pytest.skip("roster freezes are not in crypto/ yet")
     log = Log.found(A, B)
     log.add(A, C, B)
     log.add(A, D, B, C)
