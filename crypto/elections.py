@@ -87,6 +87,10 @@ def check_eligible(state: RosterState, member: bytes, rules: GroupRules, at: int
     """Raise unless `member` may be elected in `state` at time `at`."""
     if member not in state.members:
         raise RuleViolation("not_in_group", "only a member of the group can be its spokesperson")
+    if member in state.review or member in state.suspended or member in state.frozen:
+        raise RuleViolation(
+            "in_review", "a member under review, suspended or frozen can't be elected"
+        )
     since = state.since.get(member, at)
     if at < since + rules.policy.probation_seconds and member not in rules.stewards:
         raise RuleViolation("in_probation", "a member in probation can't be elected")

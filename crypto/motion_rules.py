@@ -79,6 +79,11 @@ def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
     if motion.kind in FREEZE_KINDS:
         signers, needed = freeze_signers(state, freeze_subject(motion), rules)
         return Quorum(signers, needed)
+    if motion.kind == "restore":
+        from crypto.review import restore_quorum, restore_subject  # noqa: PLC0415
+
+        signers, needed = restore_quorum(state, restore_subject(motion), rules)
+        return Quorum(signers, needed)
     if motion.kind == "expel":
         subject = expel_terms(motion).member
         others = frozenset(state.members) - {subject}
@@ -110,6 +115,10 @@ def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int
         check_split_sizes(rules, len(state.members) - moving, moving)
     elif motion.kind in FREEZE_KINDS:
         check_freeze_opening(state, motion)
+    elif motion.kind == "restore":
+        from crypto.review import check_restore_opening  # noqa: PLC0415
+
+        check_restore_opening(state, motion)
     elif motion.kind == "expel":
         check_expel_commitment(state, motion)
         if motion.statement.author == expel_terms(motion).member:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from crypto import labels
 from crypto.encoding import Value
@@ -37,11 +38,20 @@ KEM_PUBLIC_BYTES = {
     "X25519/HKDF_SHA256/AES_256_GCM": 32,
 }
 EXPULSION_QUORUMS = ("majority", "two-thirds", "all")
-QUORUMS = EXPULSION_QUORUMS
+QUORUMS = EXPULSION_QUORUMS  # `majority` is more than half; `two-thirds` rounds up
 # Policy fields a genesis may lack (it was signed before they existed): their defaults hold.
 LATER_FIELDS = frozenset(
-    {"freeze_signers", "freeze_seconds"}
-)  # `majority` is more than half; `two-thirds` rounds up
+    {"freeze_signers", "freeze_seconds", "review_subtree", "sponsor_cooldown_seconds"}
+)
+
+
+def _later_field(value: dict[str, Value], name: str) -> Any:
+    if name == "review_subtree":
+        flag = value.get(name)
+        if not isinstance(flag, bool):
+            raise InvalidStatement("policy field 'review_subtree' is true or false")
+        return flag
+    return get_int(value, name)
 
 
 def cells_can_split(cell_min: int, cell_max: int) -> bool:
@@ -83,6 +93,11 @@ class Policy:
     # and how long a freeze holds unless lifted or followed by an expulsion.
     freeze_signers: int = 2
     freeze_seconds: int = 48 * HOUR
+    # Subtree review (crypto/review.py): false reviews an expelled member's
+    # direct invitees, true their whole invite subtree; and how long after an
+    # expulsion its sponsor may not invite, even once their cell restored it.
+    review_subtree: bool = False
+    sponsor_cooldown_seconds: int = 30 * DAY
 
     def __post_init__(self) -> None:
         checks = [
@@ -129,6 +144,11 @@ class Policy:
                 "a key period must allow 100 to 1,000,000 messages",
             ),
             (1 <= self.freeze_signers <= 10, "a freeze needs 1 to 10 signatures"),
+            (isinstance(self.review_subtree, bool), "review_subtree is true or false"),
+            (
+                0 <= self.sponsor_cooldown_seconds <= 365 * DAY,
+                "a sponsor's cool-down must be 0 to 365 days",
+            ),
             (
                 HOUR <= self.freeze_seconds <= 30 * DAY,
                 "a freeze must last 1 hour to 30 days",
@@ -167,6 +187,8 @@ class Policy:
             "epoch_messages": self.epoch_messages,
             "freeze_signers": self.freeze_signers,
             "freeze_seconds": self.freeze_seconds,
+            "review_subtree": self.review_subtree,
+            "sponsor_cooldown_seconds": self.sponsor_cooldown_seconds,
         }
 
     @classmethod
@@ -175,7 +197,9 @@ class Policy:
         known = set(cls().to_value())
         if not isinstance(value, dict) or not known - LATER_FIELDS <= set(value) <= known:
             raise InvalidStatement("policy has missing or unknown fields")
-        later = {name: get_int(value, name) for name in LATER_FIELDS if name in value}
+        later: dict[str, Any] = {
+            name: _later_field(value, name) for name in LATER_FIELDS if name in value
+        }
         return cls(
             cell_min=get_int(value, "cell_min"),
             cell_max=get_int(value, "cell_max"),

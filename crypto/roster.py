@@ -37,6 +37,8 @@ Operations:
 - `freeze`, `unfreeze` (exclusion.py): a few members suspend one at once
   (out of every epoch from then on, signing nothing) until a motion lifts
   it, an expulsion removes them, or the policy's window lapses.
+- `review`, `clear`, `suspend`, `restore` (review.py): what an expulsion
+  does to the expelled member's invitees and sponsor on this roster.
 - councils (kind `council`, level >= 1; councils.py): `create` with the
   founder's seat, `link` (a seat for another group), `seat` (a seat changes
   hands); a council takes no `add` and no `split`.
@@ -67,6 +69,7 @@ from crypto.quorum import check_split, required_vouches, window_start
 
 # Quorum rules live in quorum.py; the split size check is named here too for its callers.
 from crypto.quorum import check_split_sizes as check_split_sizes
+from crypto.review import apply_clear, apply_restore, apply_review, apply_suspend, check_may_admit
 
 # The state types live in roster_state.py (motions and quorum use them too);
 # they are named here as well, where callers of the rule book look for them.
@@ -230,8 +233,12 @@ def _apply(
         raise RuleViolation("stale_head", "this event does not extend the current head of the log")
     if event.author not in state.members and op not in ("seat", "link"):  # see councils.py
         raise RuleViolation("not_in_group", "only members of the group can extend its log")
-    if event.author in state.frozen and not (op == "unfreeze" and _lapse_of(event)):
-        raise RuleViolation("not_allowed", "a frozen member signs nothing the group accepts")
+    if event.author in state.suspended or (
+        event.author in state.frozen and not (op == "unfreeze" and _lapse_of(event))
+    ):
+        raise RuleViolation(
+            "not_allowed", "a frozen or suspended member signs nothing the group accepts"
+        )
     after = _OPS.get(op)
     if after is None:
         raise RuleViolation("invalid_event", f"unknown roster operation {op!r}")
@@ -324,6 +331,7 @@ def _add(
     if len(state.members) >= rules.policy.cell_max:
         raise RuleViolation("group_full", "the group is full: it must split before it can grow")
     certificate = _check_vetting(state, event, network, rules, member)
+    check_may_admit(state, certificate.issuer, certificate.statement.time, rules)
     return replace(
         state,
         members={**state.members, member.member_id: member},
@@ -412,9 +420,16 @@ def _remove(
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
     remaining = {k: v for k, v in state.members.items() if k != member_id}
-    frozen = {k: v for k, v in state.frozen.items() if k != member_id}
     return _without_leavers(
-        replace(state, members=remaining, frozen=frozen, changed_since_epoch=True)
+        replace(
+            state,
+            members=remaining,
+            frozen={k: v for k, v in state.frozen.items() if k != member_id},
+            review={k: v for k, v in state.review.items() if k != member_id},
+            suspended=state.suspended - {member_id},
+            holds={k: v for k, v in state.holds.items() if k != member_id},
+            changed_since_epoch=True,
+        )
     )
 
 
@@ -501,6 +516,10 @@ _OPS = {
     "seat": apply_seat,
     "freeze": apply_freeze,
     "unfreeze": apply_unfreeze,
+    "review": apply_review,
+    "clear": apply_clear,
+    "suspend": apply_suspend,
+    "restore": apply_restore,
 }
 
 

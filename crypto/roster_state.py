@@ -99,6 +99,14 @@ class RosterState:
     # Members frozen (crypto/exclusion.py), by the signed time of the freeze:
     # still on the roster, but no epoch is sealed to them and they sign nothing.
     frozen: Mapping[bytes, int] = field(default_factory=dict)
+    # Subtree review after an expulsion (crypto/review.py): members under
+    # review, by (since, the expelled issuer); those suspended (out of every
+    # epoch, as if frozen, until cleared); sponsors on hold, by (since,
+    # restored); and the revocations this log reviewed already.
+    review: Mapping[bytes, tuple[int, bytes]] = field(default_factory=dict)
+    suspended: frozenset[bytes] = frozenset()
+    holds: Mapping[bytes, tuple[int, bool]] = field(default_factory=dict)
+    reviewed: frozenset[bytes] = frozenset()
 
     def in_subtree_of(self, member_id: bytes, root: bytes) -> bool:
         """Is `member_id` the member `root` or someone `root`'s invites led to?"""
@@ -106,10 +114,14 @@ class RosterState:
 
     @property
     def readers(self) -> Mapping[bytes, RosterMember]:
-        """The members an epoch is sealed to: all but the frozen."""
-        if not self.frozen:
+        """The members an epoch is sealed to: all but the frozen and the suspended."""
+        if not self.frozen and not self.suspended:
             return self.members
-        return {m: v for m, v in self.members.items() if m not in self.frozen}
+        return {
+            m: v
+            for m, v in self.members.items()
+            if m not in self.frozen and m not in self.suspended
+        }
 
     @property
     def roster_hash(self) -> bytes:

@@ -1,0 +1,239 @@
+"""Subtree review and sponsor accountability after an expulsion.
+
+The rule this module keeps: what an expulsion does to the people around the
+expelled member X is decided by roster events of their own cells, each
+carrying X's revocation (its grounds checked by crypto/exclusion.py), so
+every member's client replays the same consequences from the log:
+
+- `review` (by any member, once per revocation in a log): X's invitees on
+  this roster (direct ones; the whole subtree under the policy's
+  `review_subtree`) are under review from the event's time: they can't
+  admit anyone or be elected. X's sponsor (their certificate's issuer), if
+  on this roster, is on hold: they admit no one until the cell restores them.
+- `clear` (by any member): a member under review (or suspended) carries the
+  policy's `vouches` count of fresh `revouch` statements by members of the
+  roster outside X's subtree, neither under review, suspended nor frozen:
+  the review ends, a suspension too.
+- `suspend` (by any member): a member still under review once
+  `review_seconds` have passed since the review: out of every epoch from
+  then on (RosterState.readers) and signing nothing, as a frozen member,
+  until cleared.
+- `restore` (a motion with the expulsion quorum of the members other than
+  the sponsor): the sponsor's hold is lifted, but they admit no one whose
+  certificate is signed before the policy's `sponsor_cooldown_seconds`
+  have passed since the hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from crypto.chains import parse_revocation
+from crypto.errors import RuleViolation
+from crypto.exclusion import check_grounds, expulsion_needed
+from crypto.keys import IdentityKey
+from crypto.motions import Motion, make_motion, parse_motion
+from crypto.roster_state import GroupRules, RosterState
+from crypto.statements import Statement, get_bytes, sign_statement, unpack
+
+
+def direct_issuer(lines: Mapping[bytes, frozenset[bytes]], member: bytes) -> bytes | None:
+    """Who admitted `member`, from the invite lines a log holds (None for a steward)."""
+    line = lines.get(member, frozenset())
+    for issuer in line:
+        above = lines.get(issuer)
+        if above is not None and above | {issuer} == line:
+            return issuer
+    # An issuer whose own line the log lacks (it stayed behind at a split): the one
+    # no other issuer of the line sits under.
+    unknown = [i for i in line if i not in lines]
+    below = {i for i in line for j in line if j != i and i in lines.get(j, frozenset())}
+    candidates = [i for i in unknown if i not in below]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def reviewed_by(state: RosterState, expelled: bytes, subtree: bool) -> frozenset[bytes]:
+    """The current members an expulsion of `expelled` puts under review in this log."""
+    found = set()
+    for member in state.members:
+        if member == expelled:
+            continue
+        line = state.lines.get(member, frozenset())
+        if (subtree and expelled in line) or direct_issuer(state.lines, member) == expelled:
+            found.add(member)
+    return frozenset(found)
+
+
+def apply_review(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    revocation = parse_revocation(unpack(event.fields.get("revocation"), "revocation", network))
+    grounds = check_grounds(revocation.statement, revocation.subject, rules)
+    if grounds.kind != "expelled":
+        raise RuleViolation("invalid_event", "only an expulsion opens a review")
+    if revocation.statement.id in state.reviewed:
+        raise RuleViolation("stale_motion", "this expulsion was reviewed here already")
+    expelled = revocation.subject
+    invitees = reviewed_by(state, expelled, rules.policy.review_subtree)
+    sponsor = direct_issuer(state.lines, expelled) if expelled in state.lines else None
+    on_hold = sponsor is not None and sponsor in state.members
+    if not invitees and not on_hold:
+        raise RuleViolation("invalid_event", "no one on this roster is touched by the expulsion")
+    review = {**state.review, **{m: (event.time, expelled) for m in invitees}}
+    holds = dict(state.holds)
+    if on_hold and sponsor is not None:
+        holds[sponsor] = (revocation.statement.time, False)
+    return replace(
+        state,
+        review=review,
+        holds=holds,
+        reviewed=state.reviewed | {revocation.statement.id},
+    )
+
+
+def make_revouch(
+    key: IdentityKey, network: bytes, subject: bytes, group: bytes, expelled: bytes, time: int
+) -> Statement:
+    """My fresh word for `subject`, under review since `expelled` (their issuer) was expelled."""
+    return sign_statement(
+        key, "revouch", network, time, {"subject": subject, "group": group, "expelled": expelled}
+    )
+
+
+def may_revouch(state: RosterState, voucher: bytes, expelled: bytes) -> bool:
+    """A member outside the expelled member's subtree, neither reviewed, suspended nor frozen."""
+    return (
+        voucher in state.members
+        and voucher != expelled
+        and expelled not in state.lines.get(voucher, frozenset())
+        and voucher not in state.review
+        and voucher not in state.suspended
+        and voucher not in state.frozen
+    )
+
+
+def apply_clear(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    member = get_bytes(event.fields, "member", 32)
+    under = state.review.get(member)
+    if under is None:
+        raise RuleViolation("not_in_review", "this member is not under review")
+    _, expelled = under
+    raw = event.fields.get("revouches")
+    if not isinstance(raw, list) or len(raw) > len(state.members):
+        raise RuleViolation("invalid_event", "a clear carries the fresh vouches")
+    vouchers = set()
+    for item in raw:
+        revouch = unpack(item, "revouch", network)
+        fields = revouch.fields
+        if (
+            get_bytes(fields, "subject", 32) != member
+            or get_bytes(fields, "group", 16) != state.group
+            or get_bytes(fields, "expelled", 32) != expelled
+        ):
+            raise RuleViolation("invalid_event", "a fresh vouch is for another member or review")
+        if not may_revouch(state, revouch.author, expelled) or revouch.author in vouchers:
+            raise RuleViolation(
+                "not_allowed",
+                "fresh vouches come once each from members outside the expelled member's subtree",
+            )
+        vouchers.add(revouch.author)
+    needed = max(1, rules.policy.vouches)
+    if len(vouchers) < needed:
+        raise RuleViolation(
+            "quorum_not_reached", f"{len(vouchers)} of the {needed} fresh vouches needed"
+        )
+    review = {m: v for m, v in state.review.items() if m != member}
+    return replace(
+        state,
+        review=review,
+        suspended=state.suspended - {member},
+        changed_since_epoch=state.changed_since_epoch or member in state.suspended,
+    )
+
+
+def apply_suspend(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    member = get_bytes(event.fields, "member", 32)
+    under = state.review.get(member)
+    if under is None or member in state.suspended:
+        raise RuleViolation("not_in_review", "only a member under review is suspended")
+    if event.time < under[0] + rules.policy.review_seconds:
+        raise RuleViolation("not_lapsed", "the review window is still open")
+    return replace(state, suspended=state.suspended | {member}, changed_since_epoch=True)
+
+
+def make_restore_motion(
+    key: IdentityKey, network: bytes, state: RosterState, sponsor: bytes, time: int
+) -> Motion:
+    """A motion to let `sponsor`, on hold since their invitee was expelled, admit again."""
+    return make_motion(key, network, state, "restore", {"member": sponsor}, time)
+
+
+def restore_subject(motion: Motion) -> bytes:
+    if motion.kind != "restore" or set(motion.terms) != {"member"}:
+        raise RuleViolation("invalid_motion", "a restore names the sponsor it restores")
+    return get_bytes(motion.terms, "member", 32)
+
+
+def restore_quorum(state: RosterState, sponsor: bytes, rules: GroupRules) -> tuple[frozenset[bytes], int]:
+    signers = frozenset(state.members) - {sponsor}
+    return signers, expulsion_needed(rules, len(state.members))
+
+
+def check_restore_opening(state: RosterState, motion: Motion) -> None:
+    sponsor = restore_subject(motion)
+    hold = state.holds.get(sponsor)
+    if hold is None or hold[1]:
+        raise RuleViolation("not_on_hold", "this member's admissions are not on hold")
+    if motion.statement.author == sponsor:
+        raise RuleViolation("not_allowed", "a sponsor does not restore themself")
+
+
+def apply_restore(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+    if motion.group != state.group or motion.id in state.motions_done:
+        raise RuleViolation("stale_motion", "this motion is another group's or was carried out")
+    check_restore_opening(state, motion)
+    sponsor = restore_subject(motion)
+    raw = event.fields.get("signatures")
+    if not isinstance(raw, list) or len(raw) > len(state.members):
+        raise RuleViolation("invalid_motion", "a restore carries its signatures")
+    signed = {motion.statement.author}
+    for item in raw:
+        signature = unpack(item, "motion-sign", network)
+        if get_bytes(signature.fields, "motion", 32) != motion.id or signature.author in signed:
+            raise RuleViolation("invalid_motion", "a signature is for another motion, or twice")
+        signed.add(signature.author)
+    signers, needed = restore_quorum(state, sponsor, rules)
+    if not signed <= signers:
+        raise RuleViolation("not_allowed", "only other members of the roster sign a restore")
+    if len(signed) < needed:
+        raise RuleViolation("quorum_not_reached", f"{len(signed)} of the {needed} signatures")
+    since, _ = state.holds[sponsor]
+    return replace(
+        state,
+        holds={**state.holds, sponsor: (since, True)},
+        motions_done=state.motions_done | {motion.id},
+    )
+
+
+def check_may_admit(state: RosterState, issuer: bytes, certified_at: int, rules: GroupRules) -> None:
+    """Raise unless `issuer` may admit on a certificate signed at `certified_at`."""
+    if issuer in state.review or issuer in state.suspended:
+        raise RuleViolation("in_review", "a member under review admits no one")
+    hold = state.holds.get(issuer)
+    if hold is None:
+        return
+    since, restored = hold
+    if not restored:
+        raise RuleViolation(
+            "on_hold", "the sponsor of an expelled member admits no one until their cell restores it"
+        )
+    if certified_at < since + rules.policy.sponsor_cooldown_seconds:
+        raise RuleViolation("on_hold", "the sponsor's cool-down after an expulsion has not passed")
