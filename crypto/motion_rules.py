@@ -84,6 +84,11 @@ def quorum_for(state: RosterState, motion: Motion, rules: GroupRules) -> Quorum:
 
         signers, needed = restore_quorum(state, restore_subject(motion), rules)
         return Quorum(signers, needed)
+    if motion.kind == "clear":
+        from crypto.review import clear_quorum, clear_subject  # noqa: PLC0415
+
+        signers, needed = clear_quorum(state, clear_subject(motion), rules)
+        return Quorum(signers, needed)
     if motion.kind == "expel":
         subject = expel_terms(motion).member
         others = frozenset(state.members) - {subject}
@@ -119,6 +124,10 @@ def check_opening(state: RosterState, motion: Motion, rules: GroupRules, at: int
         from crypto.review import check_restore_opening  # noqa: PLC0415
 
         check_restore_opening(state, motion)
+    elif motion.kind == "clear":
+        from crypto.review import check_clear_opening  # noqa: PLC0415
+
+        check_clear_opening(state, motion, rules)
     elif motion.kind == "expel":
         check_expel_commitment(state, motion)
         if motion.statement.author == expel_terms(motion).member:

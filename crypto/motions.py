@@ -21,7 +21,7 @@ from crypto.network import GROUP_ID_BYTES
 from crypto.roster_state import RosterState
 from crypto.statements import Statement, get_bytes, get_str, pack, sign_statement
 
-MOTION_KINDS = ("split", "elect", "recall", "link", "expel", "freeze", "unfreeze", "restore")
+MOTION_KINDS = ("split", "elect", "recall", "link", "expel", "freeze", "unfreeze", "restore", "clear")
 
 
 @dataclass(frozen=True)

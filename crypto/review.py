@@ -10,10 +10,10 @@ every member's client replays the same consequences from the log:
   `review_subtree`) are under review from the event's time: they can't
   admit anyone or be elected. X's sponsor (their certificate's issuer), if
   on this roster, is on hold: they admit no one until the cell restores them.
-- `clear` (by any member): a member under review (or suspended) carries the
-  policy's `vouches` count of fresh `revouch` statements by members of the
-  roster outside X's subtree, neither under review, suspended nor frozen:
-  the review ends, a suspension too.
+- `clear` (a motion): the policy's `vouches` count of members of the roster
+  outside X's subtree, neither under review, suspended nor frozen, sign a
+  `clear` motion for a member under review (or suspended): their fresh
+  vouches end the review, a suspension too.
 - `suspend` (by any member): a member still under review once
   `review_seconds` have passed since the review: out of every epoch from
   then on (RosterState.readers) and signing nothing, as a frozen member,
@@ -35,7 +35,7 @@ from crypto.exclusion import check_grounds, expulsion_needed
 from crypto.keys import IdentityKey
 from crypto.motions import Motion, make_motion, parse_motion
 from crypto.roster_state import GroupRules, RosterState
-from crypto.statements import Statement, get_bytes, sign_statement, unpack
+from crypto.statements import Statement, get_bytes, unpack
 
 
 def direct_issuer(lines: Mapping[bytes, frozenset[bytes]], member: bytes) -> bytes | None:
@@ -92,15 +92,6 @@ def apply_review(
     )
 
 
-def make_revouch(
-    key: IdentityKey, network: bytes, subject: bytes, group: bytes, expelled: bytes, time: int
-) -> Statement:
-    """My fresh word for `subject`, under review since `expelled` (their issuer) was expelled."""
-    return sign_statement(
-        key, "revouch", network, time, {"subject": subject, "group": group, "expelled": expelled}
-    )
-
-
 def may_revouch(state: RosterState, voucher: bytes, expelled: bytes) -> bool:
     """A member outside the expelled member's subtree, neither reviewed, suspended nor frozen."""
     return (
@@ -113,45 +104,84 @@ def may_revouch(state: RosterState, voucher: bytes, expelled: bytes) -> bool:
     )
 
 
-def apply_clear(
-    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
-) -> RosterState:
-    member = get_bytes(event.fields, "member", 32)
+def make_clear_motion(
+    key: IdentityKey, network: bytes, state: RosterState, member: bytes, time: int
+) -> Motion:
+    """Fresh vouches for `member`, under review: a `clear` motion its signers vouch with."""
+    return make_motion(key, network, state, "clear", {"member": member}, time)
+
+
+def clear_subject(motion: Motion) -> bytes:
+    if motion.kind != "clear" or set(motion.terms) != {"member"}:
+        raise RuleViolation("invalid_motion", "a clear names the member it vouches for afresh")
+    return get_bytes(motion.terms, "member", 32)
+
+
+def clear_quorum(
+    state: RosterState, member: bytes, rules: GroupRules
+) -> tuple[frozenset[bytes], int]:
+    """Who may vouch afresh for `member` (outside the expelled member's subtree) and how many."""
     under = state.review.get(member)
     if under is None:
         raise RuleViolation("not_in_review", "this member is not under review")
-    _, expelled = under
-    raw = event.fields.get("revouches")
-    if not isinstance(raw, list) or len(raw) > len(state.members):
-        raise RuleViolation("invalid_event", "a clear carries the fresh vouches")
-    vouchers = set()
-    for item in raw:
-        revouch = unpack(item, "revouch", network)
-        fields = revouch.fields
-        if (
-            get_bytes(fields, "subject", 32) != member
-            or get_bytes(fields, "group", 16) != state.group
-            or get_bytes(fields, "expelled", 32) != expelled
-        ):
-            raise RuleViolation("invalid_event", "a fresh vouch is for another member or review")
-        if not may_revouch(state, revouch.author, expelled) or revouch.author in vouchers:
-            raise RuleViolation(
-                "not_allowed",
-                "fresh vouches come once each from members outside the expelled member's subtree",
-            )
-        vouchers.add(revouch.author)
-    needed = max(1, rules.policy.vouches)
-    if len(vouchers) < needed:
+    allowed = frozenset(m for m in state.members if may_revouch(state, m, under[1]))
+    return allowed, max(1, rules.policy.vouches)
+
+
+def check_clear_opening(state: RosterState, motion: Motion, rules: GroupRules) -> None:
+    member = clear_subject(motion)
+    allowed, _ = clear_quorum(state, member, rules)
+    if motion.statement.author not in allowed:
         raise RuleViolation(
-            "quorum_not_reached", f"{len(vouchers)} of the {needed} fresh vouches needed"
+            "not_allowed", "fresh vouches come from members outside the expelled member's subtree"
         )
+
+
+def apply_clear(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
+) -> RosterState:
+    motion, signed = _carried(state, event, network, "clear")
+    member = clear_subject(motion)
+    allowed, needed = clear_quorum(state, member, rules)
+    if not signed <= allowed:
+        raise RuleViolation(
+            "not_allowed",
+            "fresh vouches come once each from members outside the expelled member's subtree",
+        )
+    if len(signed) < needed:
+        raise RuleViolation("quorum_not_reached", f"{len(signed)} of the {needed} fresh vouches")
     review = {m: v for m, v in state.review.items() if m != member}
     return replace(
         state,
         review=review,
         suspended=state.suspended - {member},
         changed_since_epoch=state.changed_since_epoch or member in state.suspended,
+        motions_done=state.motions_done | {motion.id},
     )
+
+
+def _carried(
+    state: RosterState, event: Statement, network: bytes, kind: str
+) -> tuple[Motion, frozenset[bytes]]:
+    """The motion of `kind` an event carries, not yet carried out, and who signed it (the
+    opener included), each once."""
+    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+    if motion.kind != kind or motion.group != state.group:
+        raise RuleViolation(
+            "invalid_motion", f"a {kind} event carries a {kind} motion of its group"
+        )
+    if motion.id in state.motions_done:
+        raise RuleViolation("stale_motion", "this motion has already been carried out")
+    raw = event.fields.get("signatures")
+    if not isinstance(raw, list) or len(raw) > len(state.members):
+        raise RuleViolation("invalid_motion", f"a {kind} carries its signatures")
+    signed = {motion.statement.author}
+    for item in raw:
+        signature = unpack(item, "motion-sign", network)
+        if get_bytes(signature.fields, "motion", 32) != motion.id or signature.author in signed:
+            raise RuleViolation("invalid_motion", "a signature is for another motion, or twice")
+        signed.add(signature.author)
+    return motion, frozenset(signed)
 
 
 def apply_suspend(
@@ -179,7 +209,9 @@ def restore_subject(motion: Motion) -> bytes:
     return get_bytes(motion.terms, "member", 32)
 
 
-def restore_quorum(state: RosterState, sponsor: bytes, rules: GroupRules) -> tuple[frozenset[bytes], int]:
+def restore_quorum(
+    state: RosterState, sponsor: bytes, rules: GroupRules
+) -> tuple[frozenset[bytes], int]:
     signers = frozenset(state.members) - {sponsor}
     return signers, expulsion_needed(rules, len(state.members))
 
@@ -196,20 +228,9 @@ def check_restore_opening(state: RosterState, motion: Motion) -> None:
 def apply_restore(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
-    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
-    if motion.group != state.group or motion.id in state.motions_done:
-        raise RuleViolation("stale_motion", "this motion is another group's or was carried out")
+    motion, signed = _carried(state, event, network, "restore")
     check_restore_opening(state, motion)
     sponsor = restore_subject(motion)
-    raw = event.fields.get("signatures")
-    if not isinstance(raw, list) or len(raw) > len(state.members):
-        raise RuleViolation("invalid_motion", "a restore carries its signatures")
-    signed = {motion.statement.author}
-    for item in raw:
-        signature = unpack(item, "motion-sign", network)
-        if get_bytes(signature.fields, "motion", 32) != motion.id or signature.author in signed:
-            raise RuleViolation("invalid_motion", "a signature is for another motion, or twice")
-        signed.add(signature.author)
     signers, needed = restore_quorum(state, sponsor, rules)
     if not signed <= signers:
         raise RuleViolation("not_allowed", "only other members of the roster sign a restore")
@@ -223,7 +244,9 @@ def apply_restore(
     )
 
 
-def check_may_admit(state: RosterState, issuer: bytes, certified_at: int, rules: GroupRules) -> None:
+def check_may_admit(
+    state: RosterState, issuer: bytes, certified_at: int, rules: GroupRules
+) -> None:
     """Raise unless `issuer` may admit on a certificate signed at `certified_at`."""
     if issuer in state.review or issuer in state.suspended:
         raise RuleViolation("in_review", "a member under review admits no one")
@@ -233,7 +256,8 @@ def check_may_admit(state: RosterState, issuer: bytes, certified_at: int, rules:
     since, restored = hold
     if not restored:
         raise RuleViolation(
-            "on_hold", "the sponsor of an expelled member admits no one until their cell restores it"
+            "on_hold",
+            "the sponsor of an expelled member admits no one until their cell restores it",
         )
     if certified_at < since + rules.policy.sponsor_cooldown_seconds:
         raise RuleViolation("on_hold", "the sponsor's cool-down after an expulsion has not passed")

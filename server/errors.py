@@ -99,6 +99,11 @@ class ErrorCode(str, Enum):  # noqa: UP042
     NOT_FROZEN = "not_frozen"
     ALREADY_FROZEN = "already_frozen"
     NOT_LAPSED = "not_lapsed"
+    SUSPENDED = "suspended"
+    NOT_IN_REVIEW = "not_in_review"
+    IN_REVIEW = "in_review"
+    ON_HOLD = "on_hold"
+    NOT_ON_HOLD = "not_on_hold"
     # Spokespeople (issue 10).
     STALE_MOTION = "stale_motion"
     HAS_SPOKESPERSON = "has_spokesperson"

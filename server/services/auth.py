@@ -90,6 +90,13 @@ async def open_session(
                 "your cell froze your membership until "
                 f"{member.frozen_until.isoformat(timespec='minutes')}: ask your cellmates",
             )
+        if member.suspended:
+            raise ApiError(
+                403,
+                ErrorCode.SUSPENDED,
+                "your cell suspended you after a review: members outside the review can "
+                "vouch for you again",
+            )
         token = secrets.token_urlsafe(TOKEN_BYTES)
         expires = now + ttl
         await session_store.insert_session(conn, token_hash(token), member_id, now, expires)

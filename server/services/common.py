@@ -41,6 +41,8 @@ _RULE_STATUS = {
     ErrorCode.NOT_FROZEN: 409,
     ErrorCode.ALREADY_FROZEN: 409,
     ErrorCode.NOT_LAPSED: 409,
+    ErrorCode.NOT_IN_REVIEW: 409,
+    ErrorCode.NOT_ON_HOLD: 409,
     ErrorCode.ALREADY_VOUCHED: 409,
     ErrorCode.WRONG_ADMISSION: 400,
     ErrorCode.INVALID_EVENT: 400,

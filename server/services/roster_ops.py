@@ -345,6 +345,28 @@ async def _unfreeze(conn: Connection, change: RosterChange) -> None:
     await member_store.set_frozen_until(conn, subject, None)
 
 
+async def _review(conn: Connection, change: RosterChange) -> None:
+    """A review opened: each reviewed member's sponsor is told (a content-free notice)."""
+    for member in set(change.after.review) - set(change.extended.review):
+        await notices.enqueue_sponsor(conn, member, notices.NoticeKind.REVIEW)
+
+
+async def _clear(conn: Connection, change: RosterChange) -> None:
+    """A review cleared by fresh vouches: a suspended member logs in again."""
+    await _motion_carried(conn, change)
+    cleared = list(set(change.extended.suspended) - set(change.after.suspended))
+    if cleared:
+        await member_store.set_suspended(conn, cleared, False)
+
+
+async def _suspend(conn: Connection, change: RosterChange) -> None:
+    """A review not cleared in time: the member's sessions and sockets end, no login."""
+    (member,) = set(change.after.suspended) - set(change.extended.suspended)
+    await member_store.set_suspended(conn, [member], True)
+    await session_store.end_member_sessions(conn, member, change.now)
+    await session_store.announce_member_gone(conn, member)
+
+
 EFFECTS: Mapping[str, Effect] = {
     "create": _create,
     "add": _add,
@@ -357,4 +379,8 @@ EFFECTS: Mapping[str, Effect] = {
     "seat": _seats_changed,
     "freeze": _freeze,
     "unfreeze": _unfreeze,
+    "review": _review,
+    "clear": _clear,
+    "suspend": _suspend,
+    "restore": _motion_carried,
 }

@@ -28,10 +28,11 @@ class MemberRow:
     revoked_at: datetime | None
     is_steward: bool
     frozen_until: datetime | None = None
+    suspended: bool = False
 
 
 _MEMBER_COLUMNS = """member_id, network_id, identity_key, cell_id, inviter_id, invite_lookup,
-    joined_at, admitted_at, blocked_at, revoked_at, is_steward, frozen_until"""
+    joined_at, admitted_at, blocked_at, revoked_at, is_steward, frozen_until, suspended"""
 
 
 async def insert_member(
@@ -173,4 +174,13 @@ async def set_frozen_until(conn: Connection, member_id: bytes, until: datetime |
     """Until when a frozen member may not log in (None: not frozen); see schema/009."""
     await conn.execute(
         "UPDATE members SET frozen_until = $2 WHERE member_id = $1", member_id, until
+    )
+
+
+async def set_suspended(conn: Connection, member_ids: list[bytes], suspended: bool) -> None:
+    """Whether members are suspended after a review (crypto/review.py); see schema/009."""
+    await conn.execute(
+        "UPDATE members SET suspended = $2 WHERE member_id = ANY($1::bytea[])",
+        member_ids,
+        suspended,
     )

@@ -11,7 +11,7 @@ from crypto.exclusion import expulsion_grounds, make_expel_motion
 from crypto.keys import IdentityKey
 from crypto.motions import sign_motion, split_event_fields
 from crypto.network import DAY, Policy
-from crypto.review import direct_issuer, make_restore_motion, make_revouch
+from crypto.review import direct_issuer, make_clear_motion, make_restore_motion
 from crypto.roster import GroupRules, RosterState, apply, make_group, sign_event
 from crypto.statements import Statement, pack
 from tests.crypto.helpers import T0, certified_add, fixed_key
@@ -82,11 +82,11 @@ def test_under_review_no_one_admits_or_is_elected_and_the_sponsor_admits_no_one(
 
 
 def clear_event(state: RosterState, by: IdentityKey, vouchers: list[IdentityKey]) -> Statement:
-    revouches = [
-        pack(make_revouch(v, NETWORK, M.member_id, state.group, X.member_id, AT + 50))
-        for v in vouchers
-    ]
-    fields = {"member": M.member_id, "revouches": revouches}
+    """A `clear` of M: the first voucher opens the motion, the others sign it."""
+    opener, *others = vouchers or [B]
+    motion = make_clear_motion(opener, NETWORK, state, M.member_id, AT + 50)
+    signatures = [sign_motion(k, NETWORK, motion, AT + 55) for k in others]
+    fields = split_event_fields(motion, signatures)
     return sign_event(by, NETWORK, state, "clear", AT + 60, fields)
 
 
@@ -97,8 +97,9 @@ def test_fresh_vouches_from_outside_the_subtree_clear_a_review() -> None:
         apply(reviewed, clear_event(reviewed, B, [N]), rules=RULES)  # N is under X too
     with pytest.raises(RuleViolation, match="outside the expelled"):
         apply(reviewed, clear_event(reviewed, B, [M]), rules=RULES)  # not their own
-    with pytest.raises(RuleViolation, match="0 of the 1"):
-        apply(reviewed, clear_event(reviewed, B, []), rules=RULES)
+    strict = GroupRules(Policy(**{**POLICY.__dict__, "vouches": 2}), RULES.stewards)
+    with pytest.raises(RuleViolation, match="1 of the 2"):
+        apply(reviewed, clear_event(reviewed, B, [C]), rules=strict)
     cleared = apply(reviewed, clear_event(reviewed, B, [C]), rules=RULES)
     assert M.member_id not in cleared.review
     check_eligible(cleared, M.member_id, RULES, AT + 100)

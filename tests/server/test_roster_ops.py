@@ -21,5 +21,5 @@ async def test_every_operation_a_log_may_hold_has_one_effect(pool: Pool) -> None
     assert accepted == set(EFFECTS) == {
         *("create", "add", "remove", "epoch", "split"),
         *("elect", "recall", "link", "seat"),
-        *("freeze", "unfreeze"),
+        *("freeze", "unfreeze", "review", "clear", "suspend", "restore"),
     }
