@@ -27,16 +27,15 @@ from crypto.chains import make_revocation, verify_revocation_list
 from crypto.encoding import Value, b32e
 from crypto.errors import RuleViolation
 from crypto.exclusion import (
+    FREEZE_KINDS,
     expel_terms,
     expulsion_grounds,
-    freeze_subject,
     make_expel_motion,
-    make_freeze_motion,
 )
 from crypto.keys import member_id_text
-from crypto.motions import Motion, split_event_fields
+from crypto.motions import Motion, make_motion, split_event_fields
 from crypto.roster import RosterState
-from crypto.statements import Statement, pack
+from crypto.statements import Statement, get_bytes, pack
 
 _REFUSALS = {
     "not_allowed": "You can't move or sign your own expulsion.",
@@ -46,6 +45,8 @@ _REFUSALS = {
     "stale_motion": "This motion was already carried out.",
     "already_frozen": "That member is frozen already; `spokes status MEMBER` shows since when.",
     "not_frozen": "That member is not frozen.",
+    "not_in_review": "That member is not under review.",
+    "not_on_hold": "That member's admissions are not on hold.",
 }
 
 
@@ -156,15 +157,18 @@ class Exclusion:
         return {"member_id": member_id_text(subject), "revocation_seq": seq}
 
     async def freeze(self, member_text: str, kind: str = "freeze") -> dict[str, Any]:
-        """Open a `freeze` (or `unfreeze`) motion of a cellmate, signed by me; carried out at
-        once if my signature is all the policy asks of a cell this small."""
+        """Open a motion about a cellmate, signed by me: `freeze`, `unfreeze`, `clear` (my
+        fresh vouch for a member under review) or `restore` (a sponsor on hold); carried out
+        at once if my signature is all the rules ask."""
         subject = parse_member(member_text)
         group = await self.rosters.group("cell")
         self.rosters.writable(group)
         _, state = await self.rosters.sync_roster(group)
         identity, network = self.client.state.identity, self.client.network_id()
         try:
-            motion = make_freeze_motion(identity, network, state, subject, kind, self.client.now())
+            motion = make_motion(
+                identity, network, state, kind, {"member": subject}, self.client.now()
+            )
             quorum = motion_rules.check_opening(
                 state, motion, self.client.rules(), motion.statement.time
             )
@@ -189,15 +193,15 @@ class Exclusion:
     async def carry_out_freeze(
         self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
     ) -> dict[str, Any]:
-        """Post the `freeze`/`unfreeze` event carrying the motion and the signatures."""
+        """Post the event carrying a motion about one member (`freeze`, `unfreeze`, `clear`,
+        `restore`) and its signatures."""
         identity, network = self.client.state.identity, self.client.network_id()
-        subject = freeze_subject(motion)
+        subject = get_bytes(motion.terms, "member", 32)
         for attempt in range(3):
             current = [s for s in signatures if s.author in state.members]
-            fields: dict[str, Value] = {
-                "member": subject,
-                **split_event_fields(motion, current),
-            }
+            fields: dict[str, Value] = split_event_fields(motion, current)
+            if motion.kind in FREEZE_KINDS:
+                fields["member"] = subject
             event = roster.sign_event(
                 identity, network, state, motion.kind, self.client.now(), fields
             )
@@ -216,3 +220,27 @@ class Exclusion:
         await self.rosters.sync_roster(state.group)
         self.client.save()
         return {"member_id": member_id_text(subject)}
+
+    async def standing(self, member: bytes) -> dict[str, Any] | None:
+        """What exclusion says of `member`, from the verified chain and my cell's verified log:
+        expelled, revoked_by_self, revoked (a steward's), frozen, suspended or under_review,
+        with since when; None if nothing does."""
+        listed = await self.revocations.fetch()
+        revocation = listed.by_subject.get(member)
+        if revocation is not None:
+            kind = {"expelled": "expelled", "self": "revoked_by_self"}.get(
+                revocation.grounds, "revoked"
+            )
+            return {"standing": kind, "since": revocation.statement.time}
+        await self.rosters.sync_cell()  # a review or a suspension that is due is posted first
+        _, cell = self.client.network()
+        _, state = await self.rosters.sync_roster(cell)
+        if member in state.frozen:
+            return {"standing": "frozen", "since": state.frozen[member]}
+        if member in state.review:
+            since = state.review[member][0]
+            if member in state.suspended:
+                window = self.client.rules().policy.review_seconds
+                return {"standing": "suspended", "since": since + window}
+            return {"standing": "under_review", "since": since}
+        return None

@@ -251,6 +251,17 @@ def _other(step: Step, rules: GroupRules, reason: ReasonOpener | None) -> LogEnt
     )
 
 
+def _reviewed(step: Step, rules: GroupRules, reason: ReasonOpener | None) -> LogEntry:
+    """An expulsion's review: about the expelled member, putting `members` under review."""
+    before = {} if step.before is None else step.before.review
+    reviewed = sorted(m for m in step.after.review if m not in before)
+    expelled = next(iter(step.after.review[m][1] for m in reviewed), None)
+    if expelled is None:  # only the sponsor was touched: on hold
+        held = [m for m in step.after.holds if step.before is None or m not in step.before.holds]
+        return replace(_entry(step, "review"), members=tuple(sorted(held)))
+    return replace(_entry(step, "review"), subject=expelled, members=tuple(reviewed))
+
+
 # What each roster operation is called in a group's history, and what is read from it.
 # A new operation is one line here (an event about a member: `_by_motion(TYPE)`);
 # one not listed is shown by its op name, with its `member` and signers if it has them.
@@ -266,6 +277,10 @@ ENTRIES: Mapping[str, Describe] = {
     "seat": _seated,
     "freeze": _by_motion("frozen"),
     "unfreeze": _by_motion("unfrozen"),  # without a motion: the freeze lapsed
+    "review": _reviewed,
+    "clear": _by_motion("review_cleared"),
+    "suspend": _by_motion("suspended"),
+    "restore": _by_motion("sponsor_restored"),
 }
 
 

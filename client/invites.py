@@ -12,15 +12,17 @@ from dataclasses import dataclass, replace
 
 from client import api, verify
 from client.errors import ClientError
+from client.rosters import Rosters
 from client.sdk import Client, Clock, server_url, system_clock
 from client.state import InviteRecord, Secret, State, StateFile
 from crypto.chains import Admission, parse_admission, verify_chain
 from crypto.encoding import Value, b32e
-from crypto.errors import DecryptionFailed, InvalidCode, InvalidStatement
+from crypto.errors import DecryptionFailed, InvalidCode, InvalidStatement, RuleViolation
 from crypto.invites import Invite, InviteCode, make_invite, make_join, parse_invite
 from crypto.keys import IdentityKey, member_id_text, safety_number
 from crypto.keystore import KdfParams
 from crypto.network import HOUR, Genesis, verify_genesis
+from crypto.review import check_may_admit
 from crypto.sealing import KemPrivateKey
 from crypto.statements import pack, unpack
 
@@ -52,6 +54,17 @@ class Invites:
         genesis, cell_id = self.client.network()
         chain = await self._own_chain(genesis)
         now = self.client.now()
+        # Under review, or the sponsor of an expelled member on hold: the cell's
+        # log would refuse whoever this invite brings (crypto/review.py).
+        _, state = await Rosters(self.client).sync_roster(cell_id)
+        try:
+            check_may_admit(state, self.client.me, now, self.client.rules())
+        except RuleViolation as exc:
+            raise ClientError(
+                exc.code,
+                f"You can't invite now: {exc}. Nothing was created; `spokes status` shows "
+                "your standing.",
+            ) from None
         lifetime = genesis.policy.invite_expiry_seconds
         if expiry_hours is not None:
             lifetime = min(lifetime, expiry_hours * HOUR)

@@ -24,13 +24,13 @@ from crypto import motion_rules, motions, quorum, roster
 from crypto.councils import COUNCIL, link_terms
 from crypto.encoding import b32e
 from crypto.errors import CryptoError, RuleViolation
-from crypto.exclusion import FREEZE_KINDS, expel_terms, freeze_subject, open_reason
+from crypto.exclusion import expel_terms, open_reason
 from crypto.keys import member_id_text, parse_member_id
 from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES
 from crypto.quorum import check_split_sizes
 from crypto.roster import RosterState
-from crypto.statements import Statement
+from crypto.statements import Statement, get_bytes
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,10 @@ class MotionView:
     member: str | None = None  # whom an election or a recall names
     links: str | None = None  # the group a council's link motion gives a seat
     reason: str | None = None  # an expulsion's reason, as sealed to me (never to its subject)
+
+
+# Motions about one member whose event carries the motion and its signatures.
+MEMBER_MOTIONS = ("freeze", "unfreeze", "clear", "restore")
 
 
 class Motions:
@@ -96,8 +100,8 @@ class Motions:
                 moved, new_group = motions.split_terms(motion)
             elif motion.kind == "link":
                 links = b32e(link_terms(motion))
-            elif motion.kind in FREEZE_KINDS:
-                member = member_id_text(freeze_subject(motion))
+            elif motion.kind in MEMBER_MOTIONS:
+                member = member_id_text(get_bytes(motion.terms, "member", 32))
             elif motion.kind == "expel":
                 member = member_id_text(expel_terms(motion).member)
                 reason = open_reason(motion, self.client.me, self.client.state.kem)
@@ -149,7 +153,8 @@ class Motions:
                 f"({view.signatures} of {view.needed} so far; `spokes motions` shows it).",
             )
         if (motion.kind == "expel" and self.client.me == expel_terms(motion).member) or (
-            motion.kind in FREEZE_KINDS and self.client.me == freeze_subject(motion)
+            motion.kind in MEMBER_MOTIONS
+            and self.client.me == get_bytes(motion.terms, "member", 32)
         ):
             raise ClientError(
                 "not_allowed", "You can't sign a motion about yourself; nothing was signed."
@@ -179,7 +184,7 @@ class Motions:
             signed = motion_rules.signed_by(motion, signatures, state)
             if not motion_rules.quorum_for(state, motion, self.client.rules()).reached(signed):
                 return {"motion_id": view.motion_id, "status": "open", "kind": motion.kind}
-            if motion.kind in FREEZE_KINDS:
+            if motion.kind in MEMBER_MOTIONS:
                 done = await Exclusion(self.client).carry_out_freeze(state, motion, signatures)
                 return {"motion_id": view.motion_id, "status": "done", "kind": motion.kind, **done}
             if motion.kind == "expel":

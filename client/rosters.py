@@ -17,6 +17,7 @@ seat it gives me rests on an election in my own verified group's log
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from client import api, verify
@@ -33,6 +34,7 @@ from crypto.encoding import Value, b32d, b32e
 from crypto.errors import RuleViolation
 from crypto.keys import member_id_text, roster_fingerprint
 from crypto.network import GROUP_ID_BYTES
+from crypto.review import direct_issuer, reviewed_by
 from crypto.roster import GroupCreation, RosterState
 from crypto.splits import find_split_creation
 from crypto.statements import Statement, get_bytes, pack
@@ -401,8 +403,10 @@ class Rosters:
             record = self.client.state.record(cell_id)
         window = self.client.rules().policy.freeze_seconds
         for member_id in [m for m, t in state.frozen.items() if self.client.now() >= t + window]:
-            state = await self._lapse(state, member_id)
+            state = await self._duty(state, "unfreeze", {"member": member_id})
             record = self.client.state.record(cell_id)
+        state = await self._review_duties(state, revocations)
+        record = self.client.state.record(cell_id)
         self._check_chains(record, state, cell)
         for member in cell.members:
             if member not in state.members:
@@ -523,21 +527,47 @@ class Rosters:
             )
         return state
 
-    async def _lapse(self, state: RosterState, member_id: bytes) -> RosterState:
-        """A freeze whose window passed lapses: any member posts the `unfreeze` (no motion)."""
-        fields: dict[str, Value] = {"member": member_id}
+    async def _review_duties(
+        self, state: RosterState, revocations: Mapping[bytes, Revocation]
+    ) -> RosterState:
+        """What an expulsion asks of my cell's log, posted by whichever member's client sees it
+        first (crypto/review.py): its review, once; a suspension once a review's window passed."""
+        rules = self.client.rules()
+        for revocation in revocations.values():
+            if revocation.grounds != "expelled" or revocation.statement.id in state.reviewed:
+                continue
+            subject = revocation.subject
+            touched = reviewed_by(state, subject, rules.policy.review_subtree) or (
+                subject in state.lines and direct_issuer(state.lines, subject) in state.members
+            )
+            if touched:
+                fields: dict[str, Value] = {"revocation": pack(revocation.statement)}
+                state = await self._duty(state, "review", fields)
+        window = rules.policy.review_seconds
+        for member_id, (since, _) in list(state.review.items()):
+            if member_id not in state.suspended and self.client.now() >= since + window:
+                state = await self._duty(state, "suspend", {"member": member_id})
+        return state
+
+    async def _duty(self, state: RosterState, op: str, fields: dict[str, Value]) -> RosterState:
+        """A roster event any member may post when its time has come (a freeze lapsing, a
+        review, a suspension); another member's client being first is no error."""
         event = roster.sign_event(
             self.client.state.identity,
             self.client.network_id(),
             state,
-            "unfreeze",
+            op,
             self.client.now(),
             fields,
         )
         try:
+            roster.apply(state, event, rules=self.client.rules())
+        except RuleViolation:
+            return state  # not (or no longer) due by the rules: nothing to post
+        try:
             await self.client.call(api.post_roster_event(state.group, event))
         except ServerError as exc:
-            if exc.code not in ("stale_head", "not_frozen"):
+            if exc.code not in ("stale_head", "stale_motion", "not_frozen", "not_in_review"):
                 raise
         _, state = await self.sync_roster(state.group)
         return state

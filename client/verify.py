@@ -171,15 +171,24 @@ def verify_cell(genesis: Genesis, evidence: Evidence, revoked: dict[bytes, int])
 
 
 def verify_members(
-    genesis: Genesis, items: Sequence[CellMemberWire], revoked: dict[bytes, int], what: str
+    genesis: Genesis,
+    items: Sequence[CellMemberWire],
+    revoked: dict[bytes, int],
+    what: str,
+    *,
+    keep_revoked: bool = False,
 ) -> dict[bytes, VerifiedMember]:
-    """Members as the server lists them, each with a chain that reaches the genesis."""
+    """Members as the server lists them, each with a chain that reaches the genesis.
+
+    With `keep_revoked` (former members), a revoked member is kept, their
+    chain checked as it stood before their own revocation: what they signed
+    earlier still counts where the caller checks its time."""
     network = genesis.network_id
     stewards = {key.member_id: key for key in genesis.stewards}
     members: dict[bytes, VerifiedMember] = {}
     for item in items:
         member_id = parse_id(item.member_id, 32, "member id")
-        if member_id in revoked:
+        if member_id in revoked and not keep_revoked:
             continue  # a revoked member is no longer one, whatever the list says
         chain = admissions(item.chain, network)
         if chain:
@@ -190,8 +199,9 @@ def verify_members(
             raise fail(f"{what} member {member_id_text(member_id)} has no chain to the genesis")
         if key.member_id != member_id:
             raise fail(f"a {what} member's chain admits someone else")
+        others = {m: t for m, t in revoked.items() if m != member_id} if keep_revoked else revoked
         with checking(f"chain of {what} member {member_id_text(member_id)}"):
-            verify_chain(genesis, key, chain, revoked)
+            verify_chain(genesis, key, chain, others)
         members[member_id] = VerifiedMember(member_id, key, chain, since)
     return members
 
@@ -374,8 +384,10 @@ def evaluate_member(genesis: Genesis, evidence: Evidence, now: int) -> MemberRep
     elif newcomer.invite.cell != cell.group.group_id:
         raise fail("the invite was for another cell")
     verdicts = [verdict(w, genesis.network_id) for w in evidence.verdicts]
-    former = verify_members(genesis, evidence.former_members, revoked, "former cell")
-    members = _vetting_members(cell, member_id, admission, verdicts, former, history)
+    former = verify_members(
+        genesis, evidence.former_members, revoked, "former cell", keep_revoked=True
+    )
+    members = _vetting_members(cell, member_id, admission, verdicts, former, history, revoked)
     # Only the stewards' founding cell admits on fewer vouches while small;
     # whether the admission's cell is one comes from its verified create event.
     if admission is None or admission.cell == cell.group.group_id:
@@ -433,6 +445,7 @@ def _vetting_members(
     verdicts: Sequence[Verdict],
     former: dict[bytes, VerifiedMember],
     history: RosterHistory | None,
+    revoked: dict[bytes, int],
 ) -> list[CellMember]:
     current = [
         (member.as_cell_member(), member.since)
@@ -444,7 +457,9 @@ def _vetting_members(
     leavers = [
         member.as_cell_member()
         for member_id, member in former.items()
-        if member_id not in cell.members and member_id != subject
+        if member_id not in cell.members
+        and member_id != subject
+        and _before_revocation(member_id, admission, verdicts, revoked)
     ]
     if admission.cell == cell.group.group_id:
         counted = members_for_vetting(admission, current, verdicts)
@@ -463,6 +478,20 @@ def _vetting_members(
     ]
     spoke = [member for member, _ in current if member.member_id in voters]
     return quiet + former_members_for_vetting(admission, spoke + leavers, verdicts, history)
+
+
+def _before_revocation(
+    member_id: bytes, admission: Admission, verdicts: Sequence[Verdict], revoked: dict[bytes, int]
+) -> bool:
+    """A revoked former member counts for this vetting only by what they signed before their
+    revocation (PROTOCOL §7): every statement of theirs on it must be older."""
+    at = revoked.get(member_id)
+    if at is None:
+        return True
+    times = [v.statement.time for v in verdicts if v.author == member_id]
+    if admission.issuer == member_id:
+        times.append(admission.statement.time)
+    return all(t < at for t in times)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,18 @@ async def unfreeze(args: argparse.Namespace, client: Client) -> Output:
     return Output(data, _freeze_text("Unfreeze", data))
 
 
+@client_command()
+async def revouch(args: argparse.Namespace, client: Client) -> Output:
+    data = await Exclusion(client).freeze(args.member, "clear")
+    return Output(data, _freeze_text("Fresh vouch (review cleared)", data))
+
+
+@client_command()
+async def restore(args: argparse.Namespace, client: Client) -> Output:
+    data = await Exclusion(client).freeze(args.member, "restore")
+    return Output(data, _freeze_text("Restoring the sponsor's admissions", data))
+
+
 def _freeze_text(action: str, data: dict[str, Any]) -> str:
     if data["status"] == "done":
         return f"{action} of {data['member_id']} carried out at once."
@@ -78,3 +90,16 @@ def register_freeze(commands: Commands) -> None:
         "unfreeze", "Lift a cellmate's freeze, with as many signatures as froze them.", unfreeze
     )
     unfreezing.add_argument("member", help="the member id of the frozen member")
+    revouching = commands.add(
+        "revouch",
+        "Vouch afresh for a cellmate under review (you stand outside the expelled member's "
+        "invite subtree).",
+        revouch,
+    )
+    revouching.add_argument("member", help="the member id of the one under review")
+    restoring = commands.add(
+        "restore",
+        "Let a sponsor whose invitee was expelled admit again (a motion of the cell).",
+        restore,
+    )
+    restoring.add_argument("member", help="the member id of the sponsor on hold")

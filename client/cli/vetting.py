@@ -6,10 +6,12 @@ import argparse
 from dataclasses import asdict
 
 from client.cli.common import Commands, Output, cell_names, client_command, run_duties, when
+from client.errors import ServerError
+from client.exclusion import Exclusion
 from client.profiles import Names
-from client.sdk import Client
+from client.sdk import Client, parse_member
 from client.vetting import Vetting
-from crypto.keys import parse_member_id
+from crypto.keys import member_id_text, parse_member_id
 
 
 @client_command()
@@ -54,6 +56,20 @@ async def block(args: argparse.Namespace, client: Client) -> Output:
 
 @client_command()
 async def status(args: argparse.Namespace, client: Client) -> Output:
+    subject = parse_member(args.member) if args.member else client.me
+    try:
+        standing = await Exclusion(client).standing(subject)
+    except ServerError as exc:
+        if exc.code != "not_admitted":
+            raise
+        standing = None  # not admitted yet: no revocation list, no roster to look at
+    if standing is not None and standing["standing"] in REVOKED:
+        data = {"member_id": member_id_text(subject), "status": standing["standing"], **standing}
+        return Output(
+            data,
+            f"{data['member_id']}: {standing['standing']} since {when(standing['since'])} "
+            "(verified by this client from the network's revocation list)",
+        )
     view = await Vetting(client).status(args.member)
     await run_duties(client)
     text = (
@@ -70,7 +86,15 @@ async def status(args: argparse.Namespace, client: Client) -> Output:
         )
     if view.probation_ends_at is not None and view.status == "probation":
         text += f"\nprobation ends {when(view.probation_ends_at)}"
-    return Output(asdict(view), text)
+    data = asdict(view)
+    if standing is not None:
+        data.update(standing)
+        text += f"\n{standing['standing']} since {when(standing['since'])}"
+    return Output(data, text)
+
+
+# What the network's revocation list says of a member who is no longer one.
+REVOKED = ("expelled", "revoked_by_self", "revoked")
 
 
 def register(commands: Commands) -> None:

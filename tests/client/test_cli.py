@@ -42,6 +42,8 @@ COMMANDS = [
     ["expel"],
     ["freeze"],
     ["unfreeze"],
+    ["revouch"],
+    ["restore"],
     ["duress", "make"],
     ["duress", "publish"],
     ["duress", "list"],

@@ -245,7 +245,7 @@ def test_an_operation_the_table_does_not_describe_is_shown_by_its_name() -> None
     names = Names({C.member_id: "Cy", A.member_id: "Ann"})
     signers = (A.member_id, B.member_id, C.member_id, D.member_id)
     for op, type_, line in (
-        ("review", "review", "review Cy, signed by Ann"),  # not in the table: its name
+        ("census", "census", "census Cy, signed by Ann"),  # not in the table: its name
         ("freeze", "frozen", "Cy frozen, signed by Ann"),  # one line in the table
     ):
         assert (op in ENTRIES) == (op != type_)

@@ -24,9 +24,9 @@ from crypto.epochs import MessageKey
 from crypto.messages import Header, seal_message
 from server.store.events import append_event
 from tests.e2e.conftest import StartFrom
-from tests.e2e.test_cells import member_id, texts
+from tests.e2e.test_cells import admit, member_id, texts
 from tests.e2e.test_lying_server import Operator, caught
-from tests.e2e.test_member_flow import ENV, run
+from tests.e2e.test_member_flow import ENV, invite, join, run
 from tests.e2e.test_revocation import cell_of_four, refused, roster
 
 OPENAPI = Path(__file__).resolve().parents[2] / "server" / "openapi.json"
@@ -124,10 +124,10 @@ def test_an_expelled_member_is_cut_off_at_once_and_reads_nothing_after(
             group,
             b32d(expelled),
         )
-        op = await conn.fetchval(
-            "SELECT op FROM roster_events WHERE group_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET 1",
-            group,
+        ops = await conn.fetch(
+            "SELECT op FROM roster_events WHERE group_id = $1 ORDER BY seq DESC LIMIT 3", group
         )
+        op = "remove" if "remove" in [r["op"] for r in ops] else ops[0]["op"]
         status = await conn.fetchval(
             "SELECT status FROM motions WHERE motion_id = $1", b32d(motion)
         )
@@ -308,3 +308,49 @@ def test_two_cellmates_freeze_a_member_at_once_and_two_lift_it(start_from: Start
     run(b, "send", "cell", "D is back")
     seen = texts(run(d, "read", "cell"))
     assert "D is back" in seen and "while D is frozen" not in seen
+
+
+# --- Subtree review and the sponsor -----------------------------------------------------------
+
+
+def cell_with_an_invitee_of_d(tmp_path: Path, url: str) -> tuple[Path, Path, Path, Path, Path]:
+    """cell_of_four, then D invites E, whom the cell admits (D's invitee)."""
+    founder, b, c, d = cell_of_four(tmp_path, url)
+    e, e_joined = join(tmp_path, "e", url, invite(d))
+    admit(d, e_joined, b, c, founder)
+    for home in (founder, b, c, d, e):
+        run(home, "read", "cell")
+    return founder, b, c, d, e
+
+
+def test_an_expelled_members_invitee_is_reviewed_and_cleared_by_a_fresh_vouch(
+    start_from: StartFrom,
+) -> None:
+    _, _, (founder, b, c, d, e) = start_from(cell_with_an_invitee_of_d)
+    invitee = member_id(e)
+    opened = run(b, "expel", member_id(d), "--reason", "informant")
+    for signer in (c, founder):
+        if run(signer, "sign", opened["motion_id"])["status"] == "done":
+            break
+    # The next client to look at the cell posts the review: E under review, the
+    # founder (D's sponsor) on hold.
+    shown = run(b, "status", invitee)
+    assert shown["standing"] == "under_review", shown
+    assert refused(e, "invite", "create", "--note", "x")["code"] == "in_review"
+    assert refused(founder, "invite", "create", "--note", "x")["code"] == "on_hold"
+    log = run(b, "log", "cell")["events"]
+    review = next(x for x in log if x["type"] == "review")
+    assert review["subject"] == member_id(d) and review["members"] == [invitee]
+    # E can't vouch for themself; C, outside D's subtree, vouches afresh: cleared.
+    assert refused(e, "revouch", invitee)["code"] == "not_allowed"
+    cleared = run(c, "revouch", invitee)
+    assert cleared["status"] == "done", cleared
+    assert run(b, "status", invitee).get("standing") is None
+    # The cell restores the founder by motion (a majority of the others).
+    restore = run(b, "restore", member_id(founder))
+    assert restore["status"] == "open"
+    assert run(c, "sign", restore["motion_id"])["status"] == "done"
+    assert [x["type"] for x in run(b, "log", "cell")["events"]][-2:] == [
+        "review_cleared",
+        "sponsor_restored",
+    ]
