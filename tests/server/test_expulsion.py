@@ -18,8 +18,9 @@ from crypto.exclusion import (
 from crypto.keys import IdentityKey
 from crypto.motions import Motion, sign_motion, split_event_fields
 from crypto.network import DAY, Policy
+from crypto.review import make_clear_motion
 from crypto.roster import RosterState
-from crypto.statements import pack
+from crypto.statements import pack, verify_statement
 from server.clock import FixedClock
 from tests.server.actors import Actor, bring_in, table_counts
 from tests.server.group_actors import GroupView
@@ -245,3 +246,57 @@ async def test_a_freeze_is_lifted_by_as_many_signatures_as_made_it(
     _, lift = freeze_fields(state, "unfreeze", d, [b, c])
     assert (await view.post("unfreeze", lift)).status == 201
     assert (await d.login()).status == 200
+
+
+# --- Subtree review ----------------------------------------------------------------------
+
+
+async def test_an_invitee_not_vouched_for_again_in_time_is_suspended_until_cleared(
+    server_factory: Any, http: Any, pool: Any
+) -> None:
+    """The founder admitted B; B admitted M; the cell expels B: M is under review, and
+    suspended once the window passes (an injected clock), until a fresh vouch clears it."""
+    clock = FixedClock(datetime.now(UTC))
+    server = await server_factory(clock=clock)
+    founder = Actor(http, server.url, clock=clock)
+    policy = Policy(cell_min=2, vouches=1, probation_seconds=0, vetting_seconds=0)
+    assert (await founder.found(policy)).status == 201
+    view = GroupView(founder, founder.cell or b"")
+    b, c = Actor(http, server.url, clock=clock), Actor(http, server.url, clock=clock)
+    for newcomer, vouchers in ((b, ()), (c, (b,))):
+        await bring_in(founder, newcomer, *vouchers)
+        assert (await view.add(newcomer, await founder.admission_of(newcomer))).status == 201
+    m = Actor(http, server.url, clock=clock)
+    await bring_in(b, m, founder, c)
+    assert (await view.add(m, await b.admission_of(m))).status == 201
+
+    state = await view.refresh()
+    motion = make_expel_motion(
+        founder.key, founder.network, state, b.id, "informant", founder.now()
+    )
+    assert (await open_motion(founder, motion)).status == 201
+    assert (await view.post("remove", removal(state, motion, [c], founder))).status == 201
+    async with pool.acquire() as conn:
+        body, sig = await conn.fetchrow(
+            "SELECT s.body, s.sig FROM revocations r JOIN statements s USING (statement_id)"
+        )
+    revoked = verify_statement(bytes(body), bytes(sig), "revocation", founder.network)
+    await view.refresh()
+    assert (await view.post("review", {"revocation": pack(revoked)})).status == 201
+    assert view.state is not None and m.id in view.state.review
+
+    early = await view.post("suspend", {"member": m.id})
+    assert (early.status, early.code) == (409, "not_lapsed"), early.body
+    clock.advance(policy.review_seconds)
+    assert (await view.post("suspend", {"member": m.id})).status == 201
+    assert (await m.call("GET", "/v1/motions")).status == 401
+    login = await m.login()
+    assert (login.status, login.code) == (403, "suspended"), login.body
+
+    # C, outside B's subtree, vouches afresh: M is back.
+    state = await view.refresh()
+    clear = make_clear_motion(c.key, c.network, state, m.id, c.now())
+    assert (await open_motion(c, clear)).status == 201
+    assert (await view.post("clear", split_event_fields(clear, []))).status == 201
+    assert view.state is not None and m.id not in view.state.suspended
+    assert (await m.login()).status == 200
