@@ -64,7 +64,9 @@ class Duress:
             "status": "sealed",
         }
 
-    def held(self) -> list[dict[str, Any]]:
+    async def held(self) -> list[dict[str, Any]]:
+        """The self-revocations I hold, after reading my cell (where they arrive sealed)."""
+        await Messages(self.client).catch_up(self.client.network()[1])
         return [
             {"member_id": member_id_text(maker), "signed_at": statement.time}
             for maker, statement in sorted(self.client.state.held.items())

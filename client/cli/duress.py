@@ -33,7 +33,7 @@ async def publish(args: argparse.Namespace, client: Client) -> Output:
 
 @client_command()
 async def held(args: argparse.Namespace, client: Client) -> Output:
-    rows = Duress(client).held()
+    rows = await Duress(client).held()
     lines = [f"{r['member_id']} (signed at {r['signed_at']})" for r in rows]
     return Output({"held": rows}, "\n".join(lines) or "You hold no one's self-revocation.")
 

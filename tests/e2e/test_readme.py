@@ -97,7 +97,7 @@ class Reader:
             self.words[f"{name}_NUMBER"] = result["safety_number"]
         elif argv[2] == "whoami":
             self.words[f"{Path(argv[1]).name.upper()}_ID"] = result["member_id"]
-        elif argv[2:4] == ["cell", "split"] or argv[2] in ("elect", "recall"):
+        elif argv[2:4] == ["cell", "split"] or argv[2] in ("elect", "recall", "expel", "freeze"):
             self.words["MOTION_ID"] = result["motion_id"]
         elif argv[2:4] == ["council", "create"]:
             self.words["COUNCIL_ID"] = result["group_id"]
@@ -136,7 +136,8 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path, server_url: str
     assert [m["text"] for m in kept] == ["meeting moved to Thursday", "new cell, new key"]
     assert kept[0]["group_id"] != kept[1]["group_id"]  # the old cell, then the new one
     signed = [r["status"] for c, r in results if " sign " in c]
-    assert signed == ["open", "done", "done"]  # the split, then the founder's election
+    # The split, the founder's election, Max's expulsion, Lee's freeze.
+    assert signed == ["open", "done", "done", "done", "done"]
     tree = said["spokes --home ~/founder tree"]
     founder_id = said["spokes --home ~/founder whoami"]["member_id"]
     assert tree["spokesperson"] == founder_id
@@ -151,3 +152,14 @@ def test_the_readme_walk_through_runs_as_written(tmp_path: Path, server_url: str
         True,
     )
     assert (alert["reached"], alert["acknowledged"]) == (2, 1)  # the founder acknowledged
+    # When you find an informant; when a member is arrested.
+    (motion,) = said["spokes --home ~/lee motions"]["motions"]
+    assert (motion["kind"], motion["reason"]) == ("expel", "seen handing our plans to the police")
+    assert said["spokes --home ~/founder status MAX_ID"]["status"] == "expelled"
+    types = [e["type"] for e in said["spokes --home ~/founder log cell"]["events"]]
+    assert "expelled" in types and "review" in types  # the founder sponsored Max: on hold
+    held = said["spokes --home ~/alex duress list"]["held"]
+    assert [h["member_id"] for h in held] == [
+        said["spokes --home ~/lee join CODE --server http://127.0.0.1:8080"]["member_id"]
+    ]
+    assert said["spokes --home ~/founder status LEE_ID"]["status"] == "revoked_by_self"
