@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from crypto.chains import NO_PREVIOUS, make_revocation
+from crypto.elections import make_elect_motion
 from crypto.encoding import Value, b32e
 from crypto.exclusion import (
     expulsion_grounds,
@@ -19,7 +21,7 @@ from crypto.keys import IdentityKey
 from crypto.motions import Motion, sign_motion, split_event_fields
 from crypto.network import DAY, Policy
 from crypto.review import make_clear_motion
-from crypto.roster import RosterState
+from crypto.roster import RosterState, sign_event
 from crypto.statements import pack, verify_statement
 from server.clock import FixedClock
 from tests.server.actors import Actor, bring_in, table_counts
@@ -300,3 +302,64 @@ async def test_an_invitee_not_vouched_for_again_in_time_is_suspended_until_clear
     assert (await view.post("clear", split_event_fields(clear, []))).status == 201
     assert view.state is not None and m.id not in view.state.suspended
     assert (await m.login()).status == 200
+
+
+# --- Races --------------------------------------------------------------------------------
+
+
+async def test_two_expulsions_and_an_election_at_once_on_two_instances_leave_one_log(
+    server_factory: Any, http: Any, pool: Any
+) -> None:
+    """Three carried-out motions of one cell, posted at the same moment, half to each of
+    two server instances: one takes effect, the others are refused whole, and the log and
+    the revocation chain stay one."""
+    first, second = await server_factory(), await server_factory()
+    founder = Actor(http, first.url)
+    assert (await founder.found(Policy(cell_min=2, vouches=1, probation_seconds=0))).status == 201
+    view = GroupView(founder, founder.cell or b"")
+    members = [founder]
+    for _ in range(4):
+        newcomer = Actor(http, first.url)
+        await bring_in(founder, newcomer, *members[1:])
+        assert (await view.add(newcomer, await founder.admission_of(newcomer))).status == 201
+        members.append(newcomer)
+    founder_, b, c, d, e = members
+    state = await view.refresh()
+    expel_d = make_expel_motion(b.key, b.network, state, d.id, "informant", b.now())
+    expel_e = make_expel_motion(c.key, c.network, state, e.id, "informant", c.now())
+    elect = make_elect_motion(founder.key, founder.network, state, b.id, founder.now())
+    for opener, motion in ((b, expel_d), (c, expel_e), (founder, elect)):
+        assert (await open_motion(opener, motion)).status == 201
+    # Each carried out by its opener, against the same roster, with a quorum.
+    events = [
+        (b, "remove", removal(state, expel_d, [c, founder], b)),
+        (c, "remove", removal(state, expel_e, [b, founder], c)),
+        (
+            founder,
+            "elect",
+            split_event_fields(
+                elect, [sign_motion(k.key, k.network, elect, k.now()) for k in (b, c)]
+            ),
+        ),
+    ]
+
+    async def post(n: int, actor: Actor, op: str, fields: dict[str, Value]) -> Any:
+        event = sign_event(actor.key, actor.network, state, op, actor.now(), fields)
+        url = (first if n % 2 == 0 else second).url
+        async with http.post(
+            f"{url}/v1/groups/{b32e(view.group)}/roster",
+            json={"event": event.to_wire()},
+            headers={"Authorization": f"Bearer {actor.token}"},
+        ) as reply:
+            return reply.status, (await reply.json()).get("error", {}).get("code")
+
+    answers = await asyncio.gather(*(post(n, *item) for n, item in enumerate(events)))
+    assert sorted(status for status, _ in answers)[0] == 201
+    assert [status for status, _ in answers].count(201) == 1, answers
+    assert all(code == "stale_head" for status, code in answers if status != 201), answers
+    # One log that verifies, and a chain of at most the one expulsion that took effect.
+    after = await view.refresh()
+    expelled = {d.id, e.id} - set(after.members)
+    assert len(expelled) <= 1
+    assert (await head(pool))[0] == len(expelled)
+    assert (after.spokesperson == b.id) == (not expelled)
