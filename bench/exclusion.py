@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.messages import percentile, running_server  # noqa: E402
 from bench.network import Group, Member, Network, build, load, say  # noqa: E402
+from client.errors import FeedClosed  # noqa: E402
 from client.exclusion import Exclusion  # noqa: E402
 from client.messages import Messages  # noqa: E402
 from client.motions import Motions  # noqa: E402
@@ -55,7 +56,10 @@ async def hold_socket(member: Member, ready: asyncio.Event) -> float:
         await feed.send({"type": "subscribe", "cursors": cursors})
         ready.set()
         while True:
-            event = await feed.receive(WAIT_S * 4)
+            try:
+                event = await feed.receive(WAIT_S * 4)
+            except FeedClosed:
+                return time.monotonic()
             if event is None:
                 return time.monotonic()
     finally:
