@@ -25,6 +25,7 @@ from crypto.messages import Header, seal_message
 from server.store.events import append_event
 from tests.e2e.conftest import StartFrom
 from tests.e2e.test_cells import admit, member_id, texts
+from tests.e2e.test_councils import elected, two_cells
 from tests.e2e.test_lying_server import Operator, caught
 from tests.e2e.test_member_flow import ENV, invite, join, run
 from tests.e2e.test_revocation import cell_of_four, refused, roster
@@ -354,3 +355,45 @@ def test_an_expelled_members_invitee_is_reviewed_and_cleared_by_a_fresh_vouch(
         "review_cleared",
         "sponsor_restored",
     ]
+
+
+# --- Councils -------------------------------------------------------------------------------
+
+
+def council_of_two_cells(tmp_path: Path, url: str) -> tuple[Path, Path, Path, Path]:
+    """Cells one (A, B) and two (C, D), A and C their spokespeople, seated in one council."""
+    a, b, c, d, two = two_cells(tmp_path, url)
+    elected(b, a, a)
+    council = run(a, "council", "create")["group_id"]
+    elected(d, c, c)
+    run(a, "council", "link", council, two)
+    run(c, "council", "accept", council)
+    run(a, "send", council, "first council meeting")
+    return a, b, c, d
+
+
+def council_id(home: Path) -> str:
+    (council,) = run(home, "tree")["councils"]
+    return str(council["group"])
+
+
+def test_an_expelled_spokesperson_leaves_their_council_seat_empty(start_from: StartFrom) -> None:
+    _, _, (a, b, c, d) = start_from(council_of_two_cells)
+    council, expelled = council_id(a), member_id(c)
+    done = run(d, "expel", expelled, "--reason", "informant")  # cell two: D alone is a majority
+    assert done["status"] == "done"
+    # A's client takes C off the council before it seals anything there.
+    run(a, "send", council, "without C")
+    assert [m["member_id"] for m in run(a, "members", council)["members"]] == [member_id(a)]
+    assert refused(c, "read", council)["code"] not in ("verification_failed", "equivocation")
+
+
+def test_a_council_expels_a_seat_holder_and_their_cell_follows(start_from: StartFrom) -> None:
+    _, _, (a, b, c, d) = start_from(council_of_two_cells)
+    council, expelled = council_id(a), member_id(c)
+    done = run(a, "expel", expelled, "--reason", "informant", "--group", council)
+    assert (done["status"], done["group_id"]) == ("done", council)
+    # Cell two learns it from the revocation list: D's client removes C there too.
+    run(d, "send", "cell", "C is out")
+    assert expelled not in roster(d)
+    assert run(d, "status", expelled)["status"] == "expelled"
