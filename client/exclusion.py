@@ -14,7 +14,7 @@ as soon as a member's client there sees the revocation (client/rosters.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from client import api
@@ -23,7 +23,7 @@ from client.revocations import Revocations
 from client.rosters import Rosters
 from client.sdk import Client, parse_member
 from crypto import motion_rules, roster
-from crypto.chains import make_revocation, verify_revocation_list
+from crypto.chains import RevocationList, make_revocation, verify_revocation_list
 from crypto.encoding import Value, b32e
 from crypto.errors import RuleViolation
 from crypto.exclusion import (
@@ -56,7 +56,7 @@ def refusal(exc: RuleViolation) -> ClientError:
 
 
 class Exclusion:
-    """Expulsions in my groups."""
+    """Expulsions, freezes, fresh vouches and restores in my groups."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -68,12 +68,7 @@ class Exclusion:
     ) -> dict[str, Any]:
         """Open an `expel` motion (signed by me) in my cell or a council we both sit in."""
         subject = parse_member(member_text)
-        group = await self.rosters.group(group_text)
-        self.rosters.writable(group)
-        _, state = await self.rosters.sync_roster(group)
-        me = self.client.me
-        if me not in state.members:
-            raise ClientError("not_in_group", "You are not on this group's roster.")
+        state = await self._my_group(group_text)
         if subject not in state.members:
             raise ClientError(
                 "not_in_group",
@@ -83,6 +78,38 @@ class Exclusion:
         identity, network = self.client.state.identity, self.client.network_id()
         try:
             motion = make_expel_motion(identity, network, state, subject, reason, self.client.now())
+        except RuleViolation as exc:
+            raise refusal(exc) from None
+        return await self._open(state, motion, subject, self.carry_out)
+
+    async def freeze(self, member_text: str, kind: str = "freeze") -> dict[str, Any]:
+        """Open a motion about a cellmate, signed by me: `freeze`, `unfreeze`, `clear` (my
+        fresh vouch for a member under review) or `restore` (a sponsor on hold); carried out
+        at once if my signature is all the rules ask."""
+        subject = parse_member(member_text)
+        state = await self._my_group("cell")
+        identity, network = self.client.state.identity, self.client.network_id()
+        motion = make_motion(identity, network, state, kind, {"member": subject}, self.client.now())
+        return await self._open(state, motion, subject, self.carry_out_freeze)
+
+    async def _my_group(self, group_text: str) -> RosterState:
+        group = await self.rosters.group(group_text)
+        self.rosters.writable(group)
+        _, state = await self.rosters.sync_roster(group)
+        if self.client.me not in state.members:
+            raise ClientError("not_in_group", "You are not on this group's roster.")
+        return state
+
+    async def _open(
+        self,
+        state: RosterState,
+        motion: Motion,
+        subject: bytes,
+        carry_out: Callable[[RosterState, Motion, Sequence[Statement]], Awaitable[object]],
+    ) -> dict[str, Any]:
+        """Post a motion the rules let me open; carried out at once if my signature is
+        all its quorum asks."""
+        try:
             quorum = motion_rules.check_opening(
                 state, motion, self.client.rules(), motion.statement.time
             )
@@ -100,15 +127,16 @@ class Exclusion:
             "signatures": 1,
             "needed": quorum.needed,
         }
-        if not quorum.reached(frozenset({me})):
+        if not quorum.reached(frozenset({self.client.me})):
             return {**result, "status": "open"}
-        await self.carry_out(state, motion, [])
+        await carry_out(state, motion, [])
         return {**result, "status": "done"}
 
     async def carry_out(
         self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
     ) -> dict[str, Any]:
-        """Sign the revocation and post the `remove` that carries it; retried on a moved head.
+        """Sign the revocation at the verified chain's head and post the `remove` that
+        carries it.
 
         Signatures of members no longer on the roster are left out; if the
         roster changed since the motion was opened, the rule book refuses
@@ -117,94 +145,64 @@ class Exclusion:
         identity, network = self.client.state.identity, self.client.network_id()
         genesis, _ = self.client.network()
         subject = expel_terms(motion).member
-        for attempt in range(3):
+        signed: list[tuple[RevocationList, Statement]] = []
+
+        async def removal(current: RosterState) -> dict[str, Value]:
             listed = await self.revocations.fetch()
             if subject in listed.by_subject:
                 raise ClientError(
                     "already_revoked", f"{member_id_text(subject)} is already revoked."
                 )
-            current = [s for s in signatures if s.author in state.members]
             seq, prev = listed.next_position()
-            now = self.client.now()
-            grounds = expulsion_grounds(state, motion, current)
+            mine = [s for s in signatures if s.author in current.members]
+            grounds = expulsion_grounds(current, motion, mine)
             revocation = make_revocation(
-                identity, network, subject, now, seq=seq, prev=prev, grounds=grounds
+                identity, network, subject, self.client.now(), seq=seq, prev=prev, grounds=grounds
             )
-            fields: dict[str, Value] = {
+            signed.append((listed, revocation.statement))
+            return {
                 "member": subject,
                 "reason": "expelled",
                 "revocation": pack(revocation.statement),
             }
-            event = roster.sign_event(identity, network, state, "remove", now, fields)
-            try:
-                roster.apply(state, event, rules=self.client.rules())
-            except RuleViolation as exc:
-                raise refusal(exc) from None
-            try:
-                await self.client.call(api.post_roster_event(state.group, event))
-            except ServerError as exc:
-                if exc.code != "stale_head" or attempt == 2:
-                    raise
-                _, state = await self.rosters.sync_roster(state.group)
-                continue
-            extended = verify_revocation_list(
-                genesis, [*(r.statement for r in listed.revocations), revocation.statement]
-            )
-            self.revocations.accept(extended)
-            break
-        await self.rosters.sync_roster(state.group)
-        self.client.save()
-        return {"member_id": member_id_text(subject), "revocation_seq": seq}
 
-    async def freeze(self, member_text: str, kind: str = "freeze") -> dict[str, Any]:
-        """Open a motion about a cellmate, signed by me: `freeze`, `unfreeze`, `clear` (my
-        fresh vouch for a member under review) or `restore` (a sponsor on hold); carried out
-        at once if my signature is all the rules ask."""
-        subject = parse_member(member_text)
-        group = await self.rosters.group("cell")
-        self.rosters.writable(group)
-        _, state = await self.rosters.sync_roster(group)
-        identity, network = self.client.state.identity, self.client.network_id()
-        try:
-            motion = make_motion(
-                identity, network, state, kind, {"member": subject}, self.client.now()
-            )
-            quorum = motion_rules.check_opening(
-                state, motion, self.client.rules(), motion.statement.time
-            )
-        except RuleViolation as exc:
-            raise refusal(exc) from None
-        opened = api.parse_motion_id(
-            await self.client.call(api.open_motion(state.group, motion.statement))
-        )
-        if opened.lower() != b32e(motion.id):
-            raise ClientError("bad_response", "The server answered with another motion id.")
-        result: dict[str, Any] = {
-            "motion_id": b32e(motion.id),
-            "member_id": member_id_text(subject),
-            "signatures": 1,
-            "needed": quorum.needed,
-        }
-        if not quorum.reached(frozenset({self.client.me})):
-            return {**result, "status": "open"}
-        await self.carry_out_freeze(state, motion, [])
-        return {**result, "status": "done"}
+        await self._post(state, "remove", removal)
+        listed, revocation = signed[-1]
+        chain = [*(r.statement for r in listed.revocations), revocation]
+        self.revocations.accept(verify_revocation_list(genesis, chain))
+        self.client.save()
+        return {"member_id": member_id_text(subject), "revocation_seq": len(chain) - 1}
 
     async def carry_out_freeze(
         self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
     ) -> dict[str, Any]:
         """Post the event carrying a motion about one member (`freeze`, `unfreeze`, `clear`,
         `restore`) and its signatures."""
-        identity, network = self.client.state.identity, self.client.network_id()
         subject = get_bytes(motion.terms, "member", 32)
-        for attempt in range(3):
-            current = [s for s in signatures if s.author in state.members]
-            fields: dict[str, Value] = split_event_fields(motion, current)
+
+        async def carried(current: RosterState) -> dict[str, Value]:
+            mine = [s for s in signatures if s.author in current.members]
+            fields: dict[str, Value] = split_event_fields(motion, mine)
             if motion.kind in FREEZE_KINDS:
                 fields["member"] = subject
-            event = roster.sign_event(
-                identity, network, state, motion.kind, self.client.now(), fields
-            )
+            return fields
+
+        await self._post(state, motion.kind, carried)
+        self.client.save()
+        return {"member_id": member_id_text(subject)}
+
+    async def _post(
+        self,
+        state: RosterState,
+        op: str,
+        fields_for: Callable[[RosterState], Awaitable[dict[str, Value]]],
+    ) -> None:
+        """Sign and post the roster event `op` with the fields made for the current state,
+        checked by the rule book first; made again on a moved head (twice at most)."""
+        identity, network = self.client.state.identity, self.client.network_id()
+        for attempt in range(3):
+            fields = await fields_for(state)
+            event = roster.sign_event(identity, network, state, op, self.client.now(), fields)
             try:
                 roster.apply(state, event, rules=self.client.rules())
             except RuleViolation as exc:
@@ -218,8 +216,6 @@ class Exclusion:
                 continue
             break
         await self.rosters.sync_roster(state.group)
-        self.client.save()
-        return {"member_id": member_id_text(subject)}
 
     async def standing(self, member: bytes) -> dict[str, Any] | None:
         """What exclusion says of `member`, from the verified chain and my cell's verified log:

@@ -28,7 +28,7 @@ from tests.e2e.test_cells import admit, member_id, texts
 from tests.e2e.test_councils import elected, two_cells
 from tests.e2e.test_lying_server import Operator, caught
 from tests.e2e.test_member_flow import ENV, invite, join, run
-from tests.e2e.test_revocation import cell_of_four, refused, roster
+from tests.e2e.test_revocation import cell_of_four, hide_revocations, refused, roster
 
 OPENAPI = Path(__file__).resolve().parents[2] / "server" / "openapi.json"
 
@@ -244,13 +244,7 @@ def test_a_server_that_hides_the_expulsion_from_a_cellmate_is_caught(
     _, database_url, (founder, b, c, d) = start_from(expelled_cell)
     run(b, "send", "cell", "D is out")  # sealed with the revocation head B knows
 
-    async def hide(conn: Any) -> None:
-        statement = await conn.fetchval("SELECT statement_id FROM revocations")
-        await conn.execute("DELETE FROM revocations")
-        await conn.execute("DELETE FROM statements WHERE statement_id = $1", statement)
-        await conn.execute("UPDATE networks SET revocation_seq = 0, revocation_head = NULL")
-
-    Operator(database_url).do(hide)
+    Operator(database_url).do(hide_revocations)
     # The founder last looked before the expulsion: shown no revocation, it
     # is caught by the head B's message carries; B refuses the shorter list.
     result = caught(

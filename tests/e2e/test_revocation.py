@@ -50,6 +50,14 @@ def refused(home: Path, *args: str) -> dict[str, Any]:
     return error
 
 
+async def hide_revocations(conn: Any) -> None:
+    """The operator empties the revocation list the server serves (its one revocation)."""
+    statement = await conn.fetchval("SELECT statement_id FROM revocations")
+    await conn.execute("DELETE FROM revocations")
+    await conn.execute("DELETE FROM statements WHERE statement_id = $1", statement)
+    await conn.execute("UPDATE networks SET revocation_seq = 0, revocation_head = NULL")
+
+
 def test_after_a_revocation_the_cell_goes_on_without_the_revoked(start_from: StartFrom) -> None:
     _, database_url, (founder, b, c, d) = start_from(cell_of_four)
     revoked = member_id(d)
@@ -97,15 +105,9 @@ def test_a_revocation_hidden_from_a_cellmate_is_caught(start_from: StartFrom) ->
     # sends: the message carries, sealed, the revocation head B knows.
     run(b, "send", "cell", "D is out")
 
-    async def hide(conn: Any) -> None:
-        # The operator takes the revocation out of what the server serves:
-        # C, who has not seen it yet, is shown an empty revocation list.
-        statement = await conn.fetchval("SELECT statement_id FROM revocations")
-        await conn.execute("DELETE FROM revocations")
-        await conn.execute("DELETE FROM statements WHERE statement_id = $1", statement)
-        await conn.execute("UPDATE networks SET revocation_seq = 0, revocation_head = NULL")
-
-    Operator(database_url).do(hide)
+    # The operator takes the revocation out of what the server serves: C, who
+    # has not seen it yet, is shown an empty revocation list.
+    Operator(database_url).do(hide_revocations)
     result = caught(
         c, "read", "cell", because="withholds a revocation that a cellmate has seen", tries=2
     )

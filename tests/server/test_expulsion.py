@@ -19,32 +19,16 @@ from crypto.exclusion import (
 )
 from crypto.keys import IdentityKey
 from crypto.motions import Motion, sign_motion, split_event_fields
-from crypto.network import DAY, Policy
+from crypto.network import Policy
 from crypto.review import make_clear_motion
 from crypto.roster import RosterState, sign_event
 from crypto.statements import pack, verify_statement
 from server.clock import FixedClock
 from tests.server.actors import Actor, bring_in, table_counts
 from tests.server.group_actors import GroupView
+from tests.server.test_elections import cell as cell  # noqa: F401 - the fixture
 from tests.server.test_elections import open_motion
 from tests.server.test_revocation_chain import head
-
-
-@pytest.fixture
-async def cell(server: Any, http: Any) -> tuple[GroupView, list[Actor]]:
-    """A founder and three members on the roster."""
-    founder = Actor(http, server.url)
-    assert (
-        await founder.found(Policy(cell_min=2, vouches=1, probation_seconds=30 * DAY))
-    ).status == 201
-    view = GroupView(founder, founder.cell or b"")
-    members = [founder]
-    for _ in range(3):
-        newcomer = Actor(http, server.url)
-        await bring_in(founder, newcomer, *members[1:])
-        assert (await view.add(newcomer, await founder.admission_of(newcomer))).status == 201
-        members.append(newcomer)
-    return view, members
 
 
 def removal(
