@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.messages import percentile, running_server  # noqa: E402
-from bench.network import PASSPHRASE, Member, Network, build, load, say  # noqa: E402
+from bench.network import PASSPHRASE, Member, Network, built, say  # noqa: E402
 from client.alerts import Alerts  # noqa: E402
 from client.daemon import Daemon  # noqa: E402
 from client.feed import LiveFeed  # noqa: E402
@@ -299,16 +299,7 @@ def table(times: dict[str, list[float]], members: int) -> list[str]:
 
 
 async def run(url: str, root: Path, args: argparse.Namespace) -> None:
-    shape = root / "network.json"
-    started = time.monotonic()
-    if shape.exists():
-        network = load(shape, root, url)
-        say(f"loaded {len(network.members)} members from {root}")
-    else:
-        network = await build(root, url, args.cells, args.size, args.fanout)
-        say(f"built {len(network.members)} members in {time.monotonic() - started:.0f} s")
-        if args.keep is not None:
-            network.save(shape)
+    network = await built(root, url, args)
     try:
         times = await measure(network, args.alerts, args.full)
     finally:

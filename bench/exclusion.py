@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.messages import percentile, running_server  # noqa: E402
-from bench.network import Group, Member, Network, build, load, say  # noqa: E402
+from bench.network import Group, Member, Network, built, say  # noqa: E402
 from client.errors import FeedClosed  # noqa: E402
 from client.exclusion import Exclusion  # noqa: E402
 from client.messages import Messages  # noqa: E402
@@ -110,16 +110,7 @@ async def expel_once(network: Network, cell: Group, spokesperson: bool) -> tuple
 
 
 async def run(url: str, root: Path, args: argparse.Namespace) -> None:
-    shape = root / "network.json"
-    started = time.monotonic()
-    if shape.exists():
-        network = load(shape, root, url)
-        say(f"loaded {len(network.members)} members from {root}")
-    else:
-        network = await build(root, url, args.cells, args.size, args.fanout)
-        say(f"built {len(network.members)} members in {time.monotonic() - started:.0f} s")
-        if args.keep is not None:
-            network.save(shape)
+    network = await built(root, url, args)
     closed: list[float] = []
     rekeyed: list[float] = []
     try:

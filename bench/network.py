@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -167,6 +168,22 @@ def load(path: Path, root: Path, url: str) -> Network:
             groups.append(found)
         levels.append(groups)
     return Network(url, list(members.values()), levels[0], levels)
+
+
+async def built(root: Path, url: str, args: Any) -> Network:
+    """The network kept in `root` (network.json), or a new one of `args.cells` cells of
+    `args.size`, councils of `args.fanout`; kept there for next time when `args.keep` is set."""
+    shape = root / "network.json"
+    started = time.monotonic()
+    if shape.exists():
+        network = load(shape, root, url)
+        say(f"loaded {len(network.members)} members from {root}")
+        return network
+    network = await build(root, url, args.cells, args.size, args.fanout)
+    say(f"built {len(network.members)} members in {time.monotonic() - started:.0f} s")
+    if args.keep is not None:
+        network.save(shape)
+    return network
 
 
 def say(text: str) -> None:

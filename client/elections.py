@@ -17,7 +17,7 @@ from typing import Any
 
 from client import api
 from client.councils import Councils
-from client.errors import ClientError, ServerError
+from client.errors import ClientError, ServerError, rule_refusal
 from client.rosters import Rosters
 from client.sdk import Client
 from crypto import motion_rules, motions, roster
@@ -42,9 +42,7 @@ _REFUSALS = {
 
 
 def refusal(exc: RuleViolation) -> ClientError:
-    """A rule book refusal of an election, worded for the person who asked; nothing was signed."""
-    hint = _REFUSALS.get(exc.code, f"{exc}.")
-    return ClientError(exc.code, f"{hint} Nothing was signed.")
+    return rule_refusal(exc, _REFUSALS)
 
 
 class Elections:

@@ -7,6 +7,10 @@ the server sent keep the server's code.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from crypto.errors import RuleViolation
+
 
 class ClientError(Exception):
     """A failure the person running the client should read."""
@@ -38,3 +42,10 @@ class VerificationFailed(ClientError):
 
     def __init__(self, message: str) -> None:
         super().__init__("verification_failed", message)
+
+
+def rule_refusal(exc: RuleViolation, hints: Mapping[str, str]) -> ClientError:
+    """A rule book refusal worded for the person who asked (`hints` by code); nothing was
+    signed."""
+    hint = hints.get(exc.code, f"{exc}.")
+    return ClientError(exc.code, f"{hint} Nothing was signed.")

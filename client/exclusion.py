@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from client import api
-from client.errors import ClientError, ServerError
+from client.errors import ClientError, ServerError, rule_refusal
 from client.revocations import Revocations
 from client.rosters import Rosters
 from client.sdk import Client, parse_member
@@ -51,8 +51,7 @@ _REFUSALS = {
 
 
 def refusal(exc: RuleViolation) -> ClientError:
-    hint = _REFUSALS.get(exc.code, f"{exc}.")
-    return ClientError(exc.code, f"{hint} Nothing was signed.")
+    return rule_refusal(exc, _REFUSALS)
 
 
 class Exclusion:
