@@ -372,7 +372,7 @@ def council_id(home: Path) -> str:
 
 
 def test_an_expelled_spokesperson_leaves_their_council_seat_empty(start_from: StartFrom) -> None:
-    _, _, (a, b, c, d) = start_from(council_of_two_cells)
+    _, database_url, (a, b, c, d) = start_from(council_of_two_cells)
     council, expelled = council_id(a), member_id(c)
     done = run(d, "expel", expelled, "--reason", "informant")  # cell two: D alone is a majority
     assert done["status"] == "done"
@@ -380,6 +380,20 @@ def test_an_expelled_spokesperson_leaves_their_council_seat_empty(start_from: St
     run(a, "send", council, "without C")
     assert [m["member_id"] for m in run(a, "members", council)["members"]] == [member_id(a)]
     assert refused(c, "read", council)["code"] not in ("verification_failed", "equivocation")
+
+    async def epochs(conn: Any) -> tuple[int, int]:
+        group = b32d(council)
+        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
+        latest_for_c = await conn.fetchval(
+            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
+            "AND member_id = $2",
+            group,
+            b32d(expelled),
+        )
+        return current, latest_for_c
+
+    current, latest_for_c = Operator(database_url).do(epochs)
+    assert latest_for_c < current  # "without C" went out under a key period not sealed to C
 
 
 def test_a_council_expels_a_seat_holder_and_their_cell_follows(start_from: StartFrom) -> None:
