@@ -323,7 +323,7 @@ class Councils:
     ) -> str:
         me, network = self.client.me, self.client.network_id()
         holder = _member(seat.holder)
-        position = _position(council, seat)
+        position = council_position(council, seat)
         for change in changes:
             bundle = (
                 None if change.holder is None else bundle_of(record.events, change.holder, network)
@@ -414,7 +414,7 @@ def _member(text: str | None) -> bytes | None:
         raise lying("the server's seats answer names a malformed member id") from None
 
 
-def _position(council: bytes, seat: api.SeatWire) -> RosterState:
+def council_position(council: bytes, seat: api.SeatWire) -> RosterState:
     """Where the council's log stands by the seats answer: enough to sign the next event on
     (crypto.roster.sign_event reads only the group, seq and head). A wrong hint only gets
     the event refused (stale_head); the council's rule book judges the rest."""

@@ -17,13 +17,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from client import api
+from client import api, verify
+from client.councils import council_position
 from client.errors import ClientError, ServerError, rule_refusal
 from client.revocations import Revocations
 from client.rosters import Rosters
 from client.sdk import Client, parse_member
+from client.seats import delegations
 from crypto import motion_rules, roster
 from crypto.chains import RevocationList, make_revocation, verify_revocation_list
+from crypto.councils import COUNCIL
+from crypto.delegations import entry_value
 from crypto.encoding import Value, b32e
 from crypto.errors import RuleViolation
 from crypto.exclusion import (
@@ -33,9 +37,11 @@ from crypto.exclusion import (
     make_expel_motion,
 )
 from crypto.keys import member_id_text
-from crypto.motions import Motion, make_motion, split_event_fields
+from crypto.motions import Motion, make_motion, parse_motion, split_event_fields
+from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
-from crypto.statements import Statement, get_bytes, pack
+from crypto.rostertree import prove
+from crypto.statements import Statement, get_bytes, pack, unpack
 
 _REFUSALS = {
     "not_allowed": "You can't move or sign your own expulsion.",
@@ -48,6 +54,19 @@ _REFUSALS = {
     "not_in_review": "That member is not under review.",
     "not_on_hold": "That member's admissions are not on hold.",
 }
+
+
+def carried_signers(event: Statement) -> frozenset[bytes]:
+    """Who signed the motion a roster event carries out: its opener and each signature."""
+    network = event.network or b""
+    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
+    raw = event.fields.get("signatures")
+    signed = (
+        [unpack(s, "motion-sign", network).author for s in raw or []]
+        if isinstance(raw, list)
+        else []
+    )
+    return frozenset({motion.statement.author, *signed})
 
 
 def refusal(exc: RuleViolation) -> ClientError:
@@ -186,16 +205,63 @@ class Exclusion:
                 fields["member"] = subject
             return fields
 
-        await self._post(state, motion.kind, carried)
+        event = await self._post(state, motion.kind, carried)
+        result: dict[str, Any] = {"member_id": member_id_text(subject)}
+        if motion.kind in FREEZE_KINDS and state.kind != COUNCIL:
+            seats = await self._to_councils(state.group, event, subject)
+            if seats:
+                result["councils"] = seats
         self.client.save()
-        return {"member_id": member_id_text(subject)}
+        return result
+
+    async def _to_councils(
+        self, group: bytes, event: Statement, subject: bytes
+    ) -> list[dict[str, str]]:
+        """Carry my cell's freeze (or its lifting) of its spokesperson to each council where
+        they hold the cell's seat, with each signer proven on the roster of the seat's
+        election (crypto/exclusion.py `council_freeze`); the council's rule book judges."""
+        record, _ = await self.rosters.sync_roster(group)
+        found = delegations(record.events, self.client.rules())
+        signers = carried_signers(event)
+        results = []
+        for seat in api.parse_seats(await self.client.call(api.group_seats(group))):
+            if seat.holder is None or parse_member(seat.holder) != subject:
+                continue
+            council = verify.parse_id(seat.council_id, GROUP_ID_BYTES, "council id")
+            index = found.index(seat.link_id)
+            if index is None:
+                results.append({"council": b32e(council), "status": "unknown_anchor"})
+                continue
+            members = found.links[index].members
+            proofs: list[Value] = [
+                entry_value(m, prove(members, m.member_id))
+                for m in members
+                if m.member_id in signers
+            ]
+            fields: dict[str, Value] = {"member": subject, "link": pack(event), "proofs": proofs}
+            op = str(event.fields["op"])
+            carried = roster.sign_event(
+                self.client.state.identity,
+                self.client.network_id(),
+                council_position(council, seat),
+                op,
+                self.client.now(),
+                fields,
+            )
+            try:
+                await self.client.call(api.post_roster_event(council, carried))
+                status = "posted"
+            except ServerError as exc:
+                status = f"refused: {exc.code}"
+            results.append({"council": b32e(council), "status": status})
+        return results
 
     async def _post(
         self,
         state: RosterState,
         op: str,
         fields_for: Callable[[RosterState], Awaitable[dict[str, Value]]],
-    ) -> None:
+    ) -> Statement:
         """Sign and post the roster event `op` with the fields made for the current state,
         checked by the rule book first; made again on a moved head (twice at most)."""
         identity, network = self.client.state.identity, self.client.network_id()
@@ -215,6 +281,7 @@ class Exclusion:
                 continue
             break
         await self.rosters.sync_roster(state.group)
+        return event
 
     async def standing(self, member: bytes) -> dict[str, Any] | None:
         """What exclusion says of `member`, from the verified chain and my cell's verified log:

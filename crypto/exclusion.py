@@ -43,7 +43,7 @@ from crypto.quorum import quorum_of
 from crypto.roster_state import GroupRules, RosterState
 from crypto.rostertree import prove, roster_root, verify_proof
 from crypto.sealing import KemPrivateKey, KemPublicKey, KemSuite, open_sealed, seal
-from crypto.statements import Statement, get_bytes, pack, sign_statement, unpack
+from crypto.statements import Statement, get_bytes, get_str, pack, sign_statement, unpack
 
 GROUNDS = ("steward", "expelled", "self")
 MAX_REASON_CHARS = 500
@@ -331,6 +331,13 @@ def check_freeze_opening(state: RosterState, motion: Motion) -> None:
 def apply_freeze(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
+    if "link" in event.fields:  # a cell's freeze of its seat holder, carried to the council
+        subject = council_freeze(state, event, network, rules, "freeze")
+        if subject in state.frozen:
+            raise RuleViolation("already_frozen", "this member is frozen already")
+        return replace(
+            state, frozen={**state.frozen, subject: event.time}, changed_since_epoch=True
+        )
     motion = _carried_freeze(state, event, network, rules, "freeze")
     subject = freeze_subject(motion)
     if get_bytes(event.fields, "member", 32) != subject:
@@ -351,7 +358,9 @@ def apply_unfreeze(
     if since is None:
         raise RuleViolation("not_frozen", "this member is not frozen")
     done = state.motions_done
-    if "motion" in event.fields:
+    if "link" in event.fields:
+        council_freeze(state, event, network, rules, "unfreeze")
+    elif "motion" in event.fields:
         motion = _carried_freeze(state, event, network, rules, "unfreeze")
         if freeze_subject(motion) != subject:
             raise RuleViolation("wrong_member", "the motion lifts another member's freeze")
@@ -362,6 +371,66 @@ def apply_unfreeze(
         )
     frozen = {m: t for m, t in state.frozen.items() if m != subject}
     return replace(state, frozen=frozen, changed_since_epoch=True, motions_done=done)
+
+
+def council_freeze(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
+) -> bytes:
+    """A seat holder's cell froze them (or lifted it): its roster event, carried to the council.
+
+    The council checks it against what it holds of that cell, the seat's
+    anchor (the roster its last accepted election committed to): the event
+    is the cell's `freeze`/`unfreeze` of this seat's holder carrying its
+    motion, and the policy's `freeze_signers` of its signers (never the
+    holder) are each proven on that roster with the key that signed. Members
+    who joined the cell since that election do not count here.
+    """
+    if state.kind != "council":
+        raise RuleViolation("invalid_event", "only a council takes a freeze carried from a cell")
+    member = get_bytes(event.fields, "member", 32)
+    carried = unpack(event.fields.get("link"), "roster", network)
+    group = get_bytes(carried.fields, "group", GROUP_ID_BYTES)
+    seat = state.seats.get(group)
+    if seat is None or seat.holder != member or get_str(carried.fields, "op", 16) != kind:
+        raise RuleViolation(
+            "invalid_event", f"a council takes a {kind} of a seat's holder from that seat's group"
+        )
+    motion = parse_motion(unpack(carried.fields.get("motion"), "motion", network))
+    if (
+        motion.kind != kind
+        or motion.group != group
+        or freeze_subject(motion) != member
+        or get_bytes(carried.fields, "member", 32) != member
+    ):
+        raise RuleViolation("invalid_motion", f"the carried {kind} is about another member")
+    raw = carried.fields.get("signatures")
+    if not isinstance(raw, list) or len(raw) > seat.size:
+        raise RuleViolation("invalid_motion", f"a {kind} carries its signatures")
+    keys = {motion.statement.author: motion.statement.author_key}
+    for item in raw:
+        signature = unpack(item, "motion-sign", network)
+        if get_bytes(signature.fields, "motion", 32) != motion.id or signature.author in keys:
+            raise RuleViolation("invalid_motion", "a signature is for another motion, or twice")
+        keys[signature.author] = signature.author_key
+    if member in keys:
+        raise RuleViolation("not_allowed", "the subject's signature never counts")
+    entries = parse_entries(event.fields.get("proofs"), seat.size)
+    proven = 0
+    for signer, key in keys.items():
+        entry = entries.get(signer)
+        if entry is None:
+            continue  # joined the cell since the seat's election: not counted here
+        verify_proof(seat.root, seat.size, entry.member, entry.proof)
+        if entry.member.key != key:
+            raise RuleViolation("invalid_proof", "a signer signed with another key")
+        proven += 1
+    needed = max(1, min(rules.policy.freeze_signers, seat.size - 1))
+    if proven < needed:
+        raise RuleViolation(
+            "quorum_not_reached",
+            f"{proven} of the {needed} signers shown on the roster of the seat's election",
+        )
+    return member
 
 
 def _carried_freeze(

@@ -231,7 +231,8 @@ def _apply(
         raise RuleViolation("wrong_group", "this event belongs to another group")
     if seq != state.seq + 1 or prev != state.head:
         raise RuleViolation("stale_head", "this event does not extend the current head of the log")
-    if event.author not in state.members and op not in ("seat", "link"):  # see councils.py
+    carried = op in ("seat", "link") or (op in ("freeze", "unfreeze") and "link" in fields)
+    if event.author not in state.members and not carried:  # see councils.py, exclusion.py
         raise RuleViolation("not_in_group", "only members of the group can extend its log")
     if event.author in state.suspended or (
         event.author in state.frozen and not (op == "unfreeze" and _lapse_of(event))

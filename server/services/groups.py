@@ -116,13 +116,18 @@ async def append_roster_event(
 async def _seats_linked_group(
     conn: Connection, session: Session, group: store.GroupRow, event: Statement
 ) -> bool:
-    """A council's `link` or `seat` may come from a member of the group it seats."""
+    """A council's `link` or `seat`, or a freeze carried from a cell, may come from a member
+    of the group it seats."""
     if group.kind != COUNCIL:
         return False
     op = event.fields.get("op")
     with crypto_errors():
         if op == "seat":
             linked = get_bytes(event.fields, "seat_group", 16)
+        elif op in ("freeze", "unfreeze") and "link" in event.fields:
+            # A cell's freeze of its seat holder, carried by a member of that cell.
+            carried = unpack(event.fields.get("link"), "roster", event.network)
+            linked = get_bytes(carried.fields, "group", 16)
         elif op == "link":
             motion = parse_motion(unpack(event.fields.get("motion"), "motion", event.network))
             linked = link_terms(motion)

@@ -326,23 +326,44 @@ async def _motion_carried(conn: Connection, change: RosterChange) -> None:
 
 
 async def _freeze(conn: Connection, change: RosterChange) -> None:
-    """A freeze: the member's sessions and sockets end, and no login until its window ends."""
-    await _motion_carried(conn, change)
+    """A freeze: the member's sessions and sockets end, and no login until its window ends.
+
+    In a council, a freeze carried from the seat's cell must be one of that cell's own
+    events (the rule book checked its signers against the seat's election)."""
+    await _carried_from_cell(conn, change)
     (subject,) = set(change.after.frozen) - set(change.extended.frozen)
     since = from_seconds(change.after.frozen[subject])
     until = since + timedelta(seconds=change.rules.policy.freeze_seconds)
     await member_store.set_frozen_until(conn, subject, until)
     await session_store.end_member_sessions(conn, subject, change.now)
     await session_store.announce_member_gone(conn, subject)
-    await notices.enqueue_sponsor(conn, subject, notices.NoticeKind.FREEZE)
+    if "motion" in change.event.fields:  # the cell's own freeze, not its copy in a council
+        await notices.enqueue_sponsor(conn, subject, notices.NoticeKind.FREEZE)
 
 
 async def _unfreeze(conn: Connection, change: RosterChange) -> None:
     """A freeze lifted by its motion, or lapsed: the member logs in again."""
-    if "motion" in change.event.fields:
-        await _motion_carried(conn, change)
+    await _carried_from_cell(conn, change)
     (subject,) = set(change.extended.frozen) - set(change.after.frozen)
     await member_store.set_frozen_until(conn, subject, None)
+
+
+async def _carried_from_cell(conn: Connection, change: RosterChange) -> None:
+    """The motion a freeze or unfreeze carries out is closed; one carried into a council
+    from a cell must be in that cell's own log."""
+    fields, network = change.event.fields, change.genesis.network_id
+    if "motion" in fields:
+        await _motion_carried(conn, change)
+    if "link" in fields:
+        with crypto_errors():
+            carried = unpack(fields.get("link"), "roster", network)
+            group = get_bytes(carried.fields, "group", 16)
+        if await roster_store.group_of_roster_event(conn, carried.id) != group:
+            raise api_error(
+                400,
+                ErrorCode.INVALID_DELEGATION,
+                "a carried freeze names an event its cell's log does not hold",
+            )
 
 
 async def _review(conn: Connection, change: RosterChange) -> None:

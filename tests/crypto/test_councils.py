@@ -12,15 +12,18 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from crypto import councils
+from crypto.delegations import entry_value
 from crypto.elections import make_elect_motion, make_recall_motion
 from crypto.errors import RuleViolation
+from crypto.exclusion import make_freeze_motion
 from crypto.keys import IdentityKey
 from crypto.motions import Motion, make_split_motion, sign_motion, split_event_fields
 from crypto.network import Policy
 from crypto.roster import GroupRules, RosterState, apply, make_group, sign_event
 from crypto.roster_state import RosterMember
+from crypto.rostertree import prove
 from crypto.statements import Statement, pack, unpack
-from tests.crypto.helpers import T0, fixed_bytes, fixed_key
+from tests.crypto.helpers import T0, certified_add, fixed_bytes, fixed_key
 from tests.crypto.test_roster import NETWORK, bundle, remove_event
 
 KEYS = {name: fixed_key(f"council {name}") for name in "ABCDEFGHXYZ"}
@@ -348,3 +351,77 @@ def test_a_holder_who_leaves_the_council_leaves_the_seat_empty() -> None:
     after = apply(council, remove_event(council, D, D, "left"), rules=RULES)
     assert set(after.members) == {A.member_id}
     assert after.seats[two.state.group].holder is None
+
+
+# --- A cell's freeze of its spokesperson, carried to the council (crypto/exclusion.py) ----
+
+
+def carried_freeze(
+    cell_: Cell,
+    council: RosterState,
+    holder: IdentityKey,
+    signers: list[IdentityKey],
+    *,
+    proven: list[IdentityKey] | None = None,
+    kind: str = "freeze",
+    current: bool = False,
+    member: IdentityKey | None = None,
+) -> Statement:
+    """`signers` freeze `holder` in `cell_`; the event carried to `council` by the first,
+    each of `proven` (default: the signers) shown on the roster of the seat's election
+    (`current`: on the cell's roster now, which the council never saw), naming `member`
+    (default: the holder)."""
+    motion = make_freeze_motion(
+        signers[0], NETWORK, cell_.state, holder.member_id, kind, cell_.tick()
+    )
+    signatures = [sign_motion(k, NETWORK, motion, cell_.tick()) for k in signers[1:]]
+    fields = {"member": holder.member_id, **split_event_fields(motion, signatures)}
+    event = cell_.post(signers[0], kind, fields)
+    seat = council.seats[cell_.state.group]
+    election = next(e for e in cell_.events if motion_id_of(e) == seat.link)
+    roster = list(cell_.state.members.values()) if current else members_at(cell_, election)
+    shown = {k.member_id for k in (proven if proven is not None else signers)}
+    proofs = [entry_value(m, prove(roster, m.member_id)) for m in roster if m.member_id in shown]
+    named = (member or holder).member_id
+    carried = {"member": named, "link": pack(event), "proofs": proofs}
+    return sign_event(signers[0], NETWORK, council, kind, cell_.tick(), carried)
+
+
+def test_a_cells_freeze_of_its_seat_holder_takes_them_out_of_the_councils_readers() -> None:
+    one, two, council = two_seats()
+    event = carried_freeze(two, council, D, [E, F])
+    frozen = apply(council, event, rules=RULES)
+    assert D.member_id in frozen.frozen and D.member_id not in frozen.readers
+    assert frozen.needs_rekey
+    lifted = apply(frozen, carried_freeze(two, frozen, D, [E, F], kind="unfreeze"), rules=RULES)
+    assert not lifted.frozen
+
+
+def test_a_carried_freeze_counts_only_signers_on_the_roster_of_the_seats_election() -> None:
+    for forge in (False, True):
+        one, two, council = two_seats()
+        # G joined cell two after D's election: their signature does not count there.
+        fields = certified_add(E, NETWORK, two.state.group, bundle(G), two.tick(), (F,))
+        two.post(E, "add", fields)
+        if not forge:
+            event = carried_freeze(two, council, D, [E, G], proven=[E])
+            code = "quorum_not_reached"
+        else:
+            # Proofs on the cell's roster now (with G) do not climb to the election's root.
+            event = carried_freeze(two, council, D, [F, G], current=True)
+            code = "invalid_proof"
+        with pytest.raises(RuleViolation) as caught:
+            apply(council, event, rules=RULES)
+        assert caught.value.code == code
+
+
+def test_a_carried_freeze_of_someone_else_or_from_another_cell_is_refused() -> None:
+    one, two, council = two_seats()
+    # The council's seat for cell two is D's; E holds none.
+    refused(
+        "invalid_event",
+        lambda: apply(council, carried_freeze(two, council, E, [D, F]), rules=RULES),
+    )
+    # Cell one's freeze of its holder, carried as if it were about cell two's.
+    mixed = carried_freeze(one, council, A, [B, C], member=D)
+    refused("invalid_event", lambda: apply(council, mixed, rules=RULES))

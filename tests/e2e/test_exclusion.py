@@ -405,3 +405,31 @@ def test_a_council_expels_a_seat_holder_and_their_cell_follows(start_from: Start
     run(d, "send", "cell", "C is out")
     assert expelled not in roster(d)
     assert run(d, "status", expelled)["status"] == "expelled"
+
+
+def test_a_cells_freeze_of_its_spokesperson_reaches_their_council(start_from: StartFrom) -> None:
+    _, database_url, (a, b, c, d) = start_from(council_of_two_cells)
+    council, frozen = council_id(a), member_id(c)
+    done = run(d, "freeze", frozen)  # cell two: D is all the signers there are
+    assert done["status"] == "done"
+    # D's client carried the freeze to the council (D is not on it): the council's rule
+    # book took it on D's signature, proven on the roster of C's election.
+    run(a, "send", council, "while C is frozen")
+    assert "while C is frozen" in texts(run(a, "read", council))
+    assert refused(c, "read", council)["code"] == "frozen"
+
+    async def epochs(conn: Any) -> tuple[int, int]:
+        group = b32d(council)
+        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
+        latest_for_c = await conn.fetchval(
+            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
+            "AND member_id = $2",
+            group,
+            b32d(frozen),
+        )
+        return current, latest_for_c
+
+    current, latest_for_c = Operator(database_url).do(epochs)
+    assert latest_for_c < current
+    types = [e["type"] for e in run(a, "log", council)["events"]]
+    assert types[-2:] == ["frozen", "rekey"], types
