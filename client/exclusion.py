@@ -61,12 +61,10 @@ def carried_signers(event: Statement) -> frozenset[bytes]:
     network = event.network or b""
     motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
     raw = event.fields.get("signatures")
-    signed = (
-        [unpack(s, "motion-sign", network).author for s in raw or []]
-        if isinstance(raw, list)
-        else []
+    signatures = raw if isinstance(raw, list) else []
+    return frozenset(
+        {motion.statement.author, *(unpack(s, "motion-sign", network).author for s in signatures)}
     )
-    return frozenset({motion.statement.author, *signed})
 
 
 def refusal(exc: RuleViolation) -> ClientError:
@@ -100,7 +98,7 @@ class Exclusion:
             raise refusal(exc) from None
         return await self._open(state, motion, subject, self.carry_out)
 
-    async def freeze(self, member_text: str, kind: str = "freeze") -> dict[str, Any]:
+    async def move(self, member_text: str, kind: str) -> dict[str, Any]:
         """Open a motion about a cellmate, signed by me: `freeze`, `unfreeze`, `clear` (my
         fresh vouch for a member under review) or `restore` (a sponsor on hold); carried out
         at once if my signature is all the rules ask."""
@@ -108,7 +106,7 @@ class Exclusion:
         state = await self._my_group("cell")
         identity, network = self.client.state.identity, self.client.network_id()
         motion = make_motion(identity, network, state, kind, {"member": subject}, self.client.now())
-        return await self._open(state, motion, subject, self.carry_out_freeze)
+        return await self._open(state, motion, subject, self.carry_out_about)
 
     async def _my_group(self, group_text: str) -> RosterState:
         group = await self.rosters.group(group_text)
@@ -191,7 +189,7 @@ class Exclusion:
         self.client.save()
         return {"member_id": member_id_text(subject), "revocation_seq": len(chain) - 1}
 
-    async def carry_out_freeze(
+    async def carry_out_about(
         self, state: RosterState, motion: Motion, signatures: Sequence[Statement]
     ) -> dict[str, Any]:
         """Post the event carrying a motion about one member (`freeze`, `unfreeze`, `clear`,

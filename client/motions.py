@@ -185,7 +185,7 @@ class Motions:
             if not motion_rules.quorum_for(state, motion, self.client.rules()).reached(signed):
                 return {"motion_id": view.motion_id, "status": "open", "kind": motion.kind}
             if motion.kind in MEMBER_MOTIONS:
-                done = await Exclusion(self.client).carry_out_freeze(state, motion, signatures)
+                done = await Exclusion(self.client).carry_out_about(state, motion, signatures)
                 return {"motion_id": view.motion_id, "status": "done", "kind": motion.kind, **done}
             if motion.kind == "expel":
                 done = await Exclusion(self.client).carry_out(state, motion, signatures)

@@ -47,25 +47,25 @@ def register(commands: Commands) -> None:
 
 @client_command()
 async def freeze(args: argparse.Namespace, client: Client) -> Output:
-    data = await Exclusion(client).freeze(args.member, "freeze")
+    data = await Exclusion(client).move(args.member, "freeze")
     return Output(data, _freeze_text("Freeze", data))
 
 
 @client_command()
 async def unfreeze(args: argparse.Namespace, client: Client) -> Output:
-    data = await Exclusion(client).freeze(args.member, "unfreeze")
+    data = await Exclusion(client).move(args.member, "unfreeze")
     return Output(data, _freeze_text("Unfreeze", data))
 
 
 @client_command()
 async def revouch(args: argparse.Namespace, client: Client) -> Output:
-    data = await Exclusion(client).freeze(args.member, "clear")
+    data = await Exclusion(client).move(args.member, "clear")
     return Output(data, _freeze_text("Fresh vouch (review cleared)", data))
 
 
 @client_command()
 async def restore(args: argparse.Namespace, client: Client) -> Output:
-    data = await Exclusion(client).freeze(args.member, "restore")
+    data = await Exclusion(client).move(args.member, "restore")
     return Output(data, _freeze_text("Restoring the sponsor's admissions", data))
 
 
