@@ -25,6 +25,7 @@ from client.sdk import Client
 from client.seats import (
     Delegations,
     SeatChange,
+    council_position,
     delegations,
     first_seat,
     my_delegation,
@@ -412,17 +413,6 @@ def _member(text: str | None) -> bytes | None:
         return parse_member_id(text)
     except CryptoError:
         raise lying("the server's seats answer names a malformed member id") from None
-
-
-def council_position(council: bytes, seat: api.SeatWire) -> RosterState:
-    """Where the council's log stands by the seats answer: enough to sign the next event on
-    (crypto.roster.sign_event reads only the group, seq and head). A wrong hint only gets
-    the event refused (stale_head); the council's rule book judges the rest."""
-    if seat.council_head is None:
-        raise lying("the server's seats answer gives a council with no log")
-    return RosterState(
-        council, COUNCIL, 0, None, seat.council_seq, seat.council_head, {}, 0, None, None
-    )
 
 
 def _advanced(position: RosterState, event: Statement) -> RosterState:

@@ -18,12 +18,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from client import api, verify
-from client.councils import council_position
 from client.errors import ClientError, ServerError, rule_refusal
 from client.revocations import Revocations
 from client.rosters import Rosters
 from client.sdk import Client, parse_member
-from client.seats import delegations
+from client.seats import council_position, delegations
 from crypto import motion_rules, roster
 from crypto.chains import RevocationList, make_revocation, verify_revocation_list
 from crypto.councils import COUNCIL

@@ -25,7 +25,7 @@ from client.errors import ClientError, ServerError, VerificationFailed
 from client.groups import GroupRecord, admission_ids, extend_log, lying
 from client.revocations import Revocations
 from client.sdk import Client
-from client.seats import council_level, delegations
+from client.seats import council_level, council_position, delegations
 from client.vetting import Vetting
 from crypto import roster
 from crypto.chains import Revocation
@@ -407,6 +407,8 @@ class Rosters:
             record = self.client.state.record(cell_id)
         state = await self._review_duties(state, revocations)
         record = self.client.state.record(cell_id)
+        if state.spokesperson in state.review:
+            await self._seat_under_review(state, revocations, cell)
         self._check_chains(record, state, cell)
         for member in cell.members:
             if member not in state.members:
@@ -548,6 +550,55 @@ class Rosters:
             if member_id not in state.suspended and self.client.now() >= since + window:
                 state = await self._duty(state, "suspend", {"member": member_id})
         return state
+
+    async def _seat_under_review(
+        self,
+        state: RosterState,
+        revocations: Mapping[bytes, Revocation],
+        cell: verify.VerifiedCell,
+    ) -> None:
+        """My cell's spokesperson came under review: they lose every council seat they hold
+        for it. Carried by whichever member's client sees it (a council takes it from the
+        seat's cell), with the expulsion and their certificates up to the expelled member
+        (crypto/review.py `check_seat_review`); a seat already empty answers an error, no harm."""
+        holder = state.spokesperson
+        if holder is None:
+            return
+        _, expelled = state.review[holder]
+        revocation = next((r for r in revocations.values() if r.subject == expelled), None)
+        member = cell.members.get(holder)
+        if revocation is None or member is None:
+            return
+        line = []
+        for link in member.chain:
+            line.append(pack(link.statement))
+            if link.issuer == expelled:
+                break
+        else:
+            return  # the chain does not lead to the expelled member: nothing to carry
+        fields: dict[str, Value] = {
+            "member": holder,
+            "reason": "review",
+            "seat_group": state.group,
+            "revocation": pack(revocation.statement),
+            "chain": line,
+        }
+        for seat in api.parse_seats(await self.client.call(api.group_seats(state.group))):
+            if seat.holder is None or verify.parse_id(seat.holder, 32, "member id") != holder:
+                continue
+            council = verify.parse_id(seat.council_id, GROUP_ID_BYTES, "council id")
+            event = roster.sign_event(
+                self.client.state.identity,
+                self.client.network_id(),
+                council_position(council, seat),
+                "remove",
+                self.client.now(),
+                fields,
+            )
+            try:
+                await self.client.call(api.post_roster_event(council, event))
+            except ServerError:
+                pass  # another client was first, or the seat moved on: its council judges
 
     async def _duty(self, state: RosterState, op: str, fields: dict[str, Value]) -> RosterState:
         """A roster event any member may post when its time has come (a freeze lapsing, a

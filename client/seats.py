@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from client import api
 from client.errors import ClientError
-from client.groups import GroupRecord
+from client.groups import GroupRecord, lying
 from crypto import councils, roster
+from crypto.councils import COUNCIL
 from crypto.delegations import MAX_LINKS, leaving, parse_link
 from crypto.encoding import Value
 from crypto.errors import RuleViolation
@@ -184,3 +186,14 @@ def _link_value(
         if previous.seq < d.seq < link.seq and d.members <= before
     ]
     return councils.seat_link_value(link.event, new, old, gone)
+
+
+def council_position(council: bytes, seat: api.SeatWire) -> RosterState:
+    """Where the council's log stands by the seats answer: enough to sign the next event on
+    (crypto.roster.sign_event reads only the group, seq and head). A wrong hint only gets
+    the event refused (stale_head); the council's rule book judges the rest."""
+    if seat.council_head is None:
+        raise lying("the server's seats answer gives a council with no log")
+    return RosterState(
+        council, COUNCIL, 0, None, seat.council_seq, seat.council_head, {}, 0, None, None
+    )

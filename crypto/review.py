@@ -29,11 +29,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from crypto.chains import parse_revocation
+from crypto.chains import MAX_CHAIN_LENGTH, parse_admission, parse_revocation
 from crypto.errors import RuleViolation
 from crypto.exclusion import check_grounds, expulsion_needed
 from crypto.keys import IdentityKey
 from crypto.motions import Motion, make_motion, parse_motion
+from crypto.network import GROUP_ID_BYTES
 from crypto.roster_state import GroupRules, RosterState
 from crypto.statements import Statement, get_bytes, unpack
 
@@ -261,3 +262,44 @@ def check_may_admit(
         )
     if certified_at < since + rules.policy.sponsor_cooldown_seconds:
         raise RuleViolation("on_hold", "the sponsor's cool-down after an expulsion has not passed")
+
+
+def check_seat_review(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules
+) -> None:
+    """A council seat's holder came under review: their inviter (or, under the policy's
+    `review_subtree`, someone up their invite line) was expelled. They lose the seat, as
+    they lose the right to be elected; their cell may elect again (them too, once cleared).
+
+    The council checks it from the event alone: the expulsion's revocation (its grounds,
+    crypto/exclusion.py), and the holder's admission certificates from their own up to
+    one the expelled member issued, each signed before the revocation, the first over the
+    key the council seats.
+    """
+    if state.kind != "council":
+        raise RuleViolation("invalid_event", "a member comes under review in their cell")
+    member = get_bytes(event.fields, "member", 32)
+    group = get_bytes(event.fields, "seat_group", GROUP_ID_BYTES)
+    seat = state.seats.get(group)
+    if seat is None or seat.holder != member:
+        raise RuleViolation("invalid_event", "the member holds no seat for that group")
+    revocation = parse_revocation(unpack(event.fields.get("revocation"), "revocation", network))
+    if check_grounds(revocation.statement, revocation.subject, rules).kind != "expelled":
+        raise RuleViolation("invalid_event", "only an expulsion opens a review")
+    raw = event.fields.get("chain")
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_CHAIN_LENGTH:
+        raise RuleViolation("invalid_event", "a review names the holder's certificates")
+    chain = [parse_admission(unpack(item, "admission", network)) for item in raw]
+    if chain[0].subject_key != state.members[member].key:
+        raise RuleViolation("wrong_member", "the certificate admits another key")
+    for link, upper in zip(chain, chain[1:], strict=False):
+        if upper.subject != link.issuer:
+            raise RuleViolation("invalid_event", "the certificates do not form a line")
+    if chain[-1].issuer != revocation.subject:
+        raise RuleViolation("invalid_event", "the line does not lead to the expelled member")
+    if len(chain) > 1 and not rules.policy.review_subtree:
+        raise RuleViolation(
+            "invalid_event", "only the expelled member's direct invitees are reviewed"
+        )
+    if any(link.statement.time >= revocation.statement.time for link in chain):
+        raise RuleViolation("invalid_event", "a certificate signed after the expulsion")

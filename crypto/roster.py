@@ -69,7 +69,14 @@ from crypto.quorum import check_split, required_vouches, window_start
 
 # Quorum rules live in quorum.py; the split size check is named here too for its callers.
 from crypto.quorum import check_split_sizes as check_split_sizes
-from crypto.review import apply_clear, apply_restore, apply_review, apply_suspend, check_may_admit
+from crypto.review import (
+    apply_clear,
+    apply_restore,
+    apply_review,
+    apply_suspend,
+    check_may_admit,
+    check_seat_review,
+)
 
 # The state types live in roster_state.py (motions and quorum use them too);
 # they are named here as well, where callers of the rule book look for them.
@@ -95,7 +102,7 @@ MAX_FUTURE_SECONDS = 300
 # `left`: by the member themself. `revoked`: by any member, carrying a
 # revocation of the member removed (a steward's, or their own published by
 # its holder); `expelled`: carrying a revocation by expulsion (crypto/exclusion.py).
-REMOVE_REASONS = ("left", "revoked", "expelled")
+REMOVE_REASONS = ("left", "revoked", "expelled", "review")
 
 
 def sign_event(
@@ -231,7 +238,11 @@ def _apply(
         raise RuleViolation("wrong_group", "this event belongs to another group")
     if seq != state.seq + 1 or prev != state.head:
         raise RuleViolation("stale_head", "this event does not extend the current head of the log")
-    carried = op in ("seat", "link") or (op in ("freeze", "unfreeze") and "link" in fields)
+    carried = (
+        op in ("seat", "link")
+        or (op in ("freeze", "unfreeze") and "link" in fields)
+        or (op == "remove" and fields.get("reason") == "review")
+    )
     if event.author not in state.members and not carried:  # see councils.py, exclusion.py
         raise RuleViolation("not_in_group", "only members of the group can extend its log")
     if event.author in state.suspended or (
@@ -418,6 +429,8 @@ def _remove(
         raise RuleViolation("not_allowed", "only a member themself can leave")
     if reason in ("revoked", "expelled"):
         state = _revoked(state, event, network, rules, member_id, reason)
+    if reason == "review":  # a council seat's holder under review (review.py)
+        check_seat_review(state, event, network, rules)
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
     remaining = {k: v for k, v in state.members.items() if k != member_id}

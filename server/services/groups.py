@@ -124,6 +124,9 @@ async def _seats_linked_group(
     with crypto_errors():
         if op == "seat":
             linked = get_bytes(event.fields, "seat_group", 16)
+        elif op == "remove" and event.fields.get("reason") == "review":
+            # A seat holder under review, carried by a member of the seat's cell.
+            linked = get_bytes(event.fields, "seat_group", 16)
         elif op in ("freeze", "unfreeze") and "link" in event.fields:
             # A cell's freeze of its seat holder, carried by a member of that cell.
             carried = unpack(event.fields.get("link"), "roster", event.network)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from crypto import councils
+from crypto.chains import make_admission
 from crypto.delegations import entry_value
 from crypto.elections import make_elect_motion, make_recall_motion
 from crypto.errors import RuleViolation
@@ -425,3 +426,80 @@ def test_a_carried_freeze_of_someone_else_or_from_another_cell_is_refused() -> N
     # Cell one's freeze of its holder, carried as if it were about cell two's.
     mixed = carried_freeze(one, council, A, [B, C], member=D)
     refused("invalid_event", lambda: apply(council, mixed, rules=RULES))
+
+
+# --- A seat holder under review loses the seat (crypto/review.py) -------------------------
+
+
+def seat_review(
+    council: RosterState,
+    seat_group: bytes,
+    holder: IdentityKey,
+    issuer: IdentityKey,
+    *,
+    certified_at: int = T0,
+    key: IdentityKey | None = None,
+) -> tuple[Statement, Statement]:
+    """The expulsion of `issuer` and the council `remove` (reason review) of `holder`, whose
+    certificate `issuer` signed at `certified_at` (over `key`'s public key, default theirs)."""
+    from tests.crypto import test_exclusion as ex
+
+    state = ex.cell(ex.A, ex.B, ex.C, issuer)
+    revoked = ex.revocation(state, ex.expel_motion(state, issuer), [ex.B, ex.C])
+    certificate = make_admission(
+        issuer,
+        NETWORK,
+        (key or holder).public_key(),
+        seat_group,
+        fixed_bytes("review invite", 16),
+        fixed_bytes("review join", 32),
+        certified_at,
+    )
+    fields = {
+        "member": holder.member_id,
+        "reason": "review",
+        "seat_group": seat_group,
+        "revocation": pack(revoked),
+        "chain": [pack(certificate.statement)],
+    }
+    return revoked, sign_event(E, NETWORK, council, "remove", NOW + 500, fields)
+
+
+def test_a_seat_holder_whose_inviter_is_expelled_loses_the_seat() -> None:
+    from tests.crypto.test_exclusion import D as X  # the inviter, expelled in their cell
+
+    one, two, council = two_seats()
+    _, event = seat_review(council, two.state.group, D, X)
+    after = apply(council, event, rules=RULES)
+    assert D.member_id not in after.members
+    assert after.seats[two.state.group].holder is None  # empty until cell two elects again
+
+
+def test_a_seat_review_on_another_line_key_or_seat_is_refused() -> None:
+    from tests.crypto.test_exclusion import D as X
+    from tests.crypto.test_exclusion import E as STRANGER
+
+    one, two, council = two_seats()
+    group = two.state.group
+    cases = [
+        ("wrong_member", seat_review(council, group, D, X, key=E)[1]),  # another key
+        ("not_in_group", seat_review(council, group, E, X)[1]),  # E is on no seat
+        ("invalid_event", seat_review(council, one.state.group, D, X)[1]),  # not D's seat
+    ]
+    revoked, event = seat_review(council, group, D, X, certified_at=T0 + 10**8)
+    cases.append(("invalid_event", event))  # certified after the expulsion
+    # A certificate from someone who was not expelled, carried with X's expulsion.
+    other = make_admission(
+        STRANGER, NETWORK, D.public_key(), group, fixed_bytes("o", 16), fixed_bytes("j", 32), T0
+    )
+    fields = {**event.fields, "chain": [pack(other.statement)]}
+    fields = {
+        k: v
+        for k, v in fields.items()
+        if k not in ("type", "v", "author", "key", "time", "network", "group", "seq", "prev", "op")
+    }
+    cases.append(("invalid_event", sign_event(E, NETWORK, council, "remove", NOW + 500, fields)))
+    for code, carried in cases:
+        with pytest.raises(RuleViolation) as caught:
+            apply(council, carried, rules=RULES)
+        assert caught.value.code == code, (code, caught.value)
