@@ -15,15 +15,17 @@ from aiohttp import web
 
 from server.clock import Clock
 from server.clock import now as system_now
-from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
+from server.http.appkeys import CLOCK_KEY, HUB_KEY, METRICS_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
 from server.http.middleware import access_log_middleware, error_middleware
 from server.http.routes import add_routes
+from server.metrics import Metrics, serve_metrics
 from server.realtime.hub import Hub
 from server.services import ratelimit
 from server.services.mailer import Mailer
 from server.services.message_writer import MessageWriter
 from server.settings import Settings
-from server.store.db import Pool, create_pool
+from server.store.db import Pool, create_pool, pool_usage
+from server.store.events import EventRow
 from server.supervisor import Supervisor
 from server.verifier import Verifier
 
@@ -55,6 +57,9 @@ def create_app(
         app[POOL_KEY] = pool
     else:
         app.cleanup_ctx.append(_pool_ctx)
+    if settings.metrics_port is not None:
+        app[METRICS_KEY] = Metrics()
+        app.cleanup_ctx.append(_metrics_ctx)
     app.cleanup_ctx.append(_prune_ctx)
     app.cleanup_ctx.append(_mail_ctx)
     # After the pool (cleanup runs in reverse, so the hub stops first).
@@ -64,6 +69,24 @@ def create_app(
     app.on_shutdown.append(_close_sockets)
     add_routes(app)
     return app
+
+
+async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The metrics on their own port; the pool and every object are read when scraped."""
+    settings, metrics, pool = app[SETTINGS_KEY], app[METRICS_KEY], app[POOL_KEY]
+    metrics.watch_pool(lambda: pool_usage(pool))
+    runner = await serve_metrics(metrics, settings.metrics_host, settings.metrics_port or 0)
+    log.info("metrics on http://%s:%d/metrics", *(metrics.address or ("?", 0)))
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def _watch_tasks(app: web.Application, supervisor: Supervisor) -> Supervisor:
+    if METRICS_KEY in app:
+        app[METRICS_KEY].watch_tasks(lambda: supervisor.crashes)
+    return supervisor
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -79,7 +102,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _prune_ctx(app: web.Application) -> AsyncIterator[None]:
-    supervisor = Supervisor()
+    supervisor = _watch_tasks(app, Supervisor())
     supervisor.start("prune", lambda: _prune_forever(app))
     try:
         yield
@@ -93,7 +116,9 @@ async def _mail_ctx(app: web.Application) -> AsyncIterator[None]:
     if mailer is None:
         yield
         return
-    supervisor = Supervisor()
+    supervisor = _watch_tasks(app, Supervisor())
+    if METRICS_KEY in app:
+        app[METRICS_KEY].watch_mail(lambda: mailer.outcomes)
     supervisor.start("mail", mailer.run)
     try:
         yield
@@ -102,9 +127,18 @@ async def _mail_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[POOL_KEY], app[SETTINGS_KEY].database_url, app[CLOCK_KEY])
+    metrics = app.get(METRICS_KEY)
+    hub = Hub(
+        app[POOL_KEY],
+        app[SETTINGS_KEY].database_url,
+        app[CLOCK_KEY],
+        on_notify_lag=metrics.notify_lag if metrics is not None else None,
+    )
     await hub.start()
     app[HUB_KEY] = hub
+    if metrics is not None:
+        metrics.watch_sockets(hub.sockets_count)
+        metrics.watch_tasks(lambda: hub.crashes)
     try:
         yield
     finally:
@@ -115,9 +149,14 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     verifier = Verifier()
     if app[SETTINGS_KEY].signature_helper:
         await verifier.start()
-    writer = MessageWriter(
-        app[POOL_KEY], app[CLOCK_KEY], on_commit=app[HUB_KEY].committed, verifier=verifier
-    )
+    hub, metrics = app[HUB_KEY], app.get(METRICS_KEY)
+
+    def on_commit(rows: list[EventRow]) -> None:
+        hub.committed(rows)
+        if metrics is not None:
+            metrics.committed(len(rows))
+
+    writer = MessageWriter(app[POOL_KEY], app[CLOCK_KEY], on_commit=on_commit, verifier=verifier)
     app[WRITER_KEY] = writer
     try:
         yield

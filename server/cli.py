@@ -3,7 +3,8 @@
 Without a database URL both start the embedded PostgreSQL in the data folder,
 so one command runs the server on a fresh machine. ``serve`` prints exactly
 one line to stdout, ``listening on http://HOST:PORT``, once it accepts
-connections; everything else goes to the log (stderr).
+connections; everything else goes to the log (stderr), as text or, with
+``--log-format json``, one JSON object per line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from server.app import create_app
+from server.logs import configure_logging
 from server.migrate import MigrationError, MigrationReport, migrate_url
 from server.pg import EmbeddedPostgres, ensure_database, start_embedded
 from server.settings import Settings, SettingsError, load_settings
@@ -45,11 +47,6 @@ _LIFELINES: list[Connection] = []
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``spokes-server``; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         settings = load_settings(
             host=getattr(args, "host", None),
@@ -62,10 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             smtp_from=getattr(args, "smtp_from", None),
             smtp_starttls=getattr(args, "smtp_starttls", None),
             mail_key_file=getattr(args, "mail_key_file", None),
+            metrics_port=getattr(args, "metrics_port", None),
+            metrics_host=getattr(args, "metrics_host", None),
+            log_format=getattr(args, "log_format", None),
         )
+        configure_logging(settings.log_format, logging.INFO if args.verbose else logging.WARNING)
         if args.command == "serve":
             if not 1 <= args.workers <= MAX_WORKERS:
                 raise SettingsError(f"--workers must be 1 to {MAX_WORKERS}")
+            if (settings.metrics_port or 0) + args.workers - 1 > 65535:
+                raise SettingsError("--metrics-port plus --workers must stay within 65535")
             _run(_serve(settings, args.workers))
         else:
             asyncio.run(_migrate(settings))
@@ -108,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (SO_REUSEPORT), e.g. one per core (default 1)",
     )
     _mail_options(serve)
+    _observability_options(serve)
     migrate = commands.add_parser(
         "migrate",
         help="apply pending database migrations and exit",
@@ -162,6 +166,30 @@ def _mail_options(serve: argparse.ArgumentParser) -> None:
         help="file (mode 0600) holding the 32-byte key, hex or base64, that seals members' "
         "addresses; never stored in the database (default SPOKES_MAIL_KEY_FILE, or the key "
         "itself in SPOKES_MAIL_KEY)",
+    )
+
+
+def _observability_options(serve: argparse.ArgumentParser) -> None:
+    observe = serve.add_argument_group(
+        "observability",
+        "Prometheus metrics on a port of their own (off by default) and the log's format. "
+        "Neither ever names a member, group, token or address.",
+    )
+    observe.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve GET /metrics on this port; with --workers N, worker k uses this port + k "
+        "(default SPOKES_METRICS_PORT, or none: metrics off)",
+    )
+    observe.add_argument(
+        "--metrics-host",
+        help="address the metrics port binds (default 127.0.0.1, or SPOKES_METRICS_HOST); "
+        "never expose it publicly",
+    )
+    observe.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or as one JSON object each (default SPOKES_LOG_FORMAT, or text)",
     )
 
 
@@ -269,7 +297,9 @@ def _start_workers(settings: Settings, count: int) -> list[BaseProcess]:
             # Not daemonic: a worker starts a signature helper of its own. The
             # parent stops every worker itself (_stop_workers).
             child = context.Process(
-                target=_worker_main, args=(settings, ready, lifeline), daemon=False
+                target=_worker_main,
+                args=(_worker_settings(settings, len(started) + 1), ready, lifeline),
+                daemon=False,
             )
             child.start()
             lifeline.close()
@@ -293,13 +323,16 @@ def _stop_workers(children: list[BaseProcess]) -> None:
             child.kill()
 
 
+def _worker_settings(settings: Settings, number: int) -> Settings:
+    """Worker ``number``'s settings: its metrics (a registry per process) on port + number."""
+    if not settings.metrics_port:
+        return settings  # off, or 0: a free port of its own
+    return settings.with_changes(metrics_port=settings.metrics_port + number)
+
+
 def _worker_main(settings: Settings, ready: Any, lifeline: Connection) -> None:
     """One extra server process: the app on the parent's port, until SIGTERM."""
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_format, logging.WARNING)
     _run(_serve_worker(settings, ready, lifeline))
 
 

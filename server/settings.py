@@ -10,6 +10,12 @@ Mail notices are on when the server has both a mail key (``SPOKES_MAIL_KEY``,
 32 bytes as hex or base64, or a key file) and a mail server
 (``--smtp-host``). The key seals members' addresses and is never written to
 the database; every instance must have the same one.
+
+Metrics (``--metrics-port``, ``SPOKES_METRICS_PORT``) are off unless a port is
+given, and then served on that port of their own, on loopback unless
+``--metrics-host`` says otherwise: never on the API port, so a reverse proxy
+in front of the API cannot expose them by mistake. ``--log-format json``
+(``SPOKES_LOG_FORMAT``) writes each log line as one JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 SECRET_FILE_NAME = "server-secret"  # noqa: S105 (a file name, not a secret)
 SECRET_BYTES = 32
 MAIL_KEY_BYTES = 32
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,10 @@ class Settings:
     smtp: SmtpSettings | None = None
     mail_poll_s: float = 2.0  # how often the mail worker looks for due notices
     mail_retry_s: tuple[float, float] = (30.0, 3600.0)  # first wait after a failure, longest
+    # Prometheus metrics (server/metrics.py) on a port of their own; None: off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    log_format: str = "text"  # or "json": one object per line (server/logs.py)
 
     def __post_init__(self) -> None:
         if len(self.server_secret) < SECRET_BYTES:
@@ -107,6 +118,13 @@ class Settings:
             raise SettingsError("session and challenge lifetimes must be positive")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port {self.port} is out of range 0-65535")
+        if self.metrics_port is not None:
+            if not 0 <= self.metrics_port <= 65535:
+                raise SettingsError(f"metrics port {self.metrics_port} is out of range 0-65535")
+            if self.metrics_port == self.port != 0:
+                raise SettingsError("the metrics port must differ from the API port")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(f"the log format must be one of {', '.join(LOG_FORMATS)}")
         for name, value in self.rate_limits().items():
             if value.count < 1 or value.window_s < 1:
                 raise SettingsError(f"{name} needs a count and window of at least 1")
@@ -143,6 +161,9 @@ def load_settings(
     smtp_from: str | None = None,
     smtp_starttls: bool | None = None,
     mail_key_file: Path | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+    log_format: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Settings:
     """Settings from explicit arguments, then ``SPOKES_*`` variables, then defaults.
@@ -164,6 +185,11 @@ def load_settings(
         raise SettingsError("SPOKES_LISTEN_BACKLOG must be between 1 and 65535")
     values["trust_forwarded_for"] = env.get("SPOKES_TRUST_FORWARDED_FOR", "") in ("1", "true")
     values["signature_helper"] = env.get("SPOKES_SIGNATURE_HELPER", "1") not in ("0", "false")
+    if metrics_port is None and env.get("SPOKES_METRICS_PORT"):
+        metrics_port = _env_int(env, "SPOKES_METRICS_PORT", 0)
+    values["metrics_port"] = metrics_port
+    values["metrics_host"] = metrics_host or env.get("SPOKES_METRICS_HOST") or "127.0.0.1"
+    values["log_format"] = log_format or env.get("SPOKES_LOG_FORMAT") or "text"
     for f in fields(Settings):
         if f.name.startswith("rate_"):
             variable = "SPOKES_" + f.name.upper()  # e.g. SPOKES_RATE_LOGIN_PER_SOURCE=60/600

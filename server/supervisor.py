@@ -33,13 +33,14 @@ class Supervisor:
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
-        self.crashes: Counter[str] = Counter()  # task name -> crashes so far
+        self.crashes: Counter[str] = Counter()  # task name -> crashes so far (0 included)
 
     def start(self, name: str, work: Work) -> None:
         """Run ``work()`` as task ``name``, again after each crash or return."""
         if name in self._tasks:
             raise ValueError(f"a task named {name!r} is already running")
         self._tasks[name] = asyncio.create_task(self._keep(name, work), name=name)
+        self.crashes.setdefault(name, 0)  # listed in the metrics before its first crash
 
     def running(self) -> list[str]:
         return sorted(name for name, task in self._tasks.items() if not task.done())

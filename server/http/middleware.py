@@ -3,7 +3,10 @@
 Rules: every error leaves as ``{"error": {"code", "message"}}``; an unexpected
 exception becomes a bare 500 and is logged by type and route only. Logs never
 carry client addresses, request bodies, query strings or tokens, which is why
-aiohttp's own access log is switched off and replaced here.
+aiohttp's own access log is switched off and replaced here. The access log
+line carries its fields (method, route, status, duration_ms) for the JSON log
+format (server/logs.py), and the same request is counted in the metrics
+(server/metrics.py) when they are on.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.errors import DATABASE_OUTAGE, ApiError, ErrorCode
+from server.http.appkeys import METRICS_KEY
 
 access_log = logging.getLogger("spokes.access")
 error_log = logging.getLogger("spokes.error")
@@ -55,7 +59,7 @@ def error_response(
 
 @web.middleware
 async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Log method, route template, status and duration of every request."""
+    """Log (and count) method, route template, status and duration of every request."""
     started = time.perf_counter()
     status = 500
     try:
@@ -66,13 +70,24 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = exc.status
         raise
     finally:
+        seconds = time.perf_counter() - started
+        route = route_name(request)
         access_log.info(
             "%s %s %d %.1fms",
             request.method,
-            route_name(request),
+            route,
             status,
-            (time.perf_counter() - started) * 1000,
+            seconds * 1000,
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 1),
+            },
         )
+        metrics = request.config_dict.get(METRICS_KEY)
+        if metrics is not None:
+            metrics.request(request.method, route, status, seconds)
 
 
 OUTAGE_RETRY_AFTER_S = 1

@@ -67,8 +67,16 @@ _DB_ERRORS = (*DATABASE_OUTAGE, asyncpg.PostgresError)
 class Hub:
     """This instance's sockets, the feeds they read, and the LISTEN connection."""
 
-    def __init__(self, pool: Pool, database_url: str | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        database_url: str | None,
+        clock: Clock,
+        *,
+        on_notify_lag: Callable[[float], None] | None = None,
+    ) -> None:
         self._pool = pool
+        self._on_notify_lag = on_notify_lag  # seconds from an event's commit to its read here
         self._url = database_url
         self._clock = clock
         self._feeds: dict[bytes, Feed] = {}
@@ -264,9 +272,16 @@ class Hub:
     async def _read(self, group_id: bytes, group_text: str, cursor: int) -> Page:
         return (await self._read_many([(group_id, cursor)]))[group_id]
 
-    async def _read_many(self, cursors: list[tuple[bytes, int]]) -> dict[bytes, Page]:
+    async def _read_many(
+        self, cursors: list[tuple[bytes, int]], *, announced: bool = False
+    ) -> dict[bytes, Page]:
         async with self._pool.acquire() as conn:
             pages = await store.event_pages(conn, cursors, READ_LIMIT)
+        if announced and self._on_notify_lag is not None:
+            now = self._clock()
+            for page in pages.values():
+                if page.events:  # its newest event: committed by another instance's clock
+                    self._on_notify_lag((now - page.events[-1].created_at).total_seconds())
         result = {}
         for group_id, page in pages.items():
             group_text = b32e(group_id)
@@ -331,7 +346,7 @@ class Hub:
             pages: dict[bytes, Page] = {}
             if wanted:
                 try:
-                    pages = await self._read_many(wanted)
+                    pages = await self._read_many(wanted, announced=True)
                 except _DB_ERRORS as exc:
                     log.warning("reading group events failed: %s", type(exc).__name__)
             for feed, tail, generation in marks:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
@@ -68,7 +69,10 @@ class Mailer:
         self._batch = batch
         self._failing = False  # the last round could not reach the mail server
         self._pruned_at = float("-inf")
-        self.sent = 0  # notices handed over by this worker
+        # Notices by outcome: sent (handed over), deferred (the mail server said
+        # later, or was unreachable), refused (the address, for good),
+        # unreadable (the address does not open under this mail key).
+        self.outcomes: Counter[str] = Counter(sent=0, deferred=0, refused=0, unreadable=0)
 
     @classmethod
     def from_settings(cls, pool: Pool, settings: Settings, clock: Clock) -> Mailer | None:
@@ -136,7 +140,7 @@ class Mailer:
     def _report(self, delivery: Delivery, retries: int, unreadable: int) -> None:
         sent = delivery.outcomes.count(Outcome.SENT)
         refused = delivery.outcomes.count(Outcome.REFUSED)
-        self.sent += sent
+        self.outcomes.update(sent=sent, deferred=retries, refused=refused, unreadable=unreadable)
         if delivery.error is not None and not self._failing:
             log.warning(
                 "mail: the mail server is unreachable (%s); notices wait and are retried",

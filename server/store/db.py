@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import asyncpg
@@ -31,6 +32,20 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 20) -> Poo
         command_timeout=30,
         reset=_keep_session,
     )
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """How many connections a pool holds, how many of them wait idle, and its bound."""
+
+    size: int
+    idle: int
+    max_size: int
+
+
+def pool_usage(pool: Pool) -> PoolUsage:
+    """The pool's connections now (for the metrics; asks the pool, not the database)."""
+    return PoolUsage(pool.get_size(), pool.get_idle_size(), pool.get_max_size())
 
 
 async def _keep_session(conn: Connection) -> None:

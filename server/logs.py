@@ -1,0 +1,74 @@
+"""The server's log format: text lines, or one JSON object per line (``--log-format json``).
+
+A JSON line holds ``time`` (UTC, ISO 8601), ``level``, ``logger`` and
+``message``, plus the access log's fields when the line is one
+(``method``, ``route`` template, ``status``, ``duration_ms``: see
+server/http/middleware.py). Nothing else of a record is copied: only the
+fields named in ``ACCESS_FIELDS``, and of an exception only its type, never
+its text or traceback (an exception's message may quote what a member sent).
+The server logs no addresses, tokens or member data in the first place; this
+format adds none.
+
+aiohttp's own server log is the exception: it names the client's address when
+it refuses a malformed request ("Error handling request from 10.1.2.3"), and
+the exception's text quotes the bytes it refused. ``configure_logging``
+filters that logger in both formats: the address goes, and of the exception
+only its type stays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+AIOHTTP_SERVER_LOGGER = "aiohttp.server"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with only the fields the module docstring names."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ACCESS_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                line[name] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            line["exception"] = record.exc_info[0].__name__
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class ForgetClient(logging.Filter):
+    """For aiohttp's server log: no client address, and an exception by its type only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.endswith(" from %s"):  # "Error handling request from %s", request.remote
+            record.msg, record.args = message.removesuffix(" from %s"), ()
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.msg} ({record.exc_info[0].__name__})"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def configure_logging(log_format: str, level: int) -> None:
+    """Send the server's log to stderr, as text lines or as JSON (``log_format``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    aiohttp_server = logging.getLogger(AIOHTTP_SERVER_LOGGER)
+    if not any(isinstance(f, ForgetClient) for f in aiohttp_server.filters):
+        aiohttp_server.addFilter(ForgetClient())
