@@ -163,6 +163,13 @@ def _removed(step: Step, rules: GroupRules, reason: ReasonOpener | None) -> LogE
     entry = replace(_entry(step, why), subject=member)
     if fields.get("revocation") is None:
         return entry
+    if why == "review":  # a council seat's holder under review: the expulsion above them
+        revocation = parse_revocation(
+            unpack(fields.get("revocation"), "revocation", step.event.network or b"")
+        )
+        return replace(
+            entry, type="seat_lost_to_review", grounds="expelled", members=(revocation.subject,)
+        )
     revocation = parse_revocation(
         unpack(fields.get("revocation"), "revocation", step.event.network or b"")
     )

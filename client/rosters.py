@@ -539,8 +539,9 @@ class Rosters:
             if revocation.grounds != "expelled" or revocation.statement.id in state.reviewed:
                 continue
             subject = revocation.subject
-            touched = reviewed_by(state, subject, rules.policy.review_subtree) or (
-                subject in state.lines and direct_issuer(state.lines, subject) in state.members
+            touched = reviewed_by(state, subject, rules) or (
+                subject in state.lines
+                and direct_issuer(state.lines, subject, rules.stewards) in state.members
             )
             if touched:
                 fields: dict[str, Value] = {"revocation": pack(revocation.statement)}

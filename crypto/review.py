@@ -39,29 +39,40 @@ from crypto.roster_state import GroupRules, RosterState
 from crypto.statements import Statement, get_bytes, unpack
 
 
-def direct_issuer(lines: Mapping[bytes, frozenset[bytes]], member: bytes) -> bytes | None:
-    """Who admitted `member`, from the invite lines a log holds (None for a steward)."""
+def direct_issuer(
+    lines: Mapping[bytes, frozenset[bytes]], member: bytes, stewards: frozenset[bytes] = frozenset()
+) -> bytes | None:
+    """Who admitted `member`, from the invite lines a log holds (None for a steward, or when
+    the log can't tell).
+
+    A line is the set of issuers from a steward down to the member, one per depth; the one
+    who admitted the member is the deepest, at depth len(line) - 1. An issuer's depth is the
+    size of their own line where the log holds it, 0 for a steward; a cell a split made
+    holds the lines of those it moved only, so where one issuer's depth is unknown and no
+    known one is the deepest, that one is.
+    """
     line = lines.get(member, frozenset())
+    deepest = len(line) - 1
+    unknown = []
     for issuer in line:
-        above = lines.get(issuer)
-        if above is not None and above | {issuer} == line:
+        depth = 0 if issuer in stewards else len(lines[issuer]) if issuer in lines else None
+        if depth == deepest:
             return issuer
-    # An issuer whose own line the log lacks (it stayed behind at a split): the one
-    # no other issuer of the line sits under.
-    unknown = [i for i in line if i not in lines]
-    below = {i for i in line for j in line if j != i and i in lines.get(j, frozenset())}
-    candidates = [i for i in unknown if i not in below]
-    return candidates[0] if len(candidates) == 1 else None
+        if depth is None:
+            unknown.append(issuer)
+    return unknown[0] if len(unknown) == 1 else None
 
 
-def reviewed_by(state: RosterState, expelled: bytes, subtree: bool) -> frozenset[bytes]:
+def reviewed_by(state: RosterState, expelled: bytes, rules: GroupRules) -> frozenset[bytes]:
     """The current members an expulsion of `expelled` puts under review in this log."""
     found = set()
     for member in state.members:
         if member == expelled:
             continue
         line = state.lines.get(member, frozenset())
-        if (subtree and expelled in line) or direct_issuer(state.lines, member) == expelled:
+        if rules.policy.review_subtree and expelled in line:
+            found.add(member)
+        elif direct_issuer(state.lines, member, rules.stewards) == expelled:
             found.add(member)
     return frozenset(found)
 
@@ -76,8 +87,10 @@ def apply_review(
     if revocation.statement.id in state.reviewed:
         raise RuleViolation("stale_motion", "this expulsion was reviewed here already")
     expelled = revocation.subject
-    invitees = reviewed_by(state, expelled, rules.policy.review_subtree)
-    sponsor = direct_issuer(state.lines, expelled) if expelled in state.lines else None
+    invitees = reviewed_by(state, expelled, rules)
+    sponsor = (
+        direct_issuer(state.lines, expelled, rules.stewards) if expelled in state.lines else None
+    )
     on_hold = sponsor is not None and sponsor in state.members
     if not invitees and not on_hold:
         raise RuleViolation("invalid_event", "no one on this roster is touched by the expulsion")

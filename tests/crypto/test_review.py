@@ -51,9 +51,22 @@ def review(state: RosterState, revoked: Statement, rules: GroupRules = RULES) ->
 
 def test_the_lines_tell_who_admitted_whom() -> None:
     state, _ = network_with_x_expelled()
-    assert direct_issuer(state.lines, M.member_id) == X.member_id
-    assert direct_issuer(state.lines, N.member_id) == M.member_id
-    assert direct_issuer(state.lines, A.member_id) is None
+    assert direct_issuer(state.lines, M.member_id, RULES.stewards) == X.member_id
+    assert direct_issuer(state.lines, N.member_id, RULES.stewards) == M.member_id
+    assert direct_issuer(state.lines, A.member_id, RULES.stewards) is None
+    # A cell a split made holds the lines of those it moved only: N's line {A, X, M}
+    # without X's and M's own lines. A is a steward (depth 0); of X and M, depth unknown,
+    # none is known to be the deepest, so the log can't tell.
+    moved = {N.member_id: state.lines[N.member_id]}
+    assert direct_issuer(moved, N.member_id, RULES.stewards) is None
+    # With M's line there (M moved too), M is at depth 2 = the deepest: M admitted N.
+    moved[M.member_id] = state.lines[M.member_id]
+    assert direct_issuer(moved, N.member_id, RULES.stewards) == M.member_id
+    # M's line {A, X} alone: A a steward, X the one unknown: X admitted M.
+    assert (
+        direct_issuer({M.member_id: state.lines[M.member_id]}, M.member_id, RULES.stewards)
+        == X.member_id
+    )
 
 
 def test_an_expulsion_puts_the_direct_invitees_under_review_and_the_sponsor_on_hold() -> None:

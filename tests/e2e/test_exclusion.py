@@ -27,7 +27,7 @@ from tests.e2e.conftest import StartFrom
 from tests.e2e.test_cells import admit, member_id, texts
 from tests.e2e.test_councils import elected, two_cells
 from tests.e2e.test_lying_server import Operator, caught
-from tests.e2e.test_member_flow import ENV, invite, join, run
+from tests.e2e.test_member_flow import ENV, found, invite, join, run
 from tests.e2e.test_revocation import cell_of_four, hide_revocations, refused, roster
 
 OPENAPI = Path(__file__).resolve().parents[2] / "server" / "openapi.json"
@@ -433,3 +433,40 @@ def test_a_cells_freeze_of_its_spokesperson_reaches_their_council(start_from: St
     assert latest_for_c < current
     types = [e["type"] for e in run(a, "log", council)["events"]]
     assert types[-2:] == ["frozen", "rekey"], types
+
+
+def council_over_b_invitee(tmp_path: Path, url: str) -> tuple[Path, Path, Path, Path]:
+    """Cell one: A (the founder) and B; cell two: C (whom B invited) and D. A and C speak
+    for their cells in one council."""
+    a = found(tmp_path, url, "--vouches", "1", "--probation-days", "0", "--cell-min", "2")
+    b, b_joined = join(tmp_path, "b", url, invite(a))
+    admit(a, b_joined)
+    c, c_joined = join(tmp_path, "c", url, invite(b))
+    admit(b, c_joined, a)
+    d, d_joined = join(tmp_path, "d", url, invite(a))
+    admit(a, d_joined, b, c)
+    split = run(a, "cell", "split", "cell", "--member", member_id(c), "--member", member_id(d))
+    run(c, "sign", split["motion_id"])
+    assert run(d, "sign", split["motion_id"])["status"] == "done"
+    two = split["group_id"]
+    elected(b, a, a)
+    council = run(a, "council", "create")["group_id"]
+    elected(d, c, c)
+    run(a, "council", "link", council, two)
+    run(c, "council", "accept", council)
+    return a, b, c, d
+
+
+def test_a_spokesperson_under_review_loses_their_council_seat(start_from: StartFrom) -> None:
+    _, _, (a, b, c, d) = start_from(council_over_b_invitee)
+    council = council_id(a)
+    done = run(a, "expel", member_id(b), "--reason", "informant")  # cell one: A alone suffices
+    assert done["status"] == "done"
+    # D's client sees B's expulsion: C (B's invitee) comes under review in cell two, and
+    # D's client carries it to the council, where C's seat falls empty.
+    assert run(d, "status", member_id(c))["standing"] == "under_review"
+    run(a, "send", council, "without C")
+    assert [m["member_id"] for m in run(a, "members", council)["members"]] == [member_id(a)]
+    events = run(a, "log", council)["events"]
+    lost = [e for e in events if e["type"] == "seat_lost_to_review"]
+    assert [(e["subject"], e["members"]) for e in lost] == [(member_id(c), [member_id(b)])]
