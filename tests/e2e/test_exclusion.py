@@ -285,13 +285,19 @@ def test_a_self_revocation_held_by_a_cellmate_cuts_a_seized_device_off(
 
 
 def test_two_cellmates_freeze_a_member_at_once_and_two_lift_it(start_from: StartFrom) -> None:
-    _, _, (founder, b, c, d) = start_from(cell_of_four)
+    url, _, (founder, b, c, d) = start_from(cell_of_four)
     frozen = member_id(d)
+    run(d, "read", "cell")  # D's session is fresh
+    watcher = Watcher(url, token_of(d))
+    watcher.start()
+    assert watcher.ready.wait(20)
     opened = run(b, "freeze", frozen)
     assert (opened["status"], opened["needed"]) == ("open", 2)
     assert refused(d, "sign", opened["motion_id"])["code"] == "not_allowed"
     done = run(c, "sign", opened["motion_id"])
     assert (done["status"], done["kind"]) == ("done", "freeze")
+    watcher.join(30)
+    assert watcher.close_code == 4403  # D's open socket closed with the freeze
     assert refused(d, "read", "cell")["code"] == "frozen"
     run(b, "send", "cell", "while D is frozen")
     assert "while D is frozen" in texts(run(founder, "read", "cell"))
