@@ -300,7 +300,7 @@ class LiveFeed:
             known = (len(record.events), epoch_infos(record.events, rules=self.client.rules()))
             infos[group] = known
         await self.messages.absorb(record, known[1], event)  # kept in its history
-        record.cursor = event.seq
+        record.advance(event)
         return group
 
     async def _moved(self) -> bool:

@@ -16,9 +16,10 @@ post; this module decides.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from client.errors import ClientError, VerificationFailed
 from crypto import roster
@@ -206,6 +207,11 @@ def admission_ids(events: Sequence[Statement], network: bytes) -> dict[bytes, by
 
 
 # Event order and message counters.
+
+
+def event_digest(event: Any) -> bytes:
+    """What identifies one event of a group's log: its seq, kind, sender and body."""
+    return hashlib.sha256(encode([event.seq, event.kind, event.sender or "", event.body])).digest()
 
 
 def check_seqs(cursor: int, seqs: Iterable[int]) -> int:
@@ -408,6 +414,15 @@ class GroupRecord:
     # theirs the server delivers after it is the lying alarm (client/messages.py);
     # an unfreeze lets them write again.
     cut_off: dict[bytes, int] = field(default_factory=dict)
+    # What the event at `cursor` was (event_digest): the server's log must still hold it
+    # there when this client next reads on (a database restored to an older point, or a
+    # rewritten log, would otherwise go unseen: new events reusing the lost seqs).
+    cursor_digest: bytes | None = None
+
+    def advance(self, event: Any) -> None:
+        """The cursor moves to `event` (an api.GroupEvent this client checked and absorbed)."""
+        self.cursor = event.seq
+        self.cursor_digest = event_digest(event)
 
     def remember(self, message: ReadMessage) -> None:
         self.history.append(message)
@@ -435,6 +450,7 @@ class GroupRecord:
             "names_stale": self.names_stale,
             "left_at": self.left_at,
             "cut_off": {m.hex(): seq for m, seq in self.cut_off.items()},
+            "cursor_digest": self.cursor_digest,
         }
 
     @classmethod
@@ -476,6 +492,7 @@ class GroupRecord:
                 bytes.fromhex(m): cast(int, seq)
                 for m, seq in cast(dict[str, Value], raw.get("cut_off") or {}).items()
             },
+            cursor_digest=cast("bytes | None", raw.get("cursor_digest")),
         )
 
 

@@ -28,6 +28,7 @@ from client.groups import (
     check_head,
     check_previous,
     check_seqs,
+    event_digest,
     lineage,
     lying,
     message_header,
@@ -208,13 +209,17 @@ class Messages:
             return self.client.state.record(group), []
         record = self.client.state.record(group)
         fetched: list[api.GroupEvent] = []
-        since = record.cursor
+        # From the event at my cursor, which must be the one I read there.
+        known = record.cursor_digest is not None and record.cursor > 0
+        since = record.cursor - 1 if known else record.cursor
         while True:
             page = api.parse_events(await self.client.call(api.group_events(group, since, PAGE)))
             fetched += page
             if len(page) < PAGE:
                 break
             since = page[-1].seq
+        if known:
+            fetched = check_cursor_event(record, fetched)
         # The log is fetched after the events, so it holds every roster event among them.
         record, state = await self.rosters.sync_roster(group)
         check_seqs(record.cursor, [e.seq for e in fetched])
@@ -224,7 +229,7 @@ class Messages:
             message = await self.absorb(record, infos, event)
             if message is not None:
                 read.append(message)
-            record.cursor = event.seq
+            record.advance(event)
         if not state.needs_rekey and state.epoch in infos and self.client.me in state.members:
             await self.epochs.open_epoch(record, state.epoch, infos[state.epoch])
             await self.profiles.reseal(record, state)
@@ -467,3 +472,19 @@ def _transient(exc: ClientError) -> bool:
     if isinstance(exc, ServerError):
         return exc.status >= 500 or exc.status == 429
     return exc.code in ("server_unreachable", "bad_response")
+
+
+def check_cursor_event(record: GroupRecord, fetched: list[api.GroupEvent]) -> list[api.GroupEvent]:
+    """The events after my cursor, once the first one fetched is shown to be the very event
+    I read at my cursor: a log rolled back (a database restored to an older point) or
+    rewritten below it is the lying alarm, not silently skipped new events."""
+    if (
+        not fetched
+        or fetched[0].seq != record.cursor
+        or event_digest(fetched[0]) != record.cursor_digest
+    ):
+        raise lying(
+            f"the server no longer holds the group's event {record.cursor} as this client read "
+            "it: its log was rolled back (a restore to an older point?) or rewritten"
+        )
+    return fetched[1:]
