@@ -14,6 +14,13 @@ if ! command -v ss >/dev/null 2>&1; then
     { apt-get install -y -q iproute2 || { apt-get update -q && apt-get install -y -q iproute2; }; } \
         >/dev/null 2>&1 || echo "could not install iproute2 (ss): the backlog test will fail" >&2
 fi
+# Debian's nginx runs the proxy configuration of deploy/nginx in
+# tests/e2e/test_proxy.py (which runs its own nginx, as this user, on
+# loopback); installed here when the machine lacks it.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    { apt-get install -y -q nginx || { apt-get update -q && apt-get install -y -q nginx; }; } \
+        >/dev/null 2>&1 || echo "could not install nginx: tests/e2e/test_proxy.py will be skipped" >&2
+fi
 "$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
 # Bytecode for the project's own modules, once: with PYTHONDONTWRITEBYTECODE
@@ -45,9 +52,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Balanced by the session times of the last runs (a clone, 2026-12-02 late:
 # a 279 s, b 289 s, c 373 s, the rest 285 s; test_exclusion.py then moved
-# from c to b) so that none runs long.
+# from c to b; test_proxy.py, ~20 s, joined a) so that none runs long.
 e2e_a=(tests/e2e/test_lying_server.py tests/e2e/test_revocation.py tests/e2e/test_alert_tree.py
-    tests/e2e/test_alerts.py tests/e2e/test_elections.py)
+    tests/e2e/test_alerts.py tests/e2e/test_elections.py tests/e2e/test_proxy.py)
 e2e_b=(tests/e2e/test_councils.py tests/e2e/test_daemon.py
     tests/e2e/test_proposals.py tests/e2e/test_split_history.py tests/e2e/test_exclusion.py)
 e2e_c=(tests/e2e)
