@@ -99,7 +99,9 @@ async def sign_motion(
                     400, ErrorCode.INVALID_STATEMENT, "this signature is for another motion"
                 )
         await _store(conn, statement, group_id)
-        if not await store.insert_signature(conn, motion_id, session.member_id, statement.id):
+        if not await store.insert_signature(
+            conn, motion_id, group_id, session.member_id, statement.id
+        ):
             raise api_error(409, ErrorCode.CONFLICT, "you already signed this motion")
         await event_store.append_event(
             conn, group_id, "signature", session.member_id, wire_bytes(statement), now

@@ -1,7 +1,9 @@
 """SQL for ``motions`` and ``motion_signatures``: motions opened in a group and who signed them.
 
-A member signs a motion once (the primary key (motion, signer)); a motion is
-``open`` until the roster event that carries it out marks it ``done``.
+A member signs a motion once (the primary key (motion, group, signer)); a
+motion is ``open`` until the roster event that carries it out marks it
+``done``. Both tables are keyed by group too (schema/010_distribution_keys.sql),
+so a signature is written and read with its motion's group.
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ async def get_motion(conn: Connection, motion_id: bytes) -> MotionRow | None:
 
 
 async def insert_signature(
-    conn: Connection, motion_id: bytes, signer: bytes, statement_id: bytes
+    conn: Connection, motion_id: bytes, group_id: bytes, signer: bytes, statement_id: bytes
 ) -> bool:
-    """Record a signature; False if this member already signed the motion."""
+    """Record a signature of the group's motion; False if this member already signed it."""
     status = await conn.execute(
-        """INSERT INTO motion_signatures (motion_id, signer, statement_id) VALUES ($1, $2, $3)
-           ON CONFLICT DO NOTHING""",
+        """INSERT INTO motion_signatures (motion_id, group_id, signer, statement_id)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
         motion_id,
+        group_id,
         signer,
         statement_id,
     )
@@ -73,9 +76,11 @@ async def open_motions(conn: Connection, member_id: bytes) -> list[OpenMotion]:
     result = []
     for row in rows:
         signatures = await conn.fetch(
-            """SELECT s.body, s.sig FROM motion_signatures ms JOIN statements s ON s.statement_id = ms.statement_id
-               WHERE ms.motion_id = $1 ORDER BY s.statement_id""",
+            """SELECT s.body, s.sig FROM motion_signatures ms
+               JOIN statements s ON s.statement_id = ms.statement_id
+               WHERE ms.motion_id = $1 AND ms.group_id = $2 ORDER BY s.statement_id""",
             row["motion_id"],
+            row["group_id"],
         )
         result.append(
             OpenMotion(
@@ -102,8 +107,9 @@ async def open_motions_of_group(conn: Connection, group_id: bytes, kind: str) ->
         signatures = await conn.fetch(
             """SELECT s.body, s.sig FROM motion_signatures ms
                JOIN statements s ON s.statement_id = ms.statement_id
-               WHERE ms.motion_id = $1 ORDER BY s.statement_id""",
+               WHERE ms.motion_id = $1 AND ms.group_id = $2 ORDER BY s.statement_id""",
             row["motion_id"],
+            group_id,
         )
         result.append(
             OpenMotion(

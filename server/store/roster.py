@@ -1,8 +1,10 @@
 """SQL for ``roster_events`` and ``epoch_secrets``: each group's roster log and its sealed epoch keys.
 
-A roster log's seqs are the primary key (group, seq), and an event is in at
-most one log (``event_id`` is unique); the group's row (server/store/groups.py)
-carries the log's head and is locked by whoever appends.
+A roster log's seqs are the primary key (group, seq), and an event is in a
+log once (unique (event, group)); that it is in one log only is the rule
+book's, since an event signs its group (schema/010_distribution_keys.sql).
+The group's row (server/store/groups.py) carries the log's head and is
+locked by whoever appends.
 """
 
 from __future__ import annotations
