@@ -27,6 +27,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -58,6 +59,12 @@ LIVE = [f"m{i:02d}" for i in range(1, 4)]  # each one waited for before the next
 STREAM = [f"m{i:02d}" for i in range(4, 16)]  # sent flat out; the kill comes in between
 KILL_AFTER = "m06"  # both watchers have shown it: then an instance dies
 SEND_TRIES = 3
+
+pytestmark = pytest.mark.skipif(
+    NGINX is None,
+    reason="nginx is not installed and could not be (scripts/test.sh runs apt-get install "
+    "nginx): the proxy configuration in deploy/ went untested",
+)
 
 # The test's own nginx.conf: only what Debian's /etc/nginx/nginx.conf gives a
 # site (a user, the pid file, logs and temporary folders), all in the test's
@@ -109,6 +116,7 @@ class Proxy:
     """nginx in front of the instances: the members' server address is `url`."""
 
     url: str
+    https_port: int
     http_port: int
     instances: list[Instance]
     folder: Path
@@ -268,11 +276,7 @@ def proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Proxy]:
     """nginx with deploy's configuration before two instances on one database."""
-    if NGINX is None:
-        pytest.skip(
-            "nginx is not installed and could not be: scripts/test.sh installs Debian's "
-            "nginx (apt-get install nginx); the proxy configuration in deploy/ went untested"
-        )
+    assert NGINX is not None
     shared = {"SPOKES_SERVER_SECRET": os.urandom(32).hex(), "SPOKES_TRUST_FORWARDED_FOR": "1"}
     instances = []
     for _ in range(2):
@@ -293,7 +297,7 @@ def proxy(
     # The members' commands trust the test's CA, and only through the standard
     # variable that OpenSSL's default verify paths read (client/transport.py).
     monkeypatch.setitem(ENV, "SSL_CERT_FILE", str(ca))
-    running = Proxy(f"https://127.0.0.1:{https_port}", http_port, instances, folder)
+    running = Proxy(f"https://127.0.0.1:{https_port}", https_port, http_port, instances, folder)
     running.process = subprocess.Popen(
         [*command, "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -363,7 +367,7 @@ def markers(shown: list[dict[str, Any]]) -> list[str]:
     return [m["text"] for m in shown]
 
 
-def test_plain_http_is_sent_to_https(proxy: Proxy) -> None:
+def test_plain_http_is_redirected_and_no_instance_up_is_a_json_503(proxy: Proxy) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", proxy.http_port, timeout=10)
     try:
         connection.request("GET", "/v1/openapi.json")
@@ -372,6 +376,21 @@ def test_plain_http_is_sent_to_https(proxy: Proxy) -> None:
         assert answer.getheader("Location", "").startswith("https://127.0.0.1")
     finally:
         connection.close()
+
+    for instance in proxy.instances:
+        instance.server.process.kill()
+        instance.server.process.wait()
+    # nginx's own error, in the server's shape: clients take it as "try again".
+    context = ssl.create_default_context(cafile=ENV["SSL_CERT_FILE"])
+    secure = http.client.HTTPSConnection("127.0.0.1", proxy.https_port, timeout=10, context=context)
+    try:
+        secure.request("GET", "/healthz")
+        answer = secure.getresponse()
+        body = json.loads(answer.read())
+        assert answer.status == 503 and answer.getheader("Retry-After") == "2"
+        assert body["error"]["code"] == "unavailable"
+    finally:
+        secure.close()
 
 
 def test_members_on_two_instances_talk_live_and_survive_one_killed_mid_stream(
