@@ -124,7 +124,9 @@ def make_expel_motion(
 
 
 def open_reason(motion: Motion, me: bytes, kem: KemPrivateKey) -> str | None:
-    """The expulsion's reason as sealed to me, or None if none is sealed to me."""
+    """The expulsion's reason as sealed to me, or None if none is sealed to me or mine does
+    not open (a damaged box reads as no reason: the motion itself is signed, the reason is
+    only what members are told)."""
     terms = expel_terms(motion)
     box = terms.reason.get(me)
     if box is None:
@@ -182,7 +184,9 @@ class Grounds:
 
 
 def check_grounds(statement: Statement, subject: bytes, rules: GroupRules) -> Grounds:
-    """Raise RuleViolation unless the revocation `statement` of `subject` proves its grounds."""
+    """Raise unless the revocation `statement` of `subject` proves its grounds: RuleViolation
+    for a rule, InvalidStatement/InvalidSignature for a carried statement that does not
+    verify (every caller catches CryptoError)."""
     kind = statement.fields.get("grounds", "steward")
     if kind == "steward":
         if statement.author not in rules.stewards:
