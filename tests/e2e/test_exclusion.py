@@ -28,7 +28,13 @@ from tests.e2e.test_cells import admit, member_id, texts
 from tests.e2e.test_councils import elected, two_cells
 from tests.e2e.test_lying_server import Operator, caught
 from tests.e2e.test_member_flow import ENV, found, invite, join, run
-from tests.e2e.test_revocation import cell_of_four, hide_revocations, refused, roster
+from tests.e2e.test_revocation import (
+    cell_of_four,
+    hide_revocations,
+    key_periods,
+    refused,
+    roster,
+)
 
 OPENAPI = Path(__file__).resolve().parents[2] / "server" / "openapi.json"
 
@@ -114,16 +120,9 @@ def test_an_expelled_member_is_cut_off_at_once_and_reads_nothing_after(
     error = refused(d, "read", "cell")
     assert error["code"] not in ("verification_failed", "equivocation"), error
 
-    async def facts(conn: Any) -> tuple[int, int, str, str]:
+    async def facts(conn: Any) -> tuple[bytes, str, str]:
         group = bytes(
             await conn.fetchval("SELECT cell_id FROM members WHERE member_id = $1", b32d(expelled))
-        )
-        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
-        latest_for_d = await conn.fetchval(
-            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
-            "AND member_id = $2",
-            group,
-            b32d(expelled),
         )
         ops = await conn.fetch(
             "SELECT op FROM roster_events WHERE group_id = $1 ORDER BY seq DESC LIMIT 3", group
@@ -132,9 +131,10 @@ def test_an_expelled_member_is_cut_off_at_once_and_reads_nothing_after(
         status = await conn.fetchval(
             "SELECT status FROM motions WHERE motion_id = $1", b32d(motion)
         )
-        return current, latest_for_d, op, status
+        return group, op, status
 
-    current, latest_for_d, op, status = Operator(database_url).do(facts)
+    group, op, status = Operator(database_url).do(facts)
+    current, latest_for_d = key_periods(database_url, group, b32d(expelled))
     assert latest_for_d < current  # no key period since the expulsion is sealed to D
     assert (op, status) == ("remove", "done")
     # Every client sees the expulsion in the network's revocation chain.
@@ -387,18 +387,7 @@ def test_an_expelled_spokesperson_leaves_their_council_seat_empty(start_from: St
     assert [m["member_id"] for m in run(a, "members", council)["members"]] == [member_id(a)]
     assert refused(c, "read", council)["code"] not in ("verification_failed", "equivocation")
 
-    async def epochs(conn: Any) -> tuple[int, int]:
-        group = b32d(council)
-        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
-        latest_for_c = await conn.fetchval(
-            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
-            "AND member_id = $2",
-            group,
-            b32d(expelled),
-        )
-        return current, latest_for_c
-
-    current, latest_for_c = Operator(database_url).do(epochs)
+    current, latest_for_c = key_periods(database_url, b32d(council), b32d(expelled))
     assert latest_for_c < current  # "without C" went out under a key period not sealed to C
 
 
@@ -424,18 +413,7 @@ def test_a_cells_freeze_of_its_spokesperson_reaches_their_council(start_from: St
     assert "while C is frozen" in texts(run(a, "read", council))
     assert refused(c, "read", council)["code"] == "frozen"
 
-    async def epochs(conn: Any) -> tuple[int, int]:
-        group = b32d(council)
-        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
-        latest_for_c = await conn.fetchval(
-            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
-            "AND member_id = $2",
-            group,
-            b32d(frozen),
-        )
-        return current, latest_for_c
-
-    current, latest_for_c = Operator(database_url).do(epochs)
+    current, latest_for_c = key_periods(database_url, b32d(council), b32d(frozen))
     assert latest_for_c < current
     types = [e["type"] for e in run(a, "log", council)["events"]]
     assert types[-2:] == ["frozen", "rekey"], types

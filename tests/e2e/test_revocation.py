@@ -50,6 +50,23 @@ def refused(home: Path, *args: str) -> dict[str, Any]:
     return error
 
 
+def key_periods(database_url: str, group: bytes, member: bytes) -> tuple[int, int]:
+    """The group's current key period, and the latest one sealed to `member` (0: none)."""
+
+    async def read(conn: Any) -> tuple[int, int]:
+        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
+        latest = await conn.fetchval(
+            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
+            "AND member_id = $2",
+            group,
+            member,
+        )
+        return int(current), int(latest)
+
+    result: tuple[int, int] = Operator(database_url).do(read)
+    return result
+
+
 async def hide_revocations(conn: Any) -> None:
     """The operator empties the revocation list the server serves (its one revocation)."""
     statement = await conn.fetchval("SELECT statement_id FROM revocations")
@@ -81,20 +98,14 @@ def test_after_a_revocation_the_cell_goes_on_without_the_revoked(start_from: Sta
     error = refused(d, "read", "cell")
     assert error["code"] not in ("verification_failed", "equivocation"), error
 
-    async def boxes_for_d(conn: Any) -> tuple[int, int]:
-        group = bytes(
+    async def cell_of_d(conn: Any) -> bytes:
+        return bytes(
             await conn.fetchval("SELECT cell_id FROM members WHERE member_id = $1", b32d(revoked))
         )
-        current = await conn.fetchval("SELECT epoch FROM groups WHERE group_id = $1", group)
-        latest_for_d = await conn.fetchval(
-            "SELECT coalesce(max(epoch), 0) FROM epoch_secrets WHERE group_id = $1 "
-            "AND member_id = $2",
-            group,
-            b32d(revoked),
-        )
-        return current, latest_for_d
 
-    current, latest_for_d = Operator(database_url).do(boxes_for_d)
+    current, latest_for_d = key_periods(
+        database_url, Operator(database_url).do(cell_of_d), b32d(revoked)
+    )
     assert latest_for_d < current
 
 
