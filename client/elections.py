@@ -17,12 +17,12 @@ from typing import Any
 
 from client import api
 from client.councils import Councils
-from client.errors import ClientError, ServerError, rule_refusal
+from client.errors import ClientError, rule_refusal
 from client.rosters import Rosters
 from client.sdk import Client
-from crypto import motion_rules, motions, roster
+from crypto import motion_rules, motions
 from crypto.elections import make_elect_motion, make_recall_motion
-from crypto.encoding import b32e
+from crypto.encoding import Value, b32e
 from crypto.errors import CryptoError, RuleViolation
 from crypto.keys import parse_member_id
 from crypto.motions import Motion
@@ -108,30 +108,12 @@ class Elections:
         signatures of those no longer on it are left out; if that leaves the
         motion short of its quorum, it stays open.
         """
-        identity, network = self.client.state.identity, self.client.network_id()
-        for attempt in range(2):
-            current = [s for s in signatures if s.author in state.members]
-            event = roster.sign_event(
-                identity,
-                network,
-                state,
-                motion.kind,
-                self.client.now(),
-                motions.split_event_fields(motion, current),
-            )
-            try:
-                roster.apply(state, event, rules=self.client.rules())
-            except RuleViolation as exc:
-                raise refusal(exc) from None
-            try:
-                await self.client.call(api.post_roster_event(state.group, event))
-            except ServerError as exc:
-                if exc.code != "stale_head" or attempt == 1:
-                    raise
-                _, state = await self.rosters.sync_roster(state.group)
-                continue
-            break
-        await self.rosters.sync_roster(state.group)
+
+        async def carried(current: RosterState) -> dict[str, Value]:
+            mine = [s for s in signatures if s.author in current.members]
+            return motions.split_event_fields(motion, mine)
+
+        await self.rosters.post_event(state, motion.kind, carried, refusal, tries=2)
         self.client.save()
         return await Councils(self.client).follow_seats(state.group)
 

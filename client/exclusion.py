@@ -259,26 +259,7 @@ class Exclusion:
         op: str,
         fields_for: Callable[[RosterState], Awaitable[dict[str, Value]]],
     ) -> Statement:
-        """Sign and post the roster event `op` with the fields made for the current state,
-        checked by the rule book first; made again on a moved head (twice at most)."""
-        identity, network = self.client.state.identity, self.client.network_id()
-        for attempt in range(3):
-            fields = await fields_for(state)
-            event = roster.sign_event(identity, network, state, op, self.client.now(), fields)
-            try:
-                roster.apply(state, event, rules=self.client.rules())
-            except RuleViolation as exc:
-                raise refusal(exc) from None
-            try:
-                await self.client.call(api.post_roster_event(state.group, event))
-            except ServerError as exc:
-                if exc.code != "stale_head" or attempt == 2:
-                    raise
-                _, state = await self.rosters.sync_roster(state.group)
-                continue
-            break
-        await self.rosters.sync_roster(state.group)
-        return event
+        return await self.rosters.post_event(state, op, fields_for, refusal)
 
     async def standing(self, member: bytes) -> dict[str, Any] | None:
         """What exclusion says of `member`, from the verified chain and my cell's verified log:

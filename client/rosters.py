@@ -17,7 +17,7 @@ seat it gives me rests on an election in my own verified group's log
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 
 from client import api, verify
@@ -528,6 +528,37 @@ class Rosters:
                 "nothing was sent. Run the command again.",
             )
         return state
+
+    async def post_event(
+        self,
+        state: RosterState,
+        op: str,
+        fields_for: Callable[[RosterState], Awaitable[dict[str, Value]]],
+        refuse: Callable[[RuleViolation], ClientError],
+        *,
+        tries: int = 3,
+    ) -> Statement:
+        """Sign and post the roster event `op` with the fields made for the current state,
+        checked by the rule book first (`refuse` words a refusal); made again on a moved
+        head, `tries` times at most. The log is fetched again after it."""
+        identity, network = self.client.state.identity, self.client.network_id()
+        for attempt in range(tries):
+            fields = await fields_for(state)
+            event = roster.sign_event(identity, network, state, op, self.client.now(), fields)
+            try:
+                roster.apply(state, event, rules=self.client.rules())
+            except RuleViolation as exc:
+                raise refuse(exc) from None
+            try:
+                await self.client.call(api.post_roster_event(state.group, event))
+            except ServerError as exc:
+                if exc.code != "stale_head" or attempt == tries - 1:
+                    raise
+                _, state = await self.sync_roster(state.group)
+                continue
+            break
+        await self.sync_roster(state.group)
+        return event
 
     async def _review_duties(
         self, state: RosterState, revocations: Mapping[bytes, Revocation]
