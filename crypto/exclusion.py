@@ -336,11 +336,14 @@ def apply_freeze(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, now: int | None
 ) -> RosterState:
     if "link" in event.fields:  # a cell's freeze of its seat holder, carried to the council
-        subject = council_freeze(state, event, network, rules, "freeze")
+        subject, carried = council_freeze(state, event, network, rules, "freeze")
         if subject in state.frozen:
             raise RuleViolation("already_frozen", "this member is frozen already")
         return replace(
-            state, frozen={**state.frozen, subject: event.time}, changed_since_epoch=True
+            state,
+            frozen={**state.frozen, subject: event.time},
+            changed_since_epoch=True,
+            motions_done=state.motions_done | {carried},
         )
     motion = _carried_freeze(state, event, network, rules, "freeze")
     subject = freeze_subject(motion)
@@ -363,7 +366,8 @@ def apply_unfreeze(
         raise RuleViolation("not_frozen", "this member is not frozen")
     done = state.motions_done
     if "link" in event.fields:
-        council_freeze(state, event, network, rules, "unfreeze")
+        _, carried = council_freeze(state, event, network, rules, "unfreeze")
+        done = done | {carried}
     elif "motion" in event.fields:
         motion = _carried_freeze(state, event, network, rules, "unfreeze")
         if freeze_subject(motion) != subject:
@@ -379,7 +383,7 @@ def apply_unfreeze(
 
 def council_freeze(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
-) -> bytes:
+) -> tuple[bytes, bytes]:
     """A seat holder's cell froze them (or lifted it): its roster event, carried to the council.
 
     The council checks it against what it holds of that cell, the seat's
@@ -387,7 +391,9 @@ def council_freeze(
     is the cell's `freeze`/`unfreeze` of this seat's holder carrying its
     motion, and the policy's `freeze_signers` of its signers (never the
     holder) are each proven on that roster with the key that signed. Members
-    who joined the cell since that election do not count here.
+    who joined the cell since that election do not count here. Each carried motion is
+    taken once (an old freeze, lifted since, can't be replayed). The holder, and the
+    carried motion's id.
     """
     if state.kind != "council":
         raise RuleViolation("invalid_event", "only a council takes a freeze carried from a cell")
@@ -400,6 +406,8 @@ def council_freeze(
             "invalid_event", f"a council takes a {kind} of a seat's holder from that seat's group"
         )
     motion = parse_motion(unpack(carried.fields.get("motion"), "motion", network))
+    if motion.id in state.motions_done:
+        raise RuleViolation("stale_motion", f"this {kind} was carried here already")
     if (
         motion.kind != kind
         or motion.group != group
@@ -434,7 +442,7 @@ def council_freeze(
             "quorum_not_reached",
             f"{proven} of the {needed} signers shown on the roster of the seat's election",
         )
-    return member
+    return member, motion.id
 
 
 def _carried_freeze(

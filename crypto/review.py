@@ -279,7 +279,7 @@ def check_may_admit(
 
 def check_seat_review(
     state: RosterState, event: Statement, network: bytes, rules: GroupRules
-) -> None:
+) -> RosterState:
     """A council seat's holder came under review: their inviter (or, under the policy's
     `review_subtree`, someone up their invite line) was expelled. They lose the seat, as
     they lose the right to be elected; their cell may elect again (them too, once cleared).
@@ -287,7 +287,8 @@ def check_seat_review(
     The council checks it from the event alone: the expulsion's revocation (its grounds,
     crypto/exclusion.py), and the holder's admission certificates from their own up to
     one the expelled member issued, each signed before the revocation, the first over the
-    key the council seats.
+    key the council seats; and this expulsion was not carried here before. The state with
+    it noted.
     """
     if state.kind != "council":
         raise RuleViolation("invalid_event", "a member comes under review in their cell")
@@ -316,3 +317,8 @@ def check_seat_review(
         )
     if any(link.statement.time >= revocation.statement.time for link in chain):
         raise RuleViolation("invalid_event", "a certificate signed after the expulsion")
+    # Once per expulsion here: the same review can't unseat the member again once their
+    # cell, having cleared them, elects them anew.
+    if revocation.statement.id in state.reviewed:
+        raise RuleViolation("stale_motion", "this expulsion's review was carried here already")
+    return replace(state, reviewed=state.reviewed | {revocation.statement.id})

@@ -430,7 +430,7 @@ def _remove(
     if reason in ("revoked", "expelled"):
         state = _revoked(state, event, network, rules, member_id, reason)
     if reason == "review":  # a council seat's holder under review (review.py)
-        check_seat_review(state, event, network, rules)
+        state = check_seat_review(state, event, network, rules)
     if len(state.members) == 1:
         raise RuleViolation("not_allowed", "the last member can't leave a group")
     remaining = {k: v for k, v in state.members.items() if k != member_id}

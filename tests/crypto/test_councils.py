@@ -503,3 +503,20 @@ def test_a_seat_review_on_another_line_key_or_seat_is_refused() -> None:
         with pytest.raises(RuleViolation) as caught:
             apply(council, carried, rules=RULES)
         assert caught.value.code == code, (code, caught.value)
+
+
+def test_a_carried_freeze_is_taken_once_and_a_seat_review_notes_its_expulsion() -> None:
+    from tests.crypto.test_exclusion import D as X
+
+    one, two, council = two_seats()
+    first = carried_freeze(two, council, D, [E, F])
+    frozen = apply(council, first, rules=RULES)
+    lifted = apply(frozen, carried_freeze(two, frozen, D, [E, F], kind="unfreeze"), rules=RULES)
+    # The old freeze, lifted since, carried again: refused.
+    fields = {k: first.fields[k] for k in ("member", "link", "proofs")}
+    replayed = sign_event(E, NETWORK, lifted, "freeze", NOW + 900, fields)
+    refused("stale_motion", lambda: apply(lifted, replayed, rules=RULES))
+    # A seat review notes the expulsion it rests on, so it can't unseat anyone twice.
+    revoked, review = seat_review(lifted, two.state.group, D, X)
+    after = apply(lifted, review, rules=RULES)
+    assert revoked.id in after.reviewed
