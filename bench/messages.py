@@ -98,7 +98,12 @@ def running_server(workers: int = 1, keep: Path | None = None) -> Iterator[Serve
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # run as root, pgserver's postgres user must reach the folder
     env = {**os.environ}
-    for name in ("REDEEM_PER_SOURCE", "INVITE_FETCH_PER_SOURCE", "LOGIN_PER_SOURCE"):
+    for name in (
+        "REDEEM_PER_SOURCE",
+        "INVITE_FETCH_PER_SOURCE",
+        "LOGIN_PER_SOURCE",
+        "SOCKET_PER_SOURCE",
+    ):
         env[f"SPOKES_RATE_{name}"] = UNLIMITED  # every member comes from 127.0.0.1
     env["SPOKES_RATE_LOGIN_PER_MEMBER"] = UNLIMITED
     command = [str(Path(sys.executable).parent / "spokes-server"), "serve", "--port", "0"]

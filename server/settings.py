@@ -99,6 +99,10 @@ class Settings:
     rate_invite_fetch_per_source: RateLimit = RateLimit(30, 3600)
     rate_login_per_source: RateLimit = RateLimit(60, 600)
     rate_login_per_member: RateLimit = RateLimit(20, 600)
+    # WebSocket connects (issue 12, flood safety): per source address before the
+    # upgrade, per member after the login (a reconnecting client backs off far below).
+    rate_socket_per_source: RateLimit = RateLimit(600, 60)
+    rate_socket_per_member: RateLimit = RateLimit(120, 60)
     # Mail notices (issue 11): on with both a key and a mail server.
     mail_key: bytes | None = field(default=None, repr=False)
     smtp: SmtpSettings | None = None

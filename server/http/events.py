@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -19,7 +20,7 @@ from aiohttp import WSMsgType, web
 from crypto.encoding import b32d, b32e
 from server.errors import ApiError, ErrorCode, bad_request
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
-from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token
+from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token, rate_limit
 from server.http.groups import sealed_message
 from server.realtime.feed import Socket, not_found_notice
 from server.realtime.hub import Hub
@@ -32,6 +33,10 @@ log = logging.getLogger("spokes.realtime")
 AUTH_TIMEOUT_S = 10.0
 HEARTBEAT_S = 30.0
 MAX_UNANSWERED = 64  # sends over one socket still waiting for their answer
+# Messages one socket may send (flood safety, issue 12): far above a member's pace,
+# and above what one socket carries at the message bench's 2,000/s over 20 members.
+SOCKET_MESSAGES_PER_S = 500.0
+SOCKET_MESSAGES_BURST = 1000
 MAX_SUBSCRIPTIONS = 256
 MAX_SEQ = 2**63 - 1
 DEFAULT_PAGE = 100
@@ -114,10 +119,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=max_size)
     if not ws.can_prepare(request).ok:
         raise bad_request("this endpoint speaks WebSocket: send an Upgrade request")
+    # A flood of connects gets 429 with Retry-After before any upgrade or database read.
+    await rate_limit(request, "socket_per_source")
     token = bearer_token(request)
     session = None
     if token is not None:  # a bad header gets a plain 401 before the upgrade
         session = await _open_session(request, token)
+        await rate_limit(request, "socket_per_member", session.member_id)
     await ws.prepare(request)
     if session is None:
         session = await _auth_by_message(request, ws)
@@ -127,8 +135,18 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB_KEY]
     socket = hub.attach(ws, session)
     socket.say({"type": "ready", "member_id": b32e(session.member_id)})
+    pace = Pace(SOCKET_MESSAGES_PER_S, SOCKET_MESSAGES_BURST)
     try:
         async for message in ws:
+            wait = pace.take(time.monotonic())
+            if wait > 0:  # too many messages: this one is dropped, and the client told
+                socket.say(
+                    {
+                        **_error(ErrorCode.RATE_LIMITED, "too many messages on this socket"),
+                        "retry_after": round(max(wait, 0.001), 3),
+                    }
+                )
+                continue
             if message.type != WSMsgType.TEXT:
                 socket.close(
                     CLOSE_UNSUPPORTED, "text only", _error(ErrorCode.BAD_REQUEST, "send JSON text")
@@ -145,6 +163,24 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     finally:
         await hub.detach(socket)
     return ws
+
+
+class Pace:
+    """A token bucket for one socket's messages: `rate` a second, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = float(burst), 0.0
+
+    def take(self, now: float) -> float:
+        """0 if a message may pass now (one token spent), else the seconds until one may."""
+        if self.at:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1 - 1e-9:  # (a token refilled exactly on time counts)
+            self.tokens = max(0.0, self.tokens - 1)
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 async def _open_session(request: web.Request, token: str) -> service.FeedSession:

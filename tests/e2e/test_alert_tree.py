@@ -29,7 +29,12 @@ UNLIMITED = "1000000/3600"
 
 @pytest.fixture
 def served(spawn_server: Any, database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name in ("REDEEM_PER_SOURCE", "INVITE_FETCH_PER_SOURCE", "LOGIN_PER_SOURCE"):
+    for name in (
+        "REDEEM_PER_SOURCE",
+        "INVITE_FETCH_PER_SOURCE",
+        "LOGIN_PER_SOURCE",
+        "SOCKET_PER_SOURCE",
+    ):
         monkeypatch.setenv(f"SPOKES_RATE_{name}", UNLIMITED)  # everyone is on 127.0.0.1
     url: str = spawn_server("--database-url", database_url, env=dict(os.environ)).url
     return url
