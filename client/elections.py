@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from client import api
 from client.councils import Councils
 from client.errors import ClientError, rule_refusal
 from client.rosters import Rosters
 from client.sdk import Client
-from crypto import motion_rules, motions
+from crypto import motions
 from crypto.elections import make_elect_motion, make_recall_motion
 from crypto.encoding import Value, b32e
 from crypto.errors import CryptoError, RuleViolation
@@ -59,13 +58,13 @@ class Elections:
             raise ClientError(
                 "invalid_member_id", f"{member_text!r} is not a member id; see `spokes members`."
             ) from None
-        state = await self._group(group_text)
+        state = await self.rosters.my_group(group_text)
         identity, network = self.client.state.identity, self.client.network_id()
         motion = make_elect_motion(identity, network, state, member, self.client.now())
         return await self._open(state, motion)
 
     async def recall(self, group_text: str) -> dict[str, Any]:
-        state = await self._group(group_text)
+        state = await self.rosters.my_group(group_text)
         identity, network = self.client.state.identity, self.client.network_id()
         try:
             motion = make_recall_motion(identity, network, state, self.client.now())
@@ -73,26 +72,8 @@ class Elections:
             raise refusal(exc) from None
         return await self._open(state, motion)
 
-    async def _group(self, group_text: str) -> RosterState:
-        group = await self.rosters.group(group_text)
-        self.rosters.writable(group)
-        _, state = await self.rosters.sync_roster(group)
-        if self.client.me not in state.members:
-            raise ClientError("not_in_group", "You are not on this group's roster.")
-        return state
-
     async def _open(self, state: RosterState, motion: Motion) -> dict[str, Any]:
-        try:
-            quorum = motion_rules.check_opening(
-                state, motion, self.client.rules(), motion.statement.time
-            )
-        except RuleViolation as exc:
-            raise refusal(exc) from None
-        opened = api.parse_motion_id(
-            await self.client.call(api.open_motion(state.group, motion.statement))
-        )
-        if opened.lower() != b32e(motion.id):
-            raise ClientError("bad_response", "The server answered with another motion id.")
+        quorum = await self.rosters.open_motion(state, motion, refusal)
         if not quorum.reached(frozenset({self.client.me})):
             return {"motion_id": b32e(motion.id), "status": "open"}
         seats = await self.carry_out(state, motion, [])  # a group of one (or two)

@@ -19,11 +19,12 @@ from typing import Any
 
 from client import api, verify
 from client.errors import ClientError, ServerError, rule_refusal
+from client.history import carried_motion
 from client.revocations import Revocations
 from client.rosters import Rosters
 from client.sdk import Client, parse_member
 from client.seats import council_position, delegations
-from crypto import motion_rules, roster
+from crypto import roster
 from crypto.chains import RevocationList, make_revocation, verify_revocation_list
 from crypto.councils import COUNCIL
 from crypto.delegations import entry_value
@@ -36,11 +37,11 @@ from crypto.exclusion import (
     make_expel_motion,
 )
 from crypto.keys import member_id_text
-from crypto.motions import Motion, make_motion, parse_motion, split_event_fields
+from crypto.motions import Motion, make_motion, split_event_fields
 from crypto.network import GROUP_ID_BYTES
 from crypto.roster import RosterState
 from crypto.rostertree import prove
-from crypto.statements import Statement, get_bytes, pack, unpack
+from crypto.statements import Statement, get_bytes, pack
 
 _REFUSALS = {
     "not_allowed": "You can't move or sign your own expulsion.",
@@ -53,17 +54,6 @@ _REFUSALS = {
     "not_in_review": "That member is not under review.",
     "not_on_hold": "That member's admissions are not on hold.",
 }
-
-
-def carried_signers(event: Statement) -> frozenset[bytes]:
-    """Who signed the motion a roster event carries out: its opener and each signature."""
-    network = event.network or b""
-    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
-    raw = event.fields.get("signatures")
-    signatures = raw if isinstance(raw, list) else []
-    return frozenset(
-        {motion.statement.author, *(unpack(s, "motion-sign", network).author for s in signatures)}
-    )
 
 
 def refusal(exc: RuleViolation) -> ClientError:
@@ -83,7 +73,7 @@ class Exclusion:
     ) -> dict[str, Any]:
         """Open an `expel` motion (signed by me) in my cell or a council we both sit in."""
         subject = parse_member(member_text)
-        state = await self._my_group(group_text)
+        state = await self.rosters.my_group(group_text)
         if subject not in state.members:
             raise ClientError(
                 "not_in_group",
@@ -102,18 +92,10 @@ class Exclusion:
         fresh vouch for a member under review) or `restore` (a sponsor on hold); carried out
         at once if my signature is all the rules ask."""
         subject = parse_member(member_text)
-        state = await self._my_group("cell")
+        state = await self.rosters.my_group("cell")
         identity, network = self.client.state.identity, self.client.network_id()
         motion = make_motion(identity, network, state, kind, {"member": subject}, self.client.now())
         return await self._open(state, motion, subject, self.carry_out_about)
-
-    async def _my_group(self, group_text: str) -> RosterState:
-        group = await self.rosters.group(group_text)
-        self.rosters.writable(group)
-        _, state = await self.rosters.sync_roster(group)
-        if self.client.me not in state.members:
-            raise ClientError("not_in_group", "You are not on this group's roster.")
-        return state
 
     async def _open(
         self,
@@ -124,17 +106,7 @@ class Exclusion:
     ) -> dict[str, Any]:
         """Post a motion the rules let me open; carried out at once if my signature is
         all its quorum asks."""
-        try:
-            quorum = motion_rules.check_opening(
-                state, motion, self.client.rules(), motion.statement.time
-            )
-        except RuleViolation as exc:
-            raise refusal(exc) from None
-        opened = api.parse_motion_id(
-            await self.client.call(api.open_motion(state.group, motion.statement))
-        )
-        if opened.lower() != b32e(motion.id):
-            raise ClientError("bad_response", "The server answered with another motion id.")
+        quorum = await self.rosters.open_motion(state, motion, refusal)
         result: dict[str, Any] = {
             "motion_id": b32e(motion.id),
             "group_id": b32e(state.group),
@@ -219,7 +191,7 @@ class Exclusion:
         election (crypto/exclusion.py `council_freeze`); the council's rule book judges."""
         record, _ = await self.rosters.sync_roster(group)
         found = delegations(record.events, self.client.rules())
-        signers = carried_signers(event)
+        _, signers = carried_motion(event)
         results = []
         for seat in api.parse_seats(await self.client.call(api.group_seats(group))):
             if seat.holder is None or parse_member(seat.holder) != subject:

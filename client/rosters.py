@@ -27,12 +27,13 @@ from client.revocations import Revocations
 from client.sdk import Client
 from client.seats import council_level, council_position, delegations
 from client.vetting import Vetting
-from crypto import roster
+from crypto import motion_rules, roster
 from crypto.chains import Revocation
 from crypto.councils import COUNCIL
 from crypto.encoding import Value, b32d, b32e
 from crypto.errors import RuleViolation
 from crypto.keys import member_id_text, roster_fingerprint
+from crypto.motions import Motion
 from crypto.network import GROUP_ID_BYTES
 from crypto.review import direct_issuer, reviewed_by
 from crypto.roster import GroupCreation, RosterState
@@ -528,6 +529,33 @@ class Rosters:
                 "nothing was sent. Run the command again.",
             )
         return state
+
+    async def my_group(self, text: str) -> RosterState:
+        """A group of mine I may write to, its log verified now, with me on its roster."""
+        group = await self.group(text)
+        self.writable(group)
+        _, state = await self.sync_roster(group)
+        if self.client.me not in state.members:
+            raise ClientError("not_in_group", "You are not on this group's roster.")
+        return state
+
+    async def open_motion(
+        self, state: RosterState, motion: Motion, refuse: Callable[[RuleViolation], ClientError]
+    ) -> motion_rules.Quorum:
+        """Post a motion the rule book lets me open in `state` (`refuse` words a refusal,
+        and nothing is sent); its quorum."""
+        try:
+            quorum = motion_rules.check_opening(
+                state, motion, self.client.rules(), motion.statement.time
+            )
+        except RuleViolation as exc:
+            raise refuse(exc) from None
+        opened = api.parse_motion_id(
+            await self.client.call(api.open_motion(state.group, motion.statement))
+        )
+        if opened.lower() != b32e(motion.id):
+            raise ClientError("bad_response", "The server answered with another motion id.")
+        return quorum
 
     async def post_event(
         self,
