@@ -30,7 +30,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,8 +38,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.messages import percentile, running_server  # noqa: E402
-from bench.network import PASSPHRASE, Member, Network, built, say  # noqa: E402
+from bench.messages import percentile  # noqa: E402
+from bench.network import (  # noqa: E402
+    PASSPHRASE,
+    Member,
+    Network,
+    add_network_options,
+    built,
+    say,
+    serve_network,
+)
 from client.alerts import Alerts  # noqa: E402
 from client.daemon import Daemon  # noqa: E402
 from client.feed import LiveFeed  # noqa: E402
@@ -316,9 +323,9 @@ async def run(url: str, root: Path, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", type=int, default=100, help="cells (default 100)")
-    parser.add_argument("--size", type=int, default=10, help="members per cell (default 10)")
-    parser.add_argument("--fanout", type=int, default=10, help="seats per council (default 10)")
+    add_network_options(
+        parser, "keep the network built in DIR, or measure the one kept there (see above)"
+    )
     parser.add_argument("--alerts", type=int, default=20, help="alerts of each kind (default 20)")
     parser.add_argument(
         "--full",
@@ -326,18 +333,8 @@ def main() -> None:
         default=10,
         help="members (one per cell) whose whole client opens each alert here (default 10)",
     )
-    parser.add_argument(
-        "--keep",
-        type=Path,
-        help="keep the network built in DIR, or measure the one kept there (see above)",
-    )
     args = parser.parse_args()
-    if args.keep is not None:
-        with running_server(keep=args.keep / "server") as server:
-            asyncio.run(run(server.url, args.keep / "homes", args))
-        return
-    with running_server() as server, tempfile.TemporaryDirectory(prefix="spokes-alerts-") as tmp:
-        asyncio.run(run(server.url, Path(tmp), args))
+    serve_network(run, args, "spokes-alerts-")
 
 
 if __name__ == "__main__":

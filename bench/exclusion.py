@@ -26,15 +26,22 @@ import asyncio
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.messages import percentile, running_server  # noqa: E402
-from bench.network import Group, Member, Network, built, say  # noqa: E402
+from bench.messages import percentile  # noqa: E402
+from bench.network import (  # noqa: E402
+    Group,
+    Member,
+    Network,
+    add_network_options,
+    built,
+    say,
+    serve_network,
+)
 from client.errors import FeedClosed  # noqa: E402
 from client.exclusion import Exclusion  # noqa: E402
 from client.messages import Messages  # noqa: E402
@@ -137,20 +144,10 @@ async def run(url: str, root: Path, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", type=int, default=100, help="cells (default 100)")
-    parser.add_argument("--size", type=int, default=10, help="members per cell (default 10)")
-    parser.add_argument("--fanout", type=int, default=10, help="seats per council (default 10)")
+    add_network_options(parser, "keep the network built in DIR, or measure the one kept there")
     parser.add_argument("--runs", type=int, default=20, help="expulsions (default 20)")
-    parser.add_argument(
-        "--keep", type=Path, help="keep the network built in DIR, or measure the one kept there"
-    )
     args = parser.parse_args()
-    if args.keep is not None:
-        with running_server(keep=args.keep / "server") as server:
-            asyncio.run(run(server.url, args.keep / "homes", args))
-        return
-    with running_server() as server, tempfile.TemporaryDirectory(prefix="spokes-expel-") as tmp:
-        asyncio.run(run(server.url, Path(tmp), args))
+    serve_network(run, args, "spokes-expel-")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,13 @@ the top.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,6 +171,29 @@ def load(path: Path, root: Path, url: str) -> Network:
             groups.append(found)
         levels.append(groups)
     return Network(url, list(members.values()), levels[0], levels)
+
+
+def add_network_options(parser: argparse.ArgumentParser, keep_help: str) -> None:
+    """The options every bench on this network takes: its shape, and --keep DIR."""
+    parser.add_argument("--cells", type=int, default=100, help="cells (default 100)")
+    parser.add_argument("--size", type=int, default=10, help="members per cell (default 10)")
+    parser.add_argument("--fanout", type=int, default=10, help="seats per council (default 10)")
+    parser.add_argument("--keep", type=Path, help=keep_help)
+
+
+def serve_network(
+    run: Callable[[str, Path, Any], Coroutine[Any, Any, None]], args: Any, prefix: str
+) -> None:
+    """`run(url, homes, args)` against `spokes-server serve` on its own PostgreSQL: the one
+    kept in `args.keep` (its server and homes), or a temporary one removed afterwards."""
+    from bench.messages import running_server  # noqa: PLC0415 - the server only when run
+
+    if args.keep is not None:
+        with running_server(keep=args.keep / "server") as server:
+            asyncio.run(run(server.url, args.keep / "homes", args))
+        return
+    with running_server() as server, tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        asyncio.run(run(server.url, Path(tmp), args))
 
 
 async def built(root: Path, url: str, args: Any) -> Network:
