@@ -75,10 +75,11 @@ async def record_revocation(
     are taken here. The member's sockets, on every instance, close when the
     transaction commits (a NOTIFY).
     """
-    with crypto_errors():
+    if statement.network != genesis.network_id:
+        raise api_error(400, ErrorCode.INVALID_STATEMENT, "a revocation of another network")
+    with crypto_errors():  # its grounds checked once, with their own refusal codes
         revocation = parse_revocation(statement)
         check_grounds(statement, revocation.subject, GroupRules.of(genesis))
-        parse_revocation(statement, genesis)
     length, head = await store.revocation_head(conn, genesis.network_id)
     subject = await member_store.get_member(conn, revocation.subject, for_update=True)
     if subject is None or subject.network_id != genesis.network_id:
