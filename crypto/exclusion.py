@@ -243,7 +243,6 @@ def _check_expulsion(
         raise RuleViolation("not_allowed", "an expulsion is published by one of its signers")
     if statement.time < max([motion.statement.time, *(s.time for s in signatures)]):
         raise RuleViolation("invalid_event", "the revocation is older than a signature it carries")
-    get_bytes(motion.statement.fields, "group", GROUP_ID_BYTES)
     return Grounds("expelled", motion, frozenset(keys))
 
 
@@ -445,9 +444,12 @@ def council_freeze(
     return member, motion.id
 
 
-def _carried_freeze(
-    state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
-) -> Motion:
+def carried_signed(
+    state: RosterState, event: Statement, network: bytes, kind: str
+) -> tuple[Motion, frozenset[bytes], list[Statement]]:
+    """The motion of `kind` an event of this group carries, not yet carried out; who signed
+    it (the opener included), each once; and the signatures. Who may sign, and how many
+    must, is the caller's."""
     motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
     if motion.kind != kind or motion.group != state.group:
         raise RuleViolation(
@@ -455,7 +457,6 @@ def _carried_freeze(
         )
     if motion.id in state.motions_done:
         raise RuleViolation("stale_motion", "this motion has already been carried out")
-    check_freeze_opening(state, motion)
     raw = event.fields.get("signatures")
     if not isinstance(raw, list) or len(raw) > len(state.members):
         raise RuleViolation("invalid_motion", f"a {kind} carries its signatures")
@@ -465,6 +466,14 @@ def _carried_freeze(
         if get_bytes(signature.fields, "motion", 32) != motion.id or signature.author in signed:
             raise RuleViolation("invalid_motion", "a signature is for another motion, or twice")
         signed.add(signature.author)
+    return motion, frozenset(signed), signatures
+
+
+def _carried_freeze(
+    state: RosterState, event: Statement, network: bytes, rules: GroupRules, kind: str
+) -> Motion:
+    motion, signed, signatures = carried_signed(state, event, network, kind)
+    check_freeze_opening(state, motion)
     allowed, needed = freeze_signers(state, freeze_subject(motion), rules)
     if not signed <= allowed:
         raise RuleViolation(

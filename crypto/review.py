@@ -31,9 +31,9 @@ from dataclasses import replace
 
 from crypto.chains import MAX_CHAIN_LENGTH, parse_admission, parse_revocation
 from crypto.errors import RuleViolation
-from crypto.exclusion import check_grounds, expulsion_needed
+from crypto.exclusion import carried_signed, check_grounds, expulsion_needed
 from crypto.keys import IdentityKey
-from crypto.motions import Motion, make_motion, parse_motion
+from crypto.motions import Motion, make_motion
 from crypto.network import GROUP_ID_BYTES
 from crypto.roster_state import GroupRules, RosterState
 from crypto.statements import Statement, get_bytes, unpack
@@ -177,25 +177,8 @@ def apply_clear(
 def _carried(
     state: RosterState, event: Statement, network: bytes, kind: str
 ) -> tuple[Motion, frozenset[bytes]]:
-    """The motion of `kind` an event carries, not yet carried out, and who signed it (the
-    opener included), each once."""
-    motion = parse_motion(unpack(event.fields.get("motion"), "motion", network))
-    if motion.kind != kind or motion.group != state.group:
-        raise RuleViolation(
-            "invalid_motion", f"a {kind} event carries a {kind} motion of its group"
-        )
-    if motion.id in state.motions_done:
-        raise RuleViolation("stale_motion", "this motion has already been carried out")
-    raw = event.fields.get("signatures")
-    if not isinstance(raw, list) or len(raw) > len(state.members):
-        raise RuleViolation("invalid_motion", f"a {kind} carries its signatures")
-    signed = {motion.statement.author}
-    for item in raw:
-        signature = unpack(item, "motion-sign", network)
-        if get_bytes(signature.fields, "motion", 32) != motion.id or signature.author in signed:
-            raise RuleViolation("invalid_motion", "a signature is for another motion, or twice")
-        signed.add(signature.author)
-    return motion, frozenset(signed)
+    motion, signed, _ = carried_signed(state, event, network, kind)
+    return motion, signed
 
 
 def apply_suspend(
