@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -336,21 +336,48 @@ async def build_network(http: aiohttp.ClientSession, url: str, members: int) -> 
 
 
 @dataclass
+class EpochPlan:
+    """The next epoch of a cell, committed ahead: its roster event's request body."""
+
+    epoch: int
+    body: str  # {"event": ..., "secrets": {member: box}}
+
+
+@dataclass
+class CellPlan:
+    """A cell's rekeys: who commits them and the epochs after the current one, in order."""
+
+    group: str
+    author_token: str
+    epoch: int  # the cell's current epoch when the load starts
+    next_epochs: list[EpochPlan]
+    current: int = 0  # index into a member's streams: epochs moved on since the start
+    rekeying: asyncio.Future[None] | None = None
+    rekeys: list[float] = field(default_factory=list)  # seconds each rekey took
+
+
+@dataclass
 class MemberPlan:
     token: str
     member: str
     group: str
     cursor: int
-    offered: list[str]  # pre-sealed messages, serialised for the fixed-rate phase
-    flat: list[str]  # ... and for the flat-out phase
+    offered: int  # messages to send in the fixed-rate phase
+    flat: int  # ... at most, in the flat-out phase
+    # Pre-sealed messages, serialised, per epoch from the cell's current one on:
+    # streams[k] is sealed under the k-th epoch after the start.
+    streams: list[list[str]]
+    cell: int = 0  # index into the worker's cells
+    used: list[int] = field(default_factory=list)  # messages taken from each stream
     socket: Any = None  # this member's WebSocket, once the worker opened it
-    waiting: dict[str, asyncio.Future[int | None]] = field(default_factory=dict)
+    waiting: dict[str, asyncio.Future[str | int]] = field(default_factory=dict)
 
 
 @dataclass
 class WorkerPlan:
     url: str
     members: list[MemberPlan]
+    cells: list[CellPlan]
     rate: float  # this worker's share of the offered load, messages/s
     duration: float
     send: str  # "ws": over each member's socket; "http": POST /v1/groups/{g}/messages
@@ -373,6 +400,7 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
     async with aiohttp.ClientSession(connector=connector) as http:
         receipts: dict[tuple[str, int], list[tuple[str, float]]] = defaultdict(list)
         for m in plan.members:
+            m.used = [0] * len(m.streams)
             m.socket = await _open_socket(http, plan.url, m)
         readers = [asyncio.create_task(_read(m, receipts)) for m in plan.members]
         pipe.send("ready")
@@ -381,12 +409,15 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         for phase in ("offered", "flat"):
             start_at = await loop.run_in_executor(None, pipe.recv)
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+            for cell in plan.cells:
+                cell.rekeys.clear()
             if phase == "offered":
                 sent, refused, elapsed = await _offered(http, plan)
             else:
                 sent, refused, elapsed = await _flat(http, plan)
             await _wait_for_delivery(sent, receipts, len(plan.members))
             results[phase] = _latencies(sent, receipts, refused, elapsed)
+            results[phase]["rekeys"] = [t for cell in plan.cells for t in cell.rekeys]
             pipe.send(results[phase])
         await loop.run_in_executor(None, pipe.recv)  # done
         for task in readers:
@@ -426,38 +457,117 @@ async def _read(
             frame = json.loads(text)
             waiting = member.waiting.pop(frame.get("ref"), None)
             if waiting is not None and not waiting.done():
-                waiting.set_result(frame.get("cursor") if frame["type"] == "sent" else None)
+                sent = frame["type"] == "sent"
+                waiting.set_result(frame["cursor"] if sent else frame.get("code", "error"))
             continue
         for group, seq in _MESSAGE_EVENT.findall(text):
             receipts[(group, int(seq))].append((member.member, at))
 
 
+# A send refused for these is sealed again under the cell's next epoch, as the
+# client does (client/messages.py): the epoch was retired by the policy's
+# message or age limit, or another member committed the next one first.
+_NEXT_EPOCH = ("rekey_required", "stale_epoch")
+
+
+# What _send gives when the member has no message sealed ahead left in the
+# cell's current epoch (they are sealed with room to spare; see seal_all).
+_USED_UP = "used_up"
+
+
+async def _send(http: aiohttp.ClientSession, plan: WorkerPlan, member: MemberPlan) -> Sent | str:
+    """Send the member's next message; on a retired epoch, rekey the cell and send again.
+
+    The code of a refusal for any other reason, or _USED_UP.
+    """
+    cell = plan.cells[member.cell]
+    answer: str | int = _USED_UP
+    started = time.monotonic()  # a rekey on the way counts in the message's latency
+    for _ in range(3):
+        epoch = cell.current
+        if epoch >= len(member.streams) or member.used[epoch] >= len(member.streams[epoch]):
+            return _USED_UP
+        body = member.streams[epoch][member.used[epoch]]
+        member.used[epoch] += 1
+        answer = await _post(http, plan, member, body)
+        if isinstance(answer, int):
+            return Sent(member.group, answer, member.member, started)
+        if answer not in _NEXT_EPOCH:
+            return answer
+        await _rekey(http, plan, cell, epoch)
+    return str(answer)
+
+
+async def _rekey(http: aiohttp.ClientSession, plan: WorkerPlan, cell: CellPlan, seen: int) -> None:
+    """Move the cell past epoch index ``seen``: one member commits the next epoch (its
+    roster event with a box for every member), and every member fetches their box.
+
+    The epoch was committed ahead with every message, so each member's keys are
+    known here; fetching the boxes puts their load on the server as a real
+    rekey does, opening them (client work) is left out.
+    """
+    if cell.current > seen:
+        return
+    if cell.rekeying is not None:
+        await cell.rekeying
+        return
+    if seen >= len(cell.next_epochs):
+        raise SystemExit(f"bench: cell {cell.group} needs more than {seen} epochs sealed ahead")
+    cell.rekeying = asyncio.get_running_loop().create_future()
+    began = time.monotonic()
+    try:
+        upcoming = cell.next_epochs[seen]
+        headers = {"Authorization": f"Bearer {cell.author_token}"}
+        headers["Content-Type"] = "application/json"
+        path = f"{plan.url}/v1/groups/{cell.group}/roster"
+        async with http.post(path, data=upcoming.body.encode(), headers=headers) as resp:
+            if resp.status != 201:
+                raise SystemExit(f"bench: epoch commit refused: {resp.status} {await resp.text()}")
+        path = f"{plan.url}/v1/groups/{cell.group}/epochs/{upcoming.epoch}/secret"
+        members = [m for m in plan.members if plan.cells[m.cell] is cell]
+        await asyncio.gather(*(_fetch(http, path, m.token) for m in members))
+        cell.current = seen + 1
+        cell.rekeys.append(time.monotonic() - began)
+    finally:
+        cell.rekeying.set_result(None)
+        cell.rekeying = None
+
+
+async def _fetch(http: aiohttp.ClientSession, path: str, token: str) -> None:
+    async with http.get(path, headers={"Authorization": f"Bearer {token}"}) as resp:
+        if resp.status != 200:
+            raise SystemExit(f"bench: epoch secret refused: {resp.status} {await resp.text()}")
+        await resp.read()
+
+
 async def _post(
     http: aiohttp.ClientSession, plan: WorkerPlan, member: MemberPlan, body: str
-) -> Sent | None:
-    started = time.monotonic()
+) -> str | int:
+    """The cursor the server gave the message, or the code it refused it with."""
     if plan.send == "ws":
         ref = body[body.index('"ref":"') + 7 :].split('"', 1)[0]
-        answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[str | int] = asyncio.get_running_loop().create_future()
         member.waiting[ref] = answer
         await member.socket.send_str(body)
-        cursor = await answer
-        return None if cursor is None else Sent(member.group, cursor, member.member, started)
+        return await answer
     headers = {"Authorization": f"Bearer {member.token}", "Content-Type": "application/json"}
     path = f"{plan.url}/v1/groups/{member.group}/messages"
     async with http.post(path, data=body.encode(), headers=headers) as resp:
+        reply = await resp.json()
         if resp.status != 201:
-            return None
-        cursor = (await resp.json())["cursor"]
-    return Sent(member.group, cursor, member.member, started)
+            return str(reply.get("error", {}).get("code", resp.status))
+        return int(reply["cursor"])
 
 
-async def _offered(http: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[list[Sent], int, float]:
+async def _offered(
+    http: aiohttp.ClientSession, plan: WorkerPlan
+) -> tuple[list[Sent], Counter[str], float]:
     """Open loop: one send every 1/rate seconds, whatever the answers do."""
     queue = [
-        (m, body)
-        for bodies in zip(*(p.offered for p in plan.members), strict=False)
-        for m, body in zip(plan.members, bodies, strict=True)
+        m
+        for turn in range(max(m.offered for m in plan.members))
+        for m in plan.members
+        if turn < m.offered
     ]
     count = min(len(queue), int(plan.rate * plan.duration))
     tasks = []
@@ -466,31 +576,33 @@ async def _offered(http: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[list[
         delay = begin + i / plan.rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        member, body = queue[i]
-        tasks.append(asyncio.create_task(_post(http, plan, member, body)))
+        tasks.append(asyncio.create_task(_send(http, plan, queue[i])))
     done = await asyncio.gather(*tasks)
     elapsed = time.monotonic() - begin
-    sent = [s for s in done if s is not None]
-    return sent, len(done) - len(sent), elapsed
+    sent = [s for s in done if isinstance(s, Sent)]
+    return sent, Counter(s for s in done if isinstance(s, str)), elapsed
 
 
-async def _flat(http: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[list[Sent], int, float]:
+async def _flat(
+    http: aiohttp.ClientSession, plan: WorkerPlan
+) -> tuple[list[Sent], Counter[str], float]:
     """Closed loop: every member sends its next message as soon as the last is accepted."""
     sent: list[Sent] = []
-    refused = 0
+    refused: Counter[str] = Counter()
     begin = time.monotonic()
     stop = begin + plan.duration
 
     async def one(member: MemberPlan) -> None:
-        nonlocal refused
-        for body in member.flat:
+        for _ in range(member.flat):
             if time.monotonic() >= stop:
                 return
-            result = await _post(http, plan, member, body)
-            if result is None:
-                refused += 1
-            else:
+            result = await _send(http, plan, member)
+            if isinstance(result, Sent):
                 sent.append(result)
+            else:
+                refused[result] += 1
+                if result == _USED_UP:
+                    return
 
     await asyncio.gather(*(one(m) for m in plan.members))
     return sent, refused, time.monotonic() - begin
@@ -509,7 +621,7 @@ async def _wait_for_delivery(
 def _latencies(
     sent: list[Sent],
     receipts: dict[tuple[str, int], list[tuple[str, float]]],
-    refused: int,
+    refused: Counter[str],
     elapsed: float,
 ) -> dict[str, Any]:
     """Per message: from the send call to its receipt by the last other member of the cell."""
@@ -523,7 +635,7 @@ def _latencies(
         latencies.append(max(others) - s.started)
     return {
         "accepted": len(sent),
-        "refused": refused,
+        "refused": dict(refused),
         "elapsed": elapsed,
         "undelivered": undelivered,
         "latencies": latencies,
@@ -533,14 +645,34 @@ def _latencies(
 # --- The run ----------------------------------------------------------------------------
 
 
-def seal_all(cell: Cell, member_index: int, count: int, send: str) -> list[str]:
-    """``count`` messages of one member, sealed, signed and serialised for ``send``."""
-    member = cell.members[member_index]
-    chain = cell.keys[member.id].chains[member.id]
+def commit_ahead(cell: Cell, count: int) -> tuple[list[EpochKeys], list[EpochPlan]]:
+    """The cell's current epoch keys and ``count`` epochs after it, each committed ahead by
+    the cell's first member as a roster ``epoch`` event (with a box for every member) to
+    be posted when the server retires the one before, as a member's client does."""
+    author, state = cell.members[0], cell.state
+    keys = [cell.keys[author.id]]
+    upcoming = []
+    for _ in range(count):
+        secret = epochs.new_epoch_secret()
+        commit = epochs.commit_next_epoch(secret, state)
+        event = roster.sign_event(
+            author.key, author.network, state, "epoch", author.now(), commit.fields
+        )
+        boxes = {b32e(m): b64e(box) for m, box in commit.boxes.items()}
+        body = {"event": event.to_wire(), "secrets": boxes}
+        upcoming.append(EpochPlan(state.epoch + 1, json.dumps(body, separators=(",", ":"))))
+        keys.append(epochs.derive_epoch_keys(secret, state.group, state.epoch + 1, state.members))
+        state = roster.apply(state, event, rules=rules_of(author))
+    return keys, upcoming
+
+
+def seal_all(cell: Cell, member: Actor, keys: EpochKeys, count: int, send: str) -> list[str]:
+    """``count`` messages of one member in one epoch, sealed, signed and serialised."""
+    chain = keys.chains[member.id]
     bodies = []
     for _ in range(count):
         counter, key = chain.next_for_sending()
-        header = Header(cell.group, cell.state.epoch, member.id, counter)
+        header = Header(cell.group, keys.epoch, member.id, counter)
         message = seal_message(member.key, header, key, {"text": f"bench {counter}"})
         parts = {
             "header": b64e(message.header),
@@ -548,9 +680,34 @@ def seal_all(cell: Cell, member_index: int, count: int, send: str) -> list[str]:
             "signature": b64e(message.signature),
         }
         if send == "ws":
-            parts = {"type": "send", "ref": str(counter), "group": b32e(cell.group), **parts}
+            ref = f"{keys.epoch}.{counter}"
+            parts = {"type": "send", "ref": ref, "group": b32e(cell.group), **parts}
         bodies.append(json.dumps(parts, separators=(",", ":")))
     return bodies
+
+
+def plan_cell(cell: Cell, offered: int, flat: int, send: str) -> tuple[CellPlan, list[MemberPlan]]:
+    """A cell's members' messages, sealed ahead under its current epoch and as many
+    later ones as the phases can retire (at the policy's message limit), with room to
+    spare: a member who sends more than their share of an epoch waits for the next."""
+    limit = POLICY.epoch_messages
+    total = CELL * (offered + flat)
+    keys, upcoming = commit_ahead(cell, total // limit + 1)
+    share = min(offered + flat, 2 * limit // CELL)
+    members = [
+        MemberPlan(
+            member.token or "",
+            member.id_text,
+            b32e(cell.group),
+            10**9,  # past the end: brought back to the newest event
+            offered,
+            flat,
+            [seal_all(cell, member, epoch_keys, share, send) for epoch_keys in keys],
+        )
+        for member in cell.members
+    ]
+    author = cell.members[0].token or ""
+    return CellPlan(b32e(cell.group), author, cell.state.epoch, upcoming), members
 
 
 async def open_idle_sockets(url: str, cells: list[Cell], count: int) -> list[Any]:
@@ -560,8 +717,8 @@ async def open_idle_sockets(url: str, cells: list[Cell], count: int) -> list[Any
     sockets = []
     for i in range(count):
         member, cell = members[i % len(members)]
-        plan = MemberPlan(member.token or "", member.id_text, b32e(cell.group), 0, [], [])
-        plan.cursor = 10**9  # brought back to the newest event: nothing to replay
+        # Past the end: brought back to the newest event, nothing to replay.
+        plan = MemberPlan(member.token or "", member.id_text, b32e(cell.group), 10**9, 0, 0, [])
         sockets.append(await _open_socket(http, url, plan))
     return [http, *sockets]
 
@@ -577,13 +734,23 @@ def summarise(name: str, parts: list[dict[str, Any]], offered: float | None) -> 
     accepted = sum(p["accepted"] for p in parts)
     elapsed = max(p["elapsed"] for p in parts)
     latencies = [x * 1000 for p in parts for x in p["latencies"]]
-    refused = sum(p["refused"] for p in parts)
+    refusals: Counter[str] = Counter()
+    for p in parts:
+        refusals.update(p["refused"])
+    used_up = refusals.pop(_USED_UP, 0)
+    if refusals or used_up:
+        print(
+            f"  {name}: refused {dict(refusals)}; sealed ahead, used up: {used_up}", file=sys.stderr
+        )
+    rekeys = [x * 1000 for p in parts for x in p["rekeys"]]
     undelivered = sum(p["undelivered"] for p in parts)
     load = f"{offered:.0f}/s offered" if offered is not None else "flat out"
+    rekey_ms = f"{len(rekeys)} ({percentile(rekeys, 50):.0f} ms)" if rekeys else "0"
     return [
         f"| {load} | {accepted / elapsed:,.0f} | "
         f"{percentile(latencies, 50):.1f} | {percentile(latencies, 95):.1f} | "
-        f"{percentile(latencies, 99):.1f} | {accepted:,} | {refused} | {undelivered} |"
+        f"{percentile(latencies, 99):.1f} | {accepted:,} | {refusals.total()} | {undelivered} "
+        f"| {rekey_ms} |"
     ]
 
 
@@ -622,26 +789,23 @@ def main() -> None:
 
         per_member_offered = int(args.rate * args.duration / args.members) + 1
         per_member_flat = int(5000 * args.duration / args.members) + 1
-        plans: list[list[MemberPlan]] = [[] for _ in range(args.workers)]
+        shares: list[tuple[list[CellPlan], list[MemberPlan]]] = [
+            ([], []) for _ in range(args.workers)
+        ]
         for index, cell in enumerate(cells):  # whole cells per worker
-            for i, member in enumerate(cell.members):
-                bodies = seal_all(cell, i, per_member_offered + per_member_flat, args.send)
-                plans[index % args.workers].append(
-                    MemberPlan(
-                        member.token or "",
-                        member.id_text,
-                        b32e(cell.group),
-                        10**9,  # past the end: brought back to the newest event
-                        bodies[:per_member_offered],
-                        bodies[per_member_offered:],
-                    )
-                )
+            cell_plans, member_plans = shares[index % args.workers]
+            cell_plan, members = plan_cell(cell, per_member_offered, per_member_flat, args.send)
+            for member in members:
+                member.cell = len(cell_plans)
+            cell_plans.append(cell_plan)
+            member_plans += members
         context = mp.get_context("spawn")
         pipes = []
         processes = []
-        for share in plans:
+        for cell_plans, member_plans in shares:
             mine, theirs = context.Pipe()
-            plan = WorkerPlan(server.url, share, args.rate / args.workers, args.duration, args.send)
+            rate = args.rate / args.workers
+            plan = WorkerPlan(server.url, member_plans, cell_plans, rate, args.duration, args.send)
             process = context.Process(target=worker_main, args=(plan, theirs), daemon=True)
             process.start()
             pipes.append(mine)
@@ -688,8 +852,11 @@ def main() -> None:
         + ("over each member's WebSocket" if args.send == "ws" else "by HTTP POST")
     )
     print()
-    print("| phase | accepted msg/s | p50 ms | p95 ms | p99 ms | accepted | refused | late |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| phase | accepted msg/s | p50 ms | p95 ms | p99 ms | accepted | refused | late "
+        "| rekeys (p50) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
     print()
