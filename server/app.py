@@ -90,10 +90,15 @@ def _watch_tasks(app: web.Application, supervisor: Supervisor) -> Supervisor:
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    url = app[SETTINGS_KEY].database_url
-    if url is None:
+    settings = app[SETTINGS_KEY]
+    if settings.database_url is None:
         raise RuntimeError("create_app needs a pool or settings.database_url")
-    pool = await create_pool(url)
+    pool = await create_pool(
+        settings.database_url,
+        min_size=min(2, settings.db_pool_size),
+        max_size=settings.db_pool_size,
+        acquire_timeout_s=settings.db_acquire_timeout_s,
+    )
     app[POOL_KEY] = pool
     try:
         yield

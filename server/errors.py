@@ -14,7 +14,11 @@ import asyncpg
 # What a database outage looks like from inside the server: the connection was
 # refused or lost (OSError, asyncpg's connection and interface errors, "another
 # operation is in progress" on a connection a restart cut), the server is
-# shutting down or not yet accepting (class 57), or no connection came in time.
+# shutting down or not yet accepting (class 57), no connection came in time
+# (TimeoutError: every pool connection busy past Settings.db_acquire_timeout_s),
+# or it ran out of a resource (class 53: disk full, out of memory, too many
+# connections). Each rolled its transaction back whole, so the same request
+# may come again: 503 with Retry-After.
 DATABASE_OUTAGE = (
     OSError,
     TimeoutError,
@@ -22,6 +26,7 @@ DATABASE_OUTAGE = (
     asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
 )
 
 

@@ -88,6 +88,11 @@ class Settings:
     # net.core.somaxconn). aiohttp's 128 overflowed under a burst of 2,000
     # socket connects (issue 12); SPOKES_LISTEN_BACKLOG sets it.
     listen_backlog: int = 4096
+    # The database pool: at most this many connections (SPOKES_DB_POOL_SIZE),
+    # and how long a request waits for one when all are busy before it is
+    # answered 503 with Retry-After (SPOKES_DB_ACQUIRE_TIMEOUT, seconds).
+    db_pool_size: int = 20
+    db_acquire_timeout_s: float = 5.0
     # Behind a reverse proxy every request comes from the proxy; when set, the
     # client address is the last hop of X-Forwarded-For (the one our proxy added).
     trust_forwarded_for: bool = False
@@ -129,6 +134,10 @@ class Settings:
                 raise SettingsError("the metrics port must differ from the API port")
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(f"the log format must be one of {', '.join(LOG_FORMATS)}")
+        if not 1 <= self.db_pool_size <= 1000:
+            raise SettingsError("the database pool size must be between 1 and 1000")
+        if not 0 < self.db_acquire_timeout_s <= 600:
+            raise SettingsError("the database acquire timeout must be over 0 and at most 600 s")
         for name, value in self.rate_limits().items():
             if value.count < 1 or value.window_s < 1:
                 raise SettingsError(f"{name} needs a count and window of at least 1")
@@ -187,6 +196,10 @@ def load_settings(
     values["listen_backlog"] = _env_int(env, "SPOKES_LISTEN_BACKLOG", Settings.listen_backlog)
     if not 1 <= values["listen_backlog"] <= 65535:
         raise SettingsError("SPOKES_LISTEN_BACKLOG must be between 1 and 65535")
+    values["db_pool_size"] = _env_int(env, "SPOKES_DB_POOL_SIZE", Settings.db_pool_size)
+    values["db_acquire_timeout_s"] = _env_float(
+        env, "SPOKES_DB_ACQUIRE_TIMEOUT", Settings.db_acquire_timeout_s
+    )
     values["trust_forwarded_for"] = env.get("SPOKES_TRUST_FORWARDED_FOR", "") in ("1", "true")
     values["signature_helper"] = env.get("SPOKES_SIGNATURE_HELPER", "1") not in ("0", "false")
     if metrics_port is None and env.get("SPOKES_METRICS_PORT"):
@@ -333,6 +346,16 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)  # NaN and infinities are refused with the range, in Settings
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
 
 
 def _parse_rate(name: str, raw: str) -> RateLimit:

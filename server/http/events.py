@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from crypto.encoding import b32d, b32e
-from server.errors import ApiError, ErrorCode, bad_request
+from server.errors import DATABASE_OUTAGE, ApiError, ErrorCode, bad_request
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
 from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token, rate_limit
 from server.http.groups import sealed_message
@@ -47,6 +47,7 @@ MAX_REF_CHARS = 64
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
 
 
 def add_event_routes(app: web.Application) -> None:
@@ -154,6 +155,14 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
             try:
                 await _on_message(request, hub, socket, message.data)
+            except DATABASE_OUTAGE as exc:  # a subscribe met an outage: resubscribe soon
+                log.warning("websocket message met an outage: %s", type(exc).__name__)
+                socket.close(
+                    CLOSE_TRY_AGAIN,
+                    "try again later",
+                    _error(ErrorCode.UNAVAILABLE, "the database is unavailable: connect again"),
+                )
+                break
             except Exception as exc:  # the socket is open: no middleware can answer now
                 log.error("websocket message failed: %s", type(exc).__name__)
                 socket.close(
