@@ -22,6 +22,7 @@ from server.errors import DATABASE_OUTAGE, ApiError, ErrorCode, bad_request
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
 from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token, rate_limit
 from server.http.groups import sealed_message
+from server.http.parse import parse_natural
 from server.realtime.feed import Socket, not_found_notice
 from server.realtime.hub import Hub
 from server.services import events as service
@@ -71,9 +72,7 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 19 or not low <= int(text) <= high:
-        raise bad_request(f"query parameter {name!r} must be an integer from {low} to {high}")
-    return int(text)
+    return parse_natural(text, f"query parameter {name!r}", low, high)
 
 
 async def list_groups(request: web.Request) -> web.Response:

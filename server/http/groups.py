@@ -21,10 +21,12 @@ from server.http.common import (
     path_id,
     statement_wire,
 )
-from server.http.parse import get_b64, get_int, read_json
+from server.http.parse import get_b64, get_int, parse_natural, read_json
 from server.services import groups, messages, motions, profiles
 
 MAX_CIPHERTEXT = 65536 + 16
+MAX_EPOCH = 2**62  # a profile's epoch; far below PostgreSQL's bigint
+MAX_SEQ = 2**63 - 1  # PostgreSQL's bigint: an epoch or seq past it names nothing
 
 
 def add_group_routes(app: web.Application) -> None:
@@ -76,10 +78,7 @@ async def get_epoch_secret(request: web.Request) -> web.Response:
     """GET /v1/groups/{g}/epochs/{n}/secret → {"sealed": "b64"} (the caller's own box)"""
     session = await authenticate(request)
     group_id = path_id(request, "group_id", 16)
-    try:
-        epoch = int(request.match_info["epoch"])
-    except ValueError:
-        epoch = -1
+    epoch = parse_natural(request.match_info["epoch"], "epoch", 0, MAX_SEQ)
     sealed = await groups.my_epoch_secret(request.app[POOL_KEY], session, group_id, epoch)
     return json_response({"sealed": b64e(sealed)})
 
@@ -112,7 +111,7 @@ async def put_profile(request: web.Request) -> web.Response:
     session = await authenticate(request)
     group_id = path_id(request, "group_id", 16)
     body = await read_json(request)
-    epoch = get_int(body, "epoch", 1, 2**62)
+    epoch = get_int(body, "epoch", 1, MAX_EPOCH)
     sealed = get_b64(body, "sealed", 28, MAX_CIPHERTEXT + 12 + 64)  # nonce, ciphertext, signature
     await profiles.put_profile(
         request.app[POOL_KEY], session, group_id, epoch, sealed, request.app[CLOCK_KEY]()

@@ -102,6 +102,19 @@ def get_int(d: Mapping[str, Any], key: str, min_value: int, max_value: int) -> i
     return value
 
 
+def parse_natural(text: str, what: str, min_value: int, max_value: int) -> int:
+    """A whole number from a path or a query string: ASCII digits only, ``min_value``..``max_value``.
+
+    Stricter than int(), which also reads "+1", "1_0", " 1" and other scripts' digits.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise bad_request(f"{what} must be an integer from {min_value} to {max_value}")
+    value = int(text)
+    if not min_value <= value <= max_value:
+        raise bad_request(f"{what} must be an integer from {min_value} to {max_value}")
+    return value
+
+
 def get_bool(d: Mapping[str, Any], key: str) -> bool:
     """A boolean field."""
     value = _required(d, key)

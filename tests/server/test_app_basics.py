@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -10,9 +11,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from crypto.encoding import b32e, b64e
 from server.errors import ApiError, ErrorCode
 from server.http import parse
 from server.http.appkeys import POOL_KEY
+from server.http.common import parse_id
 from server.http.routes import openapi_document
 
 pytestmark = pytest.mark.spokes_settings(max_body_bytes=1024)
@@ -123,6 +126,67 @@ def test_every_route_is_documented_in_openapi(settings: Any) -> None:
     }
     missing = sorted(registered - documented)
     assert not missing, f"routes missing from server/openapi.json: {missing}"
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method.upper(), path, operation)
+        for path, operations in openapi_document()["paths"].items()
+        for method, operation in operations.items()
+        if method != "parameters"
+    ]
+
+
+def test_openapi_lists_the_refusals_every_endpoint_can_give() -> None:
+    """What the fuzzer (tests/server/test_fuzz.py) found missing: any JSON body can come
+    as another type (415), too large (413) or malformed (400); any id in a path malformed
+    (400); any login missing (401); and the database away (503, with Retry-After)."""
+    missing = []
+    for method, path, operation in _operations():
+        statuses = set(operation["responses"])
+        expected = set()
+        if "requestBody" in operation:
+            expected |= {"400", "413", "415"}
+        if "{" in path:
+            expected.add("400")
+        if operation.get("security"):
+            expected.add("401")
+        if path not in ("/healthz", "/v1/openapi.json"):
+            expected.add("503")
+        missing += [f"{method} {path}: {status}" for status in sorted(expected - statuses)]
+    assert not missing, missing
+    unavailable = openapi_document()["components"]["responses"]["Unavailable"]
+    assert "Retry-After" in unavailable["headers"]
+
+
+@pytest.mark.parametrize(("schema", "size"), [("Id16", 16), ("Id32", 32)])
+def test_openapi_id_patterns_are_exactly_the_ids_the_server_reads(schema: str, size: int) -> None:
+    """Every last character the pattern allows decodes to an id of the size, and no other does."""
+    pattern = re.compile(openapi_document()["components"]["schemas"][schema]["pattern"])
+    text_len = len(b32e(bytes(size)))
+    for last in "abcdefghijklmnopqrstuvwxyz234567":
+        text = "b" * (text_len - 1) + last
+        try:
+            readable = len(parse_id(text, size, "id")) == size
+        except ApiError:
+            readable = False
+        assert bool(pattern.fullmatch(text)) == readable, text
+    assert not pattern.fullmatch("b" * (text_len + 1))
+    assert not pattern.fullmatch("b" * (text_len - 1))
+
+
+@pytest.mark.parametrize(("schema", "size"), [("Challenge", 32), ("Signature", 64)])
+def test_openapi_byte_patterns_are_exactly_what_the_server_reads(schema: str, size: int) -> None:
+    pattern = re.compile(openapi_document()["components"]["schemas"][schema]["pattern"])
+    text_len = len(b64e(bytes(size)))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for last in alphabet:
+        text = "B" * (text_len - 1) + last
+        try:
+            readable = len(parse.get_b64({"f": text}, "f", size, size)) == size
+        except ApiError:
+            readable = False
+        assert bool(pattern.fullmatch(text)) == readable, text
 
 
 async def test_openapi_lists_every_error_code(server: Any, http: aiohttp.ClientSession) -> None:

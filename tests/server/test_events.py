@@ -237,6 +237,11 @@ async def test_event_reads_refuse_bad_parameters_and_anonymous_callers(
     for query in ("?since=-1", "?since=x", "?limit=0", "?limit=501", "?since=99999999999999999999"):
         reply = await founder.call("GET", path + query)
         assert (reply.status, reply.code) == (400, "bad_request"), query
+    # Digits only ASCII ones: "²" passed str.isdigit() and then broke int() (a 500);
+    # "٣" (Arabic-Indic three) was read as 3.
+    for query in ("?since=%C2%B2", "?limit=%D9%A3", "?since=+1", "?limit=1_0"):
+        reply = await founder.call("GET", path + query)
+        assert (reply.status, reply.code) == (400, "bad_request"), query
     assert (await founder.call("GET", "/v1/groups/not-an-id/events")).status == 400
     anonymous = await founder.call("GET", path, auth=False)
     assert (anonymous.status, anonymous.code) == (401, "unauthorized")

@@ -105,6 +105,19 @@ async def test_other_groups_look_like_nothing(founder: Actor, server, http) -> N
     assert theirs.status == 404
 
 
+async def test_an_epoch_in_the_path_is_a_plain_decimal_number(founder: Actor) -> None:
+    view = GroupView(founder, founder.cell or b"")
+    await view.refresh()
+    assert (await view.commit_epoch()).status == 201
+    path = f"/v1/groups/{b32e(founder.cell or b'')}/epochs/%s/secret"
+    assert (await founder.call("GET", path % "1")).status == 200
+    # int() would read "+1", "1_0", " 1" and Arabic-Indic digits, and pass numbers
+    # past PostgreSQL's bigint to the query.
+    for epoch in ("x", "-1", "+1", "1_0", "%20" + "1", "%D9%A1", "9223372036854775808", "9" * 30):
+        reply = await founder.call("GET", path % epoch)
+        assert (reply.status, reply.code) == (400, "bad_request"), epoch
+
+
 async def test_bad_messages_are_refused_and_write_nothing(founder: Actor, pool) -> None:
     view = GroupView(founder, founder.cell or b"")
     await view.commit_epoch()
