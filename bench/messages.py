@@ -62,6 +62,7 @@ POLICY = Policy(
     invite_quota=100,
 )
 UNLIMITED = "1000000/3600"
+FLAT_IN_FLIGHT = 200  # messages in flight in all when flat out, unless --window says
 DRAIN_S = 15.0  # how long to wait for the last deliveries after a phase
 SETUP_CONCURRENCY = 8  # cells grown at once
 
@@ -75,12 +76,22 @@ class Server:
     process: subprocess.Popen[str]
     data_dir: Path
 
-    def server_rss_kib(self) -> int:
-        """The server's RSS: its process and every process it spawned (workers, helpers)."""
+    def server_pids(self) -> list[int]:
+        """The server's process and every process it spawned (workers, helpers)."""
         pids = [self.process.pid]
         for pid in pids:  # grows as it goes: children, then theirs
             pids += [p for p in _all_pids() if _ppid(p) == pid and "spawn_main" in _cmdline(p)]
-        return sum(rss_kib(pid) for pid in pids)
+        return pids
+
+    def server_rss_kib(self) -> int:
+        return sum(rss_kib(pid) for pid in self.server_pids())
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) spent so far by the server's processes, and by PostgreSQL's."""
+        return (
+            sum(cpu_seconds(pid) for pid in self.server_pids()),
+            sum(cpu_seconds(pid) for pid in self.postgres_pids()),
+        )
 
     def postgres_pids(self) -> list[int]:
         """The embedded cluster's postmaster and every backend it forked."""
@@ -157,6 +168,15 @@ def rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system time of a live process (a backend that ended is not counted)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> str:
@@ -381,6 +401,7 @@ class WorkerPlan:
     rate: float  # this worker's share of the offered load, messages/s
     duration: float
     send: str  # "ws": over each member's socket; "http": POST /v1/groups/{g}/messages
+    window: int = 1  # messages each member keeps in flight when flat out
 
 
 @dataclass
@@ -586,16 +607,17 @@ async def _offered(
 async def _flat(
     http: aiohttp.ClientSession, plan: WorkerPlan
 ) -> tuple[list[Sent], Counter[str], float]:
-    """Closed loop: every member sends its next message as soon as the last is accepted."""
+    """Closed loop: every member keeps ``plan.window`` messages in flight, each sending the
+    next as soon as one is accepted."""
     sent: list[Sent] = []
     refused: Counter[str] = Counter()
     begin = time.monotonic()
     stop = begin + plan.duration
+    left = {id(m): m.flat for m in plan.members}
 
     async def one(member: MemberPlan) -> None:
-        for _ in range(member.flat):
-            if time.monotonic() >= stop:
-                return
+        while left[id(member)] > 0 and time.monotonic() < stop:
+            left[id(member)] -= 1
             result = await _send(http, plan, member)
             if isinstance(result, Sent):
                 sent.append(result)
@@ -604,7 +626,7 @@ async def _flat(
                 if result == _USED_UP:
                     return
 
-    await asyncio.gather(*(one(m) for m in plan.members))
+    await asyncio.gather(*(one(m) for m in plan.members for _ in range(plan.window)))
     return sent, refused, time.monotonic() - begin
 
 
@@ -730,7 +752,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def summarise(name: str, parts: list[dict[str, Any]], offered: float | None) -> list[str]:
+def summarise(
+    name: str, parts: list[dict[str, Any]], offered: float | None, cpu: list[float]
+) -> list[str]:
     accepted = sum(p["accepted"] for p in parts)
     elapsed = max(p["elapsed"] for p in parts)
     latencies = [x * 1000 for p in parts for x in p["latencies"]]
@@ -750,7 +774,8 @@ def summarise(name: str, parts: list[dict[str, Any]], offered: float | None) -> 
         f"| {load} | {accepted / elapsed:,.0f} | "
         f"{percentile(latencies, 50):.1f} | {percentile(latencies, 95):.1f} | "
         f"{percentile(latencies, 99):.1f} | {accepted:,} | {refusals.total()} | {undelivered} "
-        f"| {rekey_ms} |"
+        f"| {rekey_ms} | {1000 * cpu[0] / max(accepted, 1):.2f} "
+        f"| {1000 * cpu[1] / max(accepted, 1):.2f} |"
     ]
 
 
@@ -773,6 +798,13 @@ def main() -> None:
         choices=("ws", "http"),
         default="ws",
         help="send over each member's WebSocket (default) or by POST /v1/groups/{g}/messages",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help=f"messages each member keeps in flight when flat out "
+        f"(default: enough for {FLAT_IN_FLIGHT} in all, at least 1)",
     )
     parser.add_argument(
         "--server-workers", type=int, default=1, help="spokes-server processes (serve --workers)"
@@ -799,13 +831,18 @@ def main() -> None:
                 member.cell = len(cell_plans)
             cell_plans.append(cell_plan)
             member_plans += members
+        # Flat out needs enough messages in flight to keep the server busy: with few
+        # members, each keeps several (as a member's daemon relaying a burst does).
+        window = args.window or -(-FLAT_IN_FLIGHT // args.members)
         context = mp.get_context("spawn")
         pipes = []
         processes = []
         for cell_plans, member_plans in shares:
             mine, theirs = context.Pipe()
             rate = args.rate / args.workers
-            plan = WorkerPlan(server.url, member_plans, cell_plans, rate, args.duration, args.send)
+            plan = WorkerPlan(
+                server.url, member_plans, cell_plans, rate, args.duration, args.send, window
+            )
             process = context.Process(target=worker_main, args=(plan, theirs), daemon=True)
             process.start()
             pipes.append(mine)
@@ -828,10 +865,12 @@ def main() -> None:
         for phase, offered in (("offered", args.rate), ("flat", None)):
             print(f"  phase: {phase}", file=sys.stderr)
             start_at = time.monotonic() + 0.5
+            cpu_before = server.cpu_seconds()
             for pipe in pipes:
                 pipe.send(start_at)
             parts = [pipe.recv() for pipe in pipes]
-            rows += summarise(phase, parts, offered)
+            cpu = [b - a for a, b in zip(cpu_before, server.cpu_seconds(), strict=True)]
+            rows += summarise(phase, parts, offered, cpu)
         after_load = server.server_rss_kib()
         pg_after_load = sum(rss_kib(p) for p in server.postgres_pids())
         for pipe in pipes:
@@ -845,7 +884,8 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(
         f"network: {args.members} members in {len(cells)} cells of {CELL}, one WebSocket each "
-        f"({args.workers} load processes); setup took {setup_s:.0f}s"
+        f"({args.workers} load processes; flat out, {window} in flight per member); "
+        f"setup took {setup_s:.0f}s"
     )
     print(
         f"server: {args.server_workers} process(es) (serve --workers); messages sent "
@@ -854,9 +894,9 @@ def main() -> None:
     print()
     print(
         "| phase | accepted msg/s | p50 ms | p95 ms | p99 ms | accepted | refused | late "
-        "| rekeys (p50) |"
+        "| rekeys (p50) | server CPU ms/msg | PostgreSQL CPU ms/msg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
     print()

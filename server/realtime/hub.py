@@ -51,7 +51,7 @@ log = logging.getLogger("spokes.realtime")
 SAFETY_POKE_S = 10.0  # re-read every group now and then, in case a NOTIFY was lost
 SESSION_CHECK_S = 60.0  # how soon a revoked session's sockets close
 SEND_TIMEOUT_S = 30.0  # a client that won't read for this long is dropped
-BACKOFF_S = (0.2, 30.0)  # LISTEN reconnect: first and longest wait
+BACKOFF_S = (0.1, 0.5)  # LISTEN reconnect: first and longest wait
 LIVENESS_TIMEOUT_S = 5.0
 
 # WebSocket close codes (4000-4999 are the application's).
@@ -267,7 +267,10 @@ class Hub:
 
     @staticmethod
     async def _send(socket: Socket, text: str) -> None:
-        await asyncio.wait_for(socket.sink.send_str(text), SEND_TIMEOUT_S)
+        # asyncio.timeout, not wait_for: no task per frame (a frame per socket per event
+        # is the hottest path of delivery), and it raises TimeoutError alike.
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await socket.sink.send_str(text)
 
     async def _read(self, group_id: bytes, group_text: str, cursor: int) -> Page:
         return (await self._read_many([(group_id, cursor)]))[group_id]

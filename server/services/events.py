@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from crypto.encoding import b32e, b64e
@@ -81,13 +82,18 @@ async def accept_cursors(
     return {g: min(c, newest[g]) for g, c in cursors.items() if g in newest}
 
 
+# The text of a member or group id, remembered: every event a socket is sent names its
+# sender, and a busy group's senders are few (ids are public, so keeping them is safe).
+_id_text = lru_cache(maxsize=16_384)(b32e)
+
+
 def event_wire(row: EventRow, group_text: str | None = None) -> dict[str, Any]:
     """The JSON shape of one event, shared by GET .../events and the WebSocket."""
     return {
-        "group": group_text or b32e(row.group_id),
+        "group": group_text or _id_text(row.group_id),
         "seq": row.seq,
         "kind": row.kind,
-        "sender": None if row.sender is None else b32e(row.sender),
+        "sender": None if row.sender is None else _id_text(row.sender),
         "body": b64e(row.body),
         "created_at": seconds(row.created_at),
     }
