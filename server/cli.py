@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
@@ -271,6 +272,11 @@ async def _start_site(settings: Settings, *, reuse_port: bool) -> web.AppRunner:
     except BaseException:
         await runner.cleanup()
         raise
+    # What start-up made (modules, the app, the pool) lives as long as the process:
+    # out of the collector's sight, so that its full collections (a pause of
+    # delivery, up to 40 ms measured under load) walk only what came after.
+    gc.collect()
+    gc.freeze()
     return runner
 
 
