@@ -53,7 +53,7 @@ from tests.server.actors import Actor, bring_in
 T = TypeVar("T")
 
 SEED = 20261202
-EXAMPLES = 15  # per operation, in the fuzzing phase (the coverage phase adds its own)
+EXAMPLES = 10  # random cases per operation (the coverage phase adds its edge cases)
 START_S = 60.0
 REQUEST_S = 10.0  # one answer; far more than any takes, so only a hang fails it
 OPERATION_S = 60  # every case of one operation; each takes 1-3 s
@@ -89,7 +89,7 @@ class FuzzServer:
     """A live server in a thread of its own, so the fuzzer's blocking calls can reach it."""
 
     url: str
-    token: str
+    tokens: dict[str, str]  # who -> bearer token: "founder", "pending"
     loop: asyncio.AbstractEventLoop
     pool: Pool
     tables: list[str]
@@ -97,6 +97,7 @@ class FuzzServer:
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     seconds: Counter[str] = field(default_factory=Counter)
     last: float = 0.0
+    settled: dict[str, int] | None = None  # the row counts, when nothing can have moved them
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(START_S)
@@ -104,18 +105,22 @@ class FuzzServer:
     def counts(self) -> dict[str, int]:
         return self.run(_row_counts(self.pool, self.tables))
 
-    def send(self, case: Case, headers: dict[str, str] | None = None) -> None:
-        """Send one case; check its answer against the document and the database."""
+    def send(self, case: Case, who: str | None = None) -> None:
+        """Send one case, as ``who`` or as nobody; check the answer and the database."""
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else None
         now = time.perf_counter()
         if self.last:
             self.seconds[case.operation.label] += now - self.last
         self.last = now
-        before = self.counts()
+        before = self.settled or self.counts()
         response = case.call(
             base_url=self.url, session=self.http, headers=headers, timeout=REQUEST_S
         )
         after = self.counts()
         self.statuses[(case.operation.label, response.status_code)] += 1
+        # After a refusal the rows stay where this request left them: schemathesis's
+        # checks send requests of their own (auth probes) only after a 2xx.
+        self.settled = after if response.status_code >= 400 else None
         case.validate_response(response, headers=headers)
         if response.status_code >= 400:
             changed = {t: (before[t], after[t]) for t in before if before[t] != after[t]}
@@ -146,8 +151,11 @@ async def _row_counts(pool: Pool, tables: list[str]) -> dict[str, int]:
         return {row[0]: row[1] for row in await conn.fetch(query)}
 
 
-async def _start(settings: Settings, database_url: str) -> tuple[web.AppRunner, Pool, str, str]:
-    """The server, and a network in it: a founder, a newcomer vouched in, an invite unused."""
+async def _start(
+    settings: Settings, database_url: str
+) -> tuple[web.AppRunner, Pool, str, dict[str, str]]:
+    """The server, and a network in it: its founder, a member they brought in, a newcomer
+    still waiting to be admitted, and an invite nobody used."""
     pool = await create_pool(database_url, min_size=1, max_size=5)
     app = create_app(settings.with_changes(database_url=database_url), pool)
     runner = web.AppRunner(app, access_log=None)
@@ -157,16 +165,20 @@ async def _start(settings: Settings, database_url: str) -> tuple[web.AppRunner, 
     host, port = runner.addresses[0][:2]
     url = f"http://{host}:{port}"
     async with aiohttp.ClientSession() as http:
-        founder, newcomer = Actor(http, url), Actor(http, url)
+        founder, admitted, pending = Actor(http, url), Actor(http, url), Actor(http, url)
         assert (await founder.found()).status == 201
-        await bring_in(founder, newcomer)
+        await bring_in(founder, admitted)
         code, reply = await founder.invite()
         assert reply.status == 201, reply.body
-    assert founder.token is not None and founder.cell is not None
+        assert (await pending.join(code, founder)).status == 201  # and logged in; not admitted
+        code, reply = await founder.invite()
+        assert reply.status == 201, reply.body
+    assert founder.cell is not None
     KNOWN_IDS["group_id"] = [b32e(founder.cell)]
-    KNOWN_IDS["member_id"] = [founder.id_text, newcomer.id_text]
+    KNOWN_IDS["member_id"] = [founder.id_text, admitted.id_text, pending.id_text]
     KNOWN_IDS["lookup_id"] = [b32e(code.lookup_id)]
-    return runner, pool, url, founder.token
+    tokens = {"founder": founder.token, "pending": pending.token}
+    return runner, pool, url, {who: token for who, token in tokens.items() if token}
 
 
 async def _admin(admin_url: str, sql: str) -> None:
@@ -205,8 +217,8 @@ def fuzz_server(
     run(_admin(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {template_database}"))
     runner: web.AppRunner | None = None
     try:
-        runner, pool, url, token = run(_start(settings, database_url))
-        server = FuzzServer(url, token, loop, pool, run(_tables(pool)))
+        runner, pool, url, tokens = run(_start(settings, database_url))
+        server = FuzzServer(url, tokens, loop, pool, run(_tables(pool)))
         started = time.perf_counter()
         yield server
         print(server.summary(time.perf_counter() - started))
@@ -228,8 +240,14 @@ async def _tables(pool: Pool) -> list[str]:
     return [t for t in names if t not in WRITES_ON_REFUSAL]
 
 
-def _schema() -> Any:
-    """The document the server serves at /v1/openapi.json (server/http/routes.py)."""
+def _schema(*, coverage: bool) -> Any:
+    """The document the server serves at /v1/openapi.json (server/http/routes.py).
+
+    With ``coverage``, schemathesis's coverage phase first sends each operation the
+    document's edge cases (each bound and one past it, each field missing or of
+    another type, other methods and content types); then, always, EXAMPLES random
+    cases, valid and invalid.
+    """
     config = schemathesis.Config.from_dict(
         {
             "seed": SEED,
@@ -239,7 +257,7 @@ def _schema() -> Any:
                 "deterministic": True,
                 "database": "none",
             },
-            "phases": {"stateful": {"enabled": False}},
+            "phases": {"coverage": {"enabled": coverage}, "stateful": {"enabled": False}},
             # Valid-looking bodies are still refused: their signatures are random.
             "checks": {"positive_data_acceptance": {"enabled": False}},
         }
@@ -247,7 +265,11 @@ def _schema() -> Any:
     return schemathesis.openapi.from_dict(openapi_document(), config=config).exclude(path="/v1/ws")
 
 
-schema = _schema()
+# The edge cases once as nobody (what anyone on the internet can send) and once as
+# the founder; the newcomer's run, which mostly repeats the founder's refusals, is
+# random cases only.
+edges = _schema(coverage=True)
+random_only = _schema(coverage=False)
 
 _SCHEMAS = openapi_document()["components"]["schemas"]
 _ID_PATTERNS = {
@@ -257,7 +279,6 @@ _ID_PATTERNS = {
 }
 
 
-@schema.hook
 def flatmap_case(context: Any, case: Case) -> Any:
     """Now and then a real id in place of a generated valid one.
 
@@ -271,6 +292,10 @@ def flatmap_case(context: Any, case: Case) -> Any:
     if isinstance(case.body, dict) and _is_valid_id("member_id", case.body.get("member_id")):
         swaps += [("body", "member_id", real) for real in KNOWN_IDS["member_id"]]
     return st.sampled_from(swaps).map(lambda swap: _swapped(case, *swap))
+
+
+for _each in (edges, random_only):
+    _each.hook(flatmap_case)
 
 
 def _is_valid_id(name: str, value: Any) -> bool:
@@ -287,7 +312,7 @@ def _swapped(case: Case, where: str, name: str, real: str) -> Case:
 
 
 @pytest.mark.timeout(OPERATION_S)
-@schema.parametrize()
+@edges.parametrize()
 def test_anonymous_requests_get_documented_answers_and_refusals_write_nothing(
     case: Case, fuzz_server: FuzzServer
 ) -> None:
@@ -295,8 +320,31 @@ def test_anonymous_requests_get_documented_answers_and_refusals_write_nothing(
 
 
 @pytest.mark.timeout(OPERATION_S)
-@schema.parametrize()
-def test_member_requests_get_documented_answers_and_refusals_write_nothing(
+@edges.parametrize()
+def test_founder_requests_get_documented_answers_and_refusals_write_nothing(
     case: Case, fuzz_server: FuzzServer
 ) -> None:
-    fuzz_server.send(case, {"Authorization": f"Bearer {fuzz_server.token}"})
+    fuzz_server.send(case, "founder")
+
+
+@pytest.mark.timeout(OPERATION_S)
+@random_only.parametrize()
+def test_newcomer_requests_get_documented_answers_and_refusals_write_nothing(
+    case: Case, fuzz_server: FuzzServer
+) -> None:
+    """A newcomer not yet admitted: the refusals (403, 404) and their own partial evidence."""
+    fuzz_server.send(case, "pending")
+
+
+def test_a_refusal_that_writes_is_caught(fuzz_server: FuzzServer) -> None:
+    """The write check is not idle: a failed login spends its challenge, by design
+    (docs/API.md: one try per challenge), and the check sees that row go."""
+    founder = KNOWN_IDS["member_id"][0]
+    reply = fuzz_server.http.post(
+        fuzz_server.url + "/v1/auth/challenge", json={"member_id": founder}, timeout=REQUEST_S
+    )
+    assert reply.status_code == 200
+    wrong = {"member_id": founder, "challenge": reply.json()["challenge"], "signature": "A" * 86}
+    case = edges["/v1/auth/session"]["POST"].Case(body=wrong, media_type="application/json")
+    with pytest.raises(AssertionError, match=r"refused with 401 .*login_challenges"):
+        fuzz_server.send(case)

@@ -11,10 +11,12 @@ import binascii
 import json
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from crypto.encoding import b32e, b64d
 from crypto.network import Policy
+from server.http.routes import openapi_document
 from tests.server.actors import Actor, bring_in
 
 
@@ -98,3 +100,19 @@ async def test_a_pending_newcomer_sees_no_cellmate_until_admitted(
     listed = {m["member_id"] for m in admitted["cell"]["members"]}
     assert {founder.id_text, b.id_text, x.id_text} <= listed
     assert len(admitted["verdicts"]) == 2 and admitted["chain"]
+
+
+async def test_a_pending_newcomers_own_evidence_is_as_the_openapi_document_says(
+    server, http, cell: tuple[Actor, Actor, Actor]
+) -> None:
+    """The fuzzer (tests/server/test_fuzz.py) found `"cell": null` refused by the document."""
+    founder = cell[0]
+    newcomer = Actor(http, server.url)
+    code, reply = await founder.invite()
+    assert reply.status == 201
+    assert (await newcomer.join(code, founder)).status == 201
+    reply = await newcomer.call("GET", f"/v1/members/{newcomer.id_text}/evidence")
+    assert reply.status == 200 and reply.body["cell"] is None
+    document = openapi_document()
+    evidence = {"$ref": "#/components/schemas/Evidence", "components": document["components"]}
+    jsonschema_rs.validator_for(evidence).validate(reply.body)
