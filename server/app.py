@@ -161,7 +161,13 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         if metrics is not None:
             metrics.committed(len(rows))
 
-    writer = MessageWriter(app[POOL_KEY], app[CLOCK_KEY], on_commit=on_commit, verifier=verifier)
+    writer = MessageWriter(
+        app[POOL_KEY],
+        app[CLOCK_KEY],
+        on_commit=on_commit,
+        around_commit=(hub.committing, hub.commit_ended),
+        verifier=verifier,
+    )
     app[WRITER_KEY] = writer
     try:
         yield

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -85,6 +86,10 @@ class Hub:
         self._listening = asyncio.Event()
         self._stale: dict[Feed, int] = {}  # feeds a notification announced news for: newest seq
         self._refresh = asyncio.Event()
+        # Groups this instance's message writer is committing to (batches in flight), and
+        # news announced for them meanwhile, read (if still news) once the batch ended.
+        self._committing: Counter[bytes] = Counter()
+        self._deferred: dict[Feed, int] = {}
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -186,6 +191,25 @@ class Hub:
             feed = self._feeds.get(row.group_id)
             if feed is not None and feed.extend(row.seq, _wire_text(row, feed.group_text)):
                 feed.poke(row.seq)
+
+    def committing(self, groups: frozenset[bytes]) -> None:
+        """The message writer begins a batch for ``groups``: news announced for them until it
+        ended is most likely its own, which ``committed`` puts in the caches; reading it from
+        the database first (the notification often comes before the commit's answer) is
+        work for nothing."""
+        self._committing.update(groups)
+
+    def commit_ended(self, groups: frozenset[bytes]) -> None:
+        """The batch for ``groups`` committed (and ``committed`` ran) or failed: the sockets
+        of a group announced meanwhile are poked, and read what is not cached yet (another
+        instance's news) themselves. Not deferred again: a group this instance keeps busy
+        must not starve them."""
+        self._committing.subtract(groups)
+        for group_id in groups:
+            if self._committing[group_id] <= 0:
+                del self._committing[group_id]
+        for feed in [f for f in self._deferred if f.group_id not in self._committing]:
+            feed.poke(self._deferred.pop(feed))
 
     def poke_all(self) -> None:
         for feed in list(self._feeds.values()):
@@ -339,6 +363,9 @@ class Hub:
                 f: seq for f, seq in self._stale.items() if self._feeds.get(f.group_id) is f
             }
             self._stale.clear()
+            for feed in [f for f in announced if f.group_id in self._committing]:
+                seq = announced.pop(feed)
+                self._deferred[feed] = max(seq, self._deferred.get(feed, 0))
             marks = []
             for feed, seq in announced.items():
                 if feed.stale(seq):

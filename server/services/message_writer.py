@@ -24,6 +24,7 @@ from server.verifier import Verifier
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 10.0
+GroupsHook = Callable[[frozenset[bytes]], None]
 
 
 class MessageWriter:
@@ -46,11 +47,15 @@ class MessageWriter:
         *,
         max_batch: int = MAX_BATCH,
         on_commit: Callable[[list[EventRow]], None] | None = None,
+        around_commit: tuple[GroupsHook, GroupsHook] | None = None,
         verifier: Verifier | None = None,
     ) -> None:
         self._pool = pool
         self._verifier = verifier
         self._on_commit = on_commit
+        # Told which groups a batch appends to before it commits, and again once it
+        # ended (committed and on_commit called, or failed).
+        self._around_commit = around_commit
         self._clock = clock
         self._max_batch = max_batch
         self._queue: deque[tuple[Submission, asyncio.Future[Accepted]]] = deque()
@@ -101,14 +106,21 @@ class MessageWriter:
     async def _commit_all(self) -> None:
         while self._ready:
             batch = Prepared.join([self._ready.popleft() for _ in range(len(self._ready))])
+            groups = frozenset(item.group_id for item in batch.items)
+            if self._around_commit is not None:
+                self._around_commit[0](groups)
             try:
                 rows = await commit(self._pool, batch, self._clock())
             except Exception as exc:  # the whole batch rolled back: each request says so
                 _fail(batch.futures, exc)
                 continue
-            self.batches += 1
-            if self._on_commit is not None and rows:
-                self._on_commit(rows)  # committed: this instance's sockets needn't read them
+            else:
+                self.batches += 1
+                if self._on_commit is not None and rows:
+                    self._on_commit(rows)  # committed: this instance's sockets needn't read them
+            finally:
+                if self._around_commit is not None:
+                    self._around_commit[1](groups)
             for future, result in zip(batch.futures, batch.results, strict=True):
                 if future.done():
                     continue  # the request went away; its message stands (or not) all the same

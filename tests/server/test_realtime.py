@@ -358,6 +358,28 @@ async def test_a_poke_delivers_an_event_whose_notification_never_came(
     assert seqs(await stream.collect(2)) == [start + 1, start + 2]
 
 
+async def test_news_announced_while_this_instance_commits_to_the_group_arrives_when_it_ends(
+    founder: Actor, server, http, pool: Pool
+) -> None:
+    """A notification that comes while this instance's message writer commits to the group
+    is held (most likely its own batch, which it caches itself), then delivered when the
+    batch ends, without waiting for the 10 s safety poke; held once, never again."""
+    cell = founder.cell or b""
+    hub = server.app[HUB_KEY]
+    start = await last_seq(pool, cell)
+    stream = await connect(http, server.url, founder.token, {cell: start})
+    await append(pool, cell, b"first")
+    await stream.collect(1)  # the group's feed now caches its tail
+    hub.committing(frozenset({cell}))
+    hub.committing(frozenset({cell}))  # two batches in flight for the group
+    await append(pool, cell, b"another instance's")  # committed elsewhere: only its NOTIFY
+    await stream.silence(0.3)
+    hub.commit_ended(frozenset({cell}))
+    await stream.silence(0.3)  # one batch is still committing
+    hub.commit_ended(frozenset({cell}))
+    assert seqs(await stream.collect(2, wait=2.0)) == [start + 1, start + 2]
+
+
 async def test_a_member_removed_from_a_group_stops_receiving_it(
     founder: Actor, server_factory, http, pool: Pool
 ) -> None:
