@@ -33,13 +33,22 @@ async def authenticate(request: web.Request) -> auth.Session:
 
 
 def parse_id(text: str, size: int, what: str) -> bytes:
-    try:
-        raw = b32d(text)
-    except ValueError:
-        raw = b""
-    if len(raw) != size:
+    """An id of ``size`` bytes from its one text: lowercase unpadded base32 (400 otherwise)."""
+    raw = b32_id(text)
+    if raw is None or len(raw) != size:
         raise ApiError(400, ErrorCode.BAD_REQUEST, f"{what} is not a valid id")
     return raw
+
+
+def b32_id(text: object) -> bytes | None:
+    """The bytes of an id's text, or None: only the lowercase form b32e writes is read
+    (b32d takes either case), so that one id has one text."""
+    if not isinstance(text, str) or text != text.lower():
+        return None
+    try:
+        return b32d(text)
+    except ValueError:
+        return None
 
 
 def path_id(request: web.Request, name: str, size: int) -> bytes:

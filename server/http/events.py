@@ -17,10 +17,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from crypto.encoding import b32d, b32e
+from crypto.encoding import b32e
 from server.errors import DATABASE_OUTAGE, ApiError, ErrorCode, bad_request
 from server.http.appkeys import CLOCK_KEY, HUB_KEY, POOL_KEY, SETTINGS_KEY, WRITER_KEY
-from server.http.common import MAX_TOKEN_CHARS, authenticate, bearer_token, rate_limit
+from server.http.common import (
+    MAX_TOKEN_CHARS,
+    authenticate,
+    b32_id,
+    bearer_token,
+    rate_limit,
+)
 from server.http.groups import sealed_message
 from server.http.parse import parse_natural
 from server.realtime.feed import Socket, not_found_notice
@@ -61,11 +67,8 @@ def add_event_routes(app: web.Application) -> None:
 def _group_id(text: object) -> bytes | None:
     if not isinstance(text, str) or len(text) > 128:
         return None
-    try:
-        raw = b32d(text)
-    except ValueError:
-        return None
-    return raw if GROUP_ID_BYTES[0] <= len(raw) <= GROUP_ID_BYTES[1] else None
+    raw = b32_id(text)
+    return raw if raw is not None and GROUP_ID_BYTES[0] <= len(raw) <= GROUP_ID_BYTES[1] else None
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -545,3 +545,20 @@ async def test_one_key_racing_through_two_invites_becomes_one_member(
         )
         redeemed = await conn.fetchval("SELECT count(*) FROM invites WHERE redeemed_by IS NOT NULL")
     assert redeemed == 1
+
+
+async def test_an_id_is_read_only_in_its_lowercase_form(founder: Actor, server, http) -> None:
+    """The document's ids are lowercase base32, and so the server's: one id, one text
+    (an uppercase id named the same member, a form the document refuses)."""
+    for path in (
+        f"/v1/members/{founder.id_text.upper()}/evidence",
+        f"/v1/groups/{b32e(founder.cell or b'').upper()}/events",
+        f"/v1/groups/{b32e(founder.cell or b'').upper()}/roster",
+    ):
+        reply = await founder.call("GET", path)
+        assert (reply.status, reply.code) == (400, "bad_request"), path
+    reply = await founder.call(
+        "POST", "/v1/auth/challenge", {"member_id": founder.id_text.upper()}, auth=False
+    )
+    assert (reply.status, reply.code) == (400, "bad_request")
+    assert (await founder.call("GET", f"/v1/members/{founder.id_text}/evidence")).status == 200
