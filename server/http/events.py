@@ -28,7 +28,7 @@ from server.http.common import (
     rate_limit,
 )
 from server.http.groups import sealed_message
-from server.http.parse import parse_natural
+from server.http.parse import parse_natural, query_params
 from server.realtime.feed import Socket, not_found_notice
 from server.realtime.hub import Hub
 from server.services import events as service
@@ -71,8 +71,8 @@ def _group_id(text: object) -> bytes | None:
     return raw if raw is not None and GROUP_ID_BYTES[0] <= len(raw) <= GROUP_ID_BYTES[1] else None
 
 
-def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
+def _query_int(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = query.get(name)
     if text is None:
         return default
     return parse_natural(text, f"query parameter {name!r}", low, high)
@@ -94,8 +94,9 @@ async def list_events(request: web.Request) -> web.Response:
     group_id = _group_id(request.match_info["group_id"])
     if group_id is None:
         raise bad_request("group_id is not a valid id")
-    since = _query_int(request, "since", 0, 0, MAX_SEQ)
-    limit = _query_int(request, "limit", DEFAULT_PAGE, 1, service.MAX_PAGE)
+    query = query_params(request, ("since", "limit"))
+    since = _query_int(query, "since", 0, 0, MAX_SEQ)
+    limit = _query_int(query, "limit", DEFAULT_PAGE, 1, service.MAX_PAGE)
     rows = await service.read_events(request.app[POOL_KEY], member_id, group_id, since, limit)
     text = b32e(group_id)
     return web.json_response(

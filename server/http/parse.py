@@ -10,7 +10,7 @@ body two ways.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -113,6 +113,22 @@ def parse_natural(text: str, what: str, min_value: int, max_value: int) -> int:
     if not min_value <= value <= max_value:
         raise bad_request(f"{what} must be an integer from {min_value} to {max_value}")
     return value
+
+
+def query_params(request: web.Request, allowed: Collection[str]) -> dict[str, str]:
+    """The query string's parameters: only ``allowed`` ones, each at most once.
+
+    A misspelt parameter would otherwise be ignored, and a repeated one read
+    one of two ways; both are 400 bad_request.
+    """
+    query: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name not in allowed:
+            raise bad_request(f"unknown query parameter {name[:40]!r}")
+        if name in query:
+            raise bad_request(f"query parameter {name!r} given twice")
+        query[name] = value
+    return query
 
 
 def get_bool(d: Mapping[str, Any], key: str) -> bool:
