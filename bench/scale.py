@@ -41,9 +41,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,11 @@ from server.services import groups as group_service  # noqa: E402
 READS = ("groups", "events", "roster", "evidence", "pending")
 TARGET_P99_MS = 20.0
 ALONE_SHARE = 0.3  # the alone phase runs this share of --duration and --requests
-PACED_SHARE = 0.5  # the paced phase offers this share of the flat-out throughput
+PACED_SHARE = 0.3  # the paced phase offers this share of the flat-out throughput
 PHASE_CAP_S = 600.0  # no phase runs longer, whatever the options say
 BIG_TABLE_ROWS = 10_000  # a sequential scan on a table this big is a missing index
 FILLED = "filled.json"
+CpuSample = dict[str, dict[int, float]]  # group of processes -> pid -> CPU seconds so far
 
 
 # --- The reads ---------------------------------------------------------------------------
@@ -165,17 +167,22 @@ async def run_phase(
     duration: float,
     requests: int,
     *,
+    members: int,
     rate: float | None = None,
-    cpu: Callable[[], dict[str, float]] = dict,
+    cpu: Callable[[], CpuSample] = dict,
     seed: int = 2,
 ) -> Phase:
-    """`len(readers)` members read `read` until `duration` seconds or `requests` reads in all.
+    """`members` members at once read `read` until `duration` seconds or `requests` reads.
 
-    Without `rate`, each member is a task that reads back to back (closed loop:
-    the server's capacity). With it, reads start on a schedule, `rate` a second
-    round robin over the members, whatever earlier answers do (open loop).
+    Who reads turns over `readers`: the k-th of the `members` tasks acts as
+    readers k, k + members, k + 2 x members, ... in turn, so that at any moment
+    `members` different members read and, over the phase, the reads touch as
+    many members (and cells) as there are readers, not the same few rows.
+    Without `rate`, each task reads back to back (closed loop: the server's
+    capacity). With it, reads start on a schedule, `rate` a second in all,
+    whatever earlier answers do (open loop).
     """
-    phase = Phase(read, len(readers), rate)
+    phase = Phase(read, members, rate)
     rng = random.Random(seed)
     duration = min(duration, PHASE_CAP_S)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
@@ -194,12 +201,14 @@ async def run_phase(
         if rate is None:
             left = [requests]
 
-            async def member(reader: Reader) -> None:
-                while left[0] > 0 and time.monotonic() < began + duration:
+            async def member(k: int) -> None:
+                for turn in range(requests):
+                    if left[0] <= 0 or time.monotonic() >= began + duration:
+                        return
                     left[0] -= 1
-                    await one(reader)
+                    await one(readers[(k + turn * members) % len(readers)])
 
-            await asyncio.gather(*(member(r) for r in readers))
+            await asyncio.gather(*(member(k) for k in range(members)))
         else:
             started: list[asyncio.Task[None]] = []
             for i in range(min(requests, int(rate * duration))):
@@ -208,7 +217,7 @@ async def run_phase(
             await asyncio.gather(*started)
         phase.elapsed = time.monotonic() - began
         after = cpu()
-        phase.cpu = {k: after[k] - before.get(k, 0.0) for k in after}
+        phase.cpu = cpu_used(before, after)
     return phase
 
 
@@ -220,6 +229,7 @@ class Plan:
     sql: str
     plan: str
     generic: str  # the plan the server may switch to once the statement is prepared and reused
+    runs: int = 1  # how many times the read ran this query
 
 
 WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
@@ -248,21 +258,21 @@ class ExplainingConnection:
             await self.conn.execute("RESET plan_cache_mode")
         self.plans.append(Plan(" ".join(sql.split()), plan, generic))
 
-    async def fetch(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, method: str, sql: str, args: tuple[Any, ...], kwargs: Any) -> Any:
         await self._explain(sql, args)
-        return await self.conn.fetch(sql, *args, **kwargs)
+        return await getattr(self.conn, method)(sql, *args, **kwargs)
+
+    async def fetch(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        return await self._run("fetch", sql, args, kwargs)
 
     async def fetchrow(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        await self._explain(sql, args)
-        return await self.conn.fetchrow(sql, *args, **kwargs)
+        return await self._run("fetchrow", sql, args, kwargs)
 
     async def fetchval(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        await self._explain(sql, args)
-        return await self.conn.fetchval(sql, *args, **kwargs)
+        return await self._run("fetchval", sql, args, kwargs)
 
     async def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
-        await self._explain(sql, args)
-        return await self.conn.execute(sql, *args, **kwargs)
+        return await self._run("execute", sql, args, kwargs)
 
 
 class ExplainingPool:
@@ -283,7 +293,7 @@ async def explain_reads(conn: Any, reader: Reader) -> dict[str, list[Plan]]:
     The server's own service functions run here, in-process, on a pool that
     EXPLAINs each query with the very parameters it is given. Authentication
     comes first, as every request's does. Each distinct query is kept once,
-    with the plan of its first run.
+    with the plan of its first run and how often the read ran it.
     """
     now = datetime.now(UTC)
     member, cell = b32d(reader.member), b32d(reader.cell)
@@ -305,9 +315,10 @@ async def explain_reads(conn: Any, reader: Reader) -> dict[str, list[Plan]]:
     for read, call in calls.items():
         pool = ExplainingPool(conn)
         await call(pool)
+        runs = Counter(plan.sql for plan in pool.plans)
         seen: dict[str, Plan] = {}
         for plan in pool.plans:
-            seen.setdefault(plan.sql, plan)
+            seen.setdefault(plan.sql, replace(plan, runs=runs[plan.sql]))
         plans[read] = list(seen.values())
     return plans
 
@@ -393,16 +404,25 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    found = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return found
+
+
+def cpu_used(before: CpuSample, after: CpuSample) -> dict[str, float]:
+    """CPU seconds each group used between two samples. A process that started in between
+    counts from zero; one that ended in between takes its share with it."""
+    return {
+        group: sum(t - before.get(group, {}).get(pid, 0.0) for pid, t in pids.items())
+        for group, pids in after.items()
+    }
 
 
 # --- The run ------------------------------------------------------------------------------
@@ -454,27 +474,30 @@ async def measure(
     db_url: str,
     filled: Filled,
     args: argparse.Namespace,
-    cpu: Callable[[], dict[str, float]],
+    cpu: Callable[[], CpuSample],
 ) -> dict[str, Any]:
     say = _say(args)
-    rng = random.Random(filled.shape.seed)
-    # Each member from a cell of their own.
-    readers = rng.sample(filled.readers, min(args.concurrency, len(filled.readers)))
-    problems = await verify_reads(url, readers)
+    # The readers are members of cells spread over the whole network, one per cell.
+    readers = list(filled.readers)
+    random.Random(filled.shape.seed).shuffle(readers)
+    members = min(args.concurrency, len(readers))
+    problems = await verify_reads(url, readers[:members])
     if problems:
         raise SystemExit("reads did not return the rows filled:\n  " + "\n  ".join(problems[:10]))
-    say(f"{len(readers)} members read what was filled; timing…")
+    say(f"{members} members read what was filled; timing reads by {len(readers)} members…")
     phases = []
     for read in READS:
         alone = await run_phase(
-            url, readers[:1], read, args.duration * ALONE_SHARE,
-            max(1, int(args.requests * ALONE_SHARE)), cpu=cpu,
+            url, readers, read, args.duration * ALONE_SHARE,
+            max(1, int(args.requests * ALONE_SHARE)), members=1, cpu=cpu,
         )  # fmt: skip
-        flat = await run_phase(url, readers, read, args.duration, args.requests, cpu=cpu)
-        # Then at half the capacity flat out showed: latency under load, not in a queue.
+        flat = await run_phase(
+            url, readers, read, args.duration, args.requests, members=members, cpu=cpu
+        )
+        # Then at a third of what flat out reached: latency under load, not in a queue.
         rate = PACED_SHARE * len(flat.latencies) / max(flat.elapsed, 1e-9)
         paced = await run_phase(
-            url, readers, read, args.duration, args.requests, rate=rate, cpu=cpu
+            url, readers, read, args.duration, args.requests, members=members, rate=rate, cpu=cpu
         )
         for phase in (alone, flat, paced):
             phases.append(phase.summary())
@@ -505,10 +528,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 tree = process_tree(server.process.pid)
 
-                def cpu() -> dict[str, float]:
+                def cpu() -> CpuSample:
                     return {
                         "server": cpu_seconds(tree),
                         "postgres": cpu_seconds(server.postgres_pids()),
+                        "bench": {0: time.process_time()},  # the load generator itself
                     }
 
                 result = asyncio.run(measure(server.url, embedded.url(), filled, args, cpu))
@@ -548,8 +572,8 @@ def report(result: dict[str, Any]) -> None:
           f"shared_buffers {sizes['shared_buffers']}")  # fmt: skip
     print()
     print("| read | members, load | p50 ms | p99 ms | max ms | reads/s | KiB/read "
-          "| server CPU ms/read | PostgreSQL CPU ms/read | errors |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU ms/read: server, PostgreSQL, load generator | errors |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for p in result["phases"]:
         cpu = p["cpu_ms_per_read"]
         target = "" if p["p99_ms"] < TARGET_P99_MS else " (over 20)"
@@ -562,7 +586,8 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"| {p['read']} | {load} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f}{target} "
             f"| {p['max_ms']:.1f} | {p['reads_per_s']:,.0f} | {p['kib_per_read']:.1f} "
-            f"| {cpu.get('server', 0):.2f} | {cpu.get('postgres', 0):.2f} | {p['errors']} |"
+            f"| {cpu.get('server', 0):.2f}, {cpu.get('postgres', 0):.2f}, {cpu.get('bench', 0):.2f} "
+            f"| {p['errors']} |"
         )
     print()
     print(f"server RSS after the reads: {result['server_rss_kib'] / 1024:.0f} MiB; "
@@ -578,10 +603,16 @@ def report(result: dict[str, Any]) -> None:
         print(f"| {name} | {t['rows']:,} | {t['total'] / mib:,.1f} | {t['heap'] / mib:,.1f} "
               f"| {t['indexes'] / mib:,.1f} |")  # fmt: skip
     print()
+    print("| group_events by kind | rows | MiB (row bytes) | bytes each |")
+    print("|---|---|---|---|")
+    for kind, k in sorted(sizes["group_events"].items(), key=lambda item: -item[1]["bytes"]):
+        each = k["bytes"] / max(1, k["rows"])
+        print(f"| {kind} | {k['rows']:,} | {k['bytes'] / mib:,.1f} | {each:,.0f} |")
+    print()
     for read, plans in result["plans"].items():
-        print(f"### {read}")
+        print(f"### {read}: {sum(p.runs for p in plans)} queries ({len(plans)} distinct)")
         for plan in plans:
-            print(f"-- {plan.sql}")
+            print(f"-- {plan.sql}" + (f" (run {plan.runs} times)" if plan.runs > 1 else ""))
             print(plan.plan)
             if scans(plan.generic) != scans(plan.plan):
                 print("-- generic plan (once prepared and reused):")

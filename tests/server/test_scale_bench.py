@@ -57,7 +57,7 @@ async def test_the_fill_writes_every_table_and_each_read_returns_its_rows(
         readers = filled.readers
         assert len(readers) == 2 and all(r.pending for r in readers)
         assert await verify_reads(server.url, readers) == []
-        phase = await run_phase(server.url, readers, "pending", duration=30, requests=4)
+        phase = await run_phase(server.url, readers, "pending", 30, 4, members=2)
         assert (len(phase.latencies), phase.errors) == (4, 0)
 
         plans = await explain_reads(conn, readers[0])
