@@ -17,13 +17,18 @@ for a real one, so the rules behind "not found" are too. For every request:
   public schema, read from the catalog so that a new table is covered without
   a change here, is the same after it as before.
 
-The budget is fixed (EXAMPLES random cases per operation and identity, the
-coverage phase's edge cases, a seed, derandomized, no example database), so
-CI sends the same requests every run: about 2,900, 20-30 s on 2 cores. The
-rate limits are lifted so that the handlers, not the 429s, answer.
-``GET /v1/ws`` is fuzzed as plain HTTP only (its refusals before an upgrade):
-schemathesis speaks HTTP and cannot drive a WebSocket, which
-tests/server/test_realtime.py and test_flood.py test.
+The budget is fixed: the coverage phase's edge cases, then EXAMPLES random
+cases per operation and identity, each operation's seeded from SEED, with no
+example database and no shrinking, so CI sends the same ~2,700 requests every
+run (20-30 s on 2 cores). The rate limits are lifted so that the handlers, not
+the 429s, answer. ``GET /v1/ws`` is fuzzed as plain HTTP only (its refusals
+before an upgrade): schemathesis speaks HTTP and cannot drive a WebSocket,
+which tests/server/test_realtime.py and test_flood.py test.
+
+schemathesis is used through its Python API (the OpenAPI loader, each
+operation's strategies and coverage cases, its response checks), not its
+pytest plugin, which pyproject.toml keeps from loading: see
+``hypothesis_left_as_found``.
 """
 
 from __future__ import annotations
