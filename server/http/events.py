@@ -13,6 +13,8 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -45,6 +47,13 @@ MAX_UNANSWERED = 64  # sends over one socket still waiting for their answer
 SOCKET_MESSAGES_PER_S = 500.0
 SOCKET_MESSAGES_BURST = 1000
 MAX_SUBSCRIPTIONS = 256
+# What sockets may cost one instance (flood safety, issue 12; see SocketCounts).
+MAX_SOCKETS_PER_MEMBER = 32  # open at once: a member's devices and daemon, many times over
+MAX_WAITING_LOGINS = 1_000  # upgraded, still waiting for their login message
+WAITING_RETRY_AFTER_S = 5
+# Answers waiting for a client that sends and does not read them: one message can
+# bring MAX_SUBSCRIPTIONS + 1 at once, a reading client never gets near this.
+MAX_OUTBOX = 1_024
 MAX_SEQ = 2**63 - 1
 DEFAULT_PAGE = 100
 GROUP_ID_BYTES = (16, 64)
@@ -54,10 +63,12 @@ MAX_REF_CHARS = 64
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_UNSUPPORTED = 1003
 CLOSE_INTERNAL = 1011
+CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 
 
 def add_event_routes(app: web.Application) -> None:
+    app[SOCKETS_KEY] = SocketCounts()
     r = app.router
     r.add_get("/v1/ws", websocket)
     r.add_get("/v1/groups", list_groups)
@@ -120,28 +131,62 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     → {"type": "sent", "ref": "7", "group": "…", "message_id": "…", "cursor": 42}
       (or {"type": "error", "ref": "7", "code": "stale_epoch", "message": "…"})"""
     max_size = request.app[SETTINGS_KEY].max_body_bytes  # the largest message fits, as over HTTP
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=max_size)
+    ws = FeedSocket(heartbeat=HEARTBEAT_S, max_msg_size=max_size)
     if not ws.can_prepare(request).ok:
         raise bad_request("this endpoint speaks WebSocket: send an Upgrade request")
     # A flood of connects gets 429 with Retry-After before any upgrade or database read.
     await rate_limit(request, "socket_per_source")
+    sockets = request.app[SOCKETS_KEY]
     token = bearer_token(request)
-    session = None
     if token is not None:  # a bad header gets a plain 401 before the upgrade
         session = await _open_session(request, token)
         await rate_limit(request, "socket_per_member", session.member_id)
-    await ws.prepare(request)
-    if session is None:
-        session = await _auth_by_message(request, ws)
-        if session is None:
-            await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"not logged in")
-            return ws
+        if not sockets.room_for(session.member_id):
+            raise _too_many_sockets()
+        with sockets.held_by(session.member_id):
+            await ws.prepare(request)
+            await _serve(request, ws, session)
+        return ws
+    if not sockets.room_to_log_in():
+        raise ApiError(
+            503,
+            ErrorCode.UNAVAILABLE,
+            "too many sockets are logging in at once: connect again in a moment",
+            headers={"Retry-After": str(WAITING_RETRY_AFTER_S)},
+        )
+    with sockets.logging_in():
+        await ws.prepare(request)
+        found = await _auth_by_message(request, ws)
+    if found is None:
+        await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"not logged in")
+    elif not sockets.room_for(found.member_id):
+        await _say(ws, _error(ErrorCode.RATE_LIMITED, _too_many_sockets().message))
+        await ws.close(code=CLOSE_TRY_AGAIN, message=b"too many sockets")
+    else:
+        with sockets.held_by(found.member_id):
+            await _serve(request, ws, found)
+    return ws
+
+
+async def _serve(
+    request: web.Request, ws: web.WebSocketResponse, session: service.FeedSession
+) -> None:
+    """A logged-in socket: its events go out through the hub, its messages are read here."""
     hub = request.app[HUB_KEY]
     socket = hub.attach(ws, session)
     socket.say({"type": "ready", "member_id": b32e(session.member_id)})
     pace = Pace(SOCKET_MESSAGES_PER_S, SOCKET_MESSAGES_BURST)
     try:
         async for message in ws:
+            if len(socket.outbox) >= MAX_OUTBOX:
+                # Frames that arrived together are read without a pause: the writer's
+                # turn first; a client that reads takes its answers now.
+                await asyncio.sleep(0)
+                if len(socket.outbox) >= MAX_OUTBOX:
+                    # It sends and does not read: the answers would pile up here.
+                    socket.outbox.clear()
+                    socket.close(CLOSE_POLICY, "answers not read")
+                    break
             wait = pace.take(time.monotonic())
             if wait > 0:  # too many messages: this one is dropped, and the client told
                 socket.say(
@@ -174,7 +219,81 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         await hub.detach(socket)
-    return ws
+        # Whatever was still unsent goes now, not when the garbage collector next
+        # finds the socket (a flood's leftovers stayed for minutes otherwise).
+        socket.outbox.clear()
+
+
+def _too_many_sockets() -> ApiError:
+    return ApiError(
+        429,
+        ErrorCode.RATE_LIMITED,
+        f"at most {MAX_SOCKETS_PER_MEMBER} open sockets per member: close one first",
+        headers={"Retry-After": str(WAITING_RETRY_AFTER_S)},
+    )
+
+
+class SocketCounts:
+    """The sockets this instance holds: per member, and those still waiting to log in.
+
+    Rule: together with the connect limits they bound what sockets can cost one
+    instance in memory (about 20 KiB each): a member holds at most
+    MAX_SOCKETS_PER_MEMBER, and at most MAX_WAITING_LOGINS sockets wait for their
+    login message at once (each waits AUTH_TIMEOUT_S at most). Checked and taken
+    with no await between, so concurrent connects can't both take the last place.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self._members: dict[bytes, int] = {}
+
+    def held(self, member_id: bytes) -> int:
+        return self._members.get(member_id, 0)
+
+    def room_for(self, member_id: bytes) -> bool:
+        return self.held(member_id) < MAX_SOCKETS_PER_MEMBER
+
+    def room_to_log_in(self) -> bool:
+        return self.waiting < MAX_WAITING_LOGINS
+
+    @contextmanager
+    def held_by(self, member_id: bytes) -> Iterator[None]:
+        self._members[member_id] = self.held(member_id) + 1
+        try:
+            yield
+        finally:
+            left = self._members[member_id] - 1
+            if left:
+                self._members[member_id] = left
+            else:  # no entry stays behind for a member with no socket
+                del self._members[member_id]
+
+    @contextmanager
+    def logging_in(self) -> Iterator[None]:
+        self.waiting += 1
+        try:
+            yield
+        finally:
+            self.waiting -= 1
+
+
+# Defined here, not in server/http/appkeys.py: only this module uses it.
+SOCKETS_KEY = web.AppKey("socket_counts", SocketCounts)
+
+
+class FeedSocket(web.WebSocketResponse):
+    """aiohttp's WebSocket response, less one leak: once closed, it arms no heartbeat.
+
+    aiohttp 3.14 arms the heartbeat again when the client's answer to our close
+    frame arrives after the socket closed. The timer then held each closed
+    socket, its request and buffers for 30-45 s more, long enough to be moved
+    to the garbage collector's oldest generation: 5,000 refused logins left
+    45 MiB behind for good (issue 12).
+    """
+
+    def _reset_heartbeat(self) -> None:
+        if not self.closed:
+            super()._reset_heartbeat()
 
 
 class Pace:
