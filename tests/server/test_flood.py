@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import gzip
 import json
 import os
 import socket as socket_module
@@ -248,3 +249,53 @@ async def test_closed_sockets_are_let_go_at_once(server: Any, http: Any) -> None
     await asyncio.sleep(0.2)  # the server reads each client's answer to its close
     gc.collect()
     assert [o for o in gc.get_objects() if isinstance(o, FeedSocket)] == []
+
+
+# --- Bounded input: bodies, frames, nesting (issue 12) --------------------------------------
+
+
+async def test_a_compressed_body_is_bounded_as_it_inflates(server: Any, http: Any) -> None:
+    bomb = gzip.compress(b'{"member_id": "' + b"a" * (50 * 1024 * 1024) + b'"}')  # 50 KiB
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with asyncio.timeout(10):
+        reply = await http.post(server.url + "/v1/auth/challenge", data=bomb, headers=headers)
+    assert reply.status == 413
+    assert (await reply.json())["error"]["code"] == "body_too_large"
+
+
+async def test_frames_past_the_body_bound_close_the_socket_even_compressed(
+    server: Any, http: Any
+) -> None:
+    founder = Actor(http, server.url)
+    assert (await founder.found()).status == 201
+    assert founder.token is not None
+    # 400 KiB as it is (loopback takes it whole before the server refuses), and
+    # 8 MiB deflated to a few KiB.
+    for compress, size in ((0, 400 * 1024), (15, 8 * 1024 * 1024)):
+        too_large = json.dumps({"type": "subscribe", "pad": "a" * size})
+        ws = await http.ws_connect(
+            server.url + "/v1/ws",
+            headers={"Authorization": f"Bearer {founder.token}"},
+            compress=compress,
+        )
+        assert ws.compress == compress
+        assert json.loads((await ws.receive(timeout=5)).data)["type"] == "ready"
+        await ws.send_str(too_large, compress=compress or None)
+        assert (await ws.receive(timeout=10)).type == aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 1009  # message too big
+    assert (await http.get(server.url + "/healthz")).status == 200
+
+
+async def test_absurdly_deep_json_on_a_socket_is_refused_and_the_socket_stays_usable(
+    server: Any, http: Any
+) -> None:
+    founder = Actor(http, server.url)
+    assert (await founder.found()).status == 201
+    assert founder.token is not None
+    ws = await _ready(http, server.url, founder.token)
+    await ws.send_str("[" * 300_000)
+    refused = json.loads((await ws.receive(timeout=5)).data)
+    assert refused["code"] == "bad_request"
+    await ws.send_json({"type": "subscribe", "cursors": {}})
+    assert json.loads((await ws.receive(timeout=5)).data)["type"] == "subscribed"
+    await ws.close()
