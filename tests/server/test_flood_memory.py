@@ -17,8 +17,9 @@ from bench.flood import RSS_BOUND_KIB, FloodPlan, measure, report
 
 # Smaller than the bench's, for a suite that shares two cores with other tests.
 PLAN = FloodPlan(requests=5_000, sockets=1_000, request_tasks=16, socket_tasks=8, recovery_s=15)
-# The issue asks for every answer within 1 s. On a machine shared with the rest of
-# the suite one slow answer in a hundred may come later; most must not.
+# The issue asks for every answer within 1 s, and bench/flood.py shows it on a quiet
+# machine. Here the two cores are shared with the rest of the suite: 99 answers in a
+# hundred within 1 s, and none later than 2.5 s.
 P99_S = 1.0
 MAX_S = 2.5
 
@@ -37,10 +38,10 @@ async def test_a_flood_is_refused_cleanly_members_are_answered_and_memory_comes_
     assert any(key.endswith(" 429") for key in figures.answers)  # the limits did their part
     assert figures.legit_failures == []
     assert figures.undelivered == 0
-    every = sorted(t for times in figures.legit.values() for t in times) + figures.delivery
+    every = sorted(figures.every_answer())
     assert len(every) > 20
-    assert sorted(every)[int(0.99 * len(every))] < P99_S
-    assert max(every) < MAX_S
+    assert every[int(0.99 * len(every))] < P99_S
+    assert every[-1] < MAX_S
     assert figures.peak_kib < RSS_BOUND_KIB
     assert figures.recovered_s is not None, (figures.baseline_kib, figures.after_kib)
     logged = running.stderr()
