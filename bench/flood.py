@@ -589,21 +589,28 @@ async def flood(target: Target, plan: FloodPlan, requests: int, sockets: int) ->
     context = mp.get_context("spawn")
     loop = asyncio.get_running_loop()
     ends, processes = [], []
-    for role, count in (("requests", requests), ("sockets", sockets)):
-        ours, theirs = context.Pipe()
-        process = context.Process(target=load_main, args=(role, target, plan, count, theirs))
-        process.start()
-        theirs.close()  # a load process that dies ends the pipe: recv raises, no hang
-        ends.append(ours)
-        processes.append(process)
-    junk, held = ends
-    result: dict[str, Any] = await loop.run_in_executor(None, junk.recv)
-    assert await loop.run_in_executor(None, held.recv) == "opened"
-    held.send("close")
-    result.update(await loop.run_in_executor(None, held.recv))
-    for process in processes:
-        process.join(10)
-    return result
+    try:
+        for role, count in (("requests", requests), ("sockets", sockets)):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=load_main, args=(role, target, plan, count, theirs), daemon=True
+            )
+            process.start()
+            theirs.close()  # a load process that dies ends the pipe: recv raises, no hang
+            ends.append(ours)
+            processes.append(process)
+        junk, held = ends
+        result: dict[str, Any] = await loop.run_in_executor(None, junk.recv)
+        assert await loop.run_in_executor(None, held.recv) == "opened"
+        held.send("close")
+        result.update(await loop.run_in_executor(None, held.recv))
+        return result
+    finally:
+        for process in processes:  # done by now, unless the flood failed
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+                process.join(5)
 
 
 async def measure(url: str, pid: int, plan: FloodPlan) -> Figures:
