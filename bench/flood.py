@@ -33,15 +33,10 @@ import json
 import multiprocessing as mp
 import os
 import random
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -53,23 +48,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.actors import Actor  # noqa: E402
-from bench.messages import Cell, commit_epoch, grow, machine, ok, rss_kib, rules_of  # noqa: E402
-from crypto import roster  # noqa: E402
-from crypto.encoding import b32e, b64e  # noqa: E402
-from crypto.messages import Header, seal_message  # noqa: E402
-from crypto.network import DAY, Policy  # noqa: E402
-from crypto.statements import from_wire  # noqa: E402
-
-POLICY = Policy(
-    cell_min=2,
-    cell_max=20,
-    vouches=1,
-    probation_seconds=0,
-    vetting_seconds=0,
-    invite_quota=100,
-    epoch_seconds=DAY,
-    epoch_messages=100_000,
+from bench.messages import (  # noqa: E402
+    Cell,
+    commit_epoch,
+    found_cell,
+    grow,
+    machine,
+    percentile,
+    rss_kib,
+    running_server,
+    seal_all,
 )
+from crypto.encoding import b32e, b64e  # noqa: E402
+
 FLOOD_MEMBERS = 5  # members whose sessions a flood's logged-in sockets use, each flood its own
 # Addresses the members and the flood claim (X-Forwarded-For; documentation ranges).
 MEMBER_SOURCE = "192.0.2.{}"
@@ -180,15 +171,8 @@ def source_session(number: int) -> aiohttp.ClientSession:
 
 async def build_cell(url: str, sessions: list[aiohttp.ClientSession]) -> Members:
     """A founder and two members (three sources), then five for each flood (two more)."""
-    founder = Actor(sessions[0], url)
-    ok(await founder.found(POLICY))
-    assert founder.cell is not None
-    reply = await founder.call("GET", f"/v1/groups/{b32e(founder.cell)}/roster")
-    first = roster.verify_log(
-        [from_wire(w, "roster", founder.network) for w in ok(reply, 200)["events"]],
-        rules=rules_of(founder),
-    )
-    cell = Cell(first, [founder], {founder.id: founder.bundle()})
+    cell = await found_cell(sessions[0], url)
+    founder = cell.members[0]
     (reader,) = await grow(cell, sessions[1], url, 1)
     (watcher,) = await grow(cell, sessions[2], url, 1)
     flooders = [await grow(cell, session, url, FLOOD_MEMBERS) for session in sessions[3:5]]
@@ -219,16 +203,9 @@ class Legit:
         members = self.members
         me, cell = members.sender, members.cell
         keys = cell.keys[me.id]
-        chain = keys.chains[me.id]
         while not stop.is_set():
-            counter, key = chain.next_for_sending()
-            header = Header(cell.group, keys.epoch, me.id, counter)
-            message = seal_message(me.key, header, key, {"text": f"flood {counter}"})
-            body = {
-                "header": b64e(message.header),
-                "ciphertext": b64e(message.ciphertext),
-                "signature": b64e(message.signature),
-            }
+            (sealed,) = seal_all(cell, me, keys, 1, "http")
+            body = json.loads(sealed)
             started = time.monotonic()
             reply = await me.call("POST", f"/v1/groups/{members.group}/messages", body)
             self.note("send a message", started, reply.status == 201, reply.body)
@@ -704,39 +681,6 @@ async def with_members(url: str, members: Members, work: Awaitable[T]) -> tuple[
 # --- The command -----------------------------------------------------------------------------
 
 
-@contextmanager
-def running_server() -> Iterator[tuple[str, int]]:
-    """`spokes-server serve` behind a pretend proxy, on its own embedded PostgreSQL in a
-    temporary folder (removed afterwards); its URL and process id."""
-    folder = Path(tempfile.mkdtemp(prefix="spokes-flood-"))
-    folder.chmod(0o755)  # run as root, pgserver's postgres user must reach the folder
-    env = {**os.environ, "SPOKES_TRUST_FORWARDED_FOR": "1"}
-    command = [str(Path(sys.executable).parent / "spokes-server"), "serve", "--port", "0"]
-    process = subprocess.Popen(  # noqa: S603 - our own command
-        [*command, "--data-dir", str(folder / "data")], stdout=subprocess.PIPE, env=env, text=True
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line.startswith("listening on "):
-            raise SystemExit(f"spokes-server did not start: {line!r}")
-        yield line.split()[-1], process.pid
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 def report(figures: Figures, plan: FloodPlan) -> list[str]:
     """The figures as the README shows them."""
     mib = 1024
@@ -787,8 +731,10 @@ def main() -> None:
     parser.add_argument("--rss-log", type=Path, help="write every RSS sample here (JSON)")
     args = parser.parse_args()
     plan = FloodPlan(requests=args.requests, sockets=args.sockets)
-    with running_server() as (url, pid):
-        figures = asyncio.run(measure(url, pid, plan))
+    # Behind a proxy, as deploy/ runs it: each flood request may claim its own address.
+    proxied = {"SPOKES_TRUST_FORWARDED_FOR": "1"}
+    with running_server(lift_limits=False, env=proxied) as server:
+        figures = asyncio.run(measure(server.url, server.process.pid, plan))
     print("\n".join(report(figures, plan)))
     if args.verbose:
         for key, n in sorted({**figures.answers, **figures.sockets}.items()):

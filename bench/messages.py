@@ -102,21 +102,31 @@ class Server:
 
 
 @contextmanager
-def running_server(workers: int = 1, keep: Path | None = None) -> Iterator[Server]:
+def running_server(
+    workers: int = 1,
+    keep: Path | None = None,
+    *,
+    lift_limits: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[Server]:
     """`spokes-server serve` on its own embedded PostgreSQL, in a temporary folder, or in
-    `keep` (made if missing, left in place after) to serve the same database again."""
+    `keep` (made if missing, left in place after) to serve the same database again.
+
+    Every member comes from 127.0.0.1, so the per-address limits are lifted unless
+    `lift_limits` is false; `env` adds to the server's environment."""
     folder = Path(tempfile.mkdtemp(prefix="spokes-bench-")) if keep is None else keep
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)  # run as root, pgserver's postgres user must reach the folder
-    env = {**os.environ}
-    for name in (
-        "REDEEM_PER_SOURCE",
-        "INVITE_FETCH_PER_SOURCE",
-        "LOGIN_PER_SOURCE",
-        "SOCKET_PER_SOURCE",
-    ):
-        env[f"SPOKES_RATE_{name}"] = UNLIMITED  # every member comes from 127.0.0.1
-    env["SPOKES_RATE_LOGIN_PER_MEMBER"] = UNLIMITED
+    env = {**os.environ, **(env or {})}
+    if lift_limits:
+        for name in (
+            "REDEEM_PER_SOURCE",
+            "INVITE_FETCH_PER_SOURCE",
+            "LOGIN_PER_SOURCE",
+            "SOCKET_PER_SOURCE",
+        ):
+            env[f"SPOKES_RATE_{name}"] = UNLIMITED
+        env["SPOKES_RATE_LOGIN_PER_MEMBER"] = UNLIMITED
     command = [str(Path(sys.executable).parent / "spokes-server"), "serve", "--port", "0"]
     command += ["--workers", str(workers)]
     process = subprocess.Popen(  # noqa: S603
@@ -324,8 +334,8 @@ async def commit_epoch(cell: Cell) -> None:
         cell.keys[member.id] = epochs.derive_epoch_keys(opened, state.group, epoch, state.members)
 
 
-async def build_network(http: aiohttp.ClientSession, url: str, members: int) -> list[Cell]:
-    """Found a network, then grow every cell to 2 x CELL and split it, until ``members``."""
+async def found_cell(http: aiohttp.ClientSession, url: str) -> Cell:
+    """Found a network under POLICY: its first cell, with the founder logged in."""
     founder = Actor(http, url)
     ok(await founder.found(POLICY))
     assert founder.cell is not None
@@ -334,7 +344,12 @@ async def build_network(http: aiohttp.ClientSession, url: str, members: int) -> 
         [from_wire(w, "roster", founder.network) for w in ok(reply, 200)["events"]],
         rules=rules_of(founder),
     )
-    cells = [Cell(first, [founder], {founder.id: founder.bundle()})]
+    return Cell(first, [founder], {founder.id: founder.bundle()})
+
+
+async def build_network(http: aiohttp.ClientSession, url: str, members: int) -> list[Cell]:
+    """Found a network, then grow every cell to 2 x CELL and split it, until ``members``."""
+    cells = [await found_cell(http, url)]
     await grow(cells[0], http, url, CELL - 1)
     gate = asyncio.Semaphore(SETUP_CONCURRENCY)
 

@@ -102,6 +102,14 @@ def test_the_pace_refills_at_its_rate_up_to_its_burst() -> None:
 # --- What sockets may cost (flood safety, issue 12) ----------------------------------------
 
 
+async def _founder_token(http: Any, url: str) -> str:
+    """A network founded, its founder logged in: their session token."""
+    founder = Actor(http, url)
+    assert (await founder.found()).status == 201
+    assert founder.token is not None
+    return founder.token
+
+
 async def _ready(http: Any, url: str, token: str) -> aiohttp.ClientWebSocketResponse:
     ws = await http.ws_connect(url + "/v1/ws", headers={"Authorization": f"Bearer {token}"})
     assert json.loads((await ws.receive(timeout=5)).data)["type"] == "ready"
@@ -111,26 +119,22 @@ async def _ready(http: Any, url: str, token: str) -> aiohttp.ClientWebSocketResp
 async def test_a_member_holds_at_most_32_sockets_and_the_next_is_429(
     server: Any, http: Any
 ) -> None:
-    founder = Actor(http, server.url)
-    assert (await founder.found()).status == 201
-    assert founder.token is not None
-    held = [await _ready(http, server.url, founder.token) for _ in range(MAX_SOCKETS_PER_MEMBER)]
+    token = await _founder_token(http, server.url)
+    held = [await _ready(http, server.url, token) for _ in range(MAX_SOCKETS_PER_MEMBER)]
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        await http.ws_connect(
-            server.url + "/v1/ws", headers={"Authorization": f"Bearer {founder.token}"}
-        )
+        await http.ws_connect(server.url + "/v1/ws", headers={"Authorization": f"Bearer {token}"})
     assert refused.value.status == 429
     assert int(refused.value.headers["Retry-After"]) >= 1
     # Logging in by message instead: upgraded, told why, closed with "try again later".
     ws = await http.ws_connect(server.url + "/v1/ws")
-    await ws.send_json({"type": "auth", "token": founder.token})
+    await ws.send_json({"type": "auth", "token": token})
     told = json.loads((await ws.receive(timeout=5)).data)
     assert told["code"] == "rate_limited"
     assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
     assert ws.close_code == 1013
     # One closed, one place free.
     await held.pop().close()
-    held.append(await _ready(http, server.url, founder.token))
+    held.append(await _ready(http, server.url, token))
     for socket in held:
         await socket.close()
 
@@ -149,10 +153,8 @@ async def test_sockets_waiting_to_log_in_are_bounded_past_that_503(
         assert refused.value.status == 503
         assert int(refused.value.headers["Retry-After"]) >= 1
         # A member with a token is not held up by them.
-        founder = Actor(http, server.url)
-        assert (await founder.found()).status == 201
-        assert founder.token is not None
-        await (await _ready(http, server.url, founder.token)).close()
+        token = await _founder_token(http, server.url)
+        await (await _ready(http, server.url, token)).close()
         await waiting.pop().close()
         await asyncio.sleep(0.2)  # the server sees the close
         again = await many.ws_connect(server.url + "/v1/ws")
@@ -163,11 +165,9 @@ async def test_sockets_waiting_to_log_in_are_bounded_past_that_503(
 async def test_a_socket_that_sends_and_never_reads_is_closed_and_its_answers_dropped(
     server: Any, http: Any
 ) -> None:
-    founder = Actor(http, server.url)
-    assert (await founder.found()).status == 201
-    assert founder.token is not None
+    token = await _founder_token(http, server.url)
     host, port = server.url.removeprefix("http://").split(":")
-    reader, writer = await _raw_socket(host, int(port), founder.token)
+    reader, writer = await _raw_socket(host, int(port), token)
     # Every frame gets an answer (here: too many messages); none is read.
     frame = _masked_text_frame(json.dumps({"type": "unsubscribe", "groups": []}))
     sent = 0
@@ -266,16 +266,14 @@ async def test_a_compressed_body_is_bounded_as_it_inflates(server: Any, http: An
 async def test_frames_past_the_body_bound_close_the_socket_even_compressed(
     server: Any, http: Any
 ) -> None:
-    founder = Actor(http, server.url)
-    assert (await founder.found()).status == 201
-    assert founder.token is not None
+    token = await _founder_token(http, server.url)
     # 400 KiB as it is (loopback takes it whole before the server refuses), and
     # 8 MiB deflated to a few KiB.
     for compress, size in ((0, 400 * 1024), (15, 8 * 1024 * 1024)):
         too_large = json.dumps({"type": "subscribe", "pad": "a" * size})
         ws = await http.ws_connect(
             server.url + "/v1/ws",
-            headers={"Authorization": f"Bearer {founder.token}"},
+            headers={"Authorization": f"Bearer {token}"},
             compress=compress,
         )
         assert ws.compress == compress
@@ -289,10 +287,8 @@ async def test_frames_past_the_body_bound_close_the_socket_even_compressed(
 async def test_absurdly_deep_json_on_a_socket_is_refused_and_the_socket_stays_usable(
     server: Any, http: Any
 ) -> None:
-    founder = Actor(http, server.url)
-    assert (await founder.found()).status == 201
-    assert founder.token is not None
-    ws = await _ready(http, server.url, founder.token)
+    token = await _founder_token(http, server.url)
+    ws = await _ready(http, server.url, token)
     await ws.send_str("[" * 300_000)
     refused = json.loads((await ws.receive(timeout=5)).data)
     assert refused["code"] == "bad_request"
