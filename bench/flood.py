@@ -142,13 +142,13 @@ def near(baseline_kib: int, kib: int, allowance_kib: int, ratio: float) -> bool:
     return kib <= baseline_kib + max(allowance_kib, int(baseline_kib * ratio))
 
 
-# --- The cell: three members and the flood's five ----------------------------------------
+# --- The cell: three members, and five for each flood ---------------------------------------
 
 
 @dataclass
 class Members:
-    """The cell the flood runs beside: three members who keep working, five whose
-    sessions the flood's logged-in sockets use."""
+    """The cell the flood runs beside: three members who keep working, and for each
+    flood five whose sessions its logged-in sockets use."""
 
     cell: Cell
     sender: Actor  # sends a message every SEND_EVERY_S
