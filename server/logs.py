@@ -13,7 +13,7 @@ aiohttp's own server log is the exception: it names the client's address when
 it refuses a malformed request ("Error handling request from 10.1.2.3"), and
 the exception's text quotes the bytes it refused. ``configure_logging``
 filters that logger in both formats: the address goes, and of the exception
-only its type stays.
+only its type stays; a request it could not parse is logged at INFO (shown with -v).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -49,9 +51,19 @@ class JsonFormatter(logging.Formatter):
 
 
 class ForgetClient(logging.Filter):
-    """For aiohttp's server log: no client address, and an exception by its type only."""
+    """For aiohttp's server log: no client address, and an exception by its type only.
+
+    A request aiohttp could not parse (too long a line, a malformed header: the
+    client's fault, answered 400) is logged at INFO, not ERROR: a flood of
+    them must not flood the log too.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        exc_type = record.exc_info[0] if record.exc_info else None
+        if exc_type is not None and issubclass(exc_type, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            if not logging.getLogger(record.name).isEnabledFor(logging.INFO):
+                return False
         message = str(record.msg)
         if message.endswith(" from %s"):  # "Error handling request from %s", request.remote
             record.msg, record.args = message.removesuffix(" from %s"), ()

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.http_exceptions import LineTooLong
 from prometheus_client.parser import text_string_to_metric_families
 
 from crypto.encoding import b32d, b32e, b64e
@@ -262,6 +263,34 @@ def test_aiohttps_own_log_loses_the_client_address_and_the_refused_bytes() -> No
         line = formatter.format(record)
         assert MEMBER_ADDRESS not in line and "tok" not in line
         assert "Error handling request (ValueError)" in line
+
+
+def test_a_request_aiohttp_could_not_parse_is_logged_at_info_not_error() -> None:
+    """A flood of malformed requests (each answered 400) must not flood the log."""
+    try:
+        raise LineTooLong("x" * 100, "8190")
+    except LineTooLong as exc:
+        record = logging.LogRecord(
+            "aiohttp.server",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request from %s",
+            (MEMBER_ADDRESS,),
+            (type(exc), exc, exc.__traceback__),
+        )
+    server_log = logging.getLogger("aiohttp.server")
+    before = server_log.level
+    try:
+        server_log.setLevel(logging.WARNING)
+        assert not ForgetClient().filter(record)
+        server_log.setLevel(logging.INFO)
+        assert ForgetClient().filter(record)
+        assert record.levelno == logging.INFO and MEMBER_ADDRESS not in logging.Formatter().format(
+            record
+        )
+    finally:
+        server_log.setLevel(before)
 
 
 def test_serve_writes_json_logs_and_serves_metrics_on_its_own_port(
