@@ -245,19 +245,26 @@ async def test_metrics_are_off_unless_configured(
         Settings(server_secret=bytes(32), port=8080, metrics_port=8080)
 
 
-def test_aiohttps_own_log_loses_the_client_address_and_the_refused_bytes() -> None:
+def _error_handling_request(exc: Exception) -> logging.LogRecord:
+    """The record aiohttp's server log makes of a request it failed on, as it makes it."""
     try:
-        raise ValueError(f"Bad header b'Authorization: Bearer tok' from {MEMBER_ADDRESS}")
-    except ValueError as exc:
-        record = logging.LogRecord(
+        raise exc
+    except Exception as raised:
+        return logging.LogRecord(
             "aiohttp.server",
             logging.ERROR,
             __file__,
             1,
             "Error handling request from %s",
             (MEMBER_ADDRESS,),
-            (type(exc), exc, exc.__traceback__),
+            (type(raised), raised, raised.__traceback__),
         )
+
+
+def test_aiohttps_own_log_loses_the_client_address_and_the_refused_bytes() -> None:
+    record = _error_handling_request(
+        ValueError(f"Bad header b'Authorization: Bearer tok' from {MEMBER_ADDRESS}")
+    )
     assert ForgetClient().filter(record)
     for formatter in (JsonFormatter(), logging.Formatter()):
         line = formatter.format(record)
@@ -267,18 +274,7 @@ def test_aiohttps_own_log_loses_the_client_address_and_the_refused_bytes() -> No
 
 def test_a_request_aiohttp_could_not_parse_is_logged_at_info_not_error() -> None:
     """A flood of malformed requests (each answered 400) must not flood the log."""
-    try:
-        raise LineTooLong("x" * 100, "8190")
-    except LineTooLong as exc:
-        record = logging.LogRecord(
-            "aiohttp.server",
-            logging.ERROR,
-            __file__,
-            1,
-            "Error handling request from %s",
-            (MEMBER_ADDRESS,),
-            (type(exc), exc, exc.__traceback__),
-        )
+    record = _error_handling_request(LineTooLong("x" * 100, "8190"))
     server_log = logging.getLogger("aiohttp.server")
     before = server_log.level
     try:
