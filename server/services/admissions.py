@@ -41,7 +41,7 @@ from server.services.common import (
     check_fresh,
     crypto_errors,
     from_seconds,
-    load_chain,
+    load_chains,
     load_genesis,
     member_status,
     parse_stored,
@@ -129,10 +129,11 @@ async def _former_for_vetting(
     gone = voters(admission, verdicts) - here
     if not gone:
         return []
-    leavers = []
-    for member_id in sorted(gone):
-        chain = await load_chain(conn, network, member_id)
-        leavers.append(CellMember(member_id, frozenset(a.issuer for a in chain)))
+    chains = await load_chains(conn, network, sorted(gone))
+    leavers = [
+        CellMember(member_id, frozenset(a.issuer for a in chain))
+        for member_id, chain in chains.items()
+    ]
     events = [
         parse_stored(s, "roster", network)
         for s in await roster_store.roster_log(conn, admission.cell)

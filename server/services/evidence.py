@@ -157,38 +157,41 @@ async def evidence(
             "cell_history": [],
             "revocations": [],
         }
-    chain = (
-        []
-        if subject.inviter_id is None
-        else await admission_store.chain_of(conn, subject.inviter_id)
-    )
     cell_id = _cell_of(subject)
     group = await group_store.group_statement(conn, cell_id)
     verdicts = await admission_store.verdicts_about(conn, subject.member_id)
-    members = []
-    for member in await store.cell_members(conn, cell_id):
-        members.append(
-            {
-                "member_id": b32e(member.member_id),
-                "chain": [_wire(s) for s in await admission_store.chain_of(conn, member.member_id)],
-                "admitted_at": seconds(member.admitted_at) if member.admitted_at else None,
-            }
-        )
-    former: list[dict[str, Any]] = []
-    history: list[list[dict[str, str] | None]] = []
-    logs: list[list[StoredStatement]] = []
-    if admission is not None and asker is not None and asker.admitted_at is not None:
+    cellmates = await store.cell_members(conn, cell_id)
+    here = {member.member_id for member in cellmates}
+    gone: list[bytes] = []
+    if admission is not None:
         with crypto_errors():
             certificate = parse_admission(parse_stored(admission, "admission", network))
             spoke = voters(
                 certificate,
                 [parse_verdict(parse_stored(s, verdict_type(s), network)) for s in verdicts],
             )
-        here = {item["member_id"] for item in members}
-        for member_id in sorted(spoke):
-            if b32e(member_id) not in here and member_id != subject.member_id:
-                chain_of = await admission_store.chain_of(conn, member_id)
-                former.append({"member_id": b32e(member_id), "chain": [_wire(s) for s in chain_of]})
+        gone = [m for m in sorted(spoke) if m not in here and m != subject.member_id]
+    # Every chain shown, the inviter's, the cell's and former voters', in one query.
+    inviter = [] if subject.inviter_id is None else [subject.inviter_id]
+    chains = await admission_store.chains_of(
+        conn, [*inviter, *(member.member_id for member in cellmates), *gone]
+    )
+    chain = chains[inviter[0]] if inviter else []
+    members = [
+        {
+            "member_id": b32e(member.member_id),
+            "chain": [_wire(s) for s in chains[member.member_id]],
+            "admitted_at": seconds(member.admitted_at) if member.admitted_at else None,
+        }
+        for member in cellmates
+    ]
+    former: list[dict[str, Any]] = [
+        {"member_id": b32e(member_id), "chain": [_wire(s) for s in chains[member_id]]}
+        for member_id in gone
+    ]
+    history: list[list[dict[str, str] | None]] = []
+    logs: list[list[StoredStatement]] = []
+    if admission is not None:
         logs = await _cell_history(conn, network, cell_id, certificate.cell)
         history = [[_wire(s) for s in log] for log in logs]
     elif join is None and asker is not None and asker.admitted_at is not None:

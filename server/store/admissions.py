@@ -7,6 +7,7 @@ so counting can't be inflated by sending a statement twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -61,6 +62,32 @@ async def chain_of(conn: Connection, member_id: bytes) -> list[StoredStatement]:
         MAX_CHAIN_DEPTH,
     )
     return [StoredStatement(r["body"], r["sig"]) for r in rows]
+
+
+async def chains_of(
+    conn: Connection, member_ids: Sequence[bytes]
+) -> dict[bytes, list[StoredStatement]]:
+    """`chain_of` for many members in one query: each id maps to its chain (maybe empty)."""
+    wanted = list(dict.fromkeys(member_ids))
+    chains: dict[bytes, list[StoredStatement]] = {member_id: [] for member_id in wanted}
+    if not wanted:
+        return chains
+    rows = await conn.fetch(
+        """WITH RECURSIVE c(root, subject_id, certificate_id, issuer_id, depth) AS (
+               SELECT subject_id, subject_id, certificate_id, issuer_id, 0
+               FROM admissions WHERE subject_id = ANY($1::bytea[])
+               UNION ALL
+               SELECT c.root, a.subject_id, a.certificate_id, a.issuer_id, c.depth + 1
+               FROM admissions a JOIN c ON a.subject_id = c.issuer_id
+               WHERE c.depth < $2)
+           SELECT c.root, s.body, s.sig FROM c JOIN statements s ON s.statement_id = c.certificate_id
+           ORDER BY c.root, c.depth""",
+        wanted,
+        MAX_CHAIN_DEPTH,
+    )
+    for r in rows:
+        chains[bytes(r["root"])].append(StoredStatement(r["body"], r["sig"]))
+    return chains
 
 
 async def insert_verdict(

@@ -15,8 +15,11 @@ import jsonschema_rs
 import pytest
 
 from crypto.encoding import b32e, b64d
+from crypto.keys import IdentityKey
 from crypto.network import Policy
+from crypto.statements import sign_statement
 from server.http.routes import openapi_document
+from server.services import common
 from tests.server.actors import Actor, bring_in
 
 
@@ -116,3 +119,69 @@ async def test_a_pending_newcomers_own_evidence_is_as_the_openapi_document_says(
     document = openapi_document()
     evidence = {"$ref": "#/components/schemas/Evidence", "components": document["components"]}
     jsonschema_rs.validator_for(evidence).validate(reply.body)
+
+
+async def test_a_tampered_row_is_refused_after_the_genuine_one_was_verified(
+    server, http, pool, cell: tuple[Actor, Actor, Actor]
+) -> None:
+    """The server's cache of verified statements is keyed by their bytes: a changed row misses."""
+    founder, b, x = cell
+    c = Actor(http, server.url)
+    code, reply = await b.invite()
+    assert reply.status == 201
+    assert (await c.join(code, b)).status == 201
+    assert (await b.admit(c, code)).status == 201
+
+    async def listed() -> Any:
+        return await x.call("GET", "/v1/admissions/pending")
+
+    first = await listed()
+    assert first.status == 200, first.body
+    assert [p["member_id"] for p in first.body["pending"]] == [c.id_text]
+    # Listing C settled C's vetting, which verified B's certificate (B is in the cell).
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """SELECT s.statement_id, s.body, s.sig FROM admissions a
+               JOIN statements s ON s.statement_id = a.certificate_id WHERE a.subject_id = $1""",
+            b.id,
+        )
+    body, sig = bytes(row["body"]), bytes(row["sig"])
+    assert common._VERIFIED.get(common._verified_key(body, sig, "admission", founder.network))
+
+    for column, value in (("sig", sig[:-1] + bytes([sig[-1] ^ 1])), ("body", body + b"\x00")):
+        async with pool.acquire() as conn:
+            await conn.execute(
+                f"UPDATE statements SET {column} = $1 WHERE statement_id = $2",  # noqa: S608
+                value,
+                row["statement_id"],
+            )
+        refused = await listed()
+        assert refused.status == 400, (column, refused.body)
+        assert refused.body["error"]["code"] in ("invalid_signature", "invalid_statement")
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE statements SET body = $1, sig = $2 WHERE statement_id = $3",
+                body,
+                sig,
+                row["statement_id"],
+            )
+        assert (await listed()).body == first.body  # the genuine row is served again
+
+
+def test_the_verified_cache_keeps_its_bounds_and_drops_the_least_recently_used() -> None:
+    key = IdentityKey.generate()
+    statements = [sign_statement(key, "note", b"n" * 32, 0, {"i": i}) for i in range(6)]
+    cost = common._entry_cost(statements[0])
+    cache = common.VerifiedCache(max_entries=3, max_bytes=100 * cost)
+    for i, statement in enumerate(statements[:3]):
+        cache.put(bytes([i]), statement)
+    assert cache.get(bytes([0])) is statements[0]  # now the most recently used
+    cache.put(bytes([3]), statements[3])
+    assert len(cache) == 3 and cache.get(bytes([1])) is None
+    assert [cache.get(bytes([i])) for i in (0, 2, 3)] == [statements[i] for i in (0, 2, 3)]
+
+    small = common.VerifiedCache(max_entries=100, max_bytes=2 * cost + cost // 2)
+    for i, statement in enumerate(statements):
+        small.put(bytes([i]), statement)
+    assert len(small) == 2 and small.size <= small.max_bytes
+    assert small.get(bytes([5])) is statements[5] and small.get(bytes([0])) is None
