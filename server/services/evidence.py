@@ -191,19 +191,25 @@ async def evidence(
     ]
     history: list[list[dict[str, str] | None]] = []
     logs: list[list[StoredStatement]] = []
+    # Whether the subject was moved here by a split: then the last of `logs`
+    # is the log of the cell this one split from, cut at that split.
+    moved = False
     if admission is not None:
-        logs = await _cell_history(conn, network, cell_id, certificate.cell)
+        logs = await _cell_history(conn, network, cell_id, certificate.cell, group)
         history = [[_wire(s) for s in log] for log in logs]
+        moved = bool(logs) and cell_id != certificate.cell
     elif join is None and asker is not None and asker.admitted_at is not None:
         # A steward moved by splits: the logs from the founding cell down, so
         # that their client can follow each split it was moved by.
-        logs = await _cell_history(conn, network, cell_id, None)
+        logs = await _cell_history(conn, network, cell_id, None, group)
         history = [[_wire(s) for s in log] for log in logs]
-    if asker is not None and asker.admitted_at is not None:
+        moved = bool(logs)
+    if asker is not None and asker.admitted_at is not None and not moved:
         # Whoever may read this cell may see how it was made: the log of the
         # cell it split from, cut at that split, so that each member's client
-        # checks its cell came from a real split (PROTOCOL §11).
-        parent = await _parent_log(conn, network, cell_id)
+        # checks its cell came from a real split (PROTOCOL §11). A moved
+        # subject's history above holds it already (`_cell_history`'s first step).
+        parent = await _parent_log(conn, network, group)
         if parent and statement_id(parent[0].body) not in {statement_id(g[0].body) for g in logs}:
             history.append([_wire(s) for s in parent])
     revocations = await revocation_store.revocation_chain(conn, network)
@@ -219,7 +225,11 @@ async def evidence(
 
 
 async def _cell_history(
-    conn: Connection, network: bytes, cell_id: bytes, admission_cell: bytes | None
+    conn: Connection,
+    network: bytes,
+    cell_id: bytes,
+    admission_cell: bytes | None,
+    created: StoredStatement | None,
 ) -> list[list[StoredStatement]]:
     """The roster logs from the admission cell down to (not including) `cell_id`.
 
@@ -229,14 +239,15 @@ async def _cell_history(
     cell on the way: what that split's moved members had seen, and all a
     client needs, since the member was vetted before they moved. Nothing of
     what the old cell did later is shown to anyone here. With no admission
-    cell (a steward), the path runs up to the founding cell.
+    cell (a steward), the path runs up to the founding cell. `created` is
+    `cell_id`'s create event, as the caller read it.
     """
     if cell_id == admission_cell:
         return [await roster_store.roster_log(conn, cell_id)]
     logs: list[list[StoredStatement]] = []
     newer = cell_id
     for _ in range(MAX_SPLIT_DEPTH):
-        create = await group_store.group_statement(conn, newer)
+        create = created if newer == cell_id else await group_store.group_statement(conn, newer)
         origin = (
             None if create is None else parse_stored(create, "roster", network).fields.get("origin")
         )
@@ -256,9 +267,10 @@ async def _cell_history(
     return []
 
 
-async def _parent_log(conn: Connection, network: bytes, cell_id: bytes) -> list[StoredStatement]:
-    """The log of the cell `cell_id` split from, up to and including that split (or none)."""
-    create = await group_store.group_statement(conn, cell_id)
+async def _parent_log(
+    conn: Connection, network: bytes, create: StoredStatement | None
+) -> list[StoredStatement]:
+    """The log of the cell whose create event is `create` split from, up to that split (or none)."""
     origin = (
         None if create is None else parse_stored(create, "roster", network).fields.get("origin")
     )
