@@ -62,14 +62,20 @@ async def cell(server, http) -> tuple[Actor, Actor, Actor]:
     return founder, b, x
 
 
+async def invited_by(inviter: Actor, http: Any, url: str) -> tuple[Actor, str]:
+    """A newcomer who redeemed ``inviter``'s invite (not admitted yet), and its code."""
+    newcomer = Actor(http, url)
+    code, reply = await inviter.invite()
+    assert reply.status == 201
+    assert (await newcomer.join(code, inviter)).status == 201
+    return newcomer, code
+
+
 async def test_a_pending_newcomer_sees_no_cellmate_until_admitted(
     server, http, cell: tuple[Actor, Actor, Actor]
 ) -> None:
     founder, b, x = cell
-    c = Actor(http, server.url)
-    code, reply = await b.invite()
-    assert reply.status == 201
-    assert (await c.join(code, b)).status == 201
+    c, code = await invited_by(b, http, server.url)
     others = (founder.id, x.id)  # B invited C, so C knows B already
 
     async def own() -> dict[str, Any]:
@@ -126,10 +132,7 @@ async def test_a_tampered_row_is_refused_after_the_genuine_one_was_verified(
 ) -> None:
     """The server's cache of verified statements is keyed by their bytes: a changed row misses."""
     founder, b, x = cell
-    c = Actor(http, server.url)
-    code, reply = await b.invite()
-    assert reply.status == 201
-    assert (await c.join(code, b)).status == 201
+    c, code = await invited_by(b, http, server.url)
     assert (await b.admit(c, code)).status == 201
 
     async def listed() -> Any:
