@@ -50,6 +50,7 @@ from crypto.messages import Header, seal_message  # noqa: E402
 from crypto.network import KeyBundle, Policy  # noqa: E402
 from crypto.roster import RosterState  # noqa: E402
 from crypto.statements import from_wire  # noqa: E402
+from server.http.events import MAX_SOCKETS_PER_MEMBER  # noqa: E402
 
 CELL = 10
 # Cells grow to twice their size, then split; the policy must let them.
@@ -127,6 +128,7 @@ def running_server(
         ):
             env[f"SPOKES_RATE_{name}"] = UNLIMITED
         env["SPOKES_RATE_LOGIN_PER_MEMBER"] = UNLIMITED
+        env["SPOKES_RATE_SOCKET_PER_MEMBER"] = UNLIMITED  # idle sockets: many per member
     command = [str(Path(sys.executable).parent / "spokes-server"), "serve", "--port", "0"]
     command += ["--workers", str(workers)]
     process = subprocess.Popen(  # noqa: S603
@@ -747,6 +749,12 @@ def plan_cell(cell: Cell, offered: int, flat: int, send: str) -> tuple[CellPlan,
     return CellPlan(b32e(cell.group), author, cell.state.epoch, upcoming), members
 
 
+def idle_socket_room(cells: list[Cell]) -> int:
+    """How many idle sockets the members may add to the one each already holds: the
+    server allows MAX_SOCKETS_PER_MEMBER open at once per member."""
+    return sum(len(c.members) for c in cells) * (MAX_SOCKETS_PER_MEMBER - 1)
+
+
 async def open_idle_sockets(url: str, cells: list[Cell], count: int) -> list[Any]:
     """``count`` more sockets, each subscribed to its member's cell, that then say nothing."""
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
@@ -868,7 +876,8 @@ def main() -> None:
         with_sockets = server.server_rss_kib()
         # Idle sockets before any load, so that freed request memory can't hide them.
         held = asyncio.new_event_loop()
-        idle = held.run_until_complete(open_idle_sockets(server.url, cells, args.idle))
+        idle_count = min(args.idle, idle_socket_room(cells))
+        idle = held.run_until_complete(open_idle_sockets(server.url, cells, idle_count))
         time.sleep(2)
         with_idle = server.server_rss_kib()
         pg_with_idle = sum(rss_kib(p) for p in server.postgres_pids())
@@ -928,10 +937,10 @@ def main() -> None:
     )
     print(f"| server RSS after the load | {after_load / mib:.1f} |")
     print(f"| PostgreSQL RSS after the load (postmaster + backends) | {pg_after_load / mib:.1f} |")
-    if args.idle:
+    if idle_count:
         print(
-            f"| {args.idle} idle sockets, extra server RSS | {(with_idle - with_sockets) / mib:.1f} "
-            f"({(with_idle - with_sockets) / args.idle:.1f} KiB each) |"
+            f"| {idle_count} idle sockets, extra server RSS | {(with_idle - with_sockets) / mib:.1f} "
+            f"({(with_idle - with_sockets) / idle_count:.1f} KiB each) |"
         )
 
 

@@ -14,6 +14,7 @@ it refuses a malformed request ("Error handling request from 10.1.2.3"), and
 the exception's text quotes the bytes it refused. ``configure_logging``
 filters that logger in both formats: the address goes, and of the exception
 only its type stays; a request it could not parse is logged at INFO (shown with -v).
+asyncpg's pool log loses its tracebacks (``OutageWithoutTraceback``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 ACCESS_FIELDS = ("method", "route", "status", "duration_ms")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 AIOHTTP_SERVER_LOGGER = "aiohttp.server"
+ASYNCPG_POOL_LOGGER = "asyncpg.pool"
 
 
 class JsonFormatter(logging.Formatter):
@@ -73,6 +75,28 @@ class ForgetClient(logging.Filter):
         return True
 
 
+class OutageWithoutTraceback(logging.Filter):
+    """For asyncpg's pool log: an exception by its type only, no traceback.
+
+    While PostgreSQL is away asyncpg's pool tries to reopen its floor of
+    connections and logs "Failed to restore the pool connection floor;
+    retrying" with a whole traceback, at every try. The outage is already
+    answered (503) and counted (server/metrics.py); one line a try says it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__})"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def _add_once(logger_name: str, kind: type[logging.Filter]) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
+
+
 def configure_logging(log_format: str, level: int) -> None:
     """Send the server's log to stderr, as text lines or as JSON (``log_format``)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -81,6 +105,5 @@ def configure_logging(log_format: str, level: int) -> None:
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    aiohttp_server = logging.getLogger(AIOHTTP_SERVER_LOGGER)
-    if not any(isinstance(f, ForgetClient) for f in aiohttp_server.filters):
-        aiohttp_server.addFilter(ForgetClient())
+    _add_once(AIOHTTP_SERVER_LOGGER, ForgetClient)
+    _add_once(ASYNCPG_POOL_LOGGER, OutageWithoutTraceback)

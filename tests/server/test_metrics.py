@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from crypto.encoding import b32d, b32e, b64e
 from server.http.appkeys import METRICS_KEY
-from server.logs import ACCESS_FIELDS, ForgetClient, JsonFormatter
+from server.logs import ACCESS_FIELDS, ForgetClient, JsonFormatter, OutageWithoutTraceback
 from server.settings import Settings, SettingsError, load_settings
 from tests.conftest import HTTP_CLOSE_S, RunningServer, bounded
 from tests.server.actors import Actor, bring_in
@@ -287,6 +287,28 @@ def test_a_request_aiohttp_could_not_parse_is_logged_at_info_not_error() -> None
         )
     finally:
         server_log.setLevel(before)
+
+
+def test_asyncpgs_pool_log_keeps_one_line_per_failed_reconnect() -> None:
+    """While PostgreSQL is away asyncpg retries its floor of connections and logs
+    each try with exc_info: the line stays, the traceback goes."""
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    except ConnectionRefusedError as refused:
+        record = logging.LogRecord(
+            "asyncpg.pool",
+            logging.WARNING,
+            __file__,
+            1,
+            "Failed to restore the pool connection floor; retrying",
+            (),
+            (type(refused), refused, refused.__traceback__),
+        )
+    assert OutageWithoutTraceback().filter(record)
+    for formatter in (JsonFormatter(), logging.Formatter()):
+        line = formatter.format(record)
+        assert "Traceback" not in line and "\n" not in line
+        assert "floor; retrying (ConnectionRefusedError)" in line
 
 
 def test_serve_writes_json_logs_and_serves_metrics_on_its_own_port(
