@@ -54,6 +54,7 @@ trap 'rm -rf "$work"' EXIT
 # a 279 s, b 289 s, c 373 s, the rest 285 s; test_exclusion.py then moved
 # from c to b; test_proxy.py, ~20 s, joined a) so that none runs long.
 e2e_a=(tests/e2e/test_lying_server.py tests/e2e/test_revocation.py tests/e2e/test_alert_tree.py
+    tests/e2e/test_bench_messages.py
     tests/e2e/test_alerts.py tests/e2e/test_elections.py tests/e2e/test_proxy.py)
 e2e_b=(tests/e2e/test_councils.py tests/e2e/test_daemon.py
     tests/e2e/test_proposals.py tests/e2e/test_split_history.py tests/e2e/test_exclusion.py)
