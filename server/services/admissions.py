@@ -45,6 +45,7 @@ from server.services.common import (
     load_genesis,
     member_status,
     parse_stored,
+    parse_stored_admission,
     seconds,
     statement_from,
     verified_chain,
@@ -85,7 +86,7 @@ async def settle(conn: Connection, genesis: Genesis, subject: MemberRow, now: da
         return "pending"
     network = genesis.network_id
     with crypto_errors():
-        admission = parse_admission(parse_stored(stored, "admission", network))
+        admission = parse_stored_admission(stored, network)
         verdicts = [
             parse_verdict(parse_stored(s, verdict_type(s), network))
             for s in await store.verdicts_about(conn, subject.member_id)
@@ -287,7 +288,7 @@ async def _add_verdict(
             "the inviter has not signed a certificate for this newcomer yet",
         )
     with crypto_errors():
-        admission = parse_admission(parse_stored(stored, "admission", genesis.network_id))
+        admission = parse_stored_admission(stored, genesis.network_id)
         view = await cell_view(conn, genesis.network_id, admission.cell)
         check_verdict(verdict, admission, as_cell_members(view))
     await verified_chain(conn, genesis, author)

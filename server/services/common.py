@@ -166,16 +166,22 @@ VERIFIED_CACHE_BYTES = 192 * 1024 * 1024
 # an admission certificate (413 B body), 1,532 B a vouch (329 B), 4,664 B a
 # roster event (2,460 B); this constant makes the count at least that.
 _ENTRY_OVERHEAD_BYTES = 1100
+# A certificate kept parsed as well: the Admission and its loaded public key.
+_ADMISSION_OVERHEAD_BYTES = 400
 
 
 class VerifiedCache:
-    """Statements already verified, by the digest of their bytes; LRU, bounded twice."""
+    """Statements already verified, by the digest of their bytes; LRU, bounded twice.
+
+    An admission certificate's entry also keeps it parsed (`parse_stored_admission`):
+    the pending list and evidence read each cellmate's whole chain at every call.
+    """
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.size = 0
-        self._entries: OrderedDict[bytes, tuple[Statement, int]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[Statement, int, Admission | None]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -187,14 +193,28 @@ class VerifiedCache:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, key: bytes, statement: Statement) -> None:
-        cost = _entry_cost(statement)
-        if key in self._entries or cost > self.max_bytes:
+    def admission(self, key: bytes) -> Admission | None:
+        """The certificate parsed, if it was cached so."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[2]
+
+    def put(self, key: bytes, statement: Statement, admission: Admission | None = None) -> None:
+        cost = _entry_cost(statement) + (0 if admission is None else _ADMISSION_OVERHEAD_BYTES)
+        if cost > self.max_bytes:
             return
-        self._entries[key] = (statement, cost)
+        known = self._entries.get(key)
+        if known is not None:
+            if admission is None or known[2] is not None:
+                return
+            self.size -= known[1]  # the same statement, now parsed too
+        self._entries[key] = (statement, cost, admission)
+        self._entries.move_to_end(key)
         self.size += cost
         while len(self._entries) > self.max_entries or self.size > self.max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
+            _, (_, dropped, _) = self._entries.popitem(last=False)
             self.size -= dropped
 
     def clear(self) -> None:
@@ -229,6 +249,18 @@ def parse_stored(stored: StoredStatement, expected_type: str, network: bytes) ->
     return statement
 
 
+def parse_stored_admission(stored: StoredStatement, network: bytes) -> Admission:
+    """A stored admission certificate, verified and parsed once per process (`parse_stored`)."""
+    key = _verified_key(stored.body, stored.sig, "admission", network)
+    parsed = _VERIFIED.admission(key)
+    if parsed is not None:
+        return parsed
+    with crypto_errors():
+        admission = parse_admission(parse_stored(stored, "admission", network))
+    _VERIFIED.put(key, admission.statement, admission)
+    return admission
+
+
 async def load_chain(conn: Connection, network: bytes, member_id: bytes) -> list[Admission]:
     return (await load_chains(conn, network, [member_id]))[member_id]
 
@@ -239,7 +271,7 @@ async def load_chains(
     """Each member's verified chain, nearest certificate first, from one query."""
     stored = await admission_store.chains_of(conn, member_ids)
     return {
-        member_id: [parse_admission(parse_stored(s, "admission", network)) for s in chain]
+        member_id: [parse_stored_admission(s, network) for s in chain]
         for member_id, chain in stored.items()
     }
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from crypto.chains import parse_admission
 from crypto.encoding import b32e, b64e
 from crypto.network import Genesis
 from crypto.statements import statement_id
@@ -27,6 +26,7 @@ from server.services.common import (
     load_genesis,
     member_status,
     parse_stored,
+    parse_stored_admission,
     probation_ends,
     seconds,
 )
@@ -165,7 +165,7 @@ async def evidence(
     gone: list[bytes] = []
     if admission is not None:
         with crypto_errors():
-            certificate = parse_admission(parse_stored(admission, "admission", network))
+            certificate = parse_stored_admission(admission, network)
             spoke = voters(
                 certificate,
                 [parse_verdict(parse_stored(s, verdict_type(s), network)) for s in verdicts],

@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
+from crypto.chains import parse_admission
 from crypto.encoding import b32e, b64d
 from crypto.keys import IdentityKey
 from crypto.network import Policy
@@ -149,7 +150,10 @@ async def test_a_tampered_row_is_refused_after_the_genuine_one_was_verified(
             b.id,
         )
     body, sig = bytes(row["body"]), bytes(row["sig"])
-    assert common._VERIFIED.get(common._verified_key(body, sig, "admission", founder.network))
+    verified = common._verified_key(body, sig, "admission", founder.network)
+    assert common._VERIFIED.get(verified)
+    parsed = common._VERIFIED.admission(verified)
+    assert parsed is not None and parsed.subject == b.id  # kept parsed too
 
     for column, value in (("sig", sig[:-1] + bytes([sig[-1] ^ 1])), ("body", body + b"\x00")):
         async with pool.acquire() as conn:
@@ -188,3 +192,29 @@ def test_the_verified_cache_keeps_its_bounds_and_drops_the_least_recently_used()
         small.put(bytes([i]), statement)
     assert len(small) == 2 and small.size <= small.max_bytes
     assert small.get(bytes([5])) is statements[5] and small.get(bytes([0])) is None
+
+
+def test_the_verified_cache_keeps_a_certificate_parsed_and_counts_it() -> None:
+    steward, newcomer = IdentityKey.generate(), IdentityKey.generate()
+    statement = sign_statement(
+        steward,
+        "admission",
+        b"n" * 32,
+        0,
+        {
+            "subject": newcomer.member_id,
+            "subject_key": newcomer.public_key().raw,
+            "cell": b"c" * 16,
+            "invite": b"i" * 16,
+            "join": b"j" * 32,
+        },
+    )
+    admission = parse_admission(statement)
+    cache = common.VerifiedCache(max_entries=10, max_bytes=10**6)
+    cache.put(b"k", statement)
+    assert cache.admission(b"k") is None and cache.size == common._entry_cost(statement)
+    cache.put(b"k", statement, admission)
+    assert cache.admission(b"k") is admission and len(cache) == 1
+    assert cache.size == common._entry_cost(statement) + common._ADMISSION_OVERHEAD_BYTES
+    cache.put(b"k", statement)  # verified again elsewhere: the parsed form stays
+    assert cache.admission(b"k") is admission and cache.get(b"k") is statement
