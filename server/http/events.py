@@ -339,6 +339,12 @@ async def _auth_by_message(
     except ApiError as exc:
         await _say(ws, _error(exc.code, exc.message))
         return None
+    except DATABASE_OUTAGE as exc:
+        # Upgraded already, so no 503: its socket form, as for a subscribe (1013).
+        log.warning("websocket login met an outage: %s", type(exc).__name__)
+        await _say(ws, _error(ErrorCode.UNAVAILABLE, "the database is unavailable: connect again"))
+        await ws.close(code=CLOSE_TRY_AGAIN, message=b"try again later")
+        return None
 
 
 async def _on_message(request: web.Request, hub: Hub, socket: Socket, text: str) -> None:

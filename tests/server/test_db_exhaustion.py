@@ -133,6 +133,42 @@ async def test_a_pool_whose_every_connection_is_stuck_answers_503_promptly(
     print(f"\nboth pool connections stuck: 503 after {answered_s * 1000:.0f} ms")
 
 
+async def test_a_browser_socket_logging_in_during_an_outage_is_told_to_come_back(
+    settings: Settings,
+    database_url: str,
+    running: list[Instance],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A browser logs in by its socket's first message, after the upgrade. An outage
+    before the upgrade is a 503 (the connect's rate limit reads the database); one that
+    begins between the upgrade and the login can't be: the socket says `unavailable`
+    and closes with 1013 (try again later)."""
+    url = await start(
+        running, settings, database_url, db_pool_size=2, db_acquire_timeout_s=ACQUIRE_TIMEOUT_S
+    )
+    founder = Actor(http, url)
+    assert (await founder.found()).status == 201
+    with caplog.at_level(logging.WARNING):
+        async with http.ws_connect(url + "/v1/ws") as ws:
+            async with stuck_behind_a_lock(database_url, founder):
+                await ws.send_json({"type": "auth", "token": founder.token})
+                said = await ws.receive_json(timeout=ACQUIRE_TIMEOUT_S + 5)
+                assert (said["type"], said["code"]) == ("error", "unavailable"), said
+                closing = await ws.receive(timeout=5)
+                assert closing.type == aiohttp.WSMsgType.CLOSE
+                assert ws.close_code == 1013
+                with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                    async with http.ws_connect(url + "/v1/ws"):
+                        pass
+                assert refused.value.status == 503
+    assert "websocket login met an outage: TimeoutError" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    async with http.ws_connect(url + "/v1/ws") as ws:  # the outage over, the same login works
+        await ws.send_json({"type": "auth", "token": founder.token})
+        assert (await ws.receive_json(timeout=5))["type"] == "ready"
+
+
 @asynccontextmanager
 async def stuck_behind_a_lock(
     database_url: str, member: Actor, requests: int = 2
