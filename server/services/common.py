@@ -187,19 +187,19 @@ class VerifiedCache:
         return len(self._entries)
 
     def get(self, key: bytes) -> Statement | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry[0]
+        entry = self._used(key)
+        return None if entry is None else entry[0]
 
     def admission(self, key: bytes) -> Admission | None:
         """The certificate parsed, if it was cached so."""
+        entry = self._used(key)
+        return None if entry is None else entry[2]
+
+    def _used(self, key: bytes) -> tuple[Statement, int, Admission | None] | None:
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        self._entries.move_to_end(key)
-        return entry[2]
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
 
     def put(self, key: bytes, statement: Statement, admission: Admission | None = None) -> None:
         cost = _entry_cost(statement) + (0 if admission is None else _ADMISSION_OVERHEAD_BYTES)
