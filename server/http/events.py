@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -157,8 +158,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     with sockets.logging_in():
         await ws.prepare(request)
         found = await _auth_by_message(request, ws)
-    if found is None:
-        await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"not logged in")
+    # Closed once out of the logins' count: a close waits (up to 10 s) for the client's.
+    if isinstance(found, Refusal):
+        await ws.close(code=found.code, message=found.reason)
     elif not sockets.room_for(found.member_id):
         await _say(ws, _error(ErrorCode.RATE_LIMITED, _too_many_sockets().message))
         await ws.close(code=CLOSE_TRY_AGAIN, message=b"too many sockets")
@@ -318,33 +320,52 @@ async def _open_session(request: web.Request, token: str) -> service.FeedSession
     return await service.open_feed_session(request.app[POOL_KEY], token, request.app[CLOCK_KEY]())
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why a socket that logs in by message is closed: its close code and reason."""
+
+    code: int
+    reason: bytes
+
+
+NOT_LOGGED_IN = Refusal(CLOSE_UNAUTHENTICATED, b"not logged in")
+LOGIN_OUTAGE = Refusal(CLOSE_TRY_AGAIN, b"try again later")
+LOGIN_FAILED = Refusal(CLOSE_INTERNAL, b"internal error")
+
+
 async def _auth_by_message(
     request: web.Request, ws: web.WebSocketResponse
-) -> service.FeedSession | None:
-    """For browsers, which can't set headers on a WebSocket: the first message logs in."""
+) -> service.FeedSession | Refusal:
+    """For browsers, which can't set headers on a WebSocket: the first message logs in.
+
+    Upgraded already, no HTTP status can answer: a refusal is an error frame
+    here and a close code, which the caller sends.
+    """
     try:
         message = await ws.receive(timeout=AUTH_TIMEOUT_S)
     except TimeoutError:
         await _say(ws, _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first'))
-        return None
+        return NOT_LOGGED_IN
     if message.type != WSMsgType.TEXT:
-        return None
+        return NOT_LOGGED_IN
     data = _load(message.data)
     token = data.get("token") if data is not None and data.get("type") == "auth" else None
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
         await _say(ws, _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first'))
-        return None
+        return NOT_LOGGED_IN
     try:
         return await _open_session(request, token)
     except ApiError as exc:
         await _say(ws, _error(exc.code, exc.message))
-        return None
-    except DATABASE_OUTAGE as exc:
-        # Upgraded already, so no 503: its socket form, as for a subscribe (1013).
+        return NOT_LOGGED_IN
+    except DATABASE_OUTAGE as exc:  # as for a subscribe: come back soon (1013)
         log.warning("websocket login met an outage: %s", type(exc).__name__)
         await _say(ws, _error(ErrorCode.UNAVAILABLE, "the database is unavailable: connect again"))
-        await ws.close(code=CLOSE_TRY_AGAIN, message=b"try again later")
-        return None
+        return LOGIN_OUTAGE
+    except Exception as exc:  # no middleware can answer on an upgraded socket
+        log.error("websocket login failed: %s", type(exc).__name__)
+        await _say(ws, _error(ErrorCode.INTERNAL, "internal error"))
+        return LOGIN_FAILED
 
 
 async def _on_message(request: web.Request, hub: Hub, socket: Socket, text: str) -> None:

@@ -20,7 +20,7 @@ from crypto.councils import COUNCIL, link_terms
 from crypto.errors import CryptoError
 from crypto.motions import parse_motion
 from crypto.roster import GroupRules, parse_group_creation
-from server.errors import ErrorCode
+from server.errors import ApiError, ErrorCode
 from server.services.auth import Session
 from server.services.common import (
     api_error,
@@ -128,7 +128,7 @@ async def invitation(pool: Pool, session: Session, council_id: bytes) -> Invitat
             try:
                 parsed = parse_motion(parse_stored(motion.motion, "motion", genesis.network_id))
                 group = link_terms(parsed)
-            except CryptoError:
+            except (CryptoError, ApiError):  # parse_stored refuses a changed row as ApiError
                 continue  # a malformed motion invites nobody (and blocks no one)
             if not await group_store.is_group_member(conn, group, session.member_id):
                 continue

@@ -192,6 +192,40 @@ async def test_a_council_is_founded_only_on_the_latest_election_in_the_log(two_c
     assert await table_counts(pool) == before
 
 
+async def test_a_changed_motion_row_invites_nobody_and_blocks_no_invitation(
+    two_cells, pool
+) -> None:
+    """A link motion whose stored bytes were changed in the database is skipped, as a
+    malformed one is: it neither invites (the server never serves it as valid) nor makes
+    the invitation answer an error."""
+    one, two, (founder, b, c, d) = two_cells
+    council, reply = await found_council(one, founder, b)
+    assert reply.status == 201, reply.body
+    await elected(two, c, c, d)
+    state = await GroupView(founder, council).refresh()
+    motion = councils.make_link_motion(
+        founder.key, founder.network, state, two.group, founder.now()
+    )
+    opened = await founder.call(
+        "POST", f"/v1/groups/{b32e(council)}/motions", {"motion": motion.statement.to_wire()}
+    )
+    assert opened.status == 201, opened.body
+    path = f"/v1/councils/{b32e(council)}/invitation"
+    assert (await c.call("GET", path)).status == 200
+    sig = motion.statement.signature
+    async with pool.acquire() as conn:
+        changed = sig[:-1] + bytes([sig[-1] ^ 1])
+        await conn.execute(
+            "UPDATE statements SET sig = $1 WHERE statement_id = $2", changed, motion.statement.id
+        )
+        skipped = await c.call("GET", path)
+        assert (skipped.status, skipped.code) == (404, "not_found")
+        await conn.execute(
+            "UPDATE statements SET sig = $1 WHERE statement_id = $2", sig, motion.statement.id
+        )
+    assert (await c.call("GET", path)).status == 200
+
+
 async def test_a_council_is_as_foreign_as_no_group_to_everyone_not_seated_in_it(
     two_cells, http, server, pool
 ) -> None:

@@ -169,6 +169,35 @@ async def test_a_browser_socket_logging_in_during_an_outage_is_told_to_come_back
         assert (await ws.receive_json(timeout=5))["type"] == "ready"
 
 
+async def test_a_browser_login_that_fails_otherwise_is_closed_1011_with_no_http_in_the_socket(
+    settings: Settings,
+    database_url: str,
+    running: list[Instance],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any other failure after the upgrade (here the sessions table gone: not an outage)
+    is an `internal` error frame and close code 1011, never an HTTP 500 in the socket."""
+    url = await start(running, settings, database_url)
+    founder = Actor(http, url)
+    assert (await founder.found()).status == 201
+    admin = await asyncpg.connect(database_url)
+    try:
+        async with http.ws_connect(url + "/v1/ws") as ws:
+            await admin.execute("ALTER TABLE sessions RENAME TO sessions_gone")
+            with caplog.at_level(logging.WARNING):
+                await ws.send_json({"type": "auth", "token": founder.token})
+                said = await ws.receive_json(timeout=5)
+                assert (said["type"], said["code"]) == ("error", "internal"), said
+                assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
+                assert ws.close_code == 1011
+    finally:
+        await admin.execute("ALTER TABLE IF EXISTS sessions_gone RENAME TO sessions")
+        await admin.close()
+    assert "websocket login failed: " in caplog.text
+    assert founder.token not in caplog.text
+
+
 @asynccontextmanager
 async def stuck_behind_a_lock(
     database_url: str, member: Actor, requests: int = 2

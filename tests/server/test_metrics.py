@@ -12,6 +12,8 @@ import base64
 import json
 import logging
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -309,6 +311,36 @@ def test_asyncpgs_pool_log_keeps_one_line_per_failed_reconnect() -> None:
         line = formatter.format(record)
         assert "Traceback" not in line and "\n" not in line
         assert "floor; retrying (ConnectionRefusedError)" in line
+
+
+# What asyncpg's pool does while PostgreSQL is away (asyncpg/pool.py), in a process whose
+# logging the server set up.
+_FLOOR_RETRY = """
+import logging, sys
+from server.logs import configure_logging
+configure_logging(sys.argv[1], logging.INFO)
+try:
+    raise ConnectionRefusedError(111, "Connect call failed")
+except ConnectionRefusedError:
+    logging.getLogger("asyncpg.pool").warning(
+        "Failed to restore the pool connection floor; retrying", exc_info=True
+    )
+"""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_servers_logging_puts_asyncpgs_reconnect_retries_on_one_line(log_format: str) -> None:
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", _FLOOR_RETRY, log_format],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "floor; retrying (ConnectionRefusedError)" in lines[0]
 
 
 def test_serve_writes_json_logs_and_serves_metrics_on_its_own_port(
