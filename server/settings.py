@@ -210,7 +210,7 @@ def load_settings(
     for f in fields(Settings):
         if f.name.startswith("rate_"):
             variable = "SPOKES_" + f.name.upper()  # e.g. SPOKES_RATE_LOGIN_PER_SOURCE=60/600
-            if variable in env:
+            if env.get(variable):  # empty counts as unset, as for every other variable
                 values[f.name] = _parse_rate(variable, env[variable])
     values["server_secret"] = load_server_secret(values["data_dir"], env)
     values["mail_key"] = load_mail_key(mail_key_file, env)

@@ -330,6 +330,7 @@ class Refusal:
 
 NOT_LOGGED_IN = Refusal(CLOSE_UNAUTHENTICATED, b"not logged in")
 LOGIN_OUTAGE = Refusal(CLOSE_TRY_AGAIN, b"try again later")
+TOO_OFTEN = Refusal(CLOSE_TRY_AGAIN, b"too many connects")
 LOGIN_FAILED = Refusal(CLOSE_INTERNAL, b"internal error")
 
 
@@ -354,10 +355,13 @@ async def _auth_by_message(
         await _say(ws, _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first'))
         return NOT_LOGGED_IN
     try:
-        return await _open_session(request, token)
+        session = await _open_session(request, token)
+        # Paced as a header login is before its upgrade (issue 12, flood safety).
+        await rate_limit(request, "socket_per_member", session.member_id)
+        return session
     except ApiError as exc:
         await _say(ws, _error(exc.code, exc.message))
-        return NOT_LOGGED_IN
+        return TOO_OFTEN if exc.status == 429 else NOT_LOGGED_IN
     except DATABASE_OUTAGE as exc:  # as for a subscribe: come back soon (1013)
         log.warning("websocket login met an outage: %s", type(exc).__name__)
         await _say(ws, _error(ErrorCode.UNAVAILABLE, "the database is unavailable: connect again"))

@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 import socket as socket_module
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,7 +28,7 @@ from server.http.events import (
     FeedSocket,
     Pace,
 )
-from server.settings import RateLimit
+from server.settings import RateLimit, SettingsError, load_settings
 from tests.server.actors import Actor
 
 
@@ -58,6 +59,41 @@ async def test_a_member_reconnecting_too_often_gets_429(server: Any, http: Any) 
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await http.ws_connect(server.url + "/v1/ws", headers=headers)
     assert refused.value.status == 429
+
+
+@pytest.mark.spokes_settings(rate_socket_per_member=RateLimit(2, 60))
+async def test_a_browser_reconnecting_too_often_is_told_so_and_closed_1013(
+    server: Any, http: Any
+) -> None:
+    """A socket that logs in by its first message is paced per member too, after the
+    upgrade: an error frame `rate_limited` and close code 1013 (try again later)."""
+    founder = Actor(http, server.url)
+    assert (await founder.found()).status == 201
+    login = {"type": "auth", "token": founder.token}
+    for _ in range(2):
+        async with http.ws_connect(server.url + "/v1/ws") as ws:
+            await ws.send_json(login)
+            assert (await ws.receive_json(timeout=5))["type"] == "ready"
+    async with http.ws_connect(server.url + "/v1/ws") as ws:
+        await ws.send_json(login)
+        said = await ws.receive_json(timeout=5)
+        assert (said["type"], said["code"]) == ("error", "rate_limited"), said
+        assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 1013
+
+
+def test_rate_limits_come_from_the_environment_and_an_empty_one_is_unset(
+    tmp_path: Path,
+) -> None:
+    variable = "SPOKES_RATE_SOCKET_PER_MEMBER"
+    assert load_settings(data_dir=tmp_path, env={variable: "5/30"}).rate_socket_per_member == (
+        RateLimit(5, 30)
+    )
+    default = load_settings(data_dir=tmp_path, env={}).rate_socket_per_member
+    assert load_settings(data_dir=tmp_path, env={variable: ""}).rate_socket_per_member == default
+    for bad in ("5", "five/30", "5/"):
+        with pytest.raises(SettingsError, match=variable):
+            load_settings(data_dir=tmp_path, env={variable: bad})
 
 
 async def test_a_socket_flooding_messages_is_told_to_wait_and_stays_usable(
