@@ -309,7 +309,12 @@ def _start_workers(settings: Settings, count: int) -> list[BaseProcess]:
             # parent stops every worker itself (_stop_workers).
             child = context.Process(
                 target=_worker_main,
-                args=(_worker_settings(settings, len(started) + 1), ready, lifeline),
+                args=(
+                    _worker_settings(settings, len(started) + 1),
+                    logging.getLogger().getEffectiveLevel(),  # -v holds for every worker
+                    ready,
+                    lifeline,
+                ),
                 daemon=False,
             )
             child.start()
@@ -341,9 +346,9 @@ def _worker_settings(settings: Settings, number: int) -> Settings:
     return settings.with_changes(metrics_port=settings.metrics_port + number)
 
 
-def _worker_main(settings: Settings, ready: Any, lifeline: Connection) -> None:
+def _worker_main(settings: Settings, level: int, ready: Any, lifeline: Connection) -> None:
     """One extra server process: the app on the parent's port, until SIGTERM."""
-    configure_logging(settings.log_format, logging.WARNING)
+    configure_logging(settings.log_format, level)
     _run(_serve_worker(settings, ready, lifeline))
 
 

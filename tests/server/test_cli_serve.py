@@ -147,8 +147,9 @@ def test_serve_with_workers_shares_the_port_and_stops_them_all(
 
     # Without signature helpers, the only processes the server spawns are its workers.
     running = spawn_server(
-        "--database-url", database_url, "--workers", "2", env={"SPOKES_SIGNATURE_HELPER": "0"}
-    )
+        "--database-url", database_url, "--workers", "2", "-v",
+        env={"SPOKES_SIGNATURE_HELPER": "0"},
+    )  # fmt: skip
     (worker,) = _workers_of(running.process.pid)
     port = int(running.url.rsplit(":", 1)[1])
     # Held connections, each hashed by the kernel to one of the two listeners.
@@ -172,6 +173,8 @@ def test_serve_with_workers_shares_the_port_and_stops_them_all(
         time.sleep(0.1)
     assert not _alive(worker)
     assert "Traceback" not in running.stderr()
+    # -v holds for the worker too: every request's access line, whichever process served it.
+    assert running.stderr().count("GET /healthz 200") >= 24, running.stderr()[-2000:]
 
 
 def test_workers_and_helpers_stop_when_the_server_is_killed(
