@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -446,6 +447,11 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         loop = asyncio.get_running_loop()
         for phase in ("offered", "flat"):
             start_at = await loop.run_in_executor(None, pipe.recv)
+            # The load generator's own collector must not pause what it times (the
+            # plan's sealed messages and the receipts are many objects): collected
+            # between phases instead.
+            gc.collect()
+            gc.disable()
             await asyncio.sleep(max(0.0, start_at - time.monotonic()))
             for cell in plan.cells:
                 cell.rekeys.clear()
@@ -456,6 +462,7 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
             await _wait_for_delivery(sent, receipts, len(plan.members))
             results[phase] = _latencies(sent, receipts, refused, elapsed)
             results[phase]["rekeys"] = [t for cell in plan.cells for t in cell.rekeys]
+            gc.enable()
             pipe.send(results[phase])
         await loop.run_in_executor(None, pipe.recv)  # done
         for task in readers:

@@ -354,7 +354,7 @@ async def test_a_poke_delivers_an_event_whose_notification_never_came(
             start + 2,
         )
     await stream.silence(0.3)
-    server.app[HUB_KEY].poke_all()  # what the safety timer does every 10 s
+    server.app[HUB_KEY].safety_poke()  # what the safety timer does every 10 s
     assert seqs(await stream.collect(2)) == [start + 1, start + 2]
 
 
