@@ -34,6 +34,7 @@ from tests.server.test_delivery import GENEROUS, Instance, form_cell
 from tests.server.test_message_batches import send_frame
 
 ACQUIRE_TIMEOUT_S = 0.5
+SMALL_POOL = {"db_pool_size": 2, "db_acquire_timeout_s": ACQUIRE_TIMEOUT_S}  # two locks fill it
 FILLER = "spokes-test-filler"
 _PARTS = ("header", "ciphertext", "signature")
 BEFORE_FULL = 5  # application_name of the test's own connections
@@ -74,6 +75,28 @@ async def start(running: list[Instance], settings: Settings, url: str, **changes
     return instance.url
 
 
+async def founded(
+    running: list[Instance],
+    settings: Settings,
+    url: str,
+    http: aiohttp.ClientSession,
+    **changes: object,
+) -> tuple[str, Actor]:
+    """An instance of its own on ``url``, and the founder of a network on it."""
+    server_url = await start(running, settings, url, **changes)
+    founder = Actor(http, server_url)
+    assert (await founder.found()).status == 201
+    return server_url, founder
+
+
+async def closed_with(ws: aiohttp.ClientWebSocketResponse, code: str, close_code: int) -> None:
+    """The socket says error ``code``, then closes with ``close_code``."""
+    said = await ws.receive_json(timeout=ACQUIRE_TIMEOUT_S + 5)
+    assert (said["type"], said["code"]) == ("error", code), said
+    assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == close_code
+
+
 async def assert_unavailable(response: aiohttp.ClientResponse) -> None:
     assert response.status == 503, await response.text()
     assert response.headers["Retry-After"] == "1"
@@ -110,11 +133,7 @@ async def test_a_pool_whose_every_connection_is_stuck_answers_503_promptly(
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    url = await start(
-        running, settings, database_url, db_pool_size=2, db_acquire_timeout_s=ACQUIRE_TIMEOUT_S
-    )
-    founder = Actor(http, url)
-    assert (await founder.found()).status == 201
+    url, founder = await founded(running, settings, database_url, http, **SMALL_POOL)
     async with stuck_behind_a_lock(database_url, founder) as waiting:
         with caplog.at_level(logging.WARNING, logger="spokes.error"):
             started = time.monotonic()
@@ -144,20 +163,12 @@ async def test_a_browser_socket_logging_in_during_an_outage_is_told_to_come_back
     before the upgrade is a 503 (the connect's rate limit reads the database); one that
     begins between the upgrade and the login can't be: the socket says `unavailable`
     and closes with 1013 (try again later)."""
-    url = await start(
-        running, settings, database_url, db_pool_size=2, db_acquire_timeout_s=ACQUIRE_TIMEOUT_S
-    )
-    founder = Actor(http, url)
-    assert (await founder.found()).status == 201
+    url, founder = await founded(running, settings, database_url, http, **SMALL_POOL)
     with caplog.at_level(logging.WARNING):
         async with http.ws_connect(url + "/v1/ws") as ws:
             async with stuck_behind_a_lock(database_url, founder):
                 await ws.send_json({"type": "auth", "token": founder.token})
-                said = await ws.receive_json(timeout=ACQUIRE_TIMEOUT_S + 5)
-                assert (said["type"], said["code"]) == ("error", "unavailable"), said
-                closing = await ws.receive(timeout=5)
-                assert closing.type == aiohttp.WSMsgType.CLOSE
-                assert ws.close_code == 1013
+                await closed_with(ws, "unavailable", 1013)
                 with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                     async with http.ws_connect(url + "/v1/ws"):
                         pass
@@ -178,24 +189,19 @@ async def test_a_browser_login_that_fails_otherwise_is_closed_1011_with_no_http_
 ) -> None:
     """Any other failure after the upgrade (here the sessions table gone: not an outage)
     is an `internal` error frame and close code 1011, never an HTTP 500 in the socket."""
-    url = await start(running, settings, database_url)
-    founder = Actor(http, url)
-    assert (await founder.found()).status == 201
+    url, founder = await founded(running, settings, database_url, http)
     admin = await asyncpg.connect(database_url)
     try:
         async with http.ws_connect(url + "/v1/ws") as ws:
             await admin.execute("ALTER TABLE sessions RENAME TO sessions_gone")
             with caplog.at_level(logging.WARNING):
                 await ws.send_json({"type": "auth", "token": founder.token})
-                said = await ws.receive_json(timeout=5)
-                assert (said["type"], said["code"]) == ("error", "internal"), said
-                assert (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.CLOSE
-                assert ws.close_code == 1011
+                await closed_with(ws, "internal", 1011)
     finally:
         await admin.execute("ALTER TABLE IF EXISTS sessions_gone RENAME TO sessions")
         await admin.close()
     assert "websocket login failed: " in caplog.text
-    assert founder.token not in caplog.text
+    assert founder.token and founder.token not in caplog.text
 
 
 @asynccontextmanager
