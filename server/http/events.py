@@ -160,7 +160,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         found = await _auth_by_message(request, ws)
     # Closed once out of the logins' count: a close waits (up to 10 s) for the client's.
     if isinstance(found, Refusal):
-        await ws.close(code=found.code, message=found.reason)
+        if found.notice is not None:
+            await _say(ws, found.notice)
+        await ws.close(code=found.code, message=found.reason.encode())
     elif not sockets.room_for(found.member_id):
         await _say(ws, _error(ErrorCode.RATE_LIMITED, _too_many_sockets().message))
         await ws.close(code=CLOSE_TRY_AGAIN, message=b"too many sockets")
@@ -207,17 +209,11 @@ async def _serve(
                 await _on_message(request, hub, socket, message.data)
             except DATABASE_OUTAGE as exc:  # a subscribe met an outage: resubscribe soon
                 log.warning("websocket message met an outage: %s", type(exc).__name__)
-                socket.close(
-                    CLOSE_TRY_AGAIN,
-                    "try again later",
-                    _error(ErrorCode.UNAVAILABLE, "the database is unavailable: connect again"),
-                )
+                socket.close(OUTAGE.code, OUTAGE.reason, OUTAGE.notice)
                 break
             except Exception as exc:  # the socket is open: no middleware can answer now
                 log.error("websocket message failed: %s", type(exc).__name__)
-                socket.close(
-                    CLOSE_INTERNAL, "internal error", _error(ErrorCode.INTERNAL, "internal error")
-                )
+                socket.close(FAILED.code, FAILED.reason, FAILED.notice)
                 break
     finally:
         await hub.detach(socket)
@@ -320,56 +316,40 @@ async def _open_session(request: web.Request, token: str) -> service.FeedSession
     return await service.open_feed_session(request.app[POOL_KEY], token, request.app[CLOCK_KEY]())
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """Why a socket that logs in by message is closed: its close code and reason."""
-
-    code: int
-    reason: bytes
-
-
-NOT_LOGGED_IN = Refusal(CLOSE_UNAUTHENTICATED, b"not logged in")
-LOGIN_OUTAGE = Refusal(CLOSE_TRY_AGAIN, b"try again later")
-TOO_OFTEN = Refusal(CLOSE_TRY_AGAIN, b"too many connects")
-LOGIN_FAILED = Refusal(CLOSE_INTERNAL, b"internal error")
-
-
 async def _auth_by_message(
     request: web.Request, ws: web.WebSocketResponse
 ) -> service.FeedSession | Refusal:
     """For browsers, which can't set headers on a WebSocket: the first message logs in.
 
     Upgraded already, no HTTP status can answer: a refusal is an error frame
-    here and a close code, which the caller sends.
+    and a close code, which the caller sends.
     """
     try:
         message = await ws.receive(timeout=AUTH_TIMEOUT_S)
     except TimeoutError:
-        await _say(ws, _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first'))
-        return NOT_LOGGED_IN
+        return Refusal(CLOSE_UNAUTHENTICATED, "not logged in", LOG_IN_FIRST)
     if message.type != WSMsgType.TEXT:
-        return NOT_LOGGED_IN
+        return Refusal(CLOSE_UNAUTHENTICATED, "not logged in")
     data = _load(message.data)
     token = data.get("token") if data is not None and data.get("type") == "auth" else None
     if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
-        await _say(ws, _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first'))
-        return NOT_LOGGED_IN
+        return Refusal(CLOSE_UNAUTHENTICATED, "not logged in", LOG_IN_FIRST)
     try:
         session = await _open_session(request, token)
         # Paced as a header login is before its upgrade (issue 12, flood safety).
         await rate_limit(request, "socket_per_member", session.member_id)
         return session
     except ApiError as exc:
-        await _say(ws, _error(exc.code, exc.message))
-        return TOO_OFTEN if exc.status == 429 else NOT_LOGGED_IN
+        notice = _error(exc.code, exc.message)
+        if exc.status == 429:
+            return Refusal(CLOSE_TRY_AGAIN, "too many connects", notice)
+        return Refusal(CLOSE_UNAUTHENTICATED, "not logged in", notice)
     except DATABASE_OUTAGE as exc:  # as for a subscribe: come back soon (1013)
         log.warning("websocket login met an outage: %s", type(exc).__name__)
-        await _say(ws, _error(ErrorCode.UNAVAILABLE, "the database is unavailable: connect again"))
-        return LOGIN_OUTAGE
+        return OUTAGE
     except Exception as exc:  # no middleware can answer on an upgraded socket
         log.error("websocket login failed: %s", type(exc).__name__)
-        await _say(ws, _error(ErrorCode.INTERNAL, "internal error"))
-        return LOGIN_FAILED
+        return FAILED
 
 
 async def _on_message(request: web.Request, hub: Hub, socket: Socket, text: str) -> None:
@@ -502,6 +482,25 @@ def _load(text: str) -> dict[str, Any] | None:
 
 def _error(code: ErrorCode, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code.value, "message": message}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a socket is closed: its close code and reason, and the error it is told first."""
+
+    code: int
+    reason: str
+    notice: dict[str, Any] | None = None
+
+
+LOG_IN_FIRST = _error(ErrorCode.UNAUTHORIZED, 'send {"type": "auth", "token": …} first')
+# An open socket that meets a database outage, or any other failure.
+OUTAGE = Refusal(
+    CLOSE_TRY_AGAIN,
+    "try again later",
+    _error(ErrorCode.UNAVAILABLE, "the database is unavailable: connect again"),
+)
+FAILED = Refusal(CLOSE_INTERNAL, "internal error", _error(ErrorCode.INTERNAL, "internal error"))
 
 
 async def _say(ws: web.WebSocketResponse, message: dict[str, Any]) -> None:
