@@ -211,18 +211,15 @@ class Hub:
         for feed in [f for f in self._deferred if f.group_id not in self._committing]:
             feed.poke(self._deferred.pop(feed))
 
-    def poke_all(self) -> None:
-        for feed in list(self._feeds.values()):
-            feed.poke()
-
     def safety_poke(self) -> None:
-        """In case a NOTIFY was lost: every cached feed's news in one read-ahead query.
+        """In case a NOTIFY was lost (every SAFETY_POKE_S, and when LISTEN is back):
+        every cached feed's news in one read-ahead query.
 
-        `poke_all` would wake every socket and have each feed read on its own:
-        at 1,000 sockets in 100 groups, a 100–500 ms stall of delivery every
-        SAFETY_POKE_S (bench/messages.py). Here one query asks for whatever
-        follows each feed's tail; only a feed that had news, and sockets behind
-        its tail, are poked. A feed with nothing cached yet is poked as before.
+        Poking every feed instead would wake every socket and have each feed
+        read on its own: at 1,000 sockets in 100 groups, a 100–500 ms stall of
+        delivery (bench/messages.py). Here one query asks for whatever follows
+        each feed's tail; only a feed that had news, and sockets behind its
+        tail, are poked. A feed with nothing cached yet is poked at once.
         """
         for feed in list(self._feeds.values()):
             tail = feed.mark()[0]
@@ -417,7 +414,7 @@ class Hub:
                 delay = BACKOFF_S[0]
                 log.info("listening for events")
                 # Anything committed while we were not listening is read now.
-                self.poke_all()
+                self.safety_poke()
                 await self._watch(conn, lost)
             except Exception as exc:  # whatever broke it, the listener must come back
                 log.warning(
