@@ -311,7 +311,7 @@ async def test_the_listener_reconnects_and_catches_up_after_losing_its_connectio
     assert killed == 1  # and gone: the timeout makes terminate wait for the exit
     await append(pool, cell, b"while the listener was down")  # its NOTIFY is lost
     await append(pool, cell, b"around the reconnect")
-    # Both arrive well before the 10 s safety poke: the reconnect pokes every feed.
+    # Both arrive well before the 10 s safety tick: the reconnect reads every feed's news.
     events = await stream.collect(2, wait=5)
     assert seqs(events) == [start + 1, start + 2]
     for _ in range(100):  # the listener is back within a few seconds, even on a busy machine
